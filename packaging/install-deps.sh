@@ -1,0 +1,21 @@
+#!/bin/sh
+# Installs the Debian packages modeld needs, when any is missing.
+# usage: install-deps.sh build|test
+set -e
+build="gcc make pkg-config libevent-dev libmsgpack-dev libinih-dev libjansson-dev libseccomp-dev"
+test="$build libcmocka-dev python3 python3-msgpack"
+case "$1" in
+build) want=$build ;;
+test) want=$test ;;
+*) echo "usage: $0 build|test" >&2; exit 2 ;;
+esac
+missing=
+for p in $want; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+echo "installing:$missing"
+sudo=
+[ "$(id -u)" -ne 0 ] && sudo=sudo
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $missing

@@ -1,0 +1,68 @@
+/* log.c: one line per message, "ident[pid] level: text", to stderr or syslog. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <syslog.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+
+static const char *log_ident = "modeld";
+static enum log_level log_level = LOG_LVL_INFO;
+static int log_syslog;
+
+static const char *const level_names[] = { "error", "warn", "info", "debug" };
+static const int syslog_prio[] = { LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG };
+
+void log_init(const char *ident, enum log_level level, int use_syslog)
+{
+	log_ident = ident;
+	log_level = level;
+	log_syslog = use_syslog;
+	if (use_syslog)
+		openlog(ident, LOG_PID | LOG_NDELAY, LOG_DAEMON);
+}
+
+void log_set_level(enum log_level level)
+{
+	log_level = level;
+}
+
+int log_level_parse(const char *s)
+{
+	for (int i = 0; i < (int)(sizeof level_names / sizeof level_names[0]); i++)
+		if (strcmp(s, level_names[i]) == 0)
+			return i;
+	return -1;
+}
+
+void log_msg(enum log_level level, const char *fmt, ...)
+{
+	char text[1024];
+	va_list ap;
+
+	if (level > log_level)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(text, sizeof text, fmt, ap);
+	va_end(ap);
+	if (log_syslog) {
+		syslog(syslog_prio[level], "%s", text);
+		return;
+	}
+	struct timespec ts;
+	struct tm tm;
+	char when[32];
+	clock_gettime(CLOCK_REALTIME, &ts);
+	localtime_r(&ts.tv_sec, &tm);
+	strftime(when, sizeof when, "%H:%M:%S", &tm);
+	/* One write per line, so that lines of the supervisor and its workers do not mix. */
+	char line[1200];
+	int n = snprintf(line, sizeof line, "%s.%03ld %s[%d] %s: %s\n", when,
+			 ts.tv_nsec / 1000000, log_ident, (int)getpid(), level_names[level], text);
+	if (n > (int)sizeof line)
+		n = sizeof line;
+	if (write(STDERR_FILENO, line, (size_t)n) < 0)
+		return;
+}

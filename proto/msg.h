@@ -1,0 +1,71 @@
+/*
+ * msg.h: building and reading msgpack maps.
+ *
+ * The writer builds a whole frame (length header included) in one buffer.
+ * Maps and arrays are opened and closed; their element counts are filled in
+ * on close, so callers never count keys by hand.
+ *
+ * The readers look a key up in a decoded map and check its type, so that
+ * dispatch code never walks a raw msgpack object.
+ */
+#ifndef MSG_H
+#define MSG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <msgpack.h>
+
+#define MSGW_MAX_DEPTH 16
+
+struct msgw {
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	int depth;
+	struct {
+		size_t offset;	/* of the container's 4-byte count */
+		uint32_t items;	/* values written inside it so far */
+		bool is_map;
+	} open[MSGW_MAX_DEPTH];
+};
+
+void msgw_init(struct msgw *w);
+void msgw_free(struct msgw *w);
+void msgw_map(struct msgw *w);
+void msgw_array(struct msgw *w);
+void msgw_end(struct msgw *w);
+
+void msgw_nil(struct msgw *w);
+void msgw_bool(struct msgw *w, bool v);
+void msgw_u64(struct msgw *w, uint64_t v);
+void msgw_i64(struct msgw *w, int64_t v);
+void msgw_double(struct msgw *w, double v);
+void msgw_str(struct msgw *w, const char *s);	/* NULL writes nil */
+void msgw_strn(struct msgw *w, const char *s, size_t n);
+void msgw_u32s(struct msgw *w, const uint32_t *v, size_t n);
+
+/* key + value shorthands, for use inside a map */
+void msgw_key(struct msgw *w, const char *key);
+void msgw_kstr(struct msgw *w, const char *key, const char *s);
+void msgw_ku64(struct msgw *w, const char *key, uint64_t v);
+void msgw_kbool(struct msgw *w, const char *key, bool v);
+void msgw_knil(struct msgw *w, const char *key);
+
+/* The finished frame, header included. All containers must be closed. */
+const void *msgw_frame(struct msgw *w, size_t *len);
+
+/* Readers. MSG_MISSING also covers a nil value: optional arguments may be nil. */
+enum msg_rc { MSG_OK = 0, MSG_MISSING = 1, MSG_BAD_TYPE = 2 };
+
+const msgpack_object *msg_get(const msgpack_object *map, const char *key);
+int msg_u64(const msgpack_object *map, const char *key, uint64_t *out);
+int msg_bool(const msgpack_object *map, const char *key, bool *out);
+int msg_str(const msgpack_object *map, const char *key, const char **s, size_t *len);
+/* Copies into a NUL-terminated string; strings holding NUL are MSG_BAD_TYPE. */
+int msg_strdup(const msgpack_object *map, const char *key, char **out);
+int msg_array(const msgpack_object *map, const char *key, const msgpack_object_array **out);
+/* An array of unsigned integers each <= UINT32_MAX, copied into *out (malloc'd). */
+int msg_u32s(const msgpack_object *map, const char *key, uint32_t **out, size_t *n);
+
+#endif

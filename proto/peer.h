@@ -1,0 +1,35 @@
+/*
+ * peer.h: a framed msgpack connection on a libevent bufferevent.
+ *
+ * The read callback decodes whole frames and hands each map to dispatch().
+ * A peer that is gone, for whatever reason (EOF, a read error, a bad frame,
+ * its output over the limit), arrives as dispatch(peer, NULL, arg) exactly
+ * once, with peer_error() saying why (NULL for a plain EOF); nothing is
+ * dispatched after that. The owner then frees the peer: peer_free() at once,
+ * or peer_free_after_flush() to get a last reply out first (after a bad
+ * frame). Both are safe inside dispatch: memory goes after it returns.
+ */
+#ifndef PEER_H
+#define PEER_H
+
+#include <stddef.h>
+
+#include <event2/event.h>
+#include <msgpack.h>
+
+#include "msg.h"
+
+struct peer;
+typedef void (*peer_dispatch_fn)(struct peer *p, const msgpack_object *msg, void *arg);
+
+struct peer *peer_new(struct event_base *base, int fd, size_t max_frame, size_t max_output,
+		      peer_dispatch_fn dispatch, void *arg);
+/* Queues the frame of w. Over the output limit, the peer is dropped instead. */
+void peer_send(struct peer *p, struct msgw *w);
+/* Stops reading; frees the peer once its queued output is written (or fails). */
+void peer_free_after_flush(struct peer *p);
+const char *peer_error(const struct peer *p);
+int peer_fd(const struct peer *p);
+void peer_free(struct peer *p);
+
+#endif

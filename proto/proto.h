@@ -1,0 +1,110 @@
+/*
+ * proto.h: names shared by modeld, modeld-worker and modelctl.
+ *
+ * Two protocols live here. The client protocol (docs/protocol.md) names ops
+ * and error codes as strings on the wire; the enums below only index tables.
+ * The worker channel is private to modeld and its workers: message types are
+ * integers, numbered in blocks by direction, versioned by WPROTO_VERSION.
+ */
+#ifndef PROTO_H
+#define PROTO_H
+
+#include <stddef.h>
+
+#define PROTO_VERSION 1
+#define PROTO_SERVER_NAME "modeld"
+#define MODELD_VERSION "0.1.0"
+
+/* Frames: a 4-byte big-endian length, then that many bytes of one map. */
+#define FRAME_HEADER_LEN 4
+#define FRAME_MAX_DEFAULT (1024u * 1024u)
+
+/* The most tokens one infer may ask for, and the most it may give. */
+#define INFER_MAX_TOKENS 65536u
+#define INFER_MAX_INPUT 65536u
+
+enum op {
+	OP_HELLO,
+	OP_STATUS,
+	OP_MODELS,
+	OP_DEVICES,
+	OP_LOAD,
+	OP_UNLOAD,
+	OP_RESTART,
+	OP_INFER,
+	OP_CANCEL,
+	OP_SUBSCRIBE,
+	OP_UNSUBSCRIBE,
+	OP_RELOAD,
+	OP__COUNT,
+	OP_UNKNOWN = -1,
+};
+
+enum err {
+	E_NONE,
+	E_BAD_FRAME,
+	E_BAD_REQUEST,
+	E_UNKNOWN_OP,
+	E_UNSUPPORTED_PROTO,
+	E_UNKNOWN_MODEL,
+	E_UNKNOWN_SLOT,
+	E_NOT_LOADED,
+	E_NOT_READY,
+	E_BUSY,
+	E_TIMEOUT,
+	E_CANCELLED,
+	E_SUPERSEDED,
+	E_LOAD_FAILED,
+	E_INSUFFICIENT_MEMORY,
+	E_WORKER_CRASHED,
+	E_UNAUTHORIZED,
+	E_TOO_LARGE,
+	E_SHUTTING_DOWN,
+	E_INTERNAL,
+	E__COUNT,
+};
+
+/* Client-visible event kinds; a subscription is a bit mask of these. */
+enum event_kind {
+	EVK_STATE,
+	EVK_PROGRESS,
+	EVK_JOB,
+	EVK_GPU,
+	EVK_ADVISORY,
+	EVK__COUNT,
+};
+
+const char *proto_op_name(enum op op);
+enum op proto_op_parse(const char *s, size_t len);
+const char *proto_err_name(enum err e);
+enum err proto_err_parse(const char *s, size_t len);
+const char *proto_event_name(enum event_kind k);
+int proto_event_parse(const char *s, size_t len);
+int proto_op_is_admin(enum op op);
+
+/* Worker channel. */
+#define WPROTO_VERSION 1
+#define WORKER_CHANNEL_FD 3
+
+enum wmsg {
+	/* supervisor -> worker */
+	WM_LOAD = 100,		/* model, engine, warmup, device; the weights fd rides along */
+	WM_PING,		/* seq */
+	WM_INFER,		/* req, input, max_tokens, stream */
+	WM_CANCEL,		/* req */
+	WM_STOP,		/* (none): finish and exit */
+
+	/* worker -> supervisor */
+	WM_PROGRESS = 200,	/* bytes, total */
+	WM_LOADED,		/* load_ms, vocab, mem_bytes */
+	WM_WARMED,		/* warmup_ms */
+	WM_FAILED,		/* code, message: load or warmup failed */
+	WM_PONG,		/* seq, mem_bytes, dev_free, dev_total */
+	WM_TOKENS,		/* req, tokens */
+	WM_DONE,		/* req, tokens (those not yet sent) */
+	WM_INFER_FAILED,	/* req, code, message */
+};
+
+const char *proto_wmsg_name(int type);
+
+#endif

@@ -1,0 +1,121 @@
+/*
+ * sandbox.c: seccomp allow-list (libseccomp), no_new_privs and rlimits.
+ *
+ * How to debug a refused call: run modeld with MODELD_SECCOMP_DEBUG=1 in its
+ * environment (workers inherit it). A refused call is then trapped, named in
+ * the log ("seccomp: refused openat") and fails with ENOSYS, instead of the
+ * worker being killed. Add the call below only once you know who makes it.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <ucontext.h>
+#include <unistd.h>
+
+#include <seccomp.h>
+
+#include "sandbox.h"
+
+/* Calls that fail with an errno, so that libc probes fail softly. */
+static const struct { int nr; int err; } denied[] = {
+	{ SCMP_SYS(openat), EACCES },		/* no file system once loaded */
+	{ SCMP_SYS(open), EACCES },
+	{ SCMP_SYS(socket), EACCES },		/* no new connections */
+};
+
+/* Calls allowed with any arguments. */
+static const int allowed[] = {
+	/* the channel: frames in and out, with poll */
+	SCMP_SYS(read), SCMP_SYS(write), SCMP_SYS(recvmsg), SCMP_SYS(sendmsg),
+	SCMP_SYS(sendto), SCMP_SYS(recvfrom), SCMP_SYS(poll), SCMP_SYS(ppoll),
+	SCMP_SYS(epoll_wait), SCMP_SYS(pread64), SCMP_SYS(lseek), SCMP_SYS(close),
+	SCMP_SYS(fstat), SCMP_SYS(newfstatat),
+	/* memory */
+	SCMP_SYS(brk), SCMP_SYS(mmap), SCMP_SYS(munmap), SCMP_SYS(mremap),
+	SCMP_SYS(mprotect), SCMP_SYS(madvise),
+	/* threads, time and waiting (engines may run helper threads) */
+	SCMP_SYS(futex), SCMP_SYS(sched_yield), SCMP_SYS(nanosleep),
+	SCMP_SYS(clock_nanosleep), SCMP_SYS(clock_gettime), SCMP_SYS(gettimeofday),
+	SCMP_SYS(getpid), SCMP_SYS(gettid), SCMP_SYS(sysinfo), SCMP_SYS(ioctl),
+	/* signals and the way out */
+	SCMP_SYS(rt_sigaction), SCMP_SYS(rt_sigprocmask), SCMP_SYS(rt_sigreturn),
+	SCMP_SYS(restart_syscall), SCMP_SYS(exit), SCMP_SYS(exit_group),
+};
+
+#define SANDBOX_MAX_SYSCALL 512
+static const char *syscall_names[SANDBOX_MAX_SYSCALL];
+
+/* SIGSYS in debug mode: name the call and make it fail with ENOSYS. */
+static void sandbox_trap(int sig, siginfo_t *si, void *uctx)
+{
+	(void)sig;
+	char line[96];
+	int nr = si->si_syscall;
+	const char *name = nr >= 0 && nr < SANDBOX_MAX_SYSCALL && syscall_names[nr] ? syscall_names[nr] : "?";
+	int n = snprintf(line, sizeof line, "modeld-worker: seccomp: refused %s (%d)\n", name, nr);
+	if (write(STDERR_FILENO, line, (size_t)n) < 0)
+		return;
+	((ucontext_t *)uctx)->uc_mcontext.gregs[REG_RAX] = -ENOSYS;
+}
+
+static int sandbox_debug_setup(void)
+{
+	struct sigaction sa = { .sa_sigaction = sandbox_trap, .sa_flags = SA_SIGINFO };
+
+	for (int nr = 0; nr < SANDBOX_MAX_SYSCALL; nr++)
+		syscall_names[nr] = seccomp_syscall_resolve_num_arch(SCMP_ARCH_NATIVE, nr);
+	sigemptyset(&sa.sa_mask);
+	return sigaction(SIGSYS, &sa, NULL);
+}
+
+static int sandbox_rlimits(void)
+{
+	struct rlimit zero = { 0, 0 };
+
+	/* No core files holding weights, no files written. Threads and fds stay:
+	 * device drivers need both. */
+	return setrlimit(RLIMIT_CORE, &zero) || setrlimit(RLIMIT_FSIZE, &zero);
+}
+
+static int sandbox_filter(int debug)
+{
+	scmp_filter_ctx ctx = seccomp_init(debug ? SCMP_ACT_TRAP : SCMP_ACT_KILL_PROCESS);
+	int rc = ctx ? 0 : -ENOMEM;
+
+	for (size_t i = 0; rc == 0 && i < sizeof denied / sizeof denied[0]; i++)
+		rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(denied[i].err), denied[i].nr, 0);
+	for (size_t i = 0; rc == 0 && i < sizeof allowed / sizeof allowed[0]; i++)
+		rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, allowed[i], 0);
+	if (rc == 0)
+		rc = seccomp_load(ctx);
+	seccomp_release(ctx);
+	return rc;
+}
+
+int sandbox_enter(int debug, char *err, size_t errlen)
+{
+	int rc;
+
+	if (debug && sandbox_debug_setup()) {
+		snprintf(err, errlen, "cannot set up the seccomp debug trap: %s", strerror(errno));
+		return -1;
+	}
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)) {
+		snprintf(err, errlen, "no_new_privs: %s", strerror(errno));
+		return -1;
+	}
+	if (sandbox_rlimits()) {
+		snprintf(err, errlen, "setrlimit: %s", strerror(errno));
+		return -1;
+	}
+	rc = sandbox_filter(debug);
+	if (rc) {
+		snprintf(err, errlen, "seccomp filter: %s", strerror(-rc));
+		return -1;
+	}
+	return 0;
+}
