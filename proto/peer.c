@@ -6,6 +6,7 @@
 #include <event2/bufferevent.h>
 
 #include "frame.h"
+#include "proto.h"
 #include "peer.h"
 
 struct peer {
@@ -17,6 +18,7 @@ struct peer {
 	void *arg;
 	const char *error;
 	bool gone;		/* dispatch(NULL) delivered or scheduled */
+	bool bad_frame;
 	bool notice_pending;	/* `later` still has to deliver dispatch(NULL) */
 	bool free_when_drained;
 	bool free_pending;	/* `later` frees the peer */
@@ -88,6 +90,7 @@ static void peer_read_cb(struct bufferevent *bev, void *arg)
 		if (rc == FRAME_MORE)
 			break;
 		if (rc == FRAME_ERROR) {
+			p->bad_frame = true;
 			peer_set_gone(p, why);
 			break;
 		}
@@ -167,6 +170,11 @@ void peer_free_after_flush(struct peer *p)
 const char *peer_error(const struct peer *p)
 {
 	return p->error;
+}
+
+bool peer_protocol_error(const struct peer *p)
+{
+	return p->bad_frame;
 }
 
 int peer_fd(const struct peer *p)

@@ -12,6 +12,7 @@
 #ifndef PEER_H
 #define PEER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <event2/event.h>
@@ -29,6 +30,8 @@ void peer_send(struct peer *p, struct msgw *w);
 /* Stops reading; frees the peer once its queued output is written (or fails). */
 void peer_free_after_flush(struct peer *p);
 const char *peer_error(const struct peer *p);
+/* True when the peer went away for sending something that is not a frame. */
+bool peer_protocol_error(const struct peer *p);
 int peer_fd(const struct peer *p);
 void peer_free(struct peer *p);
 

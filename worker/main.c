@@ -16,9 +16,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "../proto/clock.h"
 #include "../proto/frame.h"
 #include "../proto/log.h"
 #include "../proto/proto.h"
@@ -41,13 +41,6 @@ struct worker {
 	size_t npending;
 	bool stream;
 };
-
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 static void send_or_die(struct worker *w, struct msgw *m)
 {
@@ -152,7 +145,7 @@ static void service_channel(struct worker *w)
 static int on_progress(void *arg, uint64_t bytes, uint64_t total)
 {
 	struct worker *w = arg;
-	uint64_t t = now_ms();
+	uint64_t t = clock_mono_ms();
 
 	if (bytes == total || t - w->last_progress_ms >= PROGRESS_EVERY_MS) {
 		struct msgw m;
@@ -256,25 +249,25 @@ static void load_model(struct worker *w)
 		engine_fail(&e, "load_failed", "no engine called %s", engine);
 		goto failed;
 	}
-	uint64_t t0 = now_ms();
+	uint64_t t0 = clock_mono_ms();
 	if (w->engine->open(&w->ctx, &params, &e))
 		goto failed;
 	if (w->engine->load(w->ctx, fd, on_progress, w, &e))
 		goto failed;
 	close(fd);
-	report_loaded(w, now_ms() - t0);
+	report_loaded(w, clock_mono_ms() - t0);
 	if (sandbox_enter(getenv("MODELD_SECCOMP_DEBUG") != NULL, err, sizeof err)) {
 		engine_fail(&e, "load_failed", "sandbox: %s", err);
 		goto failed;
 	}
-	t0 = now_ms();
+	t0 = clock_mono_ms();
 	for (uint64_t i = 0; i < warmup; i++)
 		if (w->engine->warmup(w->ctx, &e))
 			goto failed;
 	if (warmup) {
 		struct msgw m;
 		begin(&m, WM_WARMED);
-		msgw_ku64(&m, "warmup_ms", now_ms() - t0);
+		msgw_ku64(&m, "warmup_ms", clock_mono_ms() - t0);
 		msgw_end(&m);
 		send_or_die(w, &m);
 	}

@@ -1,0 +1,436 @@
+/*
+ * child.c: worker processes, as the supervisor sees them.
+ *
+ * A worker is forked with a socketpair on fd 3, in a process group of its
+ * own, and exec'd. Its first message, WM_LOAD, carries the weights fd that
+ * modeld opened. From then on everything it says is checked here and turned
+ * into a slot event; anything malformed gets it killed. Its end is learnt
+ * only from waitpid: the slot hears SEV_EXITED once the pid is reaped, which
+ * is what lets a slot promise that no two workers ever overlap.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "../proto/clock.h"
+#include "../proto/frame.h"
+#include "../proto/log.h"
+#include "../proto/peer.h"
+#include "modeld.h"
+
+struct child {
+	LIST_ENTRY(child) link;
+	struct slot_rt *rt;
+	pid_t pid;
+	struct peer *peer;
+	struct event *ping;		/* heartbeat, every heartbeat_interval */
+	struct event *escalate;		/* stop message -> SIGTERM -> SIGKILL */
+	uint64_t last_life_ms;
+	uint64_t ping_seq;
+	bool loaded;
+	bool stopping;
+	bool sent_term;
+	const char *killed_for;		/* why modeld killed it, for the exit message */
+};
+
+static LIST_HEAD(, child) children = LIST_HEAD_INITIALIZER(children);
+static unsigned nchildren;
+
+static void feed(struct child *c, struct slot_ev *ev)
+{
+	slot_event(&c->rt->s, ev);
+}
+
+static void child_signal(struct child *c, int sig)
+{
+	/* The group: nothing the worker started survives it. */
+	if (kill(-c->pid, sig) < 0 && errno == ESRCH)
+		kill(c->pid, sig);
+}
+
+static void child_bad(struct child *c, const char *why)
+{
+	log_error("worker %d (slot %s): %s; killing it", (int)c->pid, c->rt->s.conf->name, why);
+	c->killed_for = "was killed for breaking the worker protocol";
+	child_signal(c, SIGKILL);
+}
+
+/* --- messages from the worker --- */
+
+static int on_progress(struct child *c, const msgpack_object *m)
+{
+	struct slot_ev ev = { .type = SEV_PROGRESS };
+	if (msg_u64(m, "bytes", &ev.a) || msg_u64(m, "total", &ev.b) || ev.a > ev.b)
+		return -1;
+	feed(c, &ev);
+	return 0;
+}
+
+static int on_loaded(struct child *c, const msgpack_object *m)
+{
+	struct slot_ev ev = { .type = SEV_LOADED };
+	uint64_t mem = 0;
+	if (msg_u64(m, "load_ms", &ev.a) || msg_u64(m, "vocab", &ev.b) || msg_u64(m, "mem_bytes", &mem))
+		return -1;
+	c->loaded = true;
+	c->rt->s.mem_bytes = mem;
+	feed(c, &ev);
+	return 0;
+}
+
+static int on_warmed(struct child *c, const msgpack_object *m)
+{
+	struct slot_ev ev = { .type = SEV_WARMED };
+	if (msg_u64(m, "warmup_ms", &ev.a))
+		return -1;
+	feed(c, &ev);
+	return 0;
+}
+
+/* code and message of a failure; the code must be one of the protocol's. */
+static int read_failure(const msgpack_object *m, struct slot_ev *ev, char *msg, size_t len)
+{
+	const char *code, *text;
+	size_t ncode, ntext;
+
+	if (msg_str(m, "code", &code, &ncode) || msg_str(m, "message", &text, &ntext))
+		return -1;
+	ev->unavailable = ncode == strlen("unavailable") && memcmp(code, "unavailable", ncode) == 0;
+	ev->code = ev->unavailable ? E_LOAD_FAILED : proto_err_parse(code, ncode);
+	snprintf(msg, len, "%.*s", (int)ntext, text);
+	ev->message = msg;
+	return 0;
+}
+
+static int on_failed(struct child *c, const msgpack_object *m)
+{
+	struct slot_ev ev = { .type = SEV_FAILED };
+	char text[SLOT_MESSAGE_LEN];
+	if (read_failure(m, &ev, text, sizeof text))
+		return -1;
+	feed(c, &ev);
+	return 0;
+}
+
+static int on_pong(struct child *c, const msgpack_object *m)
+{
+	uint64_t mem;
+	if (msg_u64(m, "mem_bytes", &mem) || msg_u64(m, "dev_free", &c->rt->dev_free) ||
+	    msg_u64(m, "dev_total", &c->rt->dev_total))
+		return -1;
+	c->rt->s.mem_bytes = mem;
+	return 0;
+}
+
+static int on_tokens(struct child *c, const msgpack_object *m, enum slot_event type)
+{
+	struct slot_ev ev = { .type = type };
+	uint32_t *tokens = NULL;
+	size_t n = 0;
+
+	if (msg_u64(m, "req", &ev.a) || msg_u32s(m, "tokens", &tokens, &n) || n > INFER_MAX_TOKENS)
+		goto bad;
+	ev.tokens = tokens;
+	ev.ntokens = (uint32_t)n;
+	feed(c, &ev);
+	free(tokens);
+	return 0;
+bad:
+	free(tokens);
+	return -1;
+}
+
+static int on_infer_failed(struct child *c, const msgpack_object *m)
+{
+	struct slot_ev ev = { .type = SEV_INFER_FAILED };
+	char text[SLOT_MESSAGE_LEN];
+	if (msg_u64(m, "req", &ev.a) || read_failure(m, &ev, text, sizeof text))
+		return -1;
+	feed(c, &ev);
+	return 0;
+}
+
+static void child_dispatch(struct peer *p, const msgpack_object *m, void *arg)
+{
+	struct child *c = arg;
+	uint64_t type = 0;
+	int rc;
+
+	if (m == NULL) {
+		if (peer_error(p))
+			child_bad(c, peer_error(p));
+		peer_free(p);
+		c->peer = NULL;		/* its exit arrives through SIGCHLD */
+		return;
+	}
+	c->last_life_ms = clock_mono_ms();
+	if (msg_u64(m, "t", &type)) {
+		child_bad(c, "message without a type");
+		return;
+	}
+	switch (type) {
+	case WM_PROGRESS: rc = on_progress(c, m); break;
+	case WM_LOADED: rc = on_loaded(c, m); break;
+	case WM_WARMED: rc = on_warmed(c, m); break;
+	case WM_FAILED: rc = on_failed(c, m); break;
+	case WM_PONG: rc = on_pong(c, m); break;
+	case WM_TOKENS: rc = on_tokens(c, m, SEV_TOKENS); break;
+	case WM_DONE: rc = on_tokens(c, m, SEV_INFER_DONE); break;
+	case WM_INFER_FAILED: rc = on_infer_failed(c, m); break;
+	default: rc = -1; break;
+	}
+	if (rc < 0) {
+		char why[64];
+		snprintf(why, sizeof why, "malformed or unexpected %s", proto_wmsg_name((int)type));
+		child_bad(c, why);
+	}
+}
+
+/* --- heartbeats and stopping --- */
+
+static void child_ping_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd; (void)what;
+	struct child *c = arg;
+	const struct slot_conf *conf = c->rt->s.conf;
+	uint64_t limit = conf->heartbeat_timeout_ms * (c->loaded ? 1 : HEARTBEAT_LOADING_FACTOR);
+
+	if (c->stopping || c->peer == NULL)
+		return;
+	if (clock_mono_ms() - c->last_life_ms > limit) {
+		log_warn("worker %d (slot %s): no heartbeat for %llu ms; killing it", (int)c->pid,
+			 conf->name, (unsigned long long)limit);
+		c->killed_for = "was killed: heartbeat lost";
+		child_signal(c, SIGKILL);
+		event_del(c->ping);
+		return;
+	}
+	struct msgw w;
+	msgw_init(&w);
+	msgw_map(&w);
+	msgw_ku64(&w, "t", WM_PING);
+	msgw_ku64(&w, "seq", ++c->ping_seq);
+	msgw_end(&w);
+	child_send(c, &w);
+	msgw_free(&w);
+}
+
+static void arm_ms(struct event *ev, uint64_t ms)
+{
+	struct timeval tv = { .tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000 };
+	event_add(ev, &tv);
+}
+
+static void child_escalate_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd; (void)what;
+	struct child *c = arg;
+	uint64_t stop = c->rt->s.conf->stop_timeout_ms;
+	uint64_t grace = stop / 2 < CHILD_STOP_GRACE_MS ? stop / 2 : CHILD_STOP_GRACE_MS;
+
+	if (!c->sent_term) {
+		log_info("worker %d did not stop; SIGTERM", (int)c->pid);
+		c->sent_term = true;
+		child_signal(c, SIGTERM);
+		arm_ms(c->escalate, stop - grace);
+		return;
+	}
+	log_warn("worker %d did not stop within %llu ms; SIGKILL", (int)c->pid, (unsigned long long)stop);
+	child_signal(c, SIGKILL);
+}
+
+void child_stop(struct child *c, bool kill_now)
+{
+	uint64_t stop = c->rt->s.conf->stop_timeout_ms;
+	uint64_t grace = stop / 2 < CHILD_STOP_GRACE_MS ? stop / 2 : CHILD_STOP_GRACE_MS;
+
+	if (kill_now) {
+		child_signal(c, SIGKILL);
+		return;
+	}
+	if (c->stopping)
+		return;
+	c->stopping = true;
+	struct msgw w;
+	msgw_init(&w);
+	msgw_map(&w);
+	msgw_ku64(&w, "t", WM_STOP);
+	msgw_end(&w);
+	child_send(c, &w);
+	msgw_free(&w);
+	arm_ms(c->escalate, grace);
+}
+
+void child_send(struct child *c, struct msgw *w)
+{
+	if (c->peer)
+		peer_send(c->peer, w);
+}
+
+pid_t child_pid(const struct child *c)
+{
+	return c->pid;
+}
+
+/* --- spawning --- */
+
+static void exec_worker(int chan, const char *path, pid_t parent)
+{
+	char ppid[16];
+
+	setpgid(0, 0);
+	if (chan == WORKER_CHANNEL_FD) {
+		fcntl(chan, F_SETFD, 0);
+	} else if (dup2(chan, WORKER_CHANNEL_FD) < 0) {
+		_exit(126);
+	}
+	sigset_t none;
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	snprintf(ppid, sizeof ppid, "%d", (int)parent);
+	execl(path, "modeld-worker", ppid, (char *)NULL);
+	_exit(127);
+}
+
+/* The first message: what to load and how, with the weights fd. */
+static int send_load(int chan, const struct slot_rt *rt, int weights)
+{
+	const struct model *m = rt->s.model;
+	const char *engine = m->engine == ENGINE_AUTO ?
+		(strncmp(rt->s.conf->device, "cuda", 4) == 0 ? "cuda" : "cpu") : config_engine_name(m->engine);
+	struct msgw w;
+	size_t len;
+
+	msgw_init(&w);
+	msgw_map(&w);
+	msgw_ku64(&w, "t", WM_LOAD);
+	msgw_kstr(&w, "model", m->name);
+	msgw_kstr(&w, "engine", engine);
+	msgw_kstr(&w, "device", rt->s.conf->device);
+	msgw_ku64(&w, "warmup", m->warmup);
+	msgw_end(&w);
+	const void *frame = msgw_frame(&w, &len);
+	int rc = frame_send_fd(chan, frame, len, weights);
+	msgw_free(&w);
+	return rc;
+}
+
+static struct child *child_new(struct slot_rt *rt, pid_t pid, int chan)
+{
+	struct child *c = calloc(1, sizeof *c);
+	if (!c)
+		abort();
+	c->rt = rt;
+	c->pid = pid;
+	c->last_life_ms = clock_mono_ms();
+	evutil_make_socket_nonblocking(chan);
+	c->peer = peer_new(md.base, chan, FRAME_MAX_DEFAULT, CLIENT_MAX_OUTPUT, child_dispatch, c);
+	c->ping = event_new(md.base, -1, EV_PERSIST, child_ping_cb, c);
+	c->escalate = evtimer_new(md.base, child_escalate_cb, c);
+	arm_ms(c->ping, rt->s.conf->heartbeat_interval_ms);
+	LIST_INSERT_HEAD(&children, c, link);
+	nchildren++;
+	return c;
+}
+
+struct child *child_spawn(struct slot_rt *rt, char *err, size_t errlen)
+{
+	const struct model *m = rt->s.model;
+	int sv[2];
+	int weights = open(m->path, O_RDONLY | O_CLOEXEC);
+
+	if (weights < 0) {
+		snprintf(err, errlen, "%s: cannot open %s: %s", m->name, m->path, strerror(errno));
+		return NULL;
+	}
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+		snprintf(err, errlen, "socketpair: %s", strerror(errno));
+		close(weights);
+		return NULL;
+	}
+	pid_t parent = getpid(), pid = fork();
+	if (pid == 0)
+		exec_worker(sv[1], md.worker_path, parent);
+	close(sv[1]);
+	if (pid < 0) {
+		snprintf(err, errlen, "fork: %s", strerror(errno));
+		close(sv[0]);
+		close(weights);
+		return NULL;
+	}
+	setpgid(pid, pid);	/* also here, so that signals to the group work at once */
+	if (send_load(sv[0], rt, weights) < 0)
+		log_warn("worker %d: cannot send the load message: %s", (int)pid, strerror(errno));
+	close(weights);
+	log_info("slot %s: worker %d loading %s", rt->s.conf->name, (int)pid, m->name);
+	return child_new(rt, pid, sv[0]);
+}
+
+/* --- reaping --- */
+
+static void describe_exit(const struct child *c, int status, char *buf, size_t len)
+{
+	if (c->killed_for)
+		snprintf(buf, len, "%s", c->killed_for);
+	else if (WIFEXITED(status))
+		snprintf(buf, len, "exited with status %d", WEXITSTATUS(status));
+	else if (WIFSIGNALED(status))
+		snprintf(buf, len, "was killed by signal %d (%s)", WTERMSIG(status),
+			 strsignal(WTERMSIG(status)));
+	else
+		snprintf(buf, len, "ended (status %#x)", status);
+}
+
+static void child_free(struct child *c)
+{
+	if (c->peer)
+		peer_free(c->peer);
+	event_free(c->ping);
+	event_free(c->escalate);
+	LIST_REMOVE(c, link);
+	nchildren--;
+	free(c);
+}
+
+void child_reap(void)
+{
+	int status;
+	pid_t pid;
+
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+		struct child *c;
+		LIST_FOREACH(c, &children, link)
+			if (c->pid == pid)
+				break;
+		if (!c)
+			continue;
+		char how[128];
+		describe_exit(c, status, how, sizeof how);
+		log_info("worker %d (slot %s) %s", (int)pid, c->rt->s.conf->name, how);
+		kill(-pid, SIGKILL);	/* anything left in its group */
+		struct slot_rt *rt = c->rt;
+		rt->child = NULL;
+		child_free(c);
+		struct slot_ev ev = { .type = SEV_EXITED, .message = how };
+		slot_event(&rt->s, &ev);
+	}
+}
+
+unsigned child_count(void)
+{
+	return nchildren;
+}
+
+void child_kill_all(void)
+{
+	struct child *c;
+	LIST_FOREACH(c, &children, link)
+		child_signal(c, SIGKILL);
+}

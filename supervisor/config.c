@@ -1,0 +1,505 @@
+/*
+ * config.c: see config.h. Keys are described by tables (name, parser,
+ * offset into the section's struct), so adding a key is one line.
+ */
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <ini.h>
+
+#include "../proto/log.h"
+#include "../proto/proto.h"
+#include "config.h"
+
+#define CONFIG_MAX_SECONDS 1e7
+#define MODEL_SUFFIX ".safetensors"
+
+enum key_type { K_STR, K_SECONDS, K_UINT, K_SIZE, K_MODE, K_LOGLEVEL, K_DEVICE, K_ENGINE, K_NAME };
+
+struct key {
+	const char *name;
+	enum key_type type;
+	size_t offset;
+	unsigned long long min, max;	/* for K_UINT and K_SIZE */
+	size_t line_offset;		/* where to note the line, if the key names something */
+};
+
+#define NO_LINE SIZE_MAX
+
+static const struct key modeld_keys[] = {
+	{ "socket", K_STR, offsetof(struct config, socket), 0, 0, NO_LINE },
+	{ "socket_mode", K_MODE, offsetof(struct config, socket_mode), 0, 0777, NO_LINE },
+	{ "models_dir", K_STR, offsetof(struct config, models_dir), 0, 0, NO_LINE },
+	{ "worker", K_STR, offsetof(struct config, worker), 0, 0, NO_LINE },
+	{ "log_level", K_LOGLEVEL, offsetof(struct config, log_level), 0, 0, NO_LINE },
+	{ "max_frame", K_SIZE, offsetof(struct config, max_frame), 64, 64u << 20, NO_LINE },
+	{ "max_clients", K_UINT, offsetof(struct config, max_clients), 1, 65536, NO_LINE },
+};
+
+#define S(f) offsetof(struct slot_conf, f)
+static const struct key slot_keys[] = {
+	{ "device", K_DEVICE, S(device), 0, 0, NO_LINE },
+	{ "default_model", K_NAME, S(default_model), 0, 0, S(default_model_line) },
+	{ "stop_timeout", K_SECONDS, S(stop_timeout_ms), 0, 0, NO_LINE },
+	{ "restart_backoff_min", K_SECONDS, S(restart_backoff_min_ms), 0, 0, NO_LINE },
+	{ "restart_backoff_max", K_SECONDS, S(restart_backoff_max_ms), 0, 0, NO_LINE },
+	{ "restart_limit", K_UINT, S(restart_limit), 1, 1000, NO_LINE },
+	{ "restart_window", K_SECONDS, S(restart_window_ms), 0, 0, NO_LINE },
+	{ "heartbeat_interval", K_SECONDS, S(heartbeat_interval_ms), 0, 0, NO_LINE },
+	{ "heartbeat_timeout", K_SECONDS, S(heartbeat_timeout_ms), 0, 0, NO_LINE },
+};
+#undef S
+
+#define M(f) offsetof(struct model, f)
+static const struct key model_keys[] = {
+	{ "path", K_STR, M(path), 0, 0, NO_LINE },
+	{ "slot", K_NAME, M(slot), 0, 0, M(slot_line) },
+	{ "engine", K_ENGINE, M(engine), 0, 0, NO_LINE },
+	{ "warmup", K_UINT, M(warmup), 0, 1000, NO_LINE },
+	{ "load_timeout", K_SECONDS, M(load_timeout_ms), 0, 0, NO_LINE },
+};
+#undef M
+
+/* The parser's state: which section we are in, and the line being read. */
+struct parse {
+	struct config *c;
+	const char *file;
+	char dir[PATH_MAX];		/* of the file, for relative model paths */
+	int line;
+	char section[160];
+	void *target;			/* the struct of the current section */
+	const struct key *keys;
+	size_t nkeys;
+	char err[CONFIG_ERR_LEN];	/* the first error */
+};
+
+static int perr(struct parse *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int perr(struct parse *p, const char *fmt, ...)
+{
+	char what[CONFIG_ERR_LEN - 128];
+	va_list ap;
+
+	if (p->err[0])
+		return 0;
+	va_start(ap, fmt);
+	vsnprintf(what, sizeof what, fmt, ap);
+	va_end(ap);
+	snprintf(p->err, sizeof p->err, "%s:%d: %s", p->file, p->line, what);
+	return 0;
+}
+
+static char *xstrdup(const char *s)
+{
+	char *d = strdup(s);
+	if (!d)
+		abort();
+	return d;
+}
+
+const char *config_engine_name(enum engine_kind e)
+{
+	return e == ENGINE_CPU ? "cpu" : e == ENGINE_CUDA ? "cuda" : "auto";
+}
+
+static bool valid_name(const char *s)
+{
+	if (!*s || strlen(s) > CONFIG_NAME_MAX)
+		return false;
+	for (; *s; s++)
+		if (!isalnum((unsigned char)*s) && !strchr("_.-", *s))
+			return false;
+	return true;
+}
+
+static bool valid_device(const char *s)
+{
+	char *end;
+
+	if (strcmp(s, "cpu") == 0)
+		return true;
+	if (strncmp(s, "cuda:", 5) != 0 || !isdigit((unsigned char)s[5]))
+		return false;
+	errno = 0;
+	unsigned long n = strtoul(s + 5, &end, 10);
+	return !errno && *end == '\0' && n < 64;
+}
+
+static int parse_seconds(const char *v, uint64_t *ms)
+{
+	char *end;
+	errno = 0;
+	double d = strtod(v, &end);
+	if (errno || end == v || *end || !isfinite(d) || d < 0 || d > CONFIG_MAX_SECONDS)
+		return -1;
+	*ms = (uint64_t)llround(d * 1000);
+	return 0;
+}
+
+static int parse_ull(const char *v, int base, unsigned long long *out)
+{
+	char *end;
+	errno = 0;
+	if (!isdigit((unsigned char)*v))
+		return -1;
+	*out = strtoull(v, &end, base);
+	return errno || *end ? -1 : 0;
+}
+
+/* Stores value into the field k describes. 1 ok, 0 error (reported). */
+static int set_key(struct parse *p, const struct key *k, const char *v)
+{
+	void *f = (char *)p->target + k->offset;
+	unsigned long long n;
+	int level;
+
+	switch (k->type) {
+	case K_NAME:
+		if (!valid_name(v))
+			return perr(p, "%s: \"%s\" is not a valid name", k->name, v);
+		/* fall through */
+	case K_STR:
+		if (!*v)
+			return perr(p, "%s: empty value", k->name);
+		free(*(char **)f);
+		*(char **)f = xstrdup(v);
+		break;
+	case K_DEVICE:
+		if (!valid_device(v))
+			return perr(p, "device: \"%s\" is not cpu or cuda:N", v);
+		free(*(char **)f);
+		*(char **)f = xstrdup(v);
+		break;
+	case K_SECONDS:
+		if (parse_seconds(v, f))
+			return perr(p, "%s: \"%s\" is not a number of seconds (0 to %g)", k->name,
+				    v, CONFIG_MAX_SECONDS);
+		break;
+	case K_UINT:
+	case K_SIZE:
+		if (parse_ull(v, 10, &n) || n < k->min || n > k->max)
+			return perr(p, "%s: \"%s\" is not an integer from %llu to %llu", k->name, v,
+				    k->min, k->max);
+		if (k->type == K_UINT)
+			*(unsigned *)f = (unsigned)n;
+		else
+			*(size_t *)f = (size_t)n;
+		break;
+	case K_MODE:
+		if (parse_ull(v, 8, &n) || n > k->max)
+			return perr(p, "%s: \"%s\" is not an octal file mode", k->name, v);
+		*(mode_t *)f = (mode_t)n;
+		break;
+	case K_LOGLEVEL:
+		level = log_level_parse(v);
+		if (level < 0)
+			return perr(p, "log_level: \"%s\" is not error, warn, info or debug", v);
+		*(int *)f = level;
+		break;
+	case K_ENGINE:
+		if (strcmp(v, "auto") && strcmp(v, "cpu") && strcmp(v, "cuda"))
+			return perr(p, "engine: \"%s\" is not auto, cpu or cuda", v);
+		*(enum engine_kind *)f = v[0] == 'a' ? ENGINE_AUTO : v[1] == 'p' ? ENGINE_CPU : ENGINE_CUDA;
+		break;
+	}
+	if (k->line_offset != NO_LINE)
+		*(int *)((char *)p->target + k->line_offset) = p->line;
+	return 1;
+}
+
+static void slot_defaults(struct slot_conf *s, const char *name)
+{
+	memset(s, 0, sizeof *s);
+	s->name = xstrdup(name);
+	s->device = xstrdup("cpu");
+	s->stop_timeout_ms = 10000;
+	s->restart_backoff_min_ms = 100;
+	s->restart_backoff_max_ms = 30000;
+	s->restart_limit = 5;
+	s->restart_window_ms = 60000;
+	s->heartbeat_interval_ms = 1000;
+	s->heartbeat_timeout_ms = 5000;
+}
+
+static void model_defaults(struct model *m, const char *name)
+{
+	memset(m, 0, sizeof *m);
+	m->name = xstrdup(name);
+	m->engine = ENGINE_AUTO;
+	m->warmup = 1;
+	m->load_timeout_ms = 300000;
+}
+
+static struct slot_conf *add_slot(struct config *c, const char *name)
+{
+	c->slots = realloc(c->slots, (c->nslots + 1) * sizeof *c->slots);
+	if (!c->slots)
+		abort();
+	slot_defaults(&c->slots[c->nslots], name);
+	return &c->slots[c->nslots++];
+}
+
+static struct model *add_model(struct config *c, const char *name)
+{
+	c->models = realloc(c->models, (c->nmodels + 1) * sizeof *c->models);
+	if (!c->models)
+		abort();
+	model_defaults(&c->models[c->nmodels], name);
+	return &c->models[c->nmodels++];
+}
+
+/* A new [section]: find its key table and the struct it fills. 1 ok, 0 error. */
+static int enter_section(struct parse *p, const char *section)
+{
+	const char *name = strchr(section, ' ');
+
+	snprintf(p->section, sizeof p->section, "%s", section);
+	if (strcmp(section, "modeld") == 0) {
+		p->target = p->c;
+		p->keys = modeld_keys;
+		p->nkeys = sizeof modeld_keys / sizeof modeld_keys[0];
+		return 1;
+	}
+	if (!name || !valid_name(name + 1))
+		return perr(p, "[%s]: sections are [modeld], [slot NAME] and [model NAME]", section);
+	name++;
+	if (strncmp(section, "slot ", 5) == 0) {
+		if (config_slot(p->c, name) || p->c->nslots == CONFIG_MAX_SLOTS)
+			return perr(p, "[slot %s]: defined twice, or too many slots", name);
+		p->target = add_slot(p->c, name);
+		p->keys = slot_keys;
+		p->nkeys = sizeof slot_keys / sizeof slot_keys[0];
+		return 1;
+	}
+	if (strncmp(section, "model ", 6) == 0) {
+		if (config_model(p->c, name) || p->c->nmodels == CONFIG_MAX_MODELS)
+			return perr(p, "[model %s]: defined twice, or too many models", name);
+		struct model *m = add_model(p->c, name);
+		m->line = p->line;	/* where to point if it ends up without a path */
+		p->target = m;
+		p->keys = model_keys;
+		p->nkeys = sizeof model_keys / sizeof model_keys[0];
+		return 1;
+	}
+	return perr(p, "[%s]: sections are [modeld], [slot NAME] and [model NAME]", section);
+}
+
+static int on_entry(void *user, const char *section, const char *name, const char *value)
+{
+	struct parse *p = user;
+
+	if (p->err[0])
+		return 0;
+	if (!section[0])
+		return perr(p, "\"%s\" is outside any section", name);
+	if (strcmp(section, p->section) != 0 && !enter_section(p, section))
+		return 0;
+	if (!name)		/* a section header alone (INI_CALL_HANDLER_ON_NEW_SECTION) */
+		return 1;
+	for (size_t i = 0; i < p->nkeys; i++)
+		if (strcmp(p->keys[i].name, name) == 0)
+			return set_key(p, &p->keys[i], value);
+	return perr(p, "[%s]: unknown key \"%s\"", section, name);
+}
+
+/*
+ * Reads one line for inih, counting lines so that errors can name theirs.
+ * inih reports a section only with its first key; a header is announced
+ * here too, so that a section with no keys ([slot spare]) still counts.
+ */
+struct line_reader {
+	struct parse *p;
+	FILE *f;
+};
+
+static char *reader(char *str, int num, void *arg)
+{
+	struct line_reader *lr = arg;
+	char *r = fgets(str, num, lr->f), *close;
+
+	if (!r)
+		return NULL;
+	lr->p->line++;
+	while (isspace((unsigned char)*r))
+		r++;
+	if (*r == '[' && (close = strchr(r, ']')) != NULL) {
+		char section[sizeof lr->p->section];
+		snprintf(section, sizeof section, "%.*s", (int)(close - r - 1), r + 1);
+		on_entry(lr->p, section, NULL, NULL);
+	}
+	return str;
+}
+
+int config_read(struct config *c, const char *file, char err[CONFIG_ERR_LEN])
+{
+	struct parse p = { .c = c, .file = file };
+
+	FILE *f = fopen(file, "r");
+	if (!f) {
+		snprintf(err, CONFIG_ERR_LEN, "%s: %s", file, strerror(errno));
+		return -1;
+	}
+	free(c->file);
+	c->file = xstrdup(file);
+	struct line_reader lr = { &p, f };
+	int rc = ini_parse_stream(reader, &lr, on_entry, &p);
+	fclose(f);
+	if (p.err[0]) {
+		snprintf(err, CONFIG_ERR_LEN, "%s", p.err);
+		return -1;
+	}
+	if (rc != 0) {
+		snprintf(err, CONFIG_ERR_LEN, "%s:%d: not a section header or key = value", file, rc);
+		return -1;
+	}
+	return 0;
+}
+
+void config_init(struct config *c)
+{
+	memset(c, 0, sizeof *c);
+	c->socket_mode = 0660;
+	c->models_dir = xstrdup("./models");
+	c->log_level = LOG_LVL_INFO;
+	c->max_frame = FRAME_MAX_DEFAULT;
+	c->max_clients = 1024;
+}
+
+static bool has_suffix(const char *s, const char *suffix)
+{
+	size_t n = strlen(s), m = strlen(suffix);
+	return n > m && strcmp(s + n - m, suffix) == 0;
+}
+
+static int by_name(const void *a, const void *b)
+{
+	return strcmp(((const struct model *)a)->name, ((const struct model *)b)->name);
+}
+
+/* Adds every *.safetensors of models_dir not already configured, by file stem. */
+static void scan_models(struct config *c)
+{
+	DIR *d = opendir(c->models_dir);
+	struct dirent *e;
+	size_t first = c->nmodels;
+
+	if (!d) {
+		log_warn("models_dir %s: %s", c->models_dir, strerror(errno));
+		return;
+	}
+	while ((e = readdir(d)) != NULL) {
+		if (!has_suffix(e->d_name, MODEL_SUFFIX))
+			continue;
+		char stem[CONFIG_NAME_MAX + 1];
+		size_t n = strlen(e->d_name) - strlen(MODEL_SUFFIX);
+		if (n > CONFIG_NAME_MAX)
+			continue;
+		memcpy(stem, e->d_name, n);
+		stem[n] = '\0';
+		if (!valid_name(stem) || config_model(c, stem) || c->nmodels == CONFIG_MAX_MODELS)
+			continue;
+		struct model *m = add_model(c, stem);
+		if (asprintf(&m->path, "%s/%s", c->models_dir, e->d_name) < 0)
+			abort();
+	}
+	closedir(d);
+	qsort(c->models + first, c->nmodels - first, sizeof *c->models, by_name);
+}
+
+/* Relative model paths in a file are relative to the file's directory. */
+static void resolve_path(const struct config *c, struct model *m)
+{
+	const char *slash = c->file ? strrchr(c->file, '/') : NULL;
+	char *full;
+
+	if (!slash || m->path[0] == '/')
+		return;
+	if (asprintf(&full, "%.*s/%s", (int)(slash - c->file), c->file, m->path) < 0)
+		abort();
+	free(m->path);
+	m->path = full;
+}
+
+int config_finish(struct config *c, char err[CONFIG_ERR_LEN])
+{
+	const char *file = c->file ? c->file : "(default)";
+
+	for (size_t i = 0; i < c->nmodels; i++) {
+		struct model *m = &c->models[i];
+		if (!m->path) {
+			snprintf(err, CONFIG_ERR_LEN, "%s:%d: [model %s] has no path", file, m->line, m->name);
+			return -1;
+		}
+		resolve_path(c, m);
+		if (m->slot && !config_slot(c, m->slot)) {
+			snprintf(err, CONFIG_ERR_LEN, "%s:%d: slot: no [slot %s]", file, m->slot_line, m->slot);
+			return -1;
+		}
+	}
+	scan_models(c);
+	for (size_t i = 0; i < c->nslots; i++) {
+		const struct slot_conf *s = &c->slots[i];
+		if (s->default_model && !config_model(c, s->default_model)) {
+			snprintf(err, CONFIG_ERR_LEN, "%s:%d: default_model: no model %s", file,
+				 s->default_model_line, s->default_model);
+			return -1;
+		}
+		if (s->restart_backoff_min_ms > s->restart_backoff_max_ms || s->heartbeat_interval_ms == 0) {
+			snprintf(err, CONFIG_ERR_LEN, "%s: [slot %s]: restart_backoff_min is over "
+				 "restart_backoff_max, or heartbeat_interval is 0", file, s->name);
+			return -1;
+		}
+	}
+	if (c->nslots == 0)
+		add_slot(c, "cpu");
+	return 0;
+}
+
+static void model_free(struct model *m)
+{
+	free(m->name);
+	free(m->path);
+	free(m->slot);
+}
+
+void config_free(struct config *c)
+{
+	for (size_t i = 0; i < c->nslots; i++) {
+		free(c->slots[i].name);
+		free(c->slots[i].device);
+		free(c->slots[i].default_model);
+	}
+	for (size_t i = 0; i < c->nmodels; i++)
+		model_free(&c->models[i]);
+	free(c->slots);
+	free(c->models);
+	free(c->file);
+	free(c->socket);
+	free(c->models_dir);
+	free(c->worker);
+	memset(c, 0, sizeof *c);
+}
+
+const struct slot_conf *config_slot(const struct config *c, const char *name)
+{
+	for (size_t i = 0; i < c->nslots; i++)
+		if (strcmp(c->slots[i].name, name) == 0)
+			return &c->slots[i];
+	return NULL;
+}
+
+const struct model *config_model(const struct config *c, const char *name)
+{
+	for (size_t i = 0; i < c->nmodels; i++)
+		if (strcmp(c->models[i].name, name) == 0)
+			return &c->models[i];
+	return NULL;
+}

@@ -1,0 +1,83 @@
+/*
+ * config.h: modeld's configuration, from an INI file (inih) or built in.
+ *
+ *   [modeld]      socket, socket_mode, models_dir, worker, log_level,
+ *                 max_frame, max_clients
+ *   [slot NAME]   device, default_model, stop_timeout, restart_backoff_min,
+ *                 restart_backoff_max, restart_limit, restart_window,
+ *                 heartbeat_interval, heartbeat_timeout
+ *   [model NAME]  path, slot, engine, warmup, load_timeout
+ *
+ * Times are in seconds, fractions allowed. Any unknown section or key, or a
+ * bad value, is an error reported as "file:line: what is wrong".
+ */
+#ifndef CONFIG_H
+#define CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define CONFIG_ERR_LEN 512
+#define CONFIG_MAX_SLOTS 64
+#define CONFIG_MAX_MODELS 4096
+#define CONFIG_NAME_MAX 64
+
+enum engine_kind { ENGINE_AUTO, ENGINE_CPU, ENGINE_CUDA };
+
+struct slot_conf {
+	char *name;
+	char *device;			/* "cpu" or "cuda:N" */
+	char *default_model;
+	int default_model_line;
+	uint64_t stop_timeout_ms;
+	uint64_t restart_backoff_min_ms;
+	uint64_t restart_backoff_max_ms;
+	unsigned restart_limit;
+	uint64_t restart_window_ms;
+	uint64_t heartbeat_interval_ms;
+	uint64_t heartbeat_timeout_ms;
+};
+
+struct model {
+	char *name;
+	char *path;
+	int line;			/* of its section; 0 when found in models_dir */
+	char *slot;			/* preferred slot, or NULL */
+	int slot_line;
+	enum engine_kind engine;
+	unsigned warmup;
+	uint64_t load_timeout_ms;
+};
+
+struct config {
+	char *file;			/* NULL for the embedded default */
+	char *socket;			/* NULL: the protocol's default path */
+	mode_t socket_mode;
+	char *models_dir;
+	char *worker;			/* NULL: modeld-worker next to modeld */
+	int log_level;
+	size_t max_frame;
+	unsigned max_clients;
+	struct slot_conf *slots;
+	size_t nslots;
+	struct model *models;
+	size_t nmodels;
+};
+
+/* The embedded defaults, before any file. */
+void config_init(struct config *c);
+/* Reads file into c. 0, or -1 with err = "file:line: what". */
+int config_read(struct config *c, const char *file, char err[CONFIG_ERR_LEN]);
+/*
+ * Completes c: adds the models of models_dir, adds the default slot when
+ * none is configured, resolves names. 0, or -1 with err.
+ */
+int config_finish(struct config *c, char err[CONFIG_ERR_LEN]);
+void config_free(struct config *c);
+
+const struct slot_conf *config_slot(const struct config *c, const char *name);
+const struct model *config_model(const struct config *c, const char *name);
+const char *config_engine_name(enum engine_kind e);
+
+#endif

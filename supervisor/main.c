@@ -1,0 +1,228 @@
+/*
+ * modeld: the supervisor. Owns the state of every slot, runs one worker
+ * process per loaded model, and serves the control socket.
+ *
+ * Role: may fork and signal its workers, open weights files and the
+ * control socket; never touches a device itself.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../proto/log.h"
+#include "modeld.h"
+
+struct modeld md;
+
+static struct event *shutdown_deadline;
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: modeld [-c FILE] [-s SOCKET] [--models DIR] [--worker PATH] [-l LEVEL] [--syslog]\n"
+		   "  -c, --config FILE   read FILE (INI); default: the embedded configuration\n"
+		   "  -s, --socket PATH   control socket (overrides the config's socket)\n"
+		   "  -m, --models DIR    models directory (default ./models)\n"
+		   "  -w, --worker PATH   the modeld-worker binary (default: next to modeld)\n"
+		   "  -l, --log-level L   error, warn, info or debug\n"
+		   "      --syslog        log to syslog instead of stderr\n");
+}
+
+/* protocol.md: $MODELD_SOCKET, $XDG_RUNTIME_DIR/modeld.sock, /run/modeld (root), ./modeld.sock */
+static char *default_socket(void)
+{
+	const char *env = getenv("MODELD_SOCKET"), *xdg = getenv("XDG_RUNTIME_DIR");
+	char *path;
+
+	if (env && *env)
+		return strdup(env);
+	if (xdg && *xdg && asprintf(&path, "%s/modeld.sock", xdg) >= 0)
+		return path;
+	return strdup(geteuid() == 0 ? "/run/modeld/modeld.sock" : "./modeld.sock");
+}
+
+static char *default_worker(void)
+{
+	char self[PATH_MAX], *path;
+	ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+
+	if (n <= 0)
+		return strdup("modeld-worker");
+	self[n] = '\0';
+	char *slash = strrchr(self, '/');
+	if (asprintf(&path, "%.*s/modeld-worker", (int)(slash - self), self) < 0)
+		abort();
+	return path;
+}
+
+static void maybe_exit(void)
+{
+	if (md.shutting_down && child_count() == 0)
+		event_base_loopexit(md.base, NULL);
+}
+
+static void on_sigchld(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd; (void)what; (void)arg;
+	child_reap();
+	maybe_exit();
+}
+
+static void on_shutdown_deadline(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd; (void)what; (void)arg;
+	log_warn("workers still running at the shutdown deadline; killing them");
+	child_kill_all();
+}
+
+/* SIGTERM, SIGINT: stop accepting, unload every slot, leave once all workers are reaped. */
+static void on_terminate(evutil_socket_t sig, short what, void *arg)
+{
+	(void)what; (void)arg;
+	uint64_t longest = 0;
+
+	if (md.shutting_down)
+		return;
+	log_info("signal %d: shutting down", (int)sig);
+	md.shutting_down = true;
+	server_close();
+	slots_shutdown();
+	for (size_t i = 0; i < md.nslots; i++)
+		if (md.slots[i].s.conf->stop_timeout_ms > longest)
+			longest = md.slots[i].s.conf->stop_timeout_ms;
+	longest += SHUTDOWN_SLACK_MS;
+	struct timeval tv = { .tv_sec = (time_t)(longest / 1000), .tv_usec = (suseconds_t)(longest % 1000) * 1000 };
+	shutdown_deadline = evtimer_new(md.base, on_shutdown_deadline, NULL);
+	event_add(shutdown_deadline, &tv);
+	maybe_exit();
+}
+
+static void on_sighup(evutil_socket_t sig, short what, void *arg)
+{
+	(void)sig; (void)what; (void)arg;
+	log_warn("SIGHUP: re-reading the configuration is not available in this version");
+}
+
+struct options {
+	const char *config, *socket, *models, *worker, *level;
+	int use_syslog;
+};
+
+static int parse_args(int argc, char **argv, struct options *o)
+{
+	static const struct option longopts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "socket", required_argument, NULL, 's' },
+		{ "models", required_argument, NULL, 'm' },
+		{ "worker", required_argument, NULL, 'w' },
+		{ "log-level", required_argument, NULL, 'l' },
+		{ "syslog", no_argument, NULL, 'S' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 },
+	};
+	int ch;
+
+	while ((ch = getopt_long(argc, argv, "c:s:m:w:l:h", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'c': o->config = optarg; break;
+		case 's': o->socket = optarg; break;
+		case 'm': o->models = optarg; break;
+		case 'w': o->worker = optarg; break;
+		case 'l': o->level = optarg; break;
+		case 'S': o->use_syslog = 1; break;
+		case 'h': usage(stdout); exit(0);
+		default: usage(stderr); return -1;
+		}
+	}
+	if (optind != argc) {
+		usage(stderr);
+		return -1;
+	}
+	return 0;
+}
+
+/* Builds md.conf from the defaults, the file and the command line. */
+static int configure(const struct options *o)
+{
+	char err[CONFIG_ERR_LEN];
+
+	config_init(&md.conf);
+	if (o->config && config_read(&md.conf, o->config, err) < 0)
+		goto fail;
+	if (o->models) {
+		free(md.conf.models_dir);
+		md.conf.models_dir = strdup(o->models);
+	}
+	if (o->level) {
+		int level = log_level_parse(o->level);
+		if (level < 0) {
+			snprintf(err, sizeof err, "-l: \"%s\" is not error, warn, info or debug", o->level);
+			goto fail;
+		}
+		md.conf.log_level = level;
+	}
+	if (config_finish(&md.conf, err) < 0)
+		goto fail;
+	md.socket_path = o->socket ? strdup(o->socket) : md.conf.socket ? strdup(md.conf.socket) : default_socket();
+	md.worker_path = o->worker ? strdup(o->worker) : md.conf.worker ? strdup(md.conf.worker) : default_worker();
+	return 0;
+fail:
+	fprintf(stderr, "modeld: %s\n", err);
+	return -1;
+}
+
+static void add_signal(int sig, event_callback_fn cb, struct event **slot)
+{
+	*slot = evsignal_new(md.base, sig, cb, NULL);
+	event_add(*slot, NULL);
+}
+
+int main(int argc, char **argv)
+{
+	struct options o = { 0 };
+	struct event *sigs[4];
+	char err[512];
+
+	if (parse_args(argc, argv, &o) < 0)
+		return 2;
+	if (configure(&o) < 0)
+		return 1;
+	log_init("modeld", (enum log_level)md.conf.log_level, o.use_syslog);
+	signal(SIGPIPE, SIG_IGN);
+	md.uid = getuid();
+	md.base = event_base_new();
+	if (!md.base) {
+		log_error("cannot create the event loop");
+		return 1;
+	}
+	add_signal(SIGCHLD, on_sigchld, &sigs[0]);
+	add_signal(SIGTERM, on_terminate, &sigs[1]);
+	add_signal(SIGINT, on_terminate, &sigs[2]);
+	add_signal(SIGHUP, on_sighup, &sigs[3]);
+	if (server_listen(md.socket_path, md.conf.socket_mode, err, sizeof err) < 0) {
+		log_error("%s", err);
+		return 1;
+	}
+	log_info("listening on %s; %zu slot(s), %zu model(s); worker %s", md.socket_path, md.conf.nslots,
+		 md.conf.nmodels, md.worker_path);
+	slots_init();
+	slots_start();
+	event_base_dispatch(md.base);
+
+	log_info("stopped");
+	server_close();
+	slots_free();
+	for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
+		event_free(sigs[i]);
+	if (shutdown_deadline)
+		event_free(shutdown_deadline);
+	event_base_free(md.base);
+	free(md.socket_path);
+	free(md.worker_path);
+	config_free(&md.conf);
+	return 0;
+}

@@ -1,0 +1,107 @@
+/*
+ * modeld.h: the supervisor's process-wide state and its parts.
+ *
+ * main.c    arguments, config, signals, the loop and shutdown
+ * slots.c   the slots, and the slot_env that connects their machines to the rest
+ * child.c   worker processes: spawn, stop, heartbeats, reaping, their messages
+ * server.c  the control socket, clients, replies and event fan-out
+ * ops.c     the client ops: one dispatch switch and a function per op
+ * events.c  the events clients subscribe to
+ */
+#ifndef MODELD_H
+#define MODELD_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <event2/event.h>
+
+#include "../proto/msg.h"
+#include "config.h"
+#include "req.h"
+#include "slot.h"
+
+/* The most a client may leave unread before it is dropped. */
+#define CLIENT_MAX_OUTPUT (8u << 20)
+/* While loading, progress counts as life: the heartbeat timeout is stretched by this. */
+#define HEARTBEAT_LOADING_FACTOR 3
+/* Between the stop message and SIGTERM, at most. */
+#define CHILD_STOP_GRACE_MS 2000
+/* Progress events per load: at most one per this many ms. */
+#define PROGRESS_EVENT_MS 100
+/* Shutdown waits for workers up to the longest stop_timeout plus this. */
+#define SHUTDOWN_SLACK_MS 1000
+
+struct child;
+
+struct slot_rt {
+	struct slot s;			/* first: the machine's view */
+	struct event *deadline;
+	struct child *child;
+	uint64_t progress_sent_ms;
+	uint64_t dev_free, dev_total;	/* from the worker's last heartbeat */
+};
+
+struct modeld {
+	struct event_base *base;
+	struct config conf;
+	struct slot_rt *slots;
+	size_t nslots;
+	char *socket_path;
+	char *worker_path;
+	uint64_t next_job;
+	uint64_t next_seq;
+	uint64_t event_seq;
+	bool shutting_down;
+	uid_t uid;
+};
+
+extern struct modeld md;
+
+/* slots.c */
+void slots_init(void);
+void slots_start(void);
+void slots_shutdown(void);
+void slots_free(void);
+struct slot_rt *slots_find(const char *name);
+struct slot_rt *slots_for_model(const struct model *m);
+
+/* child.c */
+struct child *child_spawn(struct slot_rt *rt, char *err, size_t errlen);
+void child_stop(struct child *c, bool kill);
+void child_send(struct child *c, struct msgw *w);
+pid_t child_pid(const struct child *c);
+void child_reap(void);
+unsigned child_count(void);
+void child_kill_all(void);
+
+/* server.c */
+struct client;
+int server_listen(const char *path, mode_t mode, char *err, size_t errlen);
+void server_close(void);
+void server_broadcast(int kind, struct msgw *w);
+void server_finish(struct slot *s, struct req *r, enum err code, const char *message);
+void server_chunk(struct req *r, const uint32_t *tokens, uint32_t n);
+void server_reply_error(struct client *c, uint64_t id, enum err code, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+void server_reply_begin(struct msgw *w, uint64_t id);
+void server_send(struct client *c, struct msgw *w);
+struct req *server_new_req(struct client *c, uint64_t id, enum op op);
+struct req *server_find_req(struct client *c, uint64_t id);
+/* Frees a request that was answered before it reached a slot. */
+void server_discard(struct req *r);
+void server_subscribe(struct client *c, unsigned mask);
+bool server_is_admin(const struct client *c);
+
+/* ops.c */
+void ops_dispatch(struct client *c, const msgpack_object *msg);
+void ops_write_slot(struct msgw *w, const struct slot_rt *rt);
+
+/* events.c */
+void events_state(const struct slot *s);
+void events_progress(struct slot *s);
+void events_job(const struct slot *s, uint64_t job, const char *op, const struct model *m,
+		const char *status, const char *message);
+
+#endif

@@ -1,0 +1,464 @@
+/*
+ * ops.c: the client ops of docs/protocol.md.
+ *
+ * ops_dispatch() checks the envelope (id, op, who may call it) and switches
+ * to one function per op. Each op reads its arguments with the typed
+ * readers; a missing or wrong-typed argument gets bad_request naming it.
+ * Ops that wait (load, unload, restart, infer) become a struct req handed to
+ * a slot, whose machine gives the final reply.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/sysinfo.h>
+
+#include "../proto/clock.h"
+#include "../proto/log.h"
+#include "modeld.h"
+
+#define INFER_DEFAULT_WAIT_MS 30000
+
+/*
+ * Checks a reader's result for key. False when a reply was sent: the
+ * argument is of the wrong type, or required and missing.
+ */
+static bool arg_ok(struct client *c, uint64_t id, int rc, const char *key, bool required,
+		   const char *what)
+{
+	if (rc == MSG_BAD_TYPE) {
+		server_reply_error(c, id, E_BAD_REQUEST, "%s must be %s", key, what);
+		return false;
+	}
+	if (rc == MSG_MISSING && required) {
+		server_reply_error(c, id, E_BAD_REQUEST, "%s is required (%s)", key, what);
+		return false;
+	}
+	return true;
+}
+
+static bool arg_u64(struct client *c, uint64_t id, const msgpack_object *m, const char *key,
+		    bool required, uint64_t *out)
+{
+	return arg_ok(c, id, msg_u64(m, key, out), key, required, "an unsigned integer");
+}
+
+static bool arg_bool(struct client *c, uint64_t id, const msgpack_object *m, const char *key,
+		     bool *out)
+{
+	return arg_ok(c, id, msg_bool(m, key, out), key, false, "a boolean");
+}
+
+/* An optional string argument; *out stays NULL when it is absent. */
+static bool arg_str(struct client *c, uint64_t id, const msgpack_object *m, const char *key,
+		    bool required, char **out)
+{
+	*out = NULL;
+	return arg_ok(c, id, msg_strdup(m, key, out), key, required, "a string");
+}
+
+static const struct model *find_model(struct client *c, uint64_t id, const char *name)
+{
+	const struct model *mod = config_model(&md.conf, name);
+	if (!mod)
+		server_reply_error(c, id, E_UNKNOWN_MODEL, "no model called %s", name);
+	return mod;
+}
+
+static struct slot_rt *find_slot(struct client *c, uint64_t id, const char *name)
+{
+	struct slot_rt *rt = slots_find(name);
+	if (!rt)
+		server_reply_error(c, id, E_UNKNOWN_SLOT, "no slot called %s", name);
+	return rt;
+}
+
+/* Hands r to the slot's machine as an event of type t. */
+static void submit(struct slot_rt *rt, struct req *r, enum slot_event t)
+{
+	struct slot_ev ev = { .type = t, .req = r, .model = r->model };
+	r->slot = &rt->s;
+	slot_event(&rt->s, &ev);
+}
+
+static void op_hello(struct client *c, uint64_t id, const msgpack_object *m)
+{
+	uint64_t proto = 0;
+	struct msgw w;
+
+	if (!arg_u64(c, id, m, "proto", true, &proto))
+		return;
+	if (proto != PROTO_VERSION) {
+		server_reply_error(c, id, E_UNSUPPORTED_PROTO, "this server speaks protocol %d, not %llu",
+				   PROTO_VERSION, (unsigned long long)proto);
+		return;
+	}
+	server_reply_begin(&w, id);
+	msgw_ku64(&w, "proto", PROTO_VERSION);
+	msgw_kstr(&w, "server", PROTO_SERVER_NAME);
+	msgw_kstr(&w, "version", MODELD_VERSION);
+	msgw_end(&w);
+	server_send(c, &w);
+	msgw_free(&w);
+}
+
+void ops_write_slot(struct msgw *w, const struct slot_rt *rt)
+{
+	const struct slot *s = &rt->s;
+
+	msgw_map(w);
+	msgw_kstr(w, "name", s->conf->name);
+	msgw_kstr(w, "device", s->conf->device);
+	slot_write_details(s, w);
+	msgw_key(w, "pid");
+	if (s->pid)
+		msgw_u64(w, (uint64_t)s->pid);
+	else
+		msgw_nil(w);
+	msgw_ku64(w, "since_ms", clock_wall_ms() - (clock_mono_ms() - s->since_ms));
+	msgw_ku64(w, "queue", slot_queue_length(s));
+	msgw_ku64(w, "active", s->active ? 1 : 0);
+	msgw_ku64(w, "mem_bytes", s->has_worker ? s->mem_bytes : 0);
+	msgw_end(w);
+}
+
+static void op_status(struct client *c, uint64_t id, const msgpack_object *m)
+{
+	struct slot_rt *only = NULL;
+	char *name;
+	struct msgw w;
+
+	if (!arg_str(c, id, m, "slot", false, &name))
+		return;
+	if (name && !(only = find_slot(c, id, name))) {
+		free(name);
+		return;
+	}
+	free(name);
+	server_reply_begin(&w, id);
+	msgw_key(&w, "slots");
+	msgw_array(&w);
+	for (size_t i = 0; i < md.nslots; i++)
+		if (!only || only == &md.slots[i])
+			ops_write_slot(&w, &md.slots[i]);
+	msgw_end(&w);
+	msgw_end(&w);
+	server_send(c, &w);
+	msgw_free(&w);
+}
+
+static void write_model(struct msgw *w, const struct model *mod)
+{
+	struct stat st;
+
+	msgw_map(w);
+	msgw_kstr(w, "name", mod->name);
+	msgw_kstr(w, "path", mod->path);
+	msgw_key(w, "bytes");
+	if (stat(mod->path, &st) == 0)
+		msgw_u64(w, (uint64_t)st.st_size);
+	else
+		msgw_nil(w);
+	msgw_kstr(w, "engine", config_engine_name(mod->engine));
+	msgw_kstr(w, "slot", mod->slot);
+	msgw_key(w, "loaded_in");
+	msgw_array(w);
+	for (size_t i = 0; i < md.nslots; i++) {
+		const struct slot *s = &md.slots[i].s;
+		if (s->model != mod || !s->has_worker)
+			continue;
+		msgw_map(w);
+		msgw_kstr(w, "slot", s->conf->name);
+		msgw_ku64(w, "pid", (uint64_t)s->pid);
+		msgw_kstr(w, "device", s->conf->device);
+		msgw_kstr(w, "state", slot_state_name(s->state));
+		msgw_end(w);
+	}
+	msgw_end(w);
+	msgw_end(w);
+}
+
+static void op_models(struct client *c, uint64_t id, const msgpack_object *m)
+{
+	(void)m;
+	struct msgw w;
+
+	server_reply_begin(&w, id);
+	msgw_key(&w, "models");
+	msgw_array(&w);
+	for (size_t i = 0; i < md.conf.nmodels; i++)
+		write_model(&w, &md.conf.models[i]);
+	msgw_end(&w);
+	msgw_end(&w);
+	server_send(c, &w);
+	msgw_free(&w);
+}
+
+static void write_device(struct msgw *w, const char *name, const char *label, uint64_t total,
+			 uint64_t free_bytes)
+{
+	msgw_map(w);
+	msgw_kstr(w, "name", name);
+	msgw_kstr(w, "kind", strncmp(name, "cuda", 4) == 0 ? "cuda" : "cpu");
+	msgw_kstr(w, "label", label);
+	msgw_ku64(w, "total_bytes", total);
+	msgw_ku64(w, "free_bytes", free_bytes);
+	msgw_end(w);
+}
+
+/* The host's memory, and each device a slot names, as its worker last saw it. */
+static void op_devices(struct client *c, uint64_t id, const msgpack_object *m)
+{
+	(void)m;
+	struct sysinfo si;
+	struct msgw w;
+
+	sysinfo(&si);
+	server_reply_begin(&w, id);
+	msgw_key(&w, "devices");
+	msgw_array(&w);
+	write_device(&w, "cpu", "host memory", (uint64_t)si.totalram * si.mem_unit,
+		     (uint64_t)(si.freeram + si.bufferram) * si.mem_unit);
+	for (size_t i = 0; i < md.nslots; i++) {
+		const struct slot_rt *rt = &md.slots[i];
+		const char *dev = rt->s.conf->device;
+		bool seen = strcmp(dev, "cpu") == 0;
+		for (size_t j = 0; j < i && !seen; j++)
+			seen = strcmp(md.slots[j].s.conf->device, dev) == 0;
+		if (!seen)
+			write_device(&w, dev, NULL, rt->dev_total, rt->dev_free);
+	}
+	msgw_end(&w);
+	msgw_end(&w);
+	server_send(c, &w);
+	msgw_free(&w);
+}
+
+static void op_load(struct client *c, uint64_t id, const msgpack_object *m)
+{
+	char *model = NULL, *slot = NULL;
+	bool wait = true;
+	const struct model *mod;
+	struct slot_rt *rt = NULL;
+
+	if (!arg_str(c, id, m, "model", true, &model) || !arg_str(c, id, m, "slot", false, &slot) ||
+	    !arg_bool(c, id, m, "wait", &wait) || !(mod = find_model(c, id, model)))
+		goto out;
+	if (slot)
+		rt = find_slot(c, id, slot);
+	else if (!(rt = mod->slot ? slots_find(mod->slot) : &md.slots[0]))
+		server_reply_error(c, id, E_INTERNAL, "model %s names a missing slot", model);
+	if (!rt)
+		goto out;
+	struct req *r = server_new_req(c, id, OP_LOAD);
+	r->model = mod;
+	r->wait = wait;
+	submit(rt, r, SEV_LOAD);
+out:
+	free(model);
+	free(slot);
+}
+
+static void op_unload(struct client *c, uint64_t id, const msgpack_object *m)
+{
+	char *model = NULL, *slot = NULL;
+	bool wait = true, force = false;
+	const struct model *mod;
+	struct slot_rt *rt = NULL;
+
+	if (!arg_str(c, id, m, "slot", false, &slot) || !arg_str(c, id, m, "model", false, &model) ||
+	    !arg_bool(c, id, m, "wait", &wait) || !arg_bool(c, id, m, "force", &force))
+		goto out;
+	if (slot) {
+		rt = find_slot(c, id, slot);
+	} else if (!model) {
+		server_reply_error(c, id, E_BAD_REQUEST, "slot or model is required");
+	} else if ((mod = find_model(c, id, model)) != NULL) {
+		rt = slots_for_model(mod);
+		if (rt && !slot_holds(&rt->s, mod)) {
+			server_reply_error(c, id, E_NOT_LOADED, "model %s is not loaded", model);
+			rt = NULL;
+		}
+	}
+	if (!rt)
+		goto out;
+	struct req *r = server_new_req(c, id, OP_UNLOAD);
+	r->wait = wait;
+	r->force = force;
+	submit(rt, r, SEV_UNLOAD);
+out:
+	free(model);
+	free(slot);
+}
+
+static void op_restart(struct client *c, uint64_t id, const msgpack_object *m)
+{
+	char *slot = NULL;
+	struct slot_rt *rt;
+
+	if (arg_str(c, id, m, "slot", true, &slot) && (rt = find_slot(c, id, slot)) != NULL)
+		submit(rt, server_new_req(c, id, OP_RESTART), SEV_RESTART);
+	free(slot);
+}
+
+/* Reads input and max_tokens into r, within the protocol's limits. */
+static bool infer_args(struct client *c, uint64_t id, const msgpack_object *m, struct req *r)
+{
+	uint64_t max_tokens = 0;
+	size_t n = 0;
+
+	if (!arg_ok(c, id, msg_u32s(m, "input", &r->input, &n), "input", true,
+		    "an array of token ids"))
+		return false;
+	if (n == 0 || n > INFER_MAX_INPUT) {
+		server_reply_error(c, id, E_BAD_REQUEST, "input must hold 1 to %u tokens", INFER_MAX_INPUT);
+		return false;
+	}
+	r->ninput = (uint32_t)n;
+	if (!arg_u64(c, id, m, "max_tokens", true, &max_tokens) || !arg_bool(c, id, m, "stream", &r->stream))
+		return false;
+	if (max_tokens > INFER_MAX_TOKENS) {
+		server_reply_error(c, id, E_BAD_REQUEST, "max_tokens must be at most %u", INFER_MAX_TOKENS);
+		return false;
+	}
+	r->max_tokens = (uint32_t)max_tokens;
+	return true;
+}
+
+static void op_infer(struct client *c, uint64_t id, const msgpack_object *m)
+{
+	char *model = NULL, *slot = NULL;
+	const struct model *mod = NULL;
+	struct slot_rt *rt = NULL;
+	struct req *r = server_new_req(c, id, OP_INFER);
+
+	if (!arg_str(c, id, m, "model", false, &model) || !arg_str(c, id, m, "slot", false, &slot) ||
+	    !infer_args(c, id, m, r))
+		goto refused;
+	if (model && !(mod = find_model(c, id, model)))
+		goto refused;
+	if (slot)
+		rt = find_slot(c, id, slot);
+	else if (mod)
+		rt = slots_for_model(mod);
+	else
+		server_reply_error(c, id, E_BAD_REQUEST, "model or slot is required");
+	if (!rt)
+		goto refused;
+	r->model = mod;
+	submit(rt, r, SEV_INFER);
+	goto out;
+refused:
+	server_discard(r);	/* its error reply is sent */
+out:
+	free(model);
+	free(slot);
+}
+
+static void op_cancel(struct client *c, uint64_t id, const msgpack_object *m)
+{
+	uint64_t target = 0;
+	struct msgw w;
+
+	if (!arg_u64(c, id, m, "target", true, &target))
+		return;
+	struct req *r = server_find_req(c, target);
+	bool found = r && r->slot;
+	if (found) {
+		struct slot_ev ev = { .type = SEV_CANCEL, .req = r };
+		slot_event(r->slot, &ev);
+	}
+	server_reply_begin(&w, id);
+	msgw_kbool(&w, "cancelled", found);
+	msgw_end(&w);
+	server_send(c, &w);
+	msgw_free(&w);
+}
+
+static void op_subscribe(struct client *c, uint64_t id, const msgpack_object *m)
+{
+	const msgpack_object_array *a = NULL;
+	unsigned mask = (1u << EVK__COUNT) - 1;
+	struct msgw w;
+
+	if (!arg_ok(c, id, msg_array(m, "events", &a), "events", false, "an array of event names"))
+		return;
+	if (a) {
+		mask = 0;
+		for (uint32_t i = 0; i < a->size; i++) {
+			const msgpack_object *o = &a->ptr[i];
+			int k = o->type == MSGPACK_OBJECT_STR ?
+				proto_event_parse(o->via.str.ptr, o->via.str.size) : -1;
+			if (k < 0) {
+				server_reply_error(c, id, E_BAD_REQUEST, "events[%u] is not an event name", i);
+				return;
+			}
+			mask |= 1u << k;
+		}
+	}
+	server_subscribe(c, mask);
+	server_reply_begin(&w, id);
+	msgw_end(&w);
+	server_send(c, &w);
+	msgw_free(&w);
+}
+
+static void op_unsubscribe(struct client *c, uint64_t id, const msgpack_object *m)
+{
+	(void)m;
+	struct msgw w;
+
+	server_subscribe(c, 0);
+	server_reply_begin(&w, id);
+	msgw_end(&w);
+	server_send(c, &w);
+	msgw_free(&w);
+}
+
+void ops_dispatch(struct client *c, const msgpack_object *m)
+{
+	uint64_t id = 0;
+	const char *name;
+	size_t len;
+
+	if (msg_u64(m, "id", &id) != MSG_OK || id == 0) {
+		server_reply_error(c, 0, E_BAD_REQUEST, "id must be an unsigned integer >= 1");
+		return;
+	}
+	if (msg_str(m, "op", &name, &len) != MSG_OK) {
+		server_reply_error(c, id, E_BAD_REQUEST, "op is required (a string)");
+		return;
+	}
+	enum op op = proto_op_parse(name, len);
+	if (op == OP_UNKNOWN) {
+		server_reply_error(c, id, E_UNKNOWN_OP, "no op called %.*s", (int)(len > 64 ? 64 : len), name);
+		return;
+	}
+	if (proto_op_is_admin(op) && !server_is_admin(c)) {
+		server_reply_error(c, id, E_UNAUTHORIZED, "%s is for administrators", proto_op_name(op));
+		return;
+	}
+	if (md.shutting_down && (proto_op_is_admin(op) || op == OP_INFER)) {
+		server_reply_error(c, id, E_SHUTTING_DOWN, "modeld is shutting down");
+		return;
+	}
+	switch (op) {
+	case OP_HELLO: op_hello(c, id, m); break;
+	case OP_STATUS: op_status(c, id, m); break;
+	case OP_MODELS: op_models(c, id, m); break;
+	case OP_DEVICES: op_devices(c, id, m); break;
+	case OP_LOAD: op_load(c, id, m); break;
+	case OP_UNLOAD: op_unload(c, id, m); break;
+	case OP_RESTART: op_restart(c, id, m); break;
+	case OP_INFER: op_infer(c, id, m); break;
+	case OP_CANCEL: op_cancel(c, id, m); break;
+	case OP_SUBSCRIBE: op_subscribe(c, id, m); break;
+	case OP_UNSUBSCRIBE: op_unsubscribe(c, id, m); break;
+	case OP_RELOAD:
+		server_reply_error(c, id, E_INTERNAL, "reload is not available in this version");
+		break;
+	default:
+		server_reply_error(c, id, E_INTERNAL, "op %s has no handler", proto_op_name(op));
+		break;
+	}
+}

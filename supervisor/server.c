@@ -1,0 +1,318 @@
+/*
+ * server.c: the control socket and its clients.
+ *
+ * Each client is a peer (proto/peer.c); its frames go to ops_dispatch().
+ * A client keeps the list of its requests that still wait for a reply, so
+ * that a client that goes away has its requests cancelled (or, for loads,
+ * left to finish unheard) and never leaves a dangling pointer behind.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <event2/listener.h>
+
+#include "../proto/clock.h"
+#include "../proto/log.h"
+#include "../proto/peer.h"
+#include "modeld.h"
+
+struct client {
+	LIST_ENTRY(client) link;
+	struct peer *peer;
+	uid_t uid;
+	pid_t pid;
+	unsigned subs;			/* bit mask of enum event_kind */
+	struct req_list reqs;		/* waiting for their final reply */
+};
+
+static LIST_HEAD(, client) clients = LIST_HEAD_INITIALIZER(clients);
+static unsigned nclients;
+static struct evconnlistener *listener;
+
+void server_send(struct client *c, struct msgw *w)
+{
+	peer_send(c->peer, w);
+}
+
+void server_reply_begin(struct msgw *w, uint64_t id)
+{
+	msgw_init(w);
+	msgw_map(w);
+	msgw_ku64(w, "id", id);
+	msgw_kbool(w, "ok", true);
+}
+
+static void write_error(struct msgw *w, uint64_t id, enum err code, const char *message)
+{
+	msgw_init(w);
+	msgw_map(w);
+	msgw_ku64(w, "id", id);
+	msgw_kbool(w, "ok", false);
+	msgw_key(w, "error");
+	msgw_map(w);
+	msgw_kstr(w, "code", proto_err_name(code));
+	msgw_kstr(w, "message", message);
+	msgw_end(w);
+	msgw_end(w);
+}
+
+void server_reply_error(struct client *c, uint64_t id, enum err code, const char *fmt, ...)
+{
+	char message[512];
+	struct msgw w;
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(message, sizeof message, fmt, ap);
+	va_end(ap);
+	write_error(&w, id, code, message);
+	server_send(c, &w);
+	msgw_free(&w);
+}
+
+struct req *server_new_req(struct client *c, uint64_t id, enum op op)
+{
+	struct req *r = calloc(1, sizeof *r);
+	if (!r)
+		abort();
+	r->id = id;
+	r->op = op;
+	r->client = c;
+	r->seq = ++md.next_seq;
+	r->started_ms = clock_mono_ms();
+	TAILQ_INSERT_TAIL(&c->reqs, r, client_link);
+	return r;
+}
+
+struct req *server_find_req(struct client *c, uint64_t id)
+{
+	struct req *r;
+	TAILQ_FOREACH(r, &c->reqs, client_link)
+		if (r->id == id)
+			return r;
+	return NULL;
+}
+
+static void req_free(struct req *r)
+{
+	if (r->client)
+		TAILQ_REMOVE(&r->client->reqs, r, client_link);
+	free(r->input);
+	free(r->tokens);
+	free(r);
+}
+
+void server_discard(struct req *r)
+{
+	req_free(r);
+}
+
+/* The results of a successful request, by op. */
+static void write_results(struct msgw *w, const struct slot *s, const struct req *r)
+{
+	msgw_kstr(w, "slot", s->conf->name);
+	switch (r->op) {
+	case OP_LOAD:
+		msgw_kstr(w, "model", r->model->name);
+		if (r->wait) {
+			msgw_ku64(w, "load_ms", s->load_ms);
+			msgw_ku64(w, "warmup_ms", s->warmup_ms);
+		}
+		msgw_ku64(w, "job", r->job);
+		break;
+	case OP_INFER:
+		msgw_kstr(w, "model", s->model ? s->model->name : NULL);
+		msgw_key(w, "tokens");
+		msgw_u32s(w, r->tokens, r->ntokens);
+		msgw_ku64(w, "ms", clock_mono_ms() - r->started_ms);
+		break;
+	default:	/* unload, restart */
+		msgw_kstr(w, "state", slot_state_name(s->state));
+		if (r->job)
+			msgw_ku64(w, "job", r->job);
+		break;
+	}
+}
+
+void server_finish(struct slot *s, struct req *r, enum err code, const char *message)
+{
+	struct msgw w;
+
+	if (r->client) {
+		if (code == E_NONE) {
+			server_reply_begin(&w, r->id);
+			write_results(&w, s, r);
+			msgw_end(&w);
+		} else {
+			write_error(&w, r->id, code, message ? message : proto_err_name(code));
+		}
+		server_send(r->client, &w);
+		msgw_free(&w);
+	}
+	req_free(r);
+}
+
+void server_chunk(struct req *r, const uint32_t *tokens, uint32_t n)
+{
+	struct msgw w;
+
+	if (!r->client)
+		return;
+	msgw_init(&w);
+	msgw_map(&w);
+	msgw_ku64(&w, "id", r->id);
+	msgw_key(&w, "chunk");
+	msgw_map(&w);
+	msgw_key(&w, "tokens");
+	msgw_u32s(&w, tokens, n);
+	msgw_end(&w);
+	msgw_end(&w);
+	server_send(r->client, &w);
+	msgw_free(&w);
+}
+
+void server_broadcast(int kind, struct msgw *w)
+{
+	struct client *c;
+	LIST_FOREACH(c, &clients, link)
+		if (c->subs & (1u << kind))
+			peer_send(c->peer, w);
+}
+
+void server_subscribe(struct client *c, unsigned mask)
+{
+	c->subs = mask;
+}
+
+bool server_is_admin(const struct client *c)
+{
+	return c->uid == 0 || c->uid == md.uid;
+}
+
+/*
+ * The client is gone: requests still in a slot are cancelled there (a
+ * generation stops in the worker); loads and unloads go on, unheard.
+ */
+static void client_gone(struct client *c)
+{
+	struct req *r;
+
+	while ((r = TAILQ_FIRST(&c->reqs)) != NULL) {
+		TAILQ_REMOVE(&c->reqs, r, client_link);
+		r->client = NULL;
+		if (r->op == OP_INFER && r->slot) {
+			struct slot_ev ev = { .type = SEV_CANCEL, .req = r };
+			slot_event(r->slot, &ev);
+		}
+	}
+	LIST_REMOVE(c, link);
+	nclients--;
+	free(c);
+}
+
+static void client_dispatch(struct peer *p, const msgpack_object *msg, void *arg)
+{
+	struct client *c = arg;
+
+	if (msg) {
+		ops_dispatch(c, msg);
+		return;
+	}
+	if (peer_protocol_error(p)) {
+		log_info("client pid %d: %s; closing it", (int)c->pid, peer_error(p));
+		server_reply_error(c, 0, E_BAD_FRAME, "%s", peer_error(p));
+		peer_free_after_flush(p);
+	} else {
+		if (peer_error(p))
+			log_info("client pid %d: %s; dropped", (int)c->pid, peer_error(p));
+		peer_free(p);
+	}
+	client_gone(c);
+}
+
+static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int len,
+		      void *arg)
+{
+	(void)l; (void)sa; (void)len; (void)arg;
+	struct ucred cred = { 0 };
+	socklen_t clen = sizeof cred;
+
+	if (nclients >= md.conf.max_clients || md.shutting_down) {
+		log_warn("refusing a client: %s", md.shutting_down ? "shutting down" : "max_clients reached");
+		close(fd);
+		return;
+	}
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0) {
+		close(fd);
+		return;
+	}
+	struct client *c = calloc(1, sizeof *c);
+	if (!c)
+		abort();
+	c->uid = cred.uid;
+	c->pid = cred.pid;
+	TAILQ_INIT(&c->reqs);
+	c->peer = peer_new(md.base, fd, md.conf.max_frame, CLIENT_MAX_OUTPUT, client_dispatch, c);
+	LIST_INSERT_HEAD(&clients, c, link);
+	nclients++;
+}
+
+/* A socket file left by a modeld that died: connecting to it fails. */
+static bool socket_in_use(const struct sockaddr_un *sun)
+{
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	bool used = fd >= 0 && connect(fd, (const struct sockaddr *)sun, sizeof *sun) == 0;
+	if (fd >= 0)
+		close(fd);
+	return used;
+}
+
+int server_listen(const char *path, mode_t mode, char *err, size_t errlen)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+
+	if (strlen(path) >= sizeof sun.sun_path) {
+		snprintf(err, errlen, "socket path %s is too long", path);
+		return -1;
+	}
+	strcpy(sun.sun_path, path);
+	if (socket_in_use(&sun)) {
+		snprintf(err, errlen, "%s: another modeld is listening there", path);
+		return -1;
+	}
+	unlink(path);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&sun, sizeof sun) < 0 || chmod(path, mode) < 0 ||
+	    listen(fd, 128) < 0) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	listener = evconnlistener_new(md.base, accept_cb, NULL,
+				      LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
+	if (!listener) {
+		snprintf(err, errlen, "%s: cannot listen", path);
+		close(fd);
+		return -1;
+	}
+	return 0;
+}
+
+/* Stops accepting; the clients stay until modeld exits. */
+void server_close(void)
+{
+	if (listener) {
+		evconnlistener_free(listener);
+		listener = NULL;
+		unlink(md.socket_path);
+	}
+}

@@ -1,0 +1,780 @@
+/*
+ * slot.c: the slot state machine. See slot.h and docs/states.md.
+ *
+ * actions[state][event] names the action for an event in a state; where it
+ * is empty, fallback[event] applies in every state. Actions are small and
+ * only they change the slot. Every request a slot holds ends in exactly one
+ * req_end(), which is the one way out to the client.
+ */
+#include <assert.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../proto/log.h"
+#include "slot.h"
+
+#define SLOT_MAX_QUEUE 256
+
+typedef void (*slot_action)(struct slot *s, const struct slot_ev *ev);
+
+static const char *const state_names[SS__COUNT] = {
+	[SS_INITIALIZING] = "initializing",	[SS_EMPTY] = "empty",
+	[SS_SWITCHING] = "switching_model",	[SS_UNLOADING] = "unloading_model",
+	[SS_LOADING] = "loading_model",		[SS_WARMING] = "warming_up",
+	[SS_READY] = "ready",			[SS_ERROR] = "error",
+	[SS_RECONNECTING] = "reconnecting",	[SS_UNAVAILABLE] = "service_unavailable",
+	[SS_RESTARTING] = "service_restarting",
+};
+
+const char *slot_state_name(enum slot_state st)
+{
+	return (st >= 0 && st < SS__COUNT) ? state_names[st] : "unknown";
+}
+
+static uint64_t now(struct slot *s)
+{
+	return s->env->now_ms(s->env->arg);
+}
+
+static const char *model_name(const struct model *m)
+{
+	return m ? m->name : "(none)";
+}
+
+static void set_state(struct slot *s, enum slot_state st)
+{
+	log_info("slot %s: %s -> %s (%s)", s->conf->name, state_names[s->state], state_names[st],
+		 model_name(st == SS_UNLOADING || st == SS_SWITCHING ? s->next : s->model));
+	s->state = st;
+	s->since_ms = now(s);
+	s->env->state_changed(s);
+}
+
+/* The one way a request leaves the slot: out of its list, then its reply. */
+static void req_end(struct slot *s, struct req *r, enum err code, const char *message)
+{
+	if (r->list) {
+		TAILQ_REMOVE(r->list, r, link);
+		r->list = NULL;
+	}
+	if (s->active == r)
+		s->active = NULL;
+	s->env->finish(s, r, code, message);
+}
+
+static void end_all(struct slot *s, struct req_list *l, enum err code, const char *message)
+{
+	struct req *r;
+	while ((r = TAILQ_FIRST(l)) != NULL)
+		req_end(s, r, code, message);
+}
+
+static void hold(struct req_list *l, struct req *r)
+{
+	TAILQ_INSERT_TAIL(l, r, link);
+	r->list = l;
+}
+
+/* Requests that asked for the load of s->next (or s->model) end with code. */
+static void end_load_waiters(struct slot *s, enum err code, const char *message)
+{
+	end_all(s, &s->load_waiters, code, message);
+}
+
+static void end_inference(struct slot *s, enum err code, const char *message)
+{
+	if (s->active)
+		req_end(s, s->active, code, message);
+	end_all(s, &s->queue, code, message);
+}
+
+static void job_note(struct slot *s, uint64_t *job, const char *op, const struct model *m,
+		     const char *status, const char *message)
+{
+	if (*job == 0)
+		return;
+	s->env->job(s, *job, op, m, status, message);
+	if (strcmp(status, "done") == 0 || strcmp(status, "failed") == 0)
+		*job = 0;
+}
+
+/* A new load target: a new job, announced as queued. */
+static void new_target(struct slot *s, const struct model *m)
+{
+	job_note(s, &s->load_job, "load", s->next ? s->next : s->model, "failed", "superseded");
+	s->next = m;
+	s->load_job = s->env->new_job(s->env->arg);
+	job_note(s, &s->load_job, "load", m, "queued", NULL);
+}
+
+static void wait_for_load(struct slot *s, struct req *r)
+{
+	if (r == NULL)
+		return;
+	r->job = s->load_job;
+	if (r->wait)
+		hold(&s->load_waiters, r);
+	else
+		req_end(s, r, E_NONE, NULL);
+}
+
+static void enter_error(struct slot *s, enum err code, const char *message)
+{
+	snprintf(s->message, sizeof s->message, "%s", message);
+	log_warn("slot %s: %s", s->conf->name, message);
+	s->env->arm(s, 0);
+	end_load_waiters(s, code, message);
+	end_inference(s, E_NOT_READY, "slot is in error");
+	job_note(s, &s->load_job, "load", s->model, "failed", message);
+	set_state(s, SS_ERROR);
+}
+
+/* Spawns the worker for s->next and enters loading_model. */
+static void start_load(struct slot *s)
+{
+	char err[SLOT_MESSAGE_LEN];
+
+	/* Never a second worker: the old one must have been reaped. */
+	assert(!s->has_worker);
+	s->model = s->next;
+	s->next = NULL;
+	s->from = NULL;
+	s->bytes = s->total = 0;
+	s->load_started_ms = now(s);
+	if (s->load_job == 0)
+		s->load_job = s->env->new_job(s->env->arg);
+	if (s->env->spawn(s, err, sizeof err) < 0) {
+		enter_error(s, E_LOAD_FAILED, err);
+		return;
+	}
+	s->has_worker = true;
+	job_note(s, &s->load_job, "load", s->model, "running", NULL);
+	s->env->arm(s, s->model->load_timeout_ms);
+	set_state(s, SS_LOADING);
+}
+
+/* After switching_model: the old worker goes first, if there is one. */
+static void continue_switch(struct slot *s)
+{
+	if (s->has_worker) {
+		s->env->stop(s, false);
+		set_state(s, SS_UNLOADING);
+	} else {
+		start_load(s);
+	}
+}
+
+static void begin_switch(struct slot *s, const struct model *m, struct req *r)
+{
+	s->env->arm(s, 0);
+	s->from = s->has_worker ? s->model : NULL;
+	new_target(s, m);
+	wait_for_load(s, r);
+	end_inference(s, E_CANCELLED, "the slot is switching models");
+	set_state(s, SS_SWITCHING);
+	continue_switch(s);
+}
+
+static void enter_ready(struct slot *s)
+{
+	s->env->arm(s, 0);
+	s->attempt = 0;
+	s->message[0] = '\0';
+	end_load_waiters(s, E_NONE, NULL);
+	job_note(s, &s->load_job, "load", s->model, "done", NULL);
+	set_state(s, SS_READY);
+}
+
+static void dispatch_next(struct slot *s)
+{
+	struct req *r;
+
+	if (s->inflight || (r = TAILQ_FIRST(&s->queue)) == NULL)
+		return;
+	TAILQ_REMOVE(&s->queue, r, link);
+	r->list = NULL;
+	s->active = r;
+	s->inflight = r->seq;
+	s->env->send_infer(s, r);
+}
+
+/* --- actions --- */
+
+static void act_ignore(struct slot *s, const struct slot_ev *ev)
+{
+	log_debug("slot %s: event %d ignored in %s", s->conf->name, ev->type, state_names[s->state]);
+}
+
+static void act_refuse(struct slot *s, const struct slot_ev *ev)
+{
+	char msg[96];
+	snprintf(msg, sizeof msg, "slot %s is %s", s->conf->name, state_names[s->state]);
+	req_end(s, ev->req, E_NOT_READY, msg);
+}
+
+static void act_not_loaded(struct slot *s, const struct slot_ev *ev)
+{
+	char msg[96];
+	snprintf(msg, sizeof msg, "slot %s has no model loaded", s->conf->name);
+	req_end(s, ev->req, E_NOT_LOADED, msg);
+}
+
+static void act_reply_now(struct slot *s, const struct slot_ev *ev)
+{
+	req_end(s, ev->req, E_NONE, NULL);
+}
+
+static void act_start(struct slot *s, const struct slot_ev *ev)
+{
+	if (ev->model)
+		begin_switch(s, ev->model, NULL);
+	else
+		set_state(s, SS_EMPTY);
+}
+
+static void act_load(struct slot *s, const struct slot_ev *ev)
+{
+	begin_switch(s, ev->model, ev->req);
+}
+
+static void act_load_ready(struct slot *s, const struct slot_ev *ev)
+{
+	if (ev->model == s->model)
+		req_end(s, ev->req, E_NONE, NULL);
+	else
+		begin_switch(s, ev->model, ev->req);
+}
+
+/* loading_model, warming_up: join the same model, abort for another (latest wins). */
+static void act_load_while_loading(struct slot *s, const struct slot_ev *ev)
+{
+	if (ev->model == s->model) {
+		wait_for_load(s, ev->req);
+		return;
+	}
+	end_load_waiters(s, E_SUPERSEDED, "a load of another model replaced this one");
+	s->env->arm(s, 0);
+	s->env->stop(s, true);
+	new_target(s, ev->model);
+	wait_for_load(s, ev->req);
+	set_state(s, SS_UNLOADING);
+}
+
+/* unloading_model, service_restarting: the new target replaces the pending one. */
+static void act_load_while_unloading(struct slot *s, const struct slot_ev *ev)
+{
+	const struct model *target = s->state == SS_RESTARTING ? s->model : s->next;
+
+	if (ev->model != target) {
+		end_load_waiters(s, E_SUPERSEDED, "a load of another model replaced this one");
+		new_target(s, ev->model);
+	} else if (s->next == NULL) {
+		s->next = ev->model;
+	}
+	wait_for_load(s, ev->req);
+	if (s->state != SS_UNLOADING)
+		set_state(s, SS_UNLOADING);
+	else
+		s->env->state_changed(s);	/* same state, new details */
+}
+
+/* reconnecting, service_unavailable: the same model waits for the retry. */
+static void act_load_while_retrying(struct slot *s, const struct slot_ev *ev)
+{
+	if (ev->model == s->model && s->state == SS_RECONNECTING)
+		wait_for_load(s, ev->req);
+	else
+		begin_switch(s, ev->model, ev->req);
+}
+
+static void wait_for_unload(struct slot *s, struct req *r)
+{
+	if (r->wait)
+		hold(&s->unload_waiters, r);
+	else
+		req_end(s, r, E_NONE, NULL);
+}
+
+static void begin_unload(struct slot *s, struct req *r, bool kill)
+{
+	s->env->arm(s, 0);
+	end_load_waiters(s, E_CANCELLED, "the slot was unloaded");
+	job_note(s, &s->load_job, "load", s->next ? s->next : s->model, "failed", "cancelled by unload");
+	end_inference(s, E_CANCELLED, "the slot was unloaded");
+	s->next = NULL;
+	if (s->unload_job == 0) {
+		s->unload_job = s->env->new_job(s->env->arg);
+		job_note(s, &s->unload_job, "unload", s->model, "running", NULL);
+	}
+	if (r)
+		r->job = s->unload_job;
+	if (!s->has_worker) {
+		job_note(s, &s->unload_job, "unload", s->model, "done", NULL);
+		set_state(s, SS_EMPTY);
+		if (r)
+			req_end(s, r, E_NONE, NULL);
+		return;
+	}
+	if (r)
+		wait_for_unload(s, r);
+	s->env->stop(s, kill);
+	if (s->state != SS_UNLOADING)
+		set_state(s, SS_UNLOADING);
+	else
+		s->env->state_changed(s);
+}
+
+static void act_unload(struct slot *s, const struct slot_ev *ev)
+{
+	begin_unload(s, ev->req, ev->req && ev->req->force);
+}
+
+/* Unloading a load in progress aborts it: the worker is killed, not asked. */
+static void act_unload_loading(struct slot *s, const struct slot_ev *ev)
+{
+	begin_unload(s, ev->req, true);
+}
+
+static void act_restart(struct slot *s, const struct slot_ev *ev)
+{
+	if (s->model == NULL) {
+		act_not_loaded(s, ev);
+		return;
+	}
+	s->env->arm(s, 0);
+	end_inference(s, E_CANCELLED, "the slot is restarting");
+	s->next = NULL;
+	if (s->has_worker)
+		s->env->stop(s, s->state != SS_READY);
+	set_state(s, SS_RESTARTING);
+	req_end(s, ev->req, E_NONE, NULL);
+	if (!s->has_worker) {
+		s->next = s->model;
+		start_load(s);
+	}
+}
+
+static void act_infer(struct slot *s, const struct slot_ev *ev)
+{
+	char msg[160];
+
+	if (ev->req->model && ev->req->model != s->model) {
+		snprintf(msg, sizeof msg, "model %s is not loaded in slot %s", ev->req->model->name,
+			 s->conf->name);
+		req_end(s, ev->req, E_NOT_LOADED, msg);
+		return;
+	}
+	if (slot_queue_length(s) >= SLOT_MAX_QUEUE) {
+		req_end(s, ev->req, E_BUSY, "the slot's queue is full");
+		return;
+	}
+	hold(&s->queue, ev->req);
+	dispatch_next(s);
+}
+
+static void act_cancel(struct slot *s, const struct slot_ev *ev)
+{
+	struct req *r = ev->req;
+
+	if (r == s->active && s->inflight == r->seq)
+		s->env->cancel_infer(s, r->seq);
+	req_end(s, r, E_CANCELLED, "cancelled");
+}
+
+static void act_shutdown(struct slot *s, const struct slot_ev *ev)
+{
+	(void)ev;
+	s->shutting_down = true;
+	s->env->arm(s, 0);
+	end_load_waiters(s, E_SHUTTING_DOWN, "modeld is shutting down");
+	end_inference(s, E_SHUTTING_DOWN, "modeld is shutting down");
+	s->next = NULL;
+	if (s->has_worker) {
+		s->env->stop(s, false);
+		if (s->state != SS_UNLOADING)
+			set_state(s, SS_UNLOADING);
+	}
+}
+
+static void act_progress(struct slot *s, const struct slot_ev *ev)
+{
+	s->bytes = ev->a;
+	s->total = ev->b;
+	s->env->progress(s);
+}
+
+static void act_loaded(struct slot *s, const struct slot_ev *ev)
+{
+	s->load_ms = now(s) - s->load_started_ms;
+	s->vocab = (uint32_t)ev->b;
+	s->bytes = s->total;
+	s->warmup_ms = 0;
+	if (s->model->warmup == 0) {
+		enter_ready(s);
+		return;
+	}
+	s->env->arm(s, s->model->load_timeout_ms);
+	set_state(s, SS_WARMING);
+}
+
+static void act_warmed(struct slot *s, const struct slot_ev *ev)
+{
+	s->warmup_ms = ev->a;
+	enter_ready(s);
+}
+
+static void act_failed(struct slot *s, const struct slot_ev *ev)
+{
+	char msg[SLOT_MESSAGE_LEN];
+
+	snprintf(msg, sizeof msg, "%s: %s", model_name(s->model), ev->message ? ev->message : "failed");
+	s->env->stop(s, true);
+	if (!ev->unavailable) {
+		enter_error(s, ev->code == E_NONE ? E_LOAD_FAILED : ev->code, msg);
+		return;
+	}
+	snprintf(s->message, sizeof s->message, "%s", ev->message ? ev->message : "device unusable");
+	end_load_waiters(s, E_LOAD_FAILED, msg);
+	s->env->arm(s, s->backoff_ms);
+	s->retry_at_ms = now(s) + s->backoff_ms;
+	set_state(s, SS_UNAVAILABLE);
+}
+
+static void act_load_timeout(struct slot *s, const struct slot_ev *ev)
+{
+	(void)ev;
+	char msg[SLOT_MESSAGE_LEN];
+
+	snprintf(msg, sizeof msg, "%s: %s timed out after %.1f s", model_name(s->model),
+		 s->state == SS_WARMING ? "warmup" : "load", (double)s->model->load_timeout_ms / 1000);
+	s->env->stop(s, true);
+	enter_error(s, E_TIMEOUT, msg);
+}
+
+static void act_retry(struct slot *s, const struct slot_ev *ev)
+{
+	(void)ev;
+	s->next = s->model;
+	start_load(s);
+}
+
+static void act_retry_device(struct slot *s, const struct slot_ev *ev)
+{
+	if (s->has_worker) {	/* the failed worker is not reaped yet */
+		s->env->arm(s, s->backoff_ms);
+		return;
+	}
+	s->attempt++;
+	s->retry_at_ms = now(s);
+	set_state(s, SS_RECONNECTING);
+	act_retry(s, ev);
+}
+
+static void append_tokens(struct req *r, const uint32_t *t, uint32_t n)
+{
+	if (n == 0)
+		return;
+	r->tokens = realloc(r->tokens, ((size_t)r->ntokens + n) * sizeof *t);
+	if (!r->tokens)
+		abort();
+	memcpy(r->tokens + r->ntokens, t, (size_t)n * sizeof *t);
+	r->ntokens += n;
+}
+
+static void act_tokens(struct slot *s, const struct slot_ev *ev)
+{
+	struct req *r = s->active;
+
+	if (!r || r->seq != ev->a)
+		return;		/* cancelled meanwhile */
+	append_tokens(r, ev->tokens, ev->ntokens);
+	if (r->stream)
+		s->env->chunk(s, r, ev->tokens, ev->ntokens);
+}
+
+/* The worker finished a request: whatever the state, it is idle again. */
+static void act_infer_end(struct slot *s, const struct slot_ev *ev)
+{
+	if (ev->a != s->inflight)
+		return;
+	s->inflight = 0;
+	if (s->active && s->active->seq == ev->a) {
+		if (ev->type == SEV_INFER_DONE) {
+			append_tokens(s->active, ev->tokens, ev->ntokens);
+			req_end(s, s->active, E_NONE, NULL);
+		} else {
+			req_end(s, s->active, ev->code, ev->message);
+		}
+	}
+}
+
+static void act_infer_end_ready(struct slot *s, const struct slot_ev *ev)
+{
+	act_infer_end(s, ev);
+	dispatch_next(s);
+}
+
+/* The worker is gone: whatever ran on it ends. */
+static void worker_gone(struct slot *s, const char *how)
+{
+	s->has_worker = false;
+	s->pid = 0;
+	s->inflight = 0;
+	if (s->active)
+		req_end(s, s->active, E_WORKER_CRASHED, how);
+}
+
+static void act_exited(struct slot *s, const struct slot_ev *ev)
+{
+	worker_gone(s, ev->message);
+}
+
+/* The old worker is reaped: the unload is done, and the next model may start. */
+static void act_exited_unloading(struct slot *s, const struct slot_ev *ev)
+{
+	worker_gone(s, ev->message);
+	job_note(s, &s->unload_job, "unload", s->model, "done", NULL);
+	if (s->next) {
+		start_load(s);
+	} else {
+		set_state(s, SS_EMPTY);
+		s->model = NULL;
+	}
+	end_all(s, &s->unload_waiters, E_NONE, NULL);
+}
+
+static void act_exited_restarting(struct slot *s, const struct slot_ev *ev)
+{
+	worker_gone(s, ev->message);
+	s->next = s->model;
+	start_load(s);
+}
+
+/* Drops deaths older than the window and records this one. */
+static void tally_death(struct slot *s, uint64_t t)
+{
+	unsigned kept = 0;
+	for (unsigned i = 0; i < s->ndeaths; i++)
+		if (t - s->deaths[i] < s->conf->restart_window_ms)
+			s->deaths[kept++] = s->deaths[i];
+	s->ndeaths = kept;
+	if (s->ndeaths < SLOT_MAX_DEATHS)
+		s->deaths[s->ndeaths++] = t;
+}
+
+/* An unexpected exit: back off and retry, or give up after too many. */
+static void act_crashed(struct slot *s, const struct slot_ev *ev)
+{
+	uint64_t t = now(s);
+	char msg[SLOT_MESSAGE_LEN];
+
+	log_warn("slot %s: worker for %s %s", s->conf->name, model_name(s->model), ev->message);
+	worker_gone(s, ev->message);
+	s->env->arm(s, 0);
+	if (s->state == SS_READY && t - s->since_ms >= s->conf->restart_window_ms) {
+		s->ndeaths = 0;		/* it stayed up for the window: a fresh start */
+		s->backoff_ms = s->conf->restart_backoff_min_ms;
+	}
+	tally_death(s, t);
+	if (s->ndeaths >= s->conf->restart_limit) {
+		snprintf(msg, sizeof msg, "worker died %u times within %.1f s; last: %s", s->ndeaths,
+			 (double)s->conf->restart_window_ms / 1000, ev->message);
+		enter_error(s, E_WORKER_CRASHED, msg);
+		return;
+	}
+	s->attempt++;
+	s->next = NULL;
+	s->retry_at_ms = t + s->backoff_ms;
+	s->env->arm(s, s->backoff_ms);
+	s->backoff_ms = s->backoff_ms * 2 < s->conf->restart_backoff_max_ms ?
+			s->backoff_ms * 2 : s->conf->restart_backoff_max_ms;
+	snprintf(s->message, sizeof s->message, "worker %s", ev->message);
+	set_state(s, SS_RECONNECTING);
+}
+
+/* --- the table --- */
+
+static const slot_action fallback[SEV__COUNT] = {
+	[SEV_START] = act_ignore,
+	[SEV_LOAD] = act_refuse,
+	[SEV_UNLOAD] = act_refuse,
+	[SEV_RESTART] = act_refuse,
+	[SEV_INFER] = act_refuse,
+	[SEV_CANCEL] = act_cancel,
+	[SEV_SHUTDOWN] = act_shutdown,
+	[SEV_PROGRESS] = act_ignore,	/* from a worker already being stopped */
+	[SEV_LOADED] = act_ignore,
+	[SEV_WARMED] = act_ignore,
+	[SEV_FAILED] = act_ignore,
+	[SEV_TOKENS] = act_tokens,
+	[SEV_INFER_DONE] = act_infer_end,
+	[SEV_INFER_FAILED] = act_infer_end,
+	[SEV_EXITED] = act_exited,
+	[SEV_DEADLINE] = act_ignore,
+};
+
+static const slot_action actions[SS__COUNT][SEV__COUNT] = {
+	[SS_INITIALIZING] = {
+		[SEV_START] = act_start,
+	},
+	[SS_EMPTY] = {
+		[SEV_LOAD] = act_load,
+		[SEV_UNLOAD] = act_reply_now,
+		[SEV_RESTART] = act_not_loaded,
+		[SEV_INFER] = act_not_loaded,
+	},
+	[SS_UNLOADING] = {
+		[SEV_LOAD] = act_load_while_unloading,
+		[SEV_UNLOAD] = act_unload,
+		[SEV_EXITED] = act_exited_unloading,
+	},
+	[SS_LOADING] = {
+		[SEV_LOAD] = act_load_while_loading,
+		[SEV_UNLOAD] = act_unload_loading,
+		[SEV_RESTART] = act_restart,
+		[SEV_PROGRESS] = act_progress,
+		[SEV_LOADED] = act_loaded,
+		[SEV_FAILED] = act_failed,
+		[SEV_EXITED] = act_crashed,
+		[SEV_DEADLINE] = act_load_timeout,
+	},
+	[SS_WARMING] = {
+		[SEV_LOAD] = act_load_while_loading,
+		[SEV_UNLOAD] = act_unload_loading,
+		[SEV_RESTART] = act_restart,
+		[SEV_WARMED] = act_warmed,
+		[SEV_FAILED] = act_failed,
+		[SEV_EXITED] = act_crashed,
+		[SEV_DEADLINE] = act_load_timeout,
+	},
+	[SS_READY] = {
+		[SEV_LOAD] = act_load_ready,
+		[SEV_UNLOAD] = act_unload,
+		[SEV_RESTART] = act_restart,
+		[SEV_INFER] = act_infer,
+		[SEV_INFER_DONE] = act_infer_end_ready,
+		[SEV_INFER_FAILED] = act_infer_end_ready,
+		[SEV_EXITED] = act_crashed,
+	},
+	[SS_ERROR] = {
+		[SEV_LOAD] = act_load,
+		[SEV_UNLOAD] = act_unload,
+		[SEV_RESTART] = act_restart,
+	},
+	[SS_RECONNECTING] = {
+		[SEV_LOAD] = act_load_while_retrying,
+		[SEV_UNLOAD] = act_unload,
+		[SEV_RESTART] = act_restart,
+		[SEV_DEADLINE] = act_retry,
+	},
+	[SS_UNAVAILABLE] = {
+		[SEV_LOAD] = act_load_while_retrying,
+		[SEV_UNLOAD] = act_unload,
+		[SEV_RESTART] = act_restart,
+		[SEV_DEADLINE] = act_retry_device,
+	},
+	[SS_RESTARTING] = {
+		[SEV_LOAD] = act_load_while_unloading,
+		[SEV_UNLOAD] = act_unload,
+		[SEV_EXITED] = act_exited_restarting,
+	},
+};
+
+void slot_event(struct slot *s, const struct slot_ev *ev)
+{
+	slot_action act = actions[s->state][ev->type];
+
+	if (act == NULL)
+		act = fallback[ev->type];
+	/* Once shutting down, only the workers' ends matter. */
+	if (s->shutting_down && ev->req && ev->type != SEV_CANCEL) {
+		req_end(s, ev->req, E_SHUTTING_DOWN, "modeld is shutting down");
+		return;
+	}
+	act(s, ev);
+}
+
+void slot_init(struct slot *s, const struct slot_conf *conf, const struct slot_env *env)
+{
+	memset(s, 0, sizeof *s);
+	s->conf = conf;
+	s->env = env;
+	s->state = SS_INITIALIZING;
+	s->since_ms = env->now_ms(env->arg);
+	s->backoff_ms = conf->restart_backoff_min_ms;
+	TAILQ_INIT(&s->load_waiters);
+	TAILQ_INIT(&s->unload_waiters);
+	TAILQ_INIT(&s->queue);
+}
+
+unsigned slot_queue_length(const struct slot *s)
+{
+	unsigned n = 0;
+	const struct req *r;
+	TAILQ_FOREACH(r, &s->queue, link)
+		n++;
+	return n;
+}
+
+bool slot_holds(const struct slot *s, const struct model *m)
+{
+	return m && (s->model == m || s->next == m) && s->state != SS_EMPTY;
+}
+
+static void write_model(struct msgw *w, const char *key, const struct model *m)
+{
+	msgw_kstr(w, key, m ? m->name : NULL);
+}
+
+void slot_write_details(const struct slot *s, struct msgw *w)
+{
+	uint64_t t = s->env->now_ms(s->env->arg);
+
+	msgw_kstr(w, "state", state_names[s->state]);
+	switch (s->state) {
+	case SS_SWITCHING:
+		write_model(w, "model", s->from);
+		write_model(w, "from", s->from);
+		write_model(w, "to", s->next);
+		break;
+	case SS_UNLOADING:
+		write_model(w, "model", s->model);
+		write_model(w, "next", s->next);
+		break;
+	case SS_LOADING:
+		write_model(w, "model", s->model);
+		msgw_key(w, "progress");
+		msgw_map(w);
+		msgw_ku64(w, "bytes", s->bytes);
+		msgw_ku64(w, "total", s->total);
+		msgw_end(w);
+		break;
+	case SS_ERROR:
+		msgw_knil(w, "model");
+		msgw_kstr(w, "message", s->message);
+		write_model(w, "last_model", s->model);
+		break;
+	case SS_RECONNECTING:
+		write_model(w, "model", s->model);
+		msgw_ku64(w, "attempt", s->attempt);
+		msgw_ku64(w, "retry_in_ms", s->retry_at_ms > t ? s->retry_at_ms - t : 0);
+		break;
+	case SS_UNAVAILABLE:
+		write_model(w, "model", s->model);
+		msgw_kstr(w, "message", s->message);
+		break;
+	case SS_EMPTY:
+	case SS_INITIALIZING:
+		msgw_knil(w, "model");
+		break;
+	case SS_READY:
+		write_model(w, "model", s->model);
+		msgw_ku64(w, "load_ms", s->load_ms);
+		msgw_ku64(w, "warmup_ms", s->warmup_ms);
+		break;
+	default:	/* warming_up, service_restarting */
+		write_model(w, "model", s->model);
+		break;
+	}
+}

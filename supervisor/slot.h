@@ -1,0 +1,139 @@
+/*
+ * slot.h: the state machine of one slot (docs/states.md).
+ *
+ * Everything that happens to a slot is an event fed to slot_event(); a table
+ * of state x event picks a small action, and only actions change the slot.
+ * The machine does no I/O: spawning and stopping workers, timers, replies
+ * and event publishing go through struct slot_env, which modeld fills with
+ * the real thing and the unit tests with recorders.
+ */
+#ifndef SLOT_H
+#define SLOT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stddef.h>
+
+#include "../proto/msg.h"
+#include "config.h"
+#include "req.h"
+
+enum slot_state {
+	SS_INITIALIZING,
+	SS_EMPTY,
+	SS_SWITCHING,
+	SS_UNLOADING,
+	SS_LOADING,
+	SS_WARMING,
+	SS_READY,
+	SS_ERROR,
+	SS_RECONNECTING,
+	SS_UNAVAILABLE,
+	SS_RESTARTING,
+	SS__COUNT
+};
+
+enum slot_event {
+	SEV_START,		/* modeld started */
+	SEV_LOAD,		/* req (or NULL for an internal load), model */
+	SEV_UNLOAD,		/* req */
+	SEV_RESTART,		/* req */
+	SEV_INFER,		/* req */
+	SEV_CANCEL,		/* req: its client cancelled it or went away */
+	SEV_SHUTDOWN,		/* modeld is stopping */
+	SEV_PROGRESS,		/* worker: bytes of total loaded */
+	SEV_LOADED,		/* worker: weights loaded; a = load_ms, b = vocab */
+	SEV_WARMED,		/* worker: warmup done; a = warmup_ms */
+	SEV_FAILED,		/* worker: load or warmup failed; code, message */
+	SEV_TOKENS,		/* worker: a = request seq, tokens */
+	SEV_INFER_DONE,		/* worker: a = request seq, tokens (the last ones) */
+	SEV_INFER_FAILED,	/* worker: a = request seq, code, message */
+	SEV_EXITED,		/* worker reaped; message says how it ended */
+	SEV_DEADLINE,		/* the slot's one timer fired */
+	SEV__COUNT
+};
+
+struct slot_ev {
+	enum slot_event type;
+	struct req *req;
+	const struct model *model;
+	uint64_t a, b;
+	enum err code;
+	bool unavailable;	/* SEV_FAILED: the device, not the model, is at fault */
+	const char *message;
+	const uint32_t *tokens;
+	uint32_t ntokens;
+};
+
+struct slot;
+
+struct slot_env {
+	void *arg;
+	uint64_t (*now_ms)(void *arg);
+	/* Starts a worker loading s->model; sets s->pid. 0, or -1 with err. */
+	int (*spawn)(struct slot *s, char *err, size_t errlen);
+	/* Stops the worker: gracefully, or at once with kill. */
+	void (*stop)(struct slot *s, bool kill);
+	void (*send_infer)(struct slot *s, struct req *r);
+	void (*cancel_infer)(struct slot *s, uint64_t seq);
+	/* Arms the slot's one timer ms from now; 0 disarms it. */
+	void (*arm)(struct slot *s, uint64_t ms);
+	/* The one final reply of r (code E_NONE: success). r is freed after. */
+	void (*finish)(struct slot *s, struct req *r, enum err code, const char *message);
+	/* Streams tokens of r (a chunk). */
+	void (*chunk)(struct slot *s, struct req *r, const uint32_t *tokens, uint32_t n);
+	void (*state_changed)(const struct slot *s);
+	void (*progress)(struct slot *s);
+	/* A job moved on: status "queued", "running", "done" or "failed". */
+	void (*job)(const struct slot *s, uint64_t job, const char *op, const struct model *m,
+		    const char *status, const char *message);
+	uint64_t (*new_job)(void *arg);
+};
+
+#define SLOT_MAX_DEATHS 64
+#define SLOT_MESSAGE_LEN 256
+
+struct slot {
+	const struct slot_conf *conf;
+	const struct slot_env *env;
+	enum slot_state state;
+	uint64_t since_ms;
+	const struct model *model;	/* loaded, loading, or last that ran */
+	const struct model *next;	/* the target once the old worker is gone */
+	const struct model *from;	/* switching_model: what was loaded */
+	bool has_worker;
+	int pid;
+	char message[SLOT_MESSAGE_LEN];
+	/* loading */
+	uint64_t load_job, unload_job;
+	uint64_t bytes, total;
+	uint64_t load_started_ms, load_ms, warmup_ms;
+	uint64_t mem_bytes;
+	uint32_t vocab;
+	/* crash recovery */
+	uint64_t deaths[SLOT_MAX_DEATHS];
+	unsigned ndeaths;
+	unsigned attempt;
+	uint64_t backoff_ms;
+	uint64_t retry_at_ms;
+	/* requests */
+	struct req_list load_waiters;
+	struct req_list unload_waiters;
+	struct req_list queue;		/* infer requests not yet at the worker */
+	struct req *active;		/* the infer request at the worker */
+	uint64_t inflight;		/* seq of the request the worker is running, 0 if idle */
+	bool shutting_down;
+};
+
+void slot_init(struct slot *s, const struct slot_conf *conf, const struct slot_env *env);
+/* Feeds one event to the machine. */
+void slot_event(struct slot *s, const struct slot_ev *ev);
+/* Ends every request of s with code; used when the slot goes away. */
+const char *slot_state_name(enum slot_state st);
+/* Writes the keys of a slot's status and state events: state, model and the state's details. */
+void slot_write_details(const struct slot *s, struct msgw *w);
+unsigned slot_queue_length(const struct slot *s);
+/* A model is "in" the slot when it is loaded, loading or the next target. */
+bool slot_holds(const struct slot *s, const struct model *m);
+
+#endif

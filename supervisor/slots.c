@@ -1,0 +1,194 @@
+/*
+ * slots.c: the slots of this modeld, and the slot_env that gives their
+ * machines hands: workers (child.c), a timer each, replies (server.c) and
+ * events (events.c).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../proto/clock.h"
+#include "../proto/log.h"
+#include "modeld.h"
+
+static struct slot_rt *rt_of(struct slot *s)
+{
+	return (struct slot_rt *)s;	/* struct slot is the first member */
+}
+
+static uint64_t env_now(void *arg)
+{
+	(void)arg;
+	return clock_mono_ms();
+}
+
+static int env_spawn(struct slot *s, char *err, size_t errlen)
+{
+	struct slot_rt *rt = rt_of(s);
+
+	rt->child = child_spawn(rt, err, errlen);
+	if (!rt->child)
+		return -1;
+	s->pid = (int)child_pid(rt->child);
+	rt->progress_sent_ms = 0;
+	return 0;
+}
+
+static void env_stop(struct slot *s, bool kill)
+{
+	if (rt_of(s)->child)
+		child_stop(rt_of(s)->child, kill);
+}
+
+static void env_send_infer(struct slot *s, struct req *r)
+{
+	struct msgw w;
+
+	msgw_init(&w);
+	msgw_map(&w);
+	msgw_ku64(&w, "t", WM_INFER);
+	msgw_ku64(&w, "req", r->seq);
+	msgw_key(&w, "input");
+	msgw_u32s(&w, r->input, r->ninput);
+	msgw_ku64(&w, "max_tokens", r->max_tokens);
+	msgw_kbool(&w, "stream", r->stream);
+	msgw_end(&w);
+	if (rt_of(s)->child)
+		child_send(rt_of(s)->child, &w);
+	msgw_free(&w);
+}
+
+static void env_cancel_infer(struct slot *s, uint64_t seq)
+{
+	struct msgw w;
+
+	msgw_init(&w);
+	msgw_map(&w);
+	msgw_ku64(&w, "t", WM_CANCEL);
+	msgw_ku64(&w, "req", seq);
+	msgw_end(&w);
+	if (rt_of(s)->child)
+		child_send(rt_of(s)->child, &w);
+	msgw_free(&w);
+}
+
+static void env_arm(struct slot *s, uint64_t ms)
+{
+	struct event *ev = rt_of(s)->deadline;
+
+	event_del(ev);
+	if (ms) {
+		struct timeval tv = { .tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000 };
+		event_add(ev, &tv);
+	}
+}
+
+static void env_chunk(struct slot *s, struct req *r, const uint32_t *tokens, uint32_t n)
+{
+	(void)s;
+	server_chunk(r, tokens, n);
+}
+
+/* At most one progress event per PROGRESS_EVENT_MS per load, and always the last. */
+static void env_progress(struct slot *s)
+{
+	struct slot_rt *rt = rt_of(s);
+	uint64_t t = clock_mono_ms();
+
+	if (s->bytes < s->total && t - rt->progress_sent_ms < PROGRESS_EVENT_MS)
+		return;
+	rt->progress_sent_ms = t;
+	events_progress(s);
+}
+
+static uint64_t env_new_job(void *arg)
+{
+	(void)arg;
+	return ++md.next_job;
+}
+
+static const struct slot_env env = {
+	.now_ms = env_now,
+	.spawn = env_spawn,
+	.stop = env_stop,
+	.send_infer = env_send_infer,
+	.cancel_infer = env_cancel_infer,
+	.arm = env_arm,
+	.finish = server_finish,
+	.chunk = env_chunk,
+	.state_changed = events_state,
+	.progress = env_progress,
+	.job = events_job,
+	.new_job = env_new_job,
+};
+
+static void deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd; (void)what;
+	struct slot_ev ev = { .type = SEV_DEADLINE };
+	slot_event(arg, &ev);
+}
+
+void slots_init(void)
+{
+	md.nslots = md.conf.nslots;
+	md.slots = calloc(md.nslots, sizeof *md.slots);
+	if (!md.slots)
+		abort();
+	for (size_t i = 0; i < md.nslots; i++) {
+		struct slot_rt *rt = &md.slots[i];
+		slot_init(&rt->s, &md.conf.slots[i], &env);
+		rt->deadline = evtimer_new(md.base, deadline_cb, &rt->s);
+	}
+}
+
+/* Each slot leaves initializing: for its default model, or empty. */
+void slots_start(void)
+{
+	for (size_t i = 0; i < md.nslots; i++) {
+		const struct slot_conf *c = md.slots[i].s.conf;
+		struct slot_ev ev = {
+			.type = SEV_START,
+			.model = c->default_model ? config_model(&md.conf, c->default_model) : NULL,
+		};
+		slot_event(&md.slots[i].s, &ev);
+	}
+}
+
+void slots_shutdown(void)
+{
+	struct slot_ev ev = { .type = SEV_SHUTDOWN };
+	for (size_t i = 0; i < md.nslots; i++)
+		slot_event(&md.slots[i].s, &ev);
+}
+
+void slots_free(void)
+{
+	for (size_t i = 0; i < md.nslots; i++)
+		event_free(md.slots[i].deadline);
+	free(md.slots);
+	md.slots = NULL;
+	md.nslots = 0;
+}
+
+struct slot_rt *slots_find(const char *name)
+{
+	for (size_t i = 0; i < md.nslots; i++)
+		if (strcmp(md.slots[i].s.conf->name, name) == 0)
+			return &md.slots[i];
+	return NULL;
+}
+
+/*
+ * Where a request naming model m goes: the slot that has it (loaded,
+ * loading or next), else the model's configured slot, else the first.
+ */
+struct slot_rt *slots_for_model(const struct model *m)
+{
+	for (size_t i = 0; i < md.nslots; i++)
+		if (slot_holds(&md.slots[i].s, m))
+			return &md.slots[i];
+	if (m->slot)
+		return slots_find(m->slot);
+	return &md.slots[0];
+}
