@@ -1,5 +1,8 @@
 /* proto.c: the name tables of proto.h. */
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "proto.h"
 
@@ -87,6 +90,22 @@ int proto_event_parse(const char *s, size_t len)
 int proto_op_is_admin(enum op op)
 {
 	return op == OP_LOAD || op == OP_UNLOAD || op == OP_RESTART || op == OP_RELOAD;
+}
+
+char *proto_default_socket(void)
+{
+	const char *env = getenv("MODELD_SOCKET"), *xdg = getenv("XDG_RUNTIME_DIR");
+	char *path = NULL;
+
+	if (env && *env)
+		path = strdup(env);
+	else if (xdg && *xdg && asprintf(&path, "%s/modeld.sock", xdg) < 0)
+		path = NULL;
+	else if (!path)
+		path = strdup(geteuid() == 0 ? "/run/modeld/modeld.sock" : "./modeld.sock");
+	if (!path)
+		abort();
+	return path;
 }
 
 #define CASE(x) case x: return #x

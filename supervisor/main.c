@@ -32,19 +32,6 @@ static void usage(FILE *f)
 		   "      --syslog        log to syslog instead of stderr\n");
 }
 
-/* protocol.md: $MODELD_SOCKET, $XDG_RUNTIME_DIR/modeld.sock, /run/modeld (root), ./modeld.sock */
-static char *default_socket(void)
-{
-	const char *env = getenv("MODELD_SOCKET"), *xdg = getenv("XDG_RUNTIME_DIR");
-	char *path;
-
-	if (env && *env)
-		return strdup(env);
-	if (xdg && *xdg && asprintf(&path, "%s/modeld.sock", xdg) >= 0)
-		return path;
-	return strdup(geteuid() == 0 ? "/run/modeld/modeld.sock" : "./modeld.sock");
-}
-
 static char *default_worker(void)
 {
 	char self[PATH_MAX], *path;
@@ -167,7 +154,7 @@ static int configure(const struct options *o)
 	}
 	if (config_finish(&md.conf, err) < 0)
 		goto fail;
-	md.socket_path = o->socket ? strdup(o->socket) : md.conf.socket ? strdup(md.conf.socket) : default_socket();
+	md.socket_path = o->socket ? strdup(o->socket) : md.conf.socket ? strdup(md.conf.socket) : proto_default_socket();
 	md.worker_path = o->worker ? strdup(o->worker) : md.conf.worker ? strdup(md.conf.worker) : default_worker();
 	return 0;
 fail:

@@ -181,9 +181,9 @@ static void enter_ready(struct slot *s)
 	s->env->arm(s, 0);
 	s->attempt = 0;
 	s->message[0] = '\0';
-	end_load_waiters(s, E_NONE, NULL);
-	job_note(s, &s->load_job, "load", s->model, "done", NULL);
 	set_state(s, SS_READY);
+	job_note(s, &s->load_job, "load", s->model, "done", NULL);
+	end_load_waiters(s, E_NONE, NULL);
 }
 
 static void dispatch_next(struct slot *s)
