@@ -1,0 +1,571 @@
+/*
+ * modelctl: the admin CLI of modeld. One request per run (watch: a stream),
+ * over the control socket, in the client protocol of docs/protocol.md.
+ *
+ * Exit status: 0 success, 1 an error reply or no connection (code and
+ * message on stderr), 2 a usage error.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "../proto/frame.h"
+#include "../proto/proto.h"
+#include "print.h"
+
+#define EXIT_USAGE 2
+
+struct ctl {
+	struct chan chan;
+	uint64_t next_id;
+	bool json;
+	bool tty;		/* stderr is a terminal: progress bars */
+	const char *slot_filter;	/* load: show this slot's progress only */
+	bool bar_drawn;
+};
+
+static int usage(void)
+{
+	fprintf(stderr,
+		"usage: modelctl [-s SOCKET] [--json] COMMAND [ARGS]\n"
+		"  status [SLOT]                 slots and their states\n"
+		"  models                        configured models, and where they are loaded\n"
+		"  devices                       devices with total and free memory\n"
+		"  load MODEL [--slot S] [--no-wait]\n"
+		"  unload SLOT|MODEL [--force] [--no-wait]\n"
+		"  restart SLOT\n"
+		"  infer MODEL|--model M|--slot S [--max-tokens N] [--stream] [--wait-ms N] TOKEN...\n"
+		"  watch [--events state,progress,job,gpu,advisory]\n");
+	return EXIT_USAGE;
+}
+
+static int connect_to(struct ctl *c, const char *path)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	if (strlen(path) >= sizeof sun.sun_path) {
+		fprintf(stderr, "modelctl: socket path too long: %s\n", path);
+		return -1;
+	}
+	strcpy(sun.sun_path, path);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sun, sizeof sun) < 0) {
+		fprintf(stderr, "modelctl: cannot connect to %s: %s (is modeld running?)\n", path,
+			strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	chan_init(&c->chan, fd, 64u << 20);
+	return 0;
+}
+
+/* Starts a request map: {id, op, ...}; the caller adds arguments and closes it. */
+static uint64_t begin(struct ctl *c, struct msgw *w, const char *op)
+{
+	uint64_t id = ++c->next_id;
+	msgw_init(w);
+	msgw_map(w);
+	msgw_ku64(w, "id", id);
+	msgw_kstr(w, "op", op);
+	return id;
+}
+
+static void clear_bar(struct ctl *c)
+{
+	if (c->bar_drawn) {
+		fputc('\n', stderr);
+		c->bar_drawn = false;
+	}
+}
+
+/* Events and chunks that arrive while a request runs. */
+static void on_side(struct ctl *c, const msgpack_object *m)
+{
+	const msgpack_object *chunk = msg_get(m, "chunk");
+	uint64_t bytes = 0, total = 0;
+	const char *slot;
+	size_t n;
+
+	if (chunk) {
+		const msgpack_object *t = msg_get(chunk, "tokens");
+		if (c->json) {
+			print_json_line(stdout, m);
+		} else if (t && t->type == MSGPACK_OBJECT_ARRAY) {
+			for (uint32_t i = 0; i < t->via.array.size; i++)
+				printf("%" PRIu64 " ", t->via.array.ptr[i].via.u64);
+			fflush(stdout);
+		}
+		return;
+	}
+	if (msg_u64(m, "bytes", &bytes) || msg_u64(m, "total", &total) || msg_str(m, "slot", &slot, &n))
+		return;
+	if (c->slot_filter && (strlen(c->slot_filter) != n || memcmp(c->slot_filter, slot, n)))
+		return;
+	if (c->json) {
+		print_json_line(stderr, m);
+	} else if (c->tty) {
+		print_bar(stderr, "loading", bytes, total);
+		c->bar_drawn = true;
+	} else {
+		fprintf(stderr, "progress %" PRIu64 "/%" PRIu64 "\n", bytes, total);
+	}
+}
+
+/* Prints an error reply; returns the exit status 1. */
+static int print_error(const msgpack_object *reply)
+{
+	const msgpack_object *e = msg_get(reply, "error");
+	const char *code = "?", *text = "";
+	size_t ncode = 1, ntext = 0;
+
+	msg_str(e, "code", &code, &ncode);
+	msg_str(e, "message", &text, &ntext);
+	fprintf(stderr, "modelctl: %.*s: %.*s\n", (int)ncode, code, (int)ntext, text);
+	return 1;
+}
+
+/*
+ * Sends w and reads until the final reply to id, passing other frames to
+ * on_side. Returns the reply (valid until the next read) or NULL when the
+ * connection failed (reported).
+ */
+static const msgpack_object *call(struct ctl *c, struct msgw *w, uint64_t id)
+{
+	const msgpack_object *m;
+	uint64_t rid;
+
+	msgw_end(w);
+	int rc = chan_send(&c->chan, w);
+	msgw_free(w);
+	if (rc < 0) {
+		fprintf(stderr, "modelctl: send: %s\n", strerror(errno));
+		return NULL;
+	}
+	while (chan_read(&c->chan, -1, &m) == 1) {
+		if (msg_u64(m, "id", &rid) == MSG_OK && rid == id && msg_get(m, "ok")) {
+			clear_bar(c);
+			return m;
+		}
+		on_side(c, m);
+	}
+	clear_bar(c);
+	fprintf(stderr, "modelctl: connection closed: %s\n", c->chan.error ? c->chan.error : "by modeld");
+	return NULL;
+}
+
+/* A call whose reply is printed whole with --json; returns the reply on success. */
+static const msgpack_object *call_ok(struct ctl *c, struct msgw *w, uint64_t id, int *status)
+{
+	const msgpack_object *r = call(c, w, id);
+	bool ok = false;
+
+	*status = 1;
+	if (!r)
+		return NULL;
+	msg_bool(r, "ok", &ok);
+	if (!ok) {
+		print_error(r);
+		return NULL;
+	}
+	*status = 0;
+	if (c->json) {
+		print_json_line(stdout, r);
+		return NULL;	/* printed */
+	}
+	return r;
+}
+
+static void print_fields(const msgpack_object *m, const char *const *keys)
+{
+	for (int i = 0; keys[i]; i++) {
+		if (i)
+			fputs("  ", stdout);
+		print_value(stdout, msg_get(m, keys[i]));
+	}
+	fputc('\n', stdout);
+}
+
+/* Prints the keys of m not named in skip, as key=value. */
+static void print_rest(const msgpack_object *m, const char *const *skip)
+{
+	for (uint32_t i = 0; i < m->via.map.size; i++) {
+		const msgpack_object_kv *kv = &m->via.map.ptr[i];
+		bool skipped = false;
+		for (int k = 0; skip[k] && !skipped; k++)
+			skipped = strlen(skip[k]) == kv->key.via.str.size &&
+				  memcmp(skip[k], kv->key.via.str.ptr, kv->key.via.str.size) == 0;
+		if (skipped || kv->val.type == MSGPACK_OBJECT_NIL)
+			continue;
+		printf("  %.*s=", (int)kv->key.via.str.size, kv->key.via.str.ptr);
+		print_value(stdout, &kv->val);
+	}
+}
+
+static int cmd_status(struct ctl *c, int argc, char **argv)
+{
+	static const char *const cols[] = { "name", "device", "state", "model", "pid", NULL };
+	static const char *const skip[] = { "name", "device", "state", "model", "pid", "since_ms", NULL };
+	struct msgw w;
+	int status;
+
+	if (argc > 2)
+		return usage();
+	uint64_t id = begin(c, &w, "status");
+	if (argc == 2)
+		msgw_kstr(&w, "slot", argv[1]);
+	const msgpack_object *r = call_ok(c, &w, id, &status), *slots;
+	if (!r || !(slots = msg_get(r, "slots")) || slots->type != MSGPACK_OBJECT_ARRAY)
+		return status;
+	for (uint32_t i = 0; i < slots->via.array.size; i++) {
+		const msgpack_object *s = &slots->via.array.ptr[i];
+		for (int k = 0; cols[k]; k++) {
+			print_value(stdout, msg_get(s, cols[k]));
+			fputs(cols[k + 1] ? "  " : "", stdout);
+		}
+		print_rest(s, skip);
+		fputc('\n', stdout);
+	}
+	return 0;
+}
+
+static int cmd_list(struct ctl *c, int argc, const char *op, const char *key,
+		    const char *const *cols)
+{
+	struct msgw w;
+	int status;
+
+	if (argc != 1)
+		return usage();
+	uint64_t id = begin(c, &w, op);
+	const msgpack_object *r = call_ok(c, &w, id, &status), *list;
+	if (!r || !(list = msg_get(r, key)) || list->type != MSGPACK_OBJECT_ARRAY)
+		return status;
+	for (uint32_t i = 0; i < list->via.array.size; i++)
+		print_fields(&list->via.array.ptr[i], cols);
+	return 0;
+}
+
+static int cmd_models(struct ctl *c, int argc, char **argv)
+{
+	(void)argv;
+	static const char *const cols[] = { "name", "bytes", "engine", "slot", "loaded_in", NULL };
+	return cmd_list(c, argc, "models", "models", cols);
+}
+
+static int cmd_devices(struct ctl *c, int argc, char **argv)
+{
+	(void)argv;
+	static const char *const cols[] = { "name", "kind", "label", "total_bytes", "free_bytes", NULL };
+	return cmd_list(c, argc, "devices", "devices", cols);
+}
+
+static int subscribe(struct ctl *c, const char *events)
+{
+	struct msgw w;
+	int status;
+	bool json = c->json;
+
+	uint64_t id = begin(c, &w, "subscribe");
+	if (events) {
+		char *copy = strdup(events), *save = NULL;
+		msgw_key(&w, "events");
+		msgw_array(&w);
+		for (char *e = strtok_r(copy, ",", &save); e; e = strtok_r(NULL, ",", &save))
+			msgw_str(&w, e);
+		msgw_end(&w);
+		free(copy);
+	}
+	c->json = false;	/* the subscribe reply is not the command's output */
+	call_ok(c, &w, id, &status);
+	c->json = json;
+	return status;
+}
+
+static int cmd_load(struct ctl *c, int argc, char **argv)
+{
+	const char *model = NULL, *slot = NULL;
+	bool wait = true;
+	struct msgw w;
+	int status;
+
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--slot") == 0 && i + 1 < argc)
+			slot = argv[++i];
+		else if (strcmp(argv[i], "--no-wait") == 0)
+			wait = false;
+		else if (!model && argv[i][0] != '-')
+			model = argv[i];
+		else
+			return usage();
+	}
+	if (!model)
+		return usage();
+	if (wait && (status = subscribe(c, "progress")) != 0)
+		return status;
+	c->slot_filter = slot;
+	uint64_t id = begin(c, &w, "load");
+	msgw_kstr(&w, "model", model);
+	if (slot)
+		msgw_kstr(&w, "slot", slot);
+	msgw_kbool(&w, "wait", wait);
+	const msgpack_object *r = call_ok(c, &w, id, &status);
+	if (!r)
+		return status;
+	if (!wait) {
+		printf("job ");
+		print_value(stdout, msg_get(r, "job"));
+		printf("\n");
+		return 0;
+	}
+	printf("loaded ");
+	print_value(stdout, msg_get(r, "model"));
+	printf(" in slot ");
+	print_value(stdout, msg_get(r, "slot"));
+	printf(" (load ");
+	print_value(stdout, msg_get(r, "load_ms"));
+	printf(" ms, warmup ");
+	print_value(stdout, msg_get(r, "warmup_ms"));
+	printf(" ms)\n");
+	return 0;
+}
+
+/* Sends unload for name as a slot, or as a model when no slot is called that. */
+static int cmd_unload(struct ctl *c, int argc, char **argv)
+{
+	const char *name = NULL;
+	bool wait = true, force = false;
+	int status = 1;
+
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--force") == 0)
+			force = true;
+		else if (strcmp(argv[i], "--no-wait") == 0)
+			wait = false;
+		else if (!name && argv[i][0] != '-')
+			name = argv[i];
+		else
+			return usage();
+	}
+	if (!name)
+		return usage();
+	for (int as_model = 0; as_model < 2; as_model++) {
+		struct msgw w;
+		uint64_t id = begin(c, &w, "unload");
+		msgw_kstr(&w, as_model ? "model" : "slot", name);
+		msgw_kbool(&w, "wait", wait);
+		msgw_kbool(&w, "force", force);
+		const msgpack_object *r = call(c, &w, id);
+		bool ok = false;
+		const char *code = "";
+		size_t n = 0;
+		if (!r)
+			return 1;
+		msg_bool(r, "ok", &ok);
+		msg_str(msg_get(r, "error"), "code", &code, &n);
+		if (!ok && !as_model && n == strlen("unknown_slot") && memcmp(code, "unknown_slot", n) == 0)
+			continue;
+		if (!ok)
+			return print_error(r);
+		if (c->json) {
+			print_json_line(stdout, r);
+		} else {
+			printf("slot ");
+			print_value(stdout, msg_get(r, "slot"));
+			printf(": ");
+			print_value(stdout, msg_get(r, "state"));
+			printf("\n");
+		}
+		status = 0;
+		break;
+	}
+	return status;
+}
+
+static int cmd_restart(struct ctl *c, int argc, char **argv)
+{
+	struct msgw w;
+	int status;
+
+	if (argc != 2)
+		return usage();
+	uint64_t id = begin(c, &w, "restart");
+	msgw_kstr(&w, "slot", argv[1]);
+	const msgpack_object *r = call_ok(c, &w, id, &status);
+	if (r) {
+		printf("slot %s: ", argv[1]);
+		print_value(stdout, msg_get(r, "state"));
+		printf("\n");
+	}
+	return status;
+}
+
+static int parse_u32(const char *s, uint64_t *out)
+{
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno || end == s || *end || s[0] == '-' || v > UINT32_MAX)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+static int cmd_infer(struct ctl *c, int argc, char **argv)
+{
+	const char *model = NULL, *slot = NULL;
+	uint64_t max_tokens = 16, wait_ms = 0, tokens[256];
+	bool stream = false, has_wait = false;
+	int ntokens = 0, status;
+
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--slot") == 0 && i + 1 < argc)
+			slot = argv[++i];
+		else if (strcmp(argv[i], "--model") == 0 && i + 1 < argc)
+			model = argv[++i];
+		else if (strcmp(argv[i], "--max-tokens") == 0 && i + 1 < argc) {
+			if (parse_u32(argv[++i], &max_tokens))
+				return usage();
+		} else if (strcmp(argv[i], "--wait-ms") == 0 && i + 1 < argc) {
+			if (parse_u32(argv[++i], &wait_ms))
+				return usage();
+			has_wait = true;
+		} else if (strcmp(argv[i], "--stream") == 0) {
+			stream = true;
+		} else if (!model && !slot && argv[i][0] != '-' && parse_u32(argv[i], &tokens[0])) {
+			model = argv[i];
+		} else if (ntokens < 256 && parse_u32(argv[i], &tokens[ntokens]) == 0) {
+			ntokens++;
+		} else {
+			return usage();
+		}
+	}
+	if ((!model && !slot) || ntokens == 0)
+		return usage();
+	struct msgw w;
+	uint64_t id = begin(c, &w, "infer");
+	if (model)
+		msgw_kstr(&w, "model", model);
+	if (slot)
+		msgw_kstr(&w, "slot", slot);
+	msgw_key(&w, "input");
+	msgw_array(&w);
+	for (int i = 0; i < ntokens; i++)
+		msgw_u64(&w, tokens[i]);
+	msgw_end(&w);
+	msgw_ku64(&w, "max_tokens", max_tokens);
+	msgw_kbool(&w, "stream", stream);
+	if (has_wait)
+		msgw_ku64(&w, "wait_ms", wait_ms);
+	const msgpack_object *r = call_ok(c, &w, id, &status), *t;
+	if (!r)
+		return status;
+	if (stream) {
+		printf("\n");
+		return 0;
+	}
+	if ((t = msg_get(r, "tokens")) != NULL && t->type == MSGPACK_OBJECT_ARRAY)
+		for (uint32_t i = 0; i < t->via.array.size; i++)
+			printf("%s%" PRIu64, i ? " " : "", t->via.array.ptr[i].via.u64);
+	printf("\n");
+	return 0;
+}
+
+static void print_event(const msgpack_object *m)
+{
+	static const char *const skip[] = { "event", "seq", "ts_ms", NULL };
+	uint64_t seq = 0;
+
+	msg_u64(m, "seq", &seq);
+	printf("%" PRIu64 " ", seq);
+	print_value(stdout, msg_get(m, "event"));
+	print_rest(m, skip);
+	printf("\n");
+	fflush(stdout);
+}
+
+static int cmd_watch(struct ctl *c, int argc, char **argv)
+{
+	const char *events = NULL;
+	const msgpack_object *m;
+	int status;
+
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--events") == 0 && i + 1 < argc)
+			events = argv[++i];
+		else
+			return usage();
+	}
+	if ((status = subscribe(c, events)) != 0)
+		return status;
+	while (chan_read(&c->chan, -1, &m) == 1) {
+		if (c->json)
+			print_json_line(stdout, m);
+		else
+			print_event(m);
+	}
+	fprintf(stderr, "modelctl: connection closed\n");
+	return 1;
+}
+
+static const struct command {
+	const char *name;
+	int (*run)(struct ctl *c, int argc, char **argv);
+} commands[] = {
+	{ "status", cmd_status },
+	{ "models", cmd_models },
+	{ "devices", cmd_devices },
+	{ "load", cmd_load },
+	{ "unload", cmd_unload },
+	{ "restart", cmd_restart },
+	{ "infer", cmd_infer },
+	{ "watch", cmd_watch },
+};
+
+int main(int argc, char **argv)
+{
+	struct ctl c = { 0 };
+	char *path = NULL;
+	int i = 1;
+
+	/* --json may come anywhere; -s only before the command. */
+	int kept = 1;
+	for (int k = 1; k < argc; k++) {
+		if (strcmp(argv[k], "--json") == 0)
+			c.json = true;
+		else
+			argv[kept++] = argv[k];
+	}
+	argc = kept;
+	while (i < argc && argv[i][0] == '-') {
+		if ((strcmp(argv[i], "-s") == 0 || strcmp(argv[i], "--socket") == 0) && i + 1 < argc) {
+			path = argv[i + 1];
+			i += 2;
+		} else {
+			return usage();
+		}
+	}
+	if (i == argc)
+		return usage();
+	for (size_t k = 0; k < sizeof commands / sizeof commands[0]; k++) {
+		if (strcmp(argv[i], commands[k].name) != 0)
+			continue;
+		char *sock = path ? strdup(path) : proto_default_socket();
+		c.tty = isatty(STDERR_FILENO);
+		int rc = connect_to(&c, sock);
+		free(sock);
+		if (rc < 0)
+			return 1;
+		rc = commands[k].run(&c, argc - i, argv + i);
+		close(c.chan.fd);
+		chan_free(&c.chan);
+		return rc;
+	}
+	return usage();
+}

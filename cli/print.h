@@ -1,0 +1,22 @@
+/* print.h: modelctl's output, for people or (with --json) for scripts. */
+#ifndef PRINT_H
+#define PRINT_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include <jansson.h>
+#include <msgpack.h>
+
+/* msgpack to JSON: maps with string keys, arrays, scalars; bin becomes null. */
+json_t *print_to_json(const msgpack_object *o);
+/* One object as compact JSON on one line. */
+void print_json_line(FILE *f, const msgpack_object *o);
+/* A value for a table cell: strings bare, nil as "-", the rest compact JSON. */
+void print_value(FILE *f, const msgpack_object *o);
+/* 1536 -> "1.5 KiB" */
+void print_bytes(char *buf, size_t len, uint64_t n);
+/* A progress bar on one terminal line (\r, no newline). */
+void print_bar(FILE *f, const char *label, uint64_t done, uint64_t total);
+
+#endif
