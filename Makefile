@@ -62,7 +62,7 @@ $(BUILD)/test_safetensors: $(call obj,tests/unit/test_safetensors.c worker/safet
 $(BUILD)/test_slot: $(call obj,tests/unit/test_slot.c supervisor/slot.c $(PROTO_SRC))
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_MSGPACK) $(LIB_CMOCKA)
 $(BUILD)/test_config: $(call obj,tests/unit/test_config.c supervisor/config.c $(PROTO_SRC))
-	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_MSGPACK) $(LIB_INIH) $(LIB_CMOCKA)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_MSGPACK) $(LIB_INIH) $(LIB_CMOCKA) -lm
 
 deps:
 	@sh packaging/install-deps.sh build

@@ -302,8 +302,6 @@ static int on_entry(void *user, const char *section, const char *name, const cha
 		return perr(p, "\"%s\" is outside any section", name);
 	if (strcmp(section, p->section) != 0 && !enter_section(p, section))
 		return 0;
-	if (!name)		/* a section header alone (INI_CALL_HANDLER_ON_NEW_SECTION) */
-		return 1;
 	for (size_t i = 0; i < p->nkeys; i++)
 		if (strcmp(p->keys[i].name, name) == 0)
 			return set_key(p, &p->keys[i], value);
@@ -333,7 +331,8 @@ static char *reader(char *str, int num, void *arg)
 	if (*r == '[' && (close = strchr(r, ']')) != NULL) {
 		char section[sizeof lr->p->section];
 		snprintf(section, sizeof section, "%.*s", (int)(close - r - 1), r + 1);
-		on_entry(lr->p, section, NULL, NULL);
+		if (!lr->p->err[0])
+			enter_section(lr->p, section);
 	}
 	return str;
 }

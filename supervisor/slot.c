@@ -316,13 +316,13 @@ static void begin_unload(struct slot *s, struct req *r, bool kill)
 			req_end(s, r, E_NONE, NULL);
 		return;
 	}
-	if (r)
-		wait_for_unload(s, r);
 	s->env->stop(s, kill);
 	if (s->state != SS_UNLOADING)
 		set_state(s, SS_UNLOADING);
 	else
 		s->env->state_changed(s);
+	if (r)
+		wait_for_unload(s, r);
 }
 
 static void act_unload(struct slot *s, const struct slot_ev *ev)

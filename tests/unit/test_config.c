@@ -1,0 +1,120 @@
+/* The config file: keys, values, and errors that name file:line. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "../../proto/log.h"
+#include "../../supervisor/config.h"
+
+static char path[64];
+
+static void write_config(const char *text)
+{
+	strcpy(path, "/tmp/test_config_XXXXXX");
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+	close(fd);
+}
+
+/* Reads and finishes text as a config; returns the error text, or "" on success. */
+static const char *load(struct config *c, const char *text)
+{
+	static char err[CONFIG_ERR_LEN];
+
+	write_config(text);
+	config_init(c);
+	free(c->models_dir);
+	c->models_dir = strdup("/nonexistent");
+	err[0] = '\0';
+	if (config_read(c, path, err) == 0)
+		config_finish(c, err);
+	unlink(path);
+	return err;
+}
+
+static void test_full_config(void **state)
+{
+	(void)state;
+	struct config c;
+	const char *err = load(&c,
+		"[modeld]\nsocket = /tmp/x.sock\nsocket_mode = 0600\nlog_level = debug\n"
+		"max_frame = 65536\n\n"
+		"[slot chat]\ndevice = cuda:1\ndefault_model = m\nstop_timeout = 2.5\n"
+		"restart_limit = 3\n\n"
+		"; a comment\n[slot spare]\n\n"
+		"[model m]\npath = /models/m.safetensors\nslot = chat\nwarmup = 2\nload_timeout = 0.5\n");
+	assert_string_equal(err, "");
+	assert_string_equal(c.socket, "/tmp/x.sock");
+	assert_int_equal(c.socket_mode, 0600);
+	assert_int_equal(c.log_level, LOG_LVL_DEBUG);
+	assert_int_equal(c.nslots, 2);
+	assert_string_equal(c.slots[0].device, "cuda:1");
+	assert_int_equal(c.slots[0].stop_timeout_ms, 2500);
+	assert_int_equal(c.slots[0].restart_limit, 3);
+	assert_string_equal(c.slots[1].name, "spare");
+	assert_string_equal(c.slots[1].device, "cpu");
+	const struct model *m = config_model(&c, "m");
+	assert_non_null(m);
+	assert_int_equal(m->warmup, 2);
+	assert_int_equal(m->load_timeout_ms, 500);
+	config_free(&c);
+}
+
+static void test_errors_name_file_and_line(void **state)
+{
+	(void)state;
+	static const struct { const char *text; int line; const char *says; } cases[] = {
+		{ "[modeld]\nsocket = a\nbogus = 1\n", 3, "unknown key \"bogus\"" },
+		{ "[slot a]\nstop_timeout = soon\n", 2, "not a number of seconds" },
+		{ "[slot a]\nrestart_limit = 0\n", 2, "not an integer from 1" },
+		{ "[slot a]\ndevice = gpu0\n", 2, "not cpu or cuda:N" },
+		{ "\n[thing x]\nk = v\n", 2, "sections are" },
+		{ "[model m]\nengine = tpu\n", 2, "not auto, cpu or cuda" },
+		{ "[slot a]\n\n\ndefault_model = nope\n", 4, "no model nope" },
+		{ "[slot a]\n[model m]\npath = x\nslot = b\n", 4, "no [slot b]" },
+		{ "[slot a]\n[model m]\nwarmup = 1\n", 2, "has no path" },
+		{ "[slot a]\n[slot a]\n", 2, "defined twice" },
+		{ "[modeld]\nthis is not a pair\n", 2, "not a section header" },
+		{ "[modeld]\nsocket_mode = 0999\n", 2, "octal" },
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		struct config c;
+		char want[128];
+		const char *err = load(&c, cases[i].text);
+		snprintf(want, sizeof want, "%s:%d: ", path, cases[i].line);
+		if (strncmp(err, want, strlen(want)) != 0 || !strstr(err, cases[i].says))
+			fail_msg("case %zu: \"%s\" is not \"%s...%s\"", i, err, want, cases[i].says);
+		config_free(&c);
+	}
+}
+
+static void test_no_slots_gives_the_default(void **state)
+{
+	(void)state;
+	struct config c;
+	assert_string_equal(load(&c, "[modeld]\nlog_level = warn\n"), "");
+	assert_int_equal(c.nslots, 1);
+	assert_string_equal(c.slots[0].device, "cpu");
+	assert_int_equal(c.slots[0].restart_backoff_min_ms, 100);
+	assert_int_equal(c.slots[0].heartbeat_timeout_ms, 5000);
+	config_free(&c);
+}
+
+int main(void)
+{
+	log_init("test_config", LOG_LVL_ERROR, 0);
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_full_config),
+		cmocka_unit_test(test_errors_name_file_and_line),
+		cmocka_unit_test(test_no_slots_gives_the_default),
+	};
+	return cmocka_run_group_tests_name("config", tests, NULL, NULL);
+}

@@ -1,0 +1,385 @@
+/*
+ * The slot state machine, without processes: a recording slot_env stands in
+ * for workers, timers and clients, and each test drives one lifecycle.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "../../proto/log.h"
+#include "../../supervisor/slot.h"
+
+#define MAX_STATES 64
+
+struct rec {
+	uint64_t now;
+	int spawns, stops, kills, infers, cancels;
+	uint64_t armed;			/* last arm() value */
+	enum slot_state states[MAX_STATES];
+	int nstates;
+	enum err last_code;
+	int finished;
+	bool spawn_fails;
+};
+
+static struct rec rec;
+
+static uint64_t r_now(void *a) { (void)a; return rec.now; }
+static int r_spawn(struct slot *s, char *err, size_t n)
+{
+	if (rec.spawn_fails) {
+		snprintf(err, n, "cannot open");
+		return -1;
+	}
+	rec.spawns++;
+	s->pid = 1000 + rec.spawns;
+	return 0;
+}
+static void r_stop(struct slot *s, bool kill) { (void)s; if (kill) rec.kills++; else rec.stops++; }
+static void r_send_infer(struct slot *s, struct req *r) { (void)s; (void)r; rec.infers++; }
+static void r_cancel(struct slot *s, uint64_t seq) { (void)s; (void)seq; rec.cancels++; }
+static void r_arm(struct slot *s, uint64_t ms) { (void)s; rec.armed = ms; }
+static void r_finish(struct slot *s, struct req *r, enum err code, const char *m)
+{
+	(void)s; (void)m;
+	rec.last_code = code;
+	rec.finished++;
+	free(r->tokens);
+	free(r);
+}
+static void r_chunk(struct slot *s, struct req *r, const uint32_t *t, uint32_t n) { (void)s; (void)r; (void)t; (void)n; }
+static void r_state(const struct slot *s)
+{
+	if (rec.nstates < MAX_STATES)
+		rec.states[rec.nstates++] = s->state;
+}
+static void r_progress(struct slot *s) { (void)s; }
+static void r_job(const struct slot *s, uint64_t j, const char *op, const struct model *m, const char *st,
+		  const char *msg) { (void)s; (void)j; (void)op; (void)m; (void)st; (void)msg; }
+static uint64_t jobs;
+static uint64_t r_new_job(void *a) { (void)a; return ++jobs; }
+
+static const struct slot_env env = {
+	.now_ms = r_now, .spawn = r_spawn, .stop = r_stop, .send_infer = r_send_infer,
+	.cancel_infer = r_cancel, .arm = r_arm, .finish = r_finish, .chunk = r_chunk,
+	.state_changed = r_state, .progress = r_progress, .job = r_job, .new_job = r_new_job,
+};
+
+static struct slot_conf conf = {
+	.name = "s", .device = "cpu", .stop_timeout_ms = 10000, .restart_backoff_min_ms = 100,
+	.restart_backoff_max_ms = 400, .restart_limit = 3, .restart_window_ms = 60000,
+	.heartbeat_interval_ms = 1000, .heartbeat_timeout_ms = 5000,
+};
+static struct model ma = { .name = "a", .path = "a", .warmup = 1, .load_timeout_ms = 5000 };
+static struct model mb = { .name = "b", .path = "b", .warmup = 0, .load_timeout_ms = 5000 };
+
+static struct slot s;
+
+static int setup(void **state)
+{
+	(void)state;
+	memset(&rec, 0, sizeof rec);
+	slot_init(&s, &conf, &env);
+	struct slot_ev ev = { .type = SEV_START };
+	slot_event(&s, &ev);
+	return 0;
+}
+
+static void feed(enum slot_event t, uint64_t a, uint64_t b)
+{
+	struct slot_ev ev = { .type = t, .a = a, .b = b, .message = "exited with status 1" };
+	slot_event(&s, &ev);
+}
+
+static struct req *new_req(enum op op, const struct model *m)
+{
+	static uint64_t seq;
+	struct req *r = calloc(1, sizeof *r);
+	r->op = op;
+	r->model = m;
+	r->wait = true;
+	r->seq = ++seq;
+	r->slot = &s;
+	return r;
+}
+
+static struct req *request(enum slot_event t, enum op op, const struct model *m)
+{
+	struct req *r = new_req(op, m);
+	struct slot_ev ev = { .type = t, .req = r, .model = m };
+	slot_event(&s, &ev);
+	return r;
+}
+
+/* Loads m into the empty slot and takes it to ready. */
+static void load_ready(const struct model *m)
+{
+	request(SEV_LOAD, OP_LOAD, m);
+	feed(SEV_LOADED, 10, 16);
+	if (m->warmup)
+		feed(SEV_WARMED, 3, 0);
+	assert_int_equal(s.state, SS_READY);
+}
+
+static void test_starts_empty(void **state)
+{
+	(void)state;
+	assert_int_equal(s.state, SS_EMPTY);
+	assert_int_equal(rec.nstates, 1);
+}
+
+static void test_load_goes_through_states_in_order(void **state)
+{
+	(void)state;
+	rec.nstates = 0;
+	request(SEV_LOAD, OP_LOAD, &ma);
+	assert_int_equal(rec.spawns, 1);
+	assert_int_equal(rec.armed, ma.load_timeout_ms);
+	assert_int_equal(rec.finished, 0);
+	feed(SEV_LOADED, 10, 16);
+	assert_int_equal(s.state, SS_WARMING);
+	feed(SEV_WARMED, 3, 0);
+	enum slot_state want[] = { SS_SWITCHING, SS_LOADING, SS_WARMING, SS_READY };
+	assert_int_equal(rec.nstates, 4);
+	assert_memory_equal(rec.states, want, sizeof want);
+	assert_int_equal(rec.finished, 1);
+	assert_int_equal(rec.last_code, E_NONE);
+	assert_int_equal(s.warmup_ms, 3);
+}
+
+static void test_switch_waits_for_the_old_worker(void **state)
+{
+	(void)state;
+	load_ready(&ma);
+	request(SEV_LOAD, OP_LOAD, &mb);
+	assert_int_equal(s.state, SS_UNLOADING);
+	assert_int_equal(rec.stops, 1);
+	assert_int_equal(rec.spawns, 1);	/* no new worker before the old one is reaped */
+	feed(SEV_EXITED, 0, 0);
+	assert_int_equal(rec.spawns, 2);
+	assert_int_equal(s.state, SS_LOADING);
+	assert_ptr_equal(s.model, &mb);
+	feed(SEV_LOADED, 5, 16);
+	assert_int_equal(s.state, SS_READY);	/* b has no warmup */
+}
+
+static void test_same_model_load_joins(void **state)
+{
+	(void)state;
+	request(SEV_LOAD, OP_LOAD, &ma);
+	request(SEV_LOAD, OP_LOAD, &ma);
+	assert_int_equal(rec.spawns, 1);
+	feed(SEV_LOADED, 10, 16);
+	feed(SEV_WARMED, 1, 0);
+	assert_int_equal(rec.finished, 2);
+	assert_int_equal(rec.last_code, E_NONE);
+}
+
+static void test_load_of_another_model_supersedes(void **state)
+{
+	(void)state;
+	request(SEV_LOAD, OP_LOAD, &ma);
+	request(SEV_LOAD, OP_LOAD, &mb);
+	assert_int_equal(rec.finished, 1);
+	assert_int_equal(rec.last_code, E_SUPERSEDED);
+	assert_int_equal(rec.kills, 1);
+	assert_int_equal(s.state, SS_UNLOADING);
+	feed(SEV_EXITED, 0, 0);
+	assert_ptr_equal(s.model, &mb);
+	assert_int_equal(s.state, SS_LOADING);
+}
+
+static void test_unload_during_load_cancels(void **state)
+{
+	(void)state;
+	request(SEV_LOAD, OP_LOAD, &ma);
+	request(SEV_UNLOAD, OP_UNLOAD, NULL);
+	assert_int_equal(rec.last_code, E_CANCELLED);
+	assert_int_equal(rec.kills, 1);
+	feed(SEV_EXITED, 0, 0);
+	assert_int_equal(s.state, SS_EMPTY);
+	assert_int_equal(rec.finished, 2);
+	assert_int_equal(rec.last_code, E_NONE);
+}
+
+static void test_load_failure_is_error(void **state)
+{
+	(void)state;
+	request(SEV_LOAD, OP_LOAD, &ma);
+	struct slot_ev ev = { .type = SEV_FAILED, .code = E_LOAD_FAILED, .message = "bad magic" };
+	slot_event(&s, &ev);
+	assert_int_equal(s.state, SS_ERROR);
+	assert_int_equal(rec.last_code, E_LOAD_FAILED);
+	assert_non_null(strstr(s.message, "bad magic"));
+	feed(SEV_EXITED, 0, 0);
+	assert_int_equal(s.state, SS_ERROR);
+	load_ready(&mb);
+}
+
+static void test_load_timeout_kills_and_errors(void **state)
+{
+	(void)state;
+	request(SEV_LOAD, OP_LOAD, &ma);
+	feed(SEV_DEADLINE, 0, 0);
+	assert_int_equal(s.state, SS_ERROR);
+	assert_int_equal(rec.kills, 1);
+	assert_int_equal(rec.last_code, E_TIMEOUT);
+}
+
+static void test_crash_reconnects_with_backoff(void **state)
+{
+	(void)state;
+	load_ready(&ma);
+	rec.now = 1000;
+	feed(SEV_EXITED, 0, 0);
+	assert_int_equal(s.state, SS_RECONNECTING);
+	assert_int_equal(rec.armed, 100);
+	assert_int_equal(s.attempt, 1);
+	feed(SEV_DEADLINE, 0, 0);
+	assert_int_equal(s.state, SS_LOADING);
+	assert_int_equal(rec.spawns, 2);
+	feed(SEV_EXITED, 0, 0);		/* dies while loading */
+	assert_int_equal(s.state, SS_RECONNECTING);
+	assert_int_equal(rec.armed, 200);	/* doubled */
+}
+
+static void test_too_many_deaths_is_error(void **state)
+{
+	(void)state;
+	load_ready(&ma);
+	for (unsigned i = 0; i < conf.restart_limit; i++) {
+		rec.now += 10;
+		feed(SEV_EXITED, 0, 0);
+		if (s.state == SS_RECONNECTING)
+			feed(SEV_DEADLINE, 0, 0);
+	}
+	assert_int_equal(s.state, SS_ERROR);
+	assert_non_null(strstr(s.message, "3 times"));
+}
+
+static void test_infer_runs_only_when_ready(void **state)
+{
+	(void)state;
+	request(SEV_INFER, OP_INFER, NULL);
+	assert_int_equal(rec.last_code, E_NOT_LOADED);
+	request(SEV_LOAD, OP_LOAD, &ma);
+	request(SEV_INFER, OP_INFER, NULL);
+	assert_int_equal(rec.last_code, E_NOT_READY);
+	feed(SEV_LOADED, 1, 16);
+	feed(SEV_WARMED, 1, 0);
+	struct req *r = request(SEV_INFER, OP_INFER, &ma);
+	request(SEV_INFER, OP_INFER, &ma);
+	assert_int_equal(rec.infers, 1);	/* one at a time at the worker */
+	assert_int_equal(slot_queue_length(&s), 1);
+	uint32_t tokens[] = { 3, 4 };
+	struct slot_ev done = { .type = SEV_INFER_DONE, .a = r->seq, .tokens = tokens, .ntokens = 2 };
+	int before = rec.finished;
+	slot_event(&s, &done);
+	assert_int_equal(rec.finished, before + 1);
+	assert_int_equal(rec.last_code, E_NONE);
+	assert_int_equal(rec.infers, 2);	/* the queued one went next */
+}
+
+static void test_crash_fails_the_running_request(void **state)
+{
+	(void)state;
+	load_ready(&ma);
+	request(SEV_INFER, OP_INFER, &ma);
+	feed(SEV_EXITED, 0, 0);
+	assert_int_equal(rec.last_code, E_WORKER_CRASHED);
+	assert_int_equal(s.state, SS_RECONNECTING);
+}
+
+static void test_cancel_stops_the_worker_request(void **state)
+{
+	(void)state;
+	load_ready(&ma);
+	struct req *r = request(SEV_INFER, OP_INFER, &ma);
+	struct slot_ev ev = { .type = SEV_CANCEL, .req = r };
+	slot_event(&s, &ev);
+	assert_int_equal(rec.cancels, 1);
+	assert_int_equal(rec.last_code, E_CANCELLED);
+}
+
+static void test_restart_goes_through_service_restarting(void **state)
+{
+	(void)state;
+	load_ready(&ma);
+	rec.nstates = 0;
+	request(SEV_RESTART, OP_RESTART, NULL);
+	assert_int_equal(s.state, SS_RESTARTING);
+	assert_int_equal(rec.stops, 1);
+	feed(SEV_EXITED, 0, 0);
+	assert_int_equal(s.state, SS_LOADING);
+	assert_ptr_equal(s.model, &ma);
+}
+
+static void test_unavailable_device_retries(void **state)
+{
+	(void)state;
+	request(SEV_LOAD, OP_LOAD, &ma);
+	struct slot_ev ev = { .type = SEV_FAILED, .unavailable = true, .message = "no driver" };
+	slot_event(&s, &ev);
+	assert_int_equal(s.state, SS_UNAVAILABLE);
+	feed(SEV_DEADLINE, 0, 0);
+	assert_int_equal(rec.spawns, 1);	/* the failed worker is not reaped yet */
+	feed(SEV_EXITED, 0, 0);
+	feed(SEV_DEADLINE, 0, 0);
+	assert_int_equal(rec.spawns, 2);
+	assert_int_equal(s.state, SS_LOADING);
+}
+
+static void test_shutdown_ends_every_request(void **state)
+{
+	(void)state;
+	load_ready(&ma);
+	request(SEV_INFER, OP_INFER, &ma);
+	request(SEV_INFER, OP_INFER, &ma);
+	int before = rec.finished;
+	feed(SEV_SHUTDOWN, 0, 0);
+	assert_int_equal(rec.finished, before + 2);
+	assert_int_equal(rec.last_code, E_SHUTTING_DOWN);
+	feed(SEV_EXITED, 0, 0);
+	assert_int_equal(s.state, SS_EMPTY);
+	request(SEV_LOAD, OP_LOAD, &ma);
+	assert_int_equal(rec.last_code, E_SHUTTING_DOWN);
+}
+
+static void test_spawn_failure_is_error(void **state)
+{
+	(void)state;
+	rec.spawn_fails = true;
+	request(SEV_LOAD, OP_LOAD, &ma);
+	assert_int_equal(s.state, SS_ERROR);
+	assert_int_equal(rec.last_code, E_LOAD_FAILED);
+}
+
+int main(void)
+{
+	log_init("test_slot", LOG_LVL_ERROR, 0);
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup(test_starts_empty, setup),
+		cmocka_unit_test_setup(test_load_goes_through_states_in_order, setup),
+		cmocka_unit_test_setup(test_switch_waits_for_the_old_worker, setup),
+		cmocka_unit_test_setup(test_same_model_load_joins, setup),
+		cmocka_unit_test_setup(test_load_of_another_model_supersedes, setup),
+		cmocka_unit_test_setup(test_unload_during_load_cancels, setup),
+		cmocka_unit_test_setup(test_load_failure_is_error, setup),
+		cmocka_unit_test_setup(test_load_timeout_kills_and_errors, setup),
+		cmocka_unit_test_setup(test_crash_reconnects_with_backoff, setup),
+		cmocka_unit_test_setup(test_too_many_deaths_is_error, setup),
+		cmocka_unit_test_setup(test_infer_runs_only_when_ready, setup),
+		cmocka_unit_test_setup(test_crash_fails_the_running_request, setup),
+		cmocka_unit_test_setup(test_cancel_stops_the_worker_request, setup),
+		cmocka_unit_test_setup(test_restart_goes_through_service_restarting, setup),
+		cmocka_unit_test_setup(test_unavailable_device_retries, setup),
+		cmocka_unit_test_setup(test_shutdown_ends_every_request, setup),
+		cmocka_unit_test_setup(test_spawn_failure_is_error, setup),
+	};
+	return cmocka_run_group_tests_name("slot", tests, NULL, NULL);
+}
