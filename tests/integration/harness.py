@@ -1,0 +1,257 @@
+"""A real modeld on a private socket in a temp dir, and a small client for it.
+
+Everything waits on conditions with deadlines; nothing sleeps and hopes.
+"""
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import tempfile
+import time
+import unittest
+
+import msgpack
+
+BUILD = os.path.abspath(os.environ.get("BUILD", "build"))
+MODELD = os.path.join(BUILD, "modeld")
+MODELCTL = os.path.join(BUILD, "modelctl")
+MKMODEL = os.path.join(BUILD, "mkmodel")
+DEADLINE = 10.0
+
+
+def perm_tokens(n, a, c, start, count, eos=None):
+    """The expected output of a permutation fixture."""
+    out, t = [], start
+    for _ in range(count):
+        t = (t * a + c) % n
+        out.append(t)
+        if t == eos:
+            break
+    return out
+
+
+def wait_until(pred, timeout=DEADLINE, what="condition"):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.01)
+    raise AssertionError("timed out waiting for " + what)
+
+
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers kill(0); read its state.
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+class Client:
+    def __init__(self, path, timeout=DEADLINE):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect(path)
+        self.next_id = 0
+        self.events = []
+        self.frames = []      # frames read but not yet consumed (replies, chunks)
+
+    def close(self):
+        self.sock.close()
+
+    def send_raw(self, data):
+        self.sock.sendall(data)
+
+    def send(self, msg):
+        body = msgpack.packb(msg)
+        self.sock.sendall(struct.pack(">I", len(body)) + body)
+
+    def _read_exact(self, n):
+        buf = b""
+        while len(buf) < n:
+            chunk = self.sock.recv(n - len(buf))
+            if not chunk:
+                raise EOFError("connection closed")
+            buf += chunk
+        return buf
+
+    def recv(self):
+        n = struct.unpack(">I", self._read_exact(4))[0]
+        return msgpack.unpackb(self._read_exact(n), raw=False)
+
+    def _pump(self):
+        m = self.recv()
+        if "event" in m and "id" not in m:
+            self.events.append(m)
+        else:
+            self.frames.append(m)
+
+    def request(self, op, **args):
+        self.next_id += 1
+        msg = {"id": self.next_id, "op": op}
+        msg.update(args)
+        self.send(msg)
+        return self.next_id
+
+    def reply(self, rid, chunks=None):
+        """The final reply to rid; chunks of rid are appended to chunks."""
+        while True:
+            for i, m in enumerate(self.frames):
+                if m.get("id") == rid:
+                    if "chunk" in m:
+                        del self.frames[i]
+                        if chunks is not None:
+                            chunks.append(m["chunk"])
+                        break
+                    del self.frames[i]
+                    return m
+            else:
+                self._pump()
+
+    def call(self, op, **args):
+        return self.reply(self.request(op, **args))
+
+    def ok(self, op, **args):
+        r = self.call(op, **args)
+        assert r.get("ok") is True, "%s failed: %r" % (op, r)
+        return r
+
+    def events_until(self, pred, timeout=DEADLINE, what="event"):
+        """Events up to and including the first that matches pred (consumed)."""
+        end = time.monotonic() + timeout
+        seen = 0
+        while True:
+            for i in range(seen, len(self.events)):
+                if pred(self.events[i]):
+                    got = self.events[: i + 1]
+                    del self.events[: i + 1]
+                    return got
+            seen = len(self.events)
+            left = end - time.monotonic()
+            if left <= 0:
+                raise AssertionError("timed out waiting for " + what)
+            self.sock.settimeout(left)
+            try:
+                self._pump()
+            except socket.timeout:
+                raise AssertionError("timed out waiting for " + what)
+            finally:
+                self.sock.settimeout(DEADLINE)
+
+    def wait_event(self, pred, timeout=DEADLINE, what="event"):
+        return self.events_until(pred, timeout, what)[-1]
+
+    def wait_state(self, state, slot=None, model=None, timeout=DEADLINE):
+        return self.wait_event(
+            lambda e: e["event"] == "state" and e["state"] == state
+            and (slot is None or e["slot"] == slot)
+            and (model is None or e.get("model") == model),
+            timeout, "state " + state)
+
+
+class Daemon:
+    """modeld in a temp dir. models: {name: mkmodel args}."""
+
+    def __init__(self, config=None, models=None, files=None, extra_args=()):
+        self.dir = tempfile.mkdtemp(prefix="modeld-test-")
+        self.models_dir = os.path.join(self.dir, "models")
+        os.mkdir(self.models_dir)
+        for name, args in (models or {}).items():
+            self.make_model(name, *args)
+        for name, data in (files or {}).items():
+            with open(os.path.join(self.dir, name), "wb") as f:
+                f.write(data)
+        self.sock = os.path.join(self.dir, "modeld.sock")
+        self.log_path = os.path.join(self.dir, "modeld.log")
+        cmd = [MODELD, "-s", self.sock, "--models", self.models_dir, "-l", "debug"]
+        if config is not None:
+            self.config = os.path.join(self.dir, "modeld.ini")
+            with open(self.config, "w") as f:
+                f.write(config.replace("@DIR@", self.dir))
+            cmd += ["-c", self.config]
+        cmd += list(extra_args)
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
+        wait_until(self._ready, what="modeld to listen")
+
+    def make_model(self, name, *args):
+        path = os.path.join(self.models_dir, name + ".safetensors")
+        subprocess.run([MKMODEL, path] + [str(a) for a in args], check=True)
+        return path
+
+    def _ready(self):
+        if self.proc.poll() is not None:
+            raise AssertionError("modeld exited: " + self.read_log())
+        try:
+            Client(self.sock).close()
+            return True
+        except (FileNotFoundError, ConnectionRefusedError):
+            return False
+
+    def client(self):
+        return Client(self.sock)
+
+    def ctl(self, *args):
+        return subprocess.run([MODELCTL, "-s", self.sock] + [str(a) for a in args],
+                              capture_output=True, text=True, timeout=DEADLINE)
+
+    def read_log(self):
+        with open(self.log_path) as f:
+            return f.read()
+
+    def workers(self):
+        """pids of modeld-worker processes whose parent is this modeld."""
+        out = []
+        for p in os.listdir("/proc"):
+            if not p.isdigit():
+                continue
+            try:
+                with open("/proc/%s/stat" % p) as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                with open("/proc/%s/comm" % p) as f:
+                    comm = f.read().strip()
+            except (FileNotFoundError, ProcessLookupError, IndexError):
+                continue
+            if int(fields[1]) == self.proc.pid and comm.startswith("modeld-worker"):
+                out.append(int(p))
+        return out
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                rc = self.proc.wait(timeout=DEADLINE)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError("modeld did not stop on SIGTERM")
+        else:
+            rc = self.proc.returncode
+        self.log.close()
+        return rc
+
+
+class DaemonTest(unittest.TestCase):
+    """A test with self.d, stopped (and checked to stop cleanly) at the end."""
+    config = None
+    models = {"a": ("--n", 16, "--a", 3, "--c", 1)}
+    files = None
+
+    def setUp(self):
+        self.d = Daemon(self.config, self.models, self.files)
+        self.addCleanup(self._cleanup)
+
+    def _cleanup(self):
+        rc = self.d.stop()
+        if rc != 0 or os.environ.get("KEEP_LOGS"):
+            print(self.d.read_log())
+        self.assertEqual(rc, 0, "modeld exited with %s" % rc)
+        shutil.rmtree(self.d.dir, ignore_errors=True)
