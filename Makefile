@@ -77,11 +77,14 @@ run: deps
 	@$(BUILD)/mkmodel models/demo-b.safetensors --n 256 --a 7 --c 3 --eos 0
 	$(BUILD)/modeld --models models
 
+# The suite runs twice: on the plain build, and on one with AddressSanitizer
+# and UndefinedBehaviorSanitizer (build-san).
 test: test-deps
 	@$(MAKE) --no-print-directory all $(UNIT_BINS)
-	@BUILD=$(BUILD) sh tests/run
+	@$(MAKE) --no-print-directory SAN=1 BUILD=build-san all $(subst $(BUILD)/,build-san/,$(UNIT_BINS))
+	@sh tests/run $(BUILD) build-san
 
 clean:
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) build-san
 
 .PHONY: all deps test-deps run test clean

@@ -275,6 +275,19 @@ static bool socket_in_use(const struct sockaddr_un *sun)
 	return used;
 }
 
+/* The default /run/modeld may not exist yet on a fresh host: make the last directory. */
+static void make_parent(const char *path)
+{
+	char dir[sizeof ((struct sockaddr_un *)0)->sun_path];
+	const char *slash = strrchr(path, '/');
+
+	if (!slash || slash == path)
+		return;
+	snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+	if (mkdir(dir, 0755) == 0)
+		log_info("made %s", dir);
+}
+
 int server_listen(const char *path, mode_t mode, char *err, size_t errlen)
 {
 	struct sockaddr_un sun = { .sun_family = AF_UNIX };
@@ -289,6 +302,7 @@ int server_listen(const char *path, mode_t mode, char *err, size_t errlen)
 		return -1;
 	}
 	unlink(path);
+	make_parent(path);
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0 || bind(fd, (struct sockaddr *)&sun, sizeof sun) < 0 || chmod(path, mode) < 0 ||
 	    listen(fd, 128) < 0) {
