@@ -176,16 +176,6 @@ static void begin_switch(struct slot *s, const struct model *m, struct req *r)
 	continue_switch(s);
 }
 
-static void enter_ready(struct slot *s)
-{
-	s->env->arm(s, 0);
-	s->attempt = 0;
-	s->message[0] = '\0';
-	set_state(s, SS_READY);
-	job_note(s, &s->load_job, "load", s->model, "done", NULL);
-	end_load_waiters(s, E_NONE, NULL);
-}
-
 static void dispatch_next(struct slot *s)
 {
 	struct req *r;
@@ -197,6 +187,17 @@ static void dispatch_next(struct slot *s)
 	s->active = r;
 	s->inflight = r->seq;
 	s->env->send_infer(s, r);
+}
+
+static void enter_ready(struct slot *s)
+{
+	s->env->arm(s, 0);
+	s->attempt = 0;
+	s->message[0] = '\0';
+	set_state(s, SS_READY);
+	job_note(s, &s->load_job, "load", s->model, "done", NULL);
+	end_load_waiters(s, E_NONE, NULL);
+	dispatch_next(s);	/* requests queued across a restart */
 }
 
 /* --- actions --- */
