@@ -105,6 +105,13 @@ void msgw_ku64(struct msgw *w, const char *k, uint64_t v) { msgw_key(w, k); msgw
 void msgw_kbool(struct msgw *w, const char *k, bool v) { msgw_key(w, k); msgw_bool(w, v); }
 void msgw_knil(struct msgw *w, const char *k) { msgw_key(w, k); msgw_nil(w); }
 
+void msgw_wmsg(struct msgw *w, int type)
+{
+	msgw_init(w);
+	msgw_map(w);
+	msgw_ku64(w, "t", (uint64_t)type);
+}
+
 const void *msgw_frame(struct msgw *w, size_t *len)
 {
 	if (w->depth != 0)

@@ -45,6 +45,9 @@ void msgw_str(struct msgw *w, const char *s);	/* NULL writes nil */
 void msgw_strn(struct msgw *w, const char *s, size_t n);
 void msgw_u32s(struct msgw *w, const uint32_t *v, size_t n);
 
+/* Begins a worker-channel message: msgw_init, a map, and its type "t". */
+void msgw_wmsg(struct msgw *w, int type);
+
 /* key + value shorthands, for use inside a map */
 void msgw_key(struct msgw *w, const char *key);
 void msgw_kstr(struct msgw *w, const char *key, const char *s);

@@ -177,11 +177,6 @@ bool peer_protocol_error(const struct peer *p)
 	return p->bad_frame;
 }
 
-int peer_fd(const struct peer *p)
-{
-	return (int)bufferevent_getfd(p->bev);
-}
-
 /* Frees now, or from the loop when called inside one of the peer's own callbacks. */
 void peer_free(struct peer *p)
 {

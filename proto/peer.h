@@ -32,7 +32,6 @@ void peer_free_after_flush(struct peer *p);
 const char *peer_error(const struct peer *p);
 /* True when the peer went away for sending something that is not a frame. */
 bool peer_protocol_error(const struct peer *p);
-int peer_fd(const struct peer *p);
 void peer_free(struct peer *p);
 
 #endif

@@ -95,15 +95,16 @@ int proto_op_is_admin(enum op op)
 char *proto_default_socket(void)
 {
 	const char *env = getenv("MODELD_SOCKET"), *xdg = getenv("XDG_RUNTIME_DIR");
-	char *path = NULL;
+	char *path;
+	int n;
 
 	if (env && *env)
-		path = strdup(env);
-	else if (xdg && *xdg && asprintf(&path, "%s/modeld.sock", xdg) < 0)
-		path = NULL;
-	else if (!path)
-		path = strdup(geteuid() == 0 ? "/run/modeld/modeld.sock" : "./modeld.sock");
-	if (!path)
+		n = asprintf(&path, "%s", env);
+	else if (xdg && *xdg)
+		n = asprintf(&path, "%s/modeld.sock", xdg);
+	else
+		n = asprintf(&path, "%s", geteuid() == 0 ? "/run/modeld/modeld.sock" : "./modeld.sock");
+	if (n < 0)
 		abort();
 	return path;
 }

@@ -213,9 +213,7 @@ static void child_ping_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	struct msgw w;
-	msgw_init(&w);
-	msgw_map(&w);
-	msgw_ku64(&w, "t", WM_PING);
+	msgw_wmsg(&w, WM_PING);
 	msgw_ku64(&w, "seq", ++c->ping_seq);
 	msgw_end(&w);
 	child_send(c, &w);
@@ -224,7 +222,7 @@ static void child_ping_cb(evutil_socket_t fd, short what, void *arg)
 
 static void arm_ms(struct event *ev, uint64_t ms)
 {
-	struct timeval tv = { .tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000 };
+	struct timeval tv = clock_timeval(ms);
 	event_add(ev, &tv);
 }
 
@@ -259,9 +257,7 @@ void child_stop(struct child *c, bool kill_now)
 		return;
 	c->stopping = true;
 	struct msgw w;
-	msgw_init(&w);
-	msgw_map(&w);
-	msgw_ku64(&w, "t", WM_STOP);
+	msgw_wmsg(&w, WM_STOP);
 	msgw_end(&w);
 	child_send(c, &w);
 	msgw_free(&w);
@@ -308,9 +304,7 @@ static int send_load(int chan, const struct slot_rt *rt, int weights)
 	struct msgw w;
 	size_t len;
 
-	msgw_init(&w);
-	msgw_map(&w);
-	msgw_ku64(&w, "t", WM_LOAD);
+	msgw_wmsg(&w, WM_LOAD);
 	msgw_kstr(&w, "model", m->name);
 	msgw_kstr(&w, "engine", engine);
 	msgw_kstr(&w, "device", rt->s.conf->device);

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "../proto/clock.h"
 #include "../proto/log.h"
 #include "modeld.h"
 
@@ -82,7 +83,7 @@ static void on_terminate(evutil_socket_t sig, short what, void *arg)
 		if (md.slots[i].s.conf->stop_timeout_ms > longest)
 			longest = md.slots[i].s.conf->stop_timeout_ms;
 	longest += SHUTDOWN_SLACK_MS;
-	struct timeval tv = { .tv_sec = (time_t)(longest / 1000), .tv_usec = (suseconds_t)(longest % 1000) * 1000 };
+	struct timeval tv = clock_timeval(longest);
 	shutdown_deadline = evtimer_new(md.base, on_shutdown_deadline, NULL);
 	event_add(shutdown_deadline, &tv);
 	maybe_exit();

@@ -85,7 +85,9 @@ void server_finish(struct slot *s, struct req *r, enum err code, const char *mes
 void server_chunk(struct req *r, const uint32_t *tokens, uint32_t n);
 void server_reply_error(struct client *c, uint64_t id, enum err code, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
+/* A success reply: begin it, add results, then send it (which frees it). */
 void server_reply_begin(struct msgw *w, uint64_t id);
+void server_reply_send(struct client *c, struct msgw *w);
 void server_send(struct client *c, struct msgw *w);
 struct req *server_new_req(struct client *c, uint64_t id, enum op op);
 struct req *server_find_req(struct client *c, uint64_t id);

@@ -97,9 +97,7 @@ static void op_hello(struct client *c, uint64_t id, const msgpack_object *m)
 	msgw_ku64(&w, "proto", PROTO_VERSION);
 	msgw_kstr(&w, "server", PROTO_SERVER_NAME);
 	msgw_kstr(&w, "version", MODELD_VERSION);
-	msgw_end(&w);
-	server_send(c, &w);
-	msgw_free(&w);
+	server_reply_send(c, &w);
 }
 
 void ops_write_slot(struct msgw *w, const struct slot_rt *rt)
@@ -142,9 +140,7 @@ static void op_status(struct client *c, uint64_t id, const msgpack_object *m)
 		if (!only || only == &md.slots[i])
 			ops_write_slot(&w, &md.slots[i]);
 	msgw_end(&w);
-	msgw_end(&w);
-	server_send(c, &w);
-	msgw_free(&w);
+	server_reply_send(c, &w);
 }
 
 static void write_model(struct msgw *w, const struct model *mod)
@@ -189,9 +185,7 @@ static void op_models(struct client *c, uint64_t id, const msgpack_object *m)
 	for (size_t i = 0; i < md.conf.nmodels; i++)
 		write_model(&w, &md.conf.models[i]);
 	msgw_end(&w);
-	msgw_end(&w);
-	server_send(c, &w);
-	msgw_free(&w);
+	server_reply_send(c, &w);
 }
 
 static void write_device(struct msgw *w, const char *name, const char *label, uint64_t total,
@@ -229,66 +223,70 @@ static void op_devices(struct client *c, uint64_t id, const msgpack_object *m)
 			write_device(&w, dev, NULL, rt->dev_total, rt->dev_free);
 	}
 	msgw_end(&w);
-	msgw_end(&w);
-	server_send(c, &w);
-	msgw_free(&w);
+	server_reply_send(c, &w);
+}
+
+/*
+ * The slot a request is for: its `slot` argument, else the slot that has
+ * its `model` (see slots_for_model). *mod is the model named, or NULL.
+ * NULL when a reply (an error) was sent.
+ */
+static struct slot_rt *target(struct client *c, uint64_t id, const msgpack_object *m,
+			      bool model_required, const struct model **mod)
+{
+	char *model = NULL, *slot = NULL;
+	struct slot_rt *rt = NULL;
+
+	*mod = NULL;
+	if (!arg_str(c, id, m, "model", model_required, &model) ||
+	    !arg_str(c, id, m, "slot", false, &slot))
+		goto out;
+	if (model && !(*mod = find_model(c, id, model)))
+		goto out;
+	if (slot)
+		rt = find_slot(c, id, slot);
+	else if (*mod)
+		rt = slots_for_model(*mod);
+	else
+		server_reply_error(c, id, E_BAD_REQUEST, "slot or model is required");
+out:
+	free(model);
+	free(slot);
+	return rt;
 }
 
 static void op_load(struct client *c, uint64_t id, const msgpack_object *m)
 {
-	char *model = NULL, *slot = NULL;
-	bool wait = true;
 	const struct model *mod;
-	struct slot_rt *rt = NULL;
+	struct slot_rt *rt;
+	bool wait = true;
 
-	if (!arg_str(c, id, m, "model", true, &model) || !arg_str(c, id, m, "slot", false, &slot) ||
-	    !arg_bool(c, id, m, "wait", &wait) || !(mod = find_model(c, id, model)))
-		goto out;
-	if (slot)
-		rt = find_slot(c, id, slot);
-	else if (!(rt = mod->slot ? slots_find(mod->slot) : &md.slots[0]))
-		server_reply_error(c, id, E_INTERNAL, "model %s names a missing slot", model);
-	if (!rt)
-		goto out;
+	if (!arg_bool(c, id, m, "wait", &wait) || !(rt = target(c, id, m, true, &mod)))
+		return;
 	struct req *r = server_new_req(c, id, OP_LOAD);
 	r->model = mod;
 	r->wait = wait;
 	submit(rt, r, SEV_LOAD);
-out:
-	free(model);
-	free(slot);
 }
 
 static void op_unload(struct client *c, uint64_t id, const msgpack_object *m)
 {
-	char *model = NULL, *slot = NULL;
-	bool wait = true, force = false;
 	const struct model *mod;
-	struct slot_rt *rt = NULL;
+	struct slot_rt *rt;
+	bool wait = true, force = false;
 
-	if (!arg_str(c, id, m, "slot", false, &slot) || !arg_str(c, id, m, "model", false, &model) ||
-	    !arg_bool(c, id, m, "wait", &wait) || !arg_bool(c, id, m, "force", &force))
-		goto out;
-	if (slot) {
-		rt = find_slot(c, id, slot);
-	} else if (!model) {
-		server_reply_error(c, id, E_BAD_REQUEST, "slot or model is required");
-	} else if ((mod = find_model(c, id, model)) != NULL) {
-		rt = slots_for_model(mod);
-		if (rt && !slot_holds(&rt->s, mod)) {
-			server_reply_error(c, id, E_NOT_LOADED, "model %s is not loaded", model);
-			rt = NULL;
-		}
+	if (!arg_bool(c, id, m, "wait", &wait) || !arg_bool(c, id, m, "force", &force) ||
+	    !(rt = target(c, id, m, false, &mod)))
+		return;
+	if (mod && !slot_holds(&rt->s, mod)) {
+		server_reply_error(c, id, E_NOT_LOADED, "model %s is not loaded in slot %s", mod->name,
+				   rt->s.conf->name);
+		return;
 	}
-	if (!rt)
-		goto out;
 	struct req *r = server_new_req(c, id, OP_UNLOAD);
 	r->wait = wait;
 	r->force = force;
 	submit(rt, r, SEV_UNLOAD);
-out:
-	free(model);
-	free(slot);
 }
 
 static void op_restart(struct client *c, uint64_t id, const msgpack_object *m)
@@ -327,32 +325,16 @@ static bool infer_args(struct client *c, uint64_t id, const msgpack_object *m, s
 
 static void op_infer(struct client *c, uint64_t id, const msgpack_object *m)
 {
-	char *model = NULL, *slot = NULL;
-	const struct model *mod = NULL;
-	struct slot_rt *rt = NULL;
+	const struct model *mod;
+	struct slot_rt *rt;
 	struct req *r = server_new_req(c, id, OP_INFER);
 
-	if (!arg_str(c, id, m, "model", false, &model) || !arg_str(c, id, m, "slot", false, &slot) ||
-	    !infer_args(c, id, m, r))
-		goto refused;
-	if (model && !(mod = find_model(c, id, model)))
-		goto refused;
-	if (slot)
-		rt = find_slot(c, id, slot);
-	else if (mod)
-		rt = slots_for_model(mod);
-	else
-		server_reply_error(c, id, E_BAD_REQUEST, "model or slot is required");
-	if (!rt)
-		goto refused;
+	if (!infer_args(c, id, m, r) || !(rt = target(c, id, m, false, &mod))) {
+		server_discard(r);	/* its error reply is sent */
+		return;
+	}
 	r->model = mod;
 	submit(rt, r, SEV_INFER);
-	goto out;
-refused:
-	server_discard(r);	/* its error reply is sent */
-out:
-	free(model);
-	free(slot);
 }
 
 static void op_cancel(struct client *c, uint64_t id, const msgpack_object *m)
@@ -370,9 +352,7 @@ static void op_cancel(struct client *c, uint64_t id, const msgpack_object *m)
 	}
 	server_reply_begin(&w, id);
 	msgw_kbool(&w, "cancelled", found);
-	msgw_end(&w);
-	server_send(c, &w);
-	msgw_free(&w);
+	server_reply_send(c, &w);
 }
 
 static void op_subscribe(struct client *c, uint64_t id, const msgpack_object *m)
@@ -398,9 +378,7 @@ static void op_subscribe(struct client *c, uint64_t id, const msgpack_object *m)
 	}
 	server_subscribe(c, mask);
 	server_reply_begin(&w, id);
-	msgw_end(&w);
-	server_send(c, &w);
-	msgw_free(&w);
+	server_reply_send(c, &w);
 }
 
 static void op_unsubscribe(struct client *c, uint64_t id, const msgpack_object *m)
@@ -410,9 +388,7 @@ static void op_unsubscribe(struct client *c, uint64_t id, const msgpack_object *
 
 	server_subscribe(c, 0);
 	server_reply_begin(&w, id);
-	msgw_end(&w);
-	server_send(c, &w);
-	msgw_free(&w);
+	server_reply_send(c, &w);
 }
 
 void ops_dispatch(struct client *c, const msgpack_object *m)

@@ -42,6 +42,13 @@ void server_send(struct client *c, struct msgw *w)
 	peer_send(c->peer, w);
 }
 
+void server_reply_send(struct client *c, struct msgw *w)
+{
+	msgw_end(w);
+	server_send(c, w);
+	msgw_free(w);
+}
+
 void server_reply_begin(struct msgw *w, uint64_t id)
 {
 	msgw_init(w);

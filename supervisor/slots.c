@@ -40,36 +40,35 @@ static void env_stop(struct slot *s, bool kill)
 		child_stop(rt_of(s)->child, kill);
 }
 
+/* Ends w and sends it to the slot's worker, if it has one. */
+static void to_worker(struct slot *s, struct msgw *w)
+{
+	msgw_end(w);
+	if (rt_of(s)->child)
+		child_send(rt_of(s)->child, w);
+	msgw_free(w);
+}
+
 static void env_send_infer(struct slot *s, struct req *r)
 {
 	struct msgw w;
 
-	msgw_init(&w);
-	msgw_map(&w);
-	msgw_ku64(&w, "t", WM_INFER);
+	msgw_wmsg(&w, WM_INFER);
 	msgw_ku64(&w, "req", r->seq);
 	msgw_key(&w, "input");
 	msgw_u32s(&w, r->input, r->ninput);
 	msgw_ku64(&w, "max_tokens", r->max_tokens);
 	msgw_kbool(&w, "stream", r->stream);
-	msgw_end(&w);
-	if (rt_of(s)->child)
-		child_send(rt_of(s)->child, &w);
-	msgw_free(&w);
+	to_worker(s, &w);
 }
 
 static void env_cancel_infer(struct slot *s, uint64_t seq)
 {
 	struct msgw w;
 
-	msgw_init(&w);
-	msgw_map(&w);
-	msgw_ku64(&w, "t", WM_CANCEL);
+	msgw_wmsg(&w, WM_CANCEL);
 	msgw_ku64(&w, "req", seq);
-	msgw_end(&w);
-	if (rt_of(s)->child)
-		child_send(rt_of(s)->child, &w);
-	msgw_free(&w);
+	to_worker(s, &w);
 }
 
 static void env_arm(struct slot *s, uint64_t ms)
@@ -78,7 +77,7 @@ static void env_arm(struct slot *s, uint64_t ms)
 
 	event_del(ev);
 	if (ms) {
-		struct timeval tv = { .tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000 };
+		struct timeval tv = clock_timeval(ms);
 		event_add(ev, &tv);
 	}
 }

@@ -65,17 +65,10 @@ static void send_or_die(struct worker *w, struct msgw *m)
 	msgw_free(m);
 }
 
-static void begin(struct msgw *m, enum wmsg type)
-{
-	msgw_init(m);
-	msgw_map(m);
-	msgw_ku64(m, "t", (uint64_t)type);
-}
-
 static void send_error(struct worker *w, enum wmsg type, uint64_t req, const struct engine_error *e)
 {
 	struct msgw m;
-	begin(&m, type);
+	msgw_wmsg(&m, type);
 	if (req)
 		msgw_ku64(&m, "req", req);
 	msgw_kstr(&m, "code", e->code);
@@ -91,7 +84,7 @@ static void send_pong(struct worker *w, uint64_t seq)
 
 	if (w->ctx)
 		w->engine->memory(w->ctx, &mem);
-	begin(&m, WM_PONG);
+	msgw_wmsg(&m, WM_PONG);
 	msgw_ku64(&m, "seq", seq);
 	msgw_ku64(&m, "mem_bytes", mem.used);
 	msgw_ku64(&m, "dev_free", mem.free);
@@ -104,7 +97,7 @@ static void flush_tokens(struct worker *w, enum wmsg type)
 {
 	struct msgw m;
 
-	begin(&m, type);
+	msgw_wmsg(&m, type);
 	msgw_ku64(&m, "req", w->infer_req);
 	msgw_key(&m, "tokens");
 	msgw_u32s(&m, w->pending, w->npending);
@@ -164,7 +157,7 @@ static int on_progress(void *arg, uint64_t bytes, uint64_t total)
 	if (bytes == total || t - w->last_progress_ms >= PROGRESS_EVERY_MS) {
 		struct msgw m;
 		w->last_progress_ms = t;
-		begin(&m, WM_PROGRESS);
+		msgw_wmsg(&m, WM_PROGRESS);
 		msgw_ku64(&m, "bytes", bytes);
 		msgw_ku64(&m, "total", total);
 		msgw_end(&m);
@@ -241,7 +234,7 @@ static void report_loaded(struct worker *w, uint64_t load_ms)
 	struct msgw m;
 
 	w->engine->memory(w->ctx, &mem);
-	begin(&m, WM_LOADED);
+	msgw_wmsg(&m, WM_LOADED);
 	msgw_ku64(&m, "load_ms", load_ms);
 	msgw_ku64(&m, "vocab", w->engine->vocab(w->ctx));
 	msgw_ku64(&m, "mem_bytes", mem.used);
@@ -280,7 +273,7 @@ static void load_model(struct worker *w)
 			goto failed;
 	if (warmup) {
 		struct msgw m;
-		begin(&m, WM_WARMED);
+		msgw_wmsg(&m, WM_WARMED);
 		msgw_ku64(&m, "warmup_ms", clock_mono_ms() - t0);
 		msgw_end(&m);
 		send_or_die(w, &m);

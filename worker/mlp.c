@@ -1,6 +1,5 @@
 /* mlp.c: see mlp.h. */
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,25 +11,15 @@ const char *const mlp_tensor_names[MLP__TENSORS] = {
 	[MLP_W2] = "w2", [MLP_B2] = "b2",
 };
 
-static int fail(char *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int fail(char *err, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(err, SAFETENSORS_ERR_LEN, fmt, ap);
-	va_end(ap);
-	return -1;
-}
-
 /* Checks that t has exactly the dims given (0 ends the list). */
 static int check_shape(const struct st_tensor *t, uint64_t a, uint64_t b, char *err)
 {
 	int want = b ? 2 : 1;
 	if (t->ndims != want || t->shape[0] != a || (b && t->shape[1] != b)) {
 		if (b)
-			return fail(err, "tensor %s: shape must be [%llu, %llu]", t->name,
+			return safetensors_fail(err, "tensor %s: shape must be [%llu, %llu]", t->name,
 				    (unsigned long long)a, (unsigned long long)b);
-		return fail(err, "tensor %s: shape must be [%llu]", t->name, (unsigned long long)a);
+		return safetensors_fail(err, "tensor %s: shape must be [%llu]", t->name, (unsigned long long)a);
 	}
 	return 0;
 }
@@ -46,7 +35,7 @@ static int parse_eos(const struct st_file *f, uint32_t vocab, uint32_t *eos, cha
 	errno = 0;
 	unsigned long v = strtoul(s, &end, 10);
 	if (errno || *s == '\0' || *end != '\0' || *s == '-' || v >= vocab)
-		return fail(err, "metadata modeld.eos \"%s\" is not a token id below %u", s, vocab);
+		return safetensors_fail(err, "metadata modeld.eos \"%s\" is not a token id below %u", s, vocab);
 	*eos = (uint32_t)v;
 	return 0;
 }
@@ -57,22 +46,22 @@ int mlp_describe(const struct st_file *f, struct mlp_desc *d, char err[SAFETENSO
 
 	memset(d, 0, sizeof *d);
 	if (!arch || strcmp(arch, MLP_ARCH) != 0)
-		return fail(err, "metadata modeld.arch is %s%s%s, not \"" MLP_ARCH "\"",
+		return safetensors_fail(err, "metadata modeld.arch is %s%s%s, not \"" MLP_ARCH "\"",
 			    arch ? "\"" : "", arch ? arch : "missing", arch ? "\"" : "");
 	for (int i = 0; i < MLP__TENSORS; i++) {
 		d->t[i] = safetensors_find(f, mlp_tensor_names[i]);
 		if (!d->t[i])
-			return fail(err, "tensor %s is missing", mlp_tensor_names[i]);
+			return safetensors_fail(err, "tensor %s is missing", mlp_tensor_names[i]);
 		if (safetensors_dtype_size(d->t[i]->dtype) == 0)
-			return fail(err, "tensor %s: dtype must be F32, F16 or BF16",
+			return safetensors_fail(err, "tensor %s: dtype must be F32, F16 or BF16",
 				    mlp_tensor_names[i]);
 	}
 	const struct st_tensor *e = d->t[MLP_TOK_EMBED], *w1 = d->t[MLP_W1];
 	if (e->ndims != 2 || w1->ndims != 2)
-		return fail(err, "tensors tok_embed and w1 must have two dims");
+		return safetensors_fail(err, "tensors tok_embed and w1 must have two dims");
 	if (e->shape[0] == 0 || e->shape[1] == 0 || w1->shape[1] == 0 ||
 	    e->shape[0] > UINT32_MAX || e->shape[1] > UINT32_MAX || w1->shape[1] > UINT32_MAX)
-		return fail(err, "dims must be between 1 and %u", UINT32_MAX);
+		return safetensors_fail(err, "dims must be between 1 and %u", UINT32_MAX);
 	d->vocab = (uint32_t)e->shape[0];
 	d->dim = (uint32_t)e->shape[1];
 	d->hidden = (uint32_t)w1->shape[1];

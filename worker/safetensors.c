@@ -11,8 +11,7 @@
 
 #include "safetensors.h"
 
-static int fail(char *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int fail(char *err, const char *fmt, ...)
+int safetensors_fail(char *err, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
@@ -53,11 +52,11 @@ static int parse_meta(const json_t *m, struct st_file *f, char *err)
 	json_t *v;
 
 	if (!json_is_object(m))
-		return fail(err, "__metadata__ is not an object");
+		return safetensors_fail(err, "__metadata__ is not an object");
 	f->meta = calloc(json_object_size(m) + 1, sizeof *f->meta);
 	json_object_foreach((json_t *)m, k, v) {
 		if (!json_is_string(v))
-			return fail(err, "metadata value of \"%s\" is not a string", k);
+			return safetensors_fail(err, "metadata value of \"%s\" is not a string", k);
 		f->meta[f->nmeta].key = strdup(k);
 		f->meta[f->nmeta].value = strdup(json_string_value(v));
 		f->nmeta++;
@@ -74,19 +73,19 @@ static int parse_tensor(const char *name, const json_t *j, uint64_t data_len,
 
 	t->name = strdup(name);
 	if (!json_is_object(j))
-		return fail(err, "tensor %s: entry is not an object", name);
+		return safetensors_fail(err, "tensor %s: entry is not an object", name);
 	if (!json_is_string(dt))
-		return fail(err, "tensor %s: dtype missing or not a string", name);
+		return safetensors_fail(err, "tensor %s: dtype missing or not a string", name);
 	t->dtype = dtype_parse(json_string_value(dt));
 	if (!json_is_array(shape) || json_array_size(shape) > SAFETENSORS_MAX_DIMS)
-		return fail(err, "tensor %s: shape missing, not an array, or over %d dims",
+		return safetensors_fail(err, "tensor %s: shape missing, not an array, or over %d dims",
 			    name, SAFETENSORS_MAX_DIMS);
 	if (!json_is_array(offs) || json_array_size(offs) != 2 ||
 	    json_u64(json_array_get(offs, 0), &t->begin) ||
 	    json_u64(json_array_get(offs, 1), &t->end))
-		return fail(err, "tensor %s: data_offsets is not [begin, end]", name);
+		return safetensors_fail(err, "tensor %s: data_offsets is not [begin, end]", name);
 	if (t->begin > t->end || t->end > data_len)
-		return fail(err, "tensor %s: offsets [%llu, %llu] outside the data (%llu bytes)",
+		return safetensors_fail(err, "tensor %s: offsets [%llu, %llu] outside the data (%llu bytes)",
 			    name, (unsigned long long)t->begin, (unsigned long long)t->end,
 			    (unsigned long long)data_len);
 
@@ -94,14 +93,14 @@ static int parse_tensor(const char *name, const json_t *j, uint64_t data_len,
 	t->ndims = (int)json_array_size(shape);
 	for (int i = 0; i < t->ndims; i++) {
 		if (json_u64(json_array_get(shape, (size_t)i), &t->shape[i]))
-			return fail(err, "tensor %s: shape holds a non-integer", name);
+			return safetensors_fail(err, "tensor %s: shape holds a non-integer", name);
 		if (t->shape[i] && elems > UINT64_MAX / t->shape[i])
-			return fail(err, "tensor %s: shape overflows", name);
+			return safetensors_fail(err, "tensor %s: shape overflows", name);
 		elems *= t->shape[i];
 	}
 	size_t esize = safetensors_dtype_size(t->dtype);
 	if (esize && (elems > UINT64_MAX / esize || elems * esize != t->end - t->begin))
-		return fail(err, "tensor %s: shape and dtype need %llu bytes, offsets give %llu",
+		return safetensors_fail(err, "tensor %s: shape and dtype need %llu bytes, offsets give %llu",
 			    name, (unsigned long long)(elems * esize),
 			    (unsigned long long)(t->end - t->begin));
 	return 0;
@@ -118,7 +117,7 @@ static int check_overlaps(struct st_file *f, char *err)
 	qsort(f->tensors, f->ntensors, sizeof *f->tensors, by_begin);
 	for (size_t i = 1; i < f->ntensors; i++)
 		if (f->tensors[i].begin < f->tensors[i - 1].end)
-			return fail(err, "tensors %s and %s overlap", f->tensors[i - 1].name,
+			return safetensors_fail(err, "tensors %s and %s overlap", f->tensors[i - 1].name,
 				    f->tensors[i].name);
 	return 0;
 }
@@ -135,12 +134,12 @@ int safetensors_parse(const char *text, size_t len, uint64_t file_size, struct s
 	f->file_size = file_size;
 	f->data_start = 8 + (uint64_t)len;
 	if (file_size < f->data_start)
-		return fail(err, "header is longer than the file");
+		return safetensors_fail(err, "header is longer than the file");
 	json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
 	if (!root)
-		return fail(err, "header is not valid JSON: %s (at byte %d)", jerr.text, jerr.position);
+		return safetensors_fail(err, "header is not valid JSON: %s (at byte %d)", jerr.text, jerr.position);
 	if (!json_is_object(root)) {
-		fail(err, "header is not a JSON object");
+		safetensors_fail(err, "header is not a JSON object");
 		goto out;
 	}
 	f->tensors = calloc(json_object_size(root) + 1, sizeof *f->tensors);
@@ -184,30 +183,30 @@ int safetensors_read(int fd, struct st_file *f, char err[SAFETENSORS_ERR_LEN])
 
 	memset(f, 0, sizeof *f);
 	if (fstat(fd, &st) < 0)
-		return fail(err, "cannot stat the weights file: %s", strerror(errno));
+		return safetensors_fail(err, "cannot stat the weights file: %s", strerror(errno));
 	if (!S_ISREG(st.st_mode))
-		return fail(err, "the weights file is not a regular file");
+		return safetensors_fail(err, "the weights file is not a regular file");
 	if (st.st_size < 8)
-		return fail(err, "file is %lld bytes, shorter than the 8-byte header length",
+		return safetensors_fail(err, "file is %lld bytes, shorter than the 8-byte header length",
 			    (long long)st.st_size);
 	if (pread_all(fd, lenbuf, 8, 0))
-		return fail(err, "cannot read the header length");
+		return safetensors_fail(err, "cannot read the header length");
 	uint64_t hlen = 0;
 	for (int i = 7; i >= 0; i--)
 		hlen = hlen << 8 | lenbuf[i];
 	if (hlen > SAFETENSORS_MAX_HEADER)
-		return fail(err, "header length %llu is over the %u-byte limit (bad magic?)",
+		return safetensors_fail(err, "header length %llu is over the %u-byte limit (bad magic?)",
 			    (unsigned long long)hlen, SAFETENSORS_MAX_HEADER);
 	if (hlen > (uint64_t)st.st_size - 8)
-		return fail(err, "header length %llu is longer than the file (%lld bytes)",
+		return safetensors_fail(err, "header length %llu is longer than the file (%lld bytes)",
 			    (unsigned long long)hlen, (long long)st.st_size);
 	if (hlen < 2)
-		return fail(err, "header of %llu bytes cannot hold a JSON object",
+		return safetensors_fail(err, "header of %llu bytes cannot hold a JSON object",
 			    (unsigned long long)hlen);
 	char *text = malloc(hlen);
 	if (!text)
-		return fail(err, "no memory for a %llu-byte header", (unsigned long long)hlen);
-	int rc = pread_all(fd, text, hlen, 8) ? fail(err, "cannot read the header")
+		return safetensors_fail(err, "no memory for a %llu-byte header", (unsigned long long)hlen);
+	int rc = pread_all(fd, text, hlen, 8) ? safetensors_fail(err, "cannot read the header")
 		: safetensors_parse(text, hlen, (uint64_t)st.st_size, f, err);
 	free(text);
 	return rc;

@@ -48,5 +48,7 @@ const struct st_tensor *safetensors_find(const struct st_file *f, const char *na
 const char *safetensors_meta(const struct st_file *f, const char *key);
 size_t safetensors_dtype_size(enum st_dtype d);
 void safetensors_free(struct st_file *f);
+/* Formats a message into err (SAFETENSORS_ERR_LEN bytes); returns -1. */
+int safetensors_fail(char *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #endif
