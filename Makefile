@@ -84,7 +84,19 @@ test: test-deps
 	@$(MAKE) --no-print-directory SAN=1 BUILD=build-san all $(subst $(BUILD)/,build-san/,$(UNIT_BINS))
 	@sh tests/run $(BUILD) build-san
 
-clean:
-	rm -rf $(BUILD) build-san
+# libFuzzer harnesses for what parses untrusted bytes (needs clang; not part of make test).
+FUZZ_SECONDS ?= 60
+FUZZ_CFLAGS = -g -O1 -std=gnu11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined $(shell pkg-config --cflags msgpack jansson)
+fuzz: deps
+	@mkdir -p build-fuzz
+	clang $(FUZZ_CFLAGS) -o build-fuzz/fuzz_frame tests/fuzz/fuzz_frame.c proto/frame.c proto/msg.c $(LIB_MSGPACK)
+	clang $(FUZZ_CFLAGS) -o build-fuzz/fuzz_safetensors tests/fuzz/fuzz_safetensors.c worker/safetensors.c worker/mlp.c $(LIB_JANSSON)
+	@for f in frame safetensors; do \
+		mkdir -p build-fuzz/corpus-$$f; \
+		build-fuzz/fuzz_$$f -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 build-fuzz/corpus-$$f tests/fuzz/corpus/$$f || exit 1; \
+	done
 
-.PHONY: all deps test-deps run test clean
+clean:
+	rm -rf $(BUILD) build-san build-fuzz
+
+.PHONY: all deps test-deps run test fuzz clean

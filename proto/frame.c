@@ -12,6 +12,74 @@
 
 #define CHAN_READ_CHUNK 65536
 
+/* The big-endian unsigned integer of w bytes at p. */
+static uint64_t be(const unsigned char *p, unsigned w)
+{
+	uint64_t v = 0;
+	for (unsigned i = 0; i < w; i++)
+		v = v << 8 | p[i];
+	return v;
+}
+
+/*
+ * msgpack-c allocates room for every element a map or array declares before
+ * it reads them, so a few bytes declaring 2^31 elements cost gigabytes. This
+ * walk checks, before decoding, that each container declares no more
+ * elements than bytes remain (each element takes at least one), so that
+ * decoding a frame costs memory in proportion to its length.
+ */
+static const char *counts_fit(const unsigned char *p, size_t n)
+{
+	static const char *const truncated = "frame ends inside its message";
+	/* For 0xc4..0xdf: bytes of length field, and whether it counts elements. */
+	static const unsigned char width[32] = {
+		1, 2, 4, 1, 2, 4, 4, 8, 1, 2, 4, 8, 1, 2, 4, 8,	/* c4 .. d3 */
+		0, 0, 0, 0, 0, 1, 2, 4, 2, 4, 2, 4,		/* d4 .. df */
+	};
+	static const unsigned char fixext[5] = { 2, 3, 5, 9, 17 };	/* d4 .. d8, type byte included */
+	uint64_t pending = 1, off = 0;
+
+	while (pending > 0) {
+		if (off >= n)
+			return truncated;
+		unsigned char t = p[off++];
+		uint64_t items = 0, skip = 0;
+		pending--;
+		if (t <= 0x7f || t >= 0xe0 || t == 0xc0 || t == 0xc2 || t == 0xc3) {
+			/* fixint, nil, bool: the byte is all */
+		} else if (t >= 0x80 && t <= 0x8f) {
+			items = 2u * (t & 0x0f);
+		} else if (t >= 0x90 && t <= 0x9f) {
+			items = t & 0x0f;
+		} else if (t >= 0xa0 && t <= 0xbf) {
+			skip = t & 0x1f;
+		} else if (t >= 0xd4 && t <= 0xd8) {
+			skip = fixext[t - 0xd4];
+		} else if (t >= 0xc4) {
+			unsigned w = width[t - 0xc4];
+			if (n - off < w)
+				return truncated;
+			uint64_t v = be(p + off, w);
+			off += w;
+			if (t >= 0xca && t <= 0xd3)
+				skip = 0;		/* the number itself was the field */
+			else if (t >= 0xdc && t <= 0xdd)
+				items = v;
+			else if (t >= 0xde)
+				items = 2 * v;
+			else
+				skip = v + (t >= 0xc7 && t <= 0xc9);	/* ext: a type byte */
+		} else {
+			return "frame does not decode as msgpack";	/* 0xc1: never used */
+		}
+		if (items > n - off || skip > n - off)
+			return truncated;
+		pending += items;
+		off += skip;
+	}
+	return NULL;
+}
+
 int frame_decode(const void *buf, size_t len, size_t max_frame,
 		 msgpack_unpacked *out, size_t *used, const char **why)
 {
@@ -32,6 +100,8 @@ int frame_decode(const void *buf, size_t len, size_t max_frame,
 	if (len - FRAME_HEADER_LEN < n)
 		return FRAME_MORE;
 
+	if ((*why = counts_fit(p + FRAME_HEADER_LEN, n)) != NULL)
+		return FRAME_ERROR;
 	msgpack_unpack_return rc = msgpack_unpack_next(out, (const char *)p + FRAME_HEADER_LEN, n, &off);
 	if (rc == MSGPACK_UNPACK_CONTINUE) {
 		*why = "frame ends inside its message";

@@ -51,6 +51,9 @@ static void test_malformed_frames_are_named(void **state)
 		{ { 0, 0, 0, 2, 0x80, 0x80 }, 6, "frame holds bytes after its message" },
 		{ { 0, 0, 0, 2, 0x81, 0xa1 }, 6, "frame ends inside its message" },
 		{ { 0, 0, 0, 1, 0xc1 }, 5, "frame does not decode as msgpack" },
+		/* an array declaring 2^32 - 1 elements in a 5-byte frame */
+		{ { 0, 0, 0, 5, 0xdd, 0xff, 0xff, 0xff, 0xff }, 9, "frame ends inside its message" },
+		{ { 0, 0, 0, 6, 0x81, 0xa1, 'k', 0xdf, 0x7f, 0xff }, 10, "frame ends inside its message" },
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		size_t used;
