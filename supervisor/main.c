@@ -157,6 +157,10 @@ static int configure(const struct options *o)
 		goto fail;
 	md.socket_path = o->socket ? strdup(o->socket) : md.conf.socket ? strdup(md.conf.socket) : proto_default_socket();
 	md.worker_path = o->worker ? strdup(o->worker) : md.conf.worker ? strdup(md.conf.worker) : default_worker();
+	if (access(md.worker_path, X_OK) < 0) {
+		snprintf(err, sizeof err, "worker %s: %s", md.worker_path, strerror(errno));
+		goto fail;
+	}
 	return 0;
 fail:
 	fprintf(stderr, "modeld: %s\n", err);

@@ -169,6 +169,8 @@ class Daemon:
         for name, data in (files or {}).items():
             with open(os.path.join(self.dir, name), "wb") as f:
                 f.write(data)
+            if data.startswith(b"#!"):
+                os.chmod(os.path.join(self.dir, name), 0o755)
         self.sock = os.path.join(self.dir, "modeld.sock")
         self.log_path = os.path.join(self.dir, "modeld.log")
         cmd = [MODELD, "-s", self.sock, "--models", self.models_dir, "-l", "debug"]

@@ -287,6 +287,40 @@ class BadModels(DaemonTest):
         wait_until(lambda: len(self.d.workers()) == 1, what="failed workers reaped")
 
 
+class Stopping(DaemonTest):
+    models = {"a": A}
+    config = "[slot cpu]\nstop_timeout = 0.4\nheartbeat_timeout = 30\n"
+
+    def test_a_worker_that_ignores_stop_is_killed_at_stop_timeout(self):
+        c = self.d.client()
+        c.ok("load", model="a")
+        pid = slot_status(c)["pid"]
+        os.kill(pid, signal.SIGSTOP)      # it can read no stop message and take no SIGTERM
+        start = time.monotonic()
+        r = c.ok("unload", slot="cpu")
+        self.assertEqual(r["state"], "empty")
+        self.assertGreaterEqual(time.monotonic() - start, 0.35)
+        self.assertFalse(pid_alive(pid))
+        log = self.d.read_log()
+        self.assertIn("worker %d did not stop; SIGTERM" % pid, log)
+        self.assertIn("worker %d did not stop within 400 ms; SIGKILL" % pid, log)
+
+    def test_queued_requests_are_served_after_a_crash(self):
+        c = self.d.client()
+        c.ok("load", model="a")
+        pid = slot_status(c)["pid"]
+        os.kill(pid, signal.SIGSTOP)
+        running = c.request("infer", model="a", input=[1], max_tokens=3)
+        queued = c.request("infer", model="a", input=[2], max_tokens=3)
+        wait_until(lambda: slot_status(self.d.client())["queue"] == 1, what="one queued")
+        os.kill(pid, signal.SIGKILL)
+        self.assertEqual(c.reply(running)["error"]["code"], "worker_crashed")
+        r = c.reply(queued)
+        self.assertTrue(r["ok"], r)
+        self.assertEqual(r["tokens"], perm_tokens(16, 3, 1, 2, 3))
+        self.assertNotEqual(slot_status(c)["pid"], pid)
+
+
 class RestartLimit(DaemonTest):
     models = {"a": A}
     config = ("[slot cpu]\nrestart_limit = 3\nrestart_backoff_min = 0.01\n"
@@ -394,9 +428,6 @@ class BadWorker(DaemonTest):
     files = {"fake-worker": FAKE_WORKER}
     config = "[modeld]\nworker = @DIR@/fake-worker\n[slot cpu]\nrestart_limit = 2\nrestart_backoff_min = 0.01\n"
 
-    def setUp(self):
-        super().setUp()
-
     def test_a_malformed_frame_from_a_worker_kills_that_worker(self):
         c = self.d.client()
         r = c.call("load", model="a")
@@ -418,6 +449,14 @@ class Startup(unittest.TestCase):
             os.unlink(f.name)
         self.assertEqual(p.returncode, 1)
         self.assertIn("%s:4: restart_limit" % f.name, p.stderr)
+
+
+class MissingWorker(unittest.TestCase):
+    def test_a_missing_worker_binary_stops_startup(self):
+        p = subprocess.run([MODELD, "-s", "/tmp/modeld-missing-worker.sock", "--worker", "/nonexistent/w"],
+                           capture_output=True, text=True, timeout=DEADLINE)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("worker /nonexistent/w: No such file or directory", p.stderr)
 
 
 class Modelctl(DaemonTest):
