@@ -34,7 +34,7 @@ struct child {
 	struct event *escalate;		/* stop message -> SIGTERM -> SIGKILL */
 	uint64_t last_life_ms;
 	uint64_t ping_seq;
-	bool loaded;
+	bool loaded;			/* loaded and warmed: the plain heartbeat timeout applies */
 	bool stopping;
 	bool sent_term;
 	const char *killed_for;		/* why modeld killed it, for the exit message */
@@ -79,7 +79,7 @@ static int on_loaded(struct child *c, const msgpack_object *m)
 	uint64_t mem = 0;
 	if (msg_u64(m, "load_ms", &ev.a) || msg_u64(m, "vocab", &ev.b) || msg_u64(m, "mem_bytes", &mem))
 		return -1;
-	c->loaded = true;
+	c->loaded = c->rt->s.model->warmup == 0;	/* else once warmed: both are quiet stretches */
 	c->rt->s.mem_bytes = mem;
 	feed(c, &ev);
 	return 0;
@@ -90,6 +90,7 @@ static int on_warmed(struct child *c, const msgpack_object *m)
 	struct slot_ev ev = { .type = SEV_WARMED };
 	if (msg_u64(m, "warmup_ms", &ev.a))
 		return -1;
+	c->loaded = true;
 	feed(c, &ev);
 	return 0;
 }

@@ -1,5 +1,5 @@
 /*
- * slot.c: the slot state machine. See slot.h and docs/states.md.
+ * slot.c: the slot state machine. See slot.h and docs/architecture.md.
  *
  * actions[state][event] names the action for an event in a state; where it
  * is empty, fallback[event] applies in every state. Actions are small and

@@ -1,5 +1,5 @@
 /*
- * slot.h: the state machine of one slot (docs/states.md).
+ * slot.h: the state machine of one slot (docs/architecture.md).
  *
  * Everything that happens to a slot is an event fed to slot_event(); a table
  * of state x event picks a small action, and only actions change the slot.
