@@ -318,21 +318,8 @@ static int cmd_load(struct ctl *c, int argc, char **argv)
 	const msgpack_object *r = call_ok(c, &w, id, &status);
 	if (!r)
 		return status;
-	if (!wait) {
-		printf("job ");
-		print_value(stdout, msg_get(r, "job"));
-		printf("\n");
-		return 0;
-	}
-	printf("loaded ");
-	print_value(stdout, msg_get(r, "model"));
-	printf(" in slot ");
-	print_value(stdout, msg_get(r, "slot"));
-	printf(" (load ");
-	print_value(stdout, msg_get(r, "load_ms"));
-	printf(" ms, warmup ");
-	print_value(stdout, msg_get(r, "warmup_ms"));
-	printf(" ms)\n");
+	print_template(stdout, wait ? "loaded {model} in slot {slot} (load {load_ms} ms, warmup {warmup_ms} ms)\n"
+				    : "job {job}\n", r);
 	return 0;
 }
 
@@ -373,15 +360,10 @@ static int cmd_unload(struct ctl *c, int argc, char **argv)
 			continue;
 		if (!ok)
 			return print_error(r);
-		if (c->json) {
+		if (c->json)
 			print_json_line(stdout, r);
-		} else {
-			printf("slot ");
-			print_value(stdout, msg_get(r, "slot"));
-			printf(": ");
-			print_value(stdout, msg_get(r, "state"));
-			printf("\n");
-		}
+		else
+			print_template(stdout, "slot {slot}: {state}\n", r);
 		status = 0;
 		break;
 	}
@@ -398,11 +380,8 @@ static int cmd_restart(struct ctl *c, int argc, char **argv)
 	uint64_t id = begin(c, &w, "restart");
 	msgw_kstr(&w, "slot", argv[1]);
 	const msgpack_object *r = call_ok(c, &w, id, &status);
-	if (r) {
-		printf("slot %s: ", argv[1]);
-		print_value(stdout, msg_get(r, "state"));
-		printf("\n");
-	}
+	if (r)
+		print_template(stdout, "slot {slot}: {state}\n", r);
 	return status;
 }
 

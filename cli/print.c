@@ -2,6 +2,7 @@
 #include <inttypes.h>
 #include <string.h>
 
+#include "../proto/msg.h"
 #include "print.h"
 
 #define BAR_WIDTH 30
@@ -62,6 +63,22 @@ void print_value(FILE *f, const msgpack_object *o)
 		json_t *j = print_to_json(o);
 		json_dumpf(j, f, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);
 		json_decref(j);
+	}
+}
+
+void print_template(FILE *f, const char *fmt, const msgpack_object *m)
+{
+	char key[64];
+
+	for (const char *p = fmt; *p; p++) {
+		const char *close = *p == '{' ? strchr(p, '}') : NULL;
+		if (!close || close - p - 1 >= (long)sizeof key) {
+			fputc(*p, f);
+			continue;
+		}
+		snprintf(key, sizeof key, "%.*s", (int)(close - p - 1), p + 1);
+		print_value(f, msg_get(m, key));
+		p = close;
 	}
 }
 

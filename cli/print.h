@@ -14,6 +14,8 @@ json_t *print_to_json(const msgpack_object *o);
 void print_json_line(FILE *f, const msgpack_object *o);
 /* A value for a table cell: strings bare, nil as "-", the rest compact JSON. */
 void print_value(FILE *f, const msgpack_object *o);
+/* Prints fmt, with each {key} replaced by print_value of that key of map m. */
+void print_template(FILE *f, const char *fmt, const msgpack_object *m);
 /* 1536 -> "1.5 KiB" */
 void print_bytes(char *buf, size_t len, uint64_t n);
 /* A progress bar on one terminal line (\r, no newline). */
