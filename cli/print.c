@@ -2,6 +2,7 @@
 #include <inttypes.h>
 #include <string.h>
 
+#include "../proto/log.h"
 #include "../proto/msg.h"
 #include "print.h"
 
@@ -82,22 +83,6 @@ void print_template(FILE *f, const char *fmt, const msgpack_object *m)
 	}
 }
 
-void print_bytes(char *buf, size_t len, uint64_t n)
-{
-	static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB" };
-	double v = (double)n;
-	int u = 0;
-
-	while (v >= 1024 && u < 4) {
-		v /= 1024;
-		u++;
-	}
-	if (u == 0)
-		snprintf(buf, len, "%" PRIu64 " B", n);
-	else
-		snprintf(buf, len, "%.1f %s", v, units[u]);
-}
-
 void print_bar(FILE *f, const char *label, uint64_t done, uint64_t total)
 {
 	char have[32], all[32], bar[BAR_WIDTH + 1];
@@ -106,8 +91,8 @@ void print_bar(FILE *f, const char *label, uint64_t done, uint64_t total)
 	memset(bar, '#', (size_t)fill);
 	memset(bar + fill, '.', (size_t)(BAR_WIDTH - fill));
 	bar[BAR_WIDTH] = '\0';
-	print_bytes(have, sizeof have, done);
-	print_bytes(all, sizeof all, total);
+	log_bytes(have, sizeof have, done);
+	log_bytes(all, sizeof all, total);
 	fprintf(f, "\r%s [%s] %s / %s ", label, bar, have, all);
 	fflush(f);
 }

@@ -16,8 +16,6 @@ void print_json_line(FILE *f, const msgpack_object *o);
 void print_value(FILE *f, const msgpack_object *o);
 /* Prints fmt, with each {key} replaced by print_value of that key of map m. */
 void print_template(FILE *f, const char *fmt, const msgpack_object *m);
-/* 1536 -> "1.5 KiB" */
-void print_bytes(char *buf, size_t len, uint64_t n);
 /* A progress bar on one terminal line (\r, no newline). */
 void print_bar(FILE *f, const char *label, uint64_t done, uint64_t total);
 

@@ -2,6 +2,9 @@
 #ifndef LOG_H
 #define LOG_H
 
+#include <stddef.h>
+#include <stdint.h>
+
 enum log_level { LOG_LVL_ERROR, LOG_LVL_WARN, LOG_LVL_INFO, LOG_LVL_DEBUG };
 
 void log_init(const char *ident, enum log_level level, int use_syslog);
@@ -9,6 +12,9 @@ void log_set_level(enum log_level level);
 /* Parses "error", "warn", "info", "debug"; -1 for anything else. */
 int log_level_parse(const char *s);
 void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* A byte count for people: 1536 -> "1.5 KiB". */
+void log_bytes(char *buf, size_t len, uint64_t n);
 
 #define log_error(...) log_msg(LOG_LVL_ERROR, __VA_ARGS__)
 #define log_warn(...) log_msg(LOG_LVL_WARN, __VA_ARGS__)

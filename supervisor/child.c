@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/queue.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -38,6 +39,7 @@ struct child {
 	bool stopping;
 	bool sent_term;
 	const char *killed_for;		/* why modeld killed it, for the exit message */
+	uint64_t file_bytes;		/* of the weights it was given */
 };
 
 static LIST_HEAD(, child) children = LIST_HEAD_INITIALIZER(children);
@@ -81,6 +83,7 @@ static int on_loaded(struct child *c, const msgpack_object *m)
 		return -1;
 	c->loaded = c->rt->s.model->warmup == 0;	/* else once warmed: both are quiet stretches */
 	c->rt->s.mem_bytes = mem;
+	c->rt->overhead = mem > c->file_bytes ? mem - c->file_bytes : 0;
 	feed(c, &ev);
 	return 0;
 }
@@ -363,9 +366,13 @@ struct child *child_spawn(struct slot_rt *rt, char *err, size_t errlen)
 	setpgid(pid, pid);	/* also here, so that signals to the group work at once */
 	if (send_load(sv[0], rt, weights) < 0)
 		log_warn("worker %d: cannot send the load message: %s", (int)pid, strerror(errno));
+	struct stat st;
+	uint64_t bytes = fstat(weights, &st) == 0 ? (uint64_t)st.st_size : 0;
 	close(weights);
 	log_info("slot %s: worker %d loading %s", rt->s.conf->name, (int)pid, m->name);
-	return child_new(rt, pid, sv[0]);
+	struct child *c = child_new(rt, pid, sv[0]);
+	c->file_bytes = bytes;
+	return c;
 }
 
 /* --- reaping --- */

@@ -23,7 +23,10 @@
 #define CONFIG_MAX_SECONDS 1e7
 #define MODEL_SUFFIX ".safetensors"
 
-enum key_type { K_STR, K_SECONDS, K_UINT, K_SIZE, K_MODE, K_LOGLEVEL, K_DEVICE, K_ENGINE, K_NAME };
+enum key_type {
+	K_STR, K_SECONDS, K_UINT, K_SIZE, K_MODE, K_LOGLEVEL, K_DEVICE, K_ENGINE, K_NAME, K_BOOL,
+	K_MEMCHECK,
+};
 
 struct key {
 	const char *name;
@@ -56,6 +59,13 @@ static const struct key slot_keys[] = {
 	{ "restart_window", K_SECONDS, S(restart_window_ms), 0, 0, NO_LINE },
 	{ "heartbeat_interval", K_SECONDS, S(heartbeat_interval_ms), 0, 0, NO_LINE },
 	{ "heartbeat_timeout", K_SECONDS, S(heartbeat_timeout_ms), 0, 0, NO_LINE },
+	{ "max_queue", K_UINT, S(max_queue), 1, 1000000, NO_LINE },
+	{ "autoload", K_BOOL, S(autoload), 0, 0, NO_LINE },
+	{ "switch_debounce", K_SECONDS, S(switch_debounce_ms), 0, 0, NO_LINE },
+	{ "drain_timeout", K_SECONDS, S(drain_timeout_ms), 0, 0, NO_LINE },
+	{ "idle_timeout", K_SECONDS, S(idle_timeout_ms), 0, 0, NO_LINE },
+	{ "fallback_model", K_NAME, S(fallback_model), 0, 0, S(fallback_model_line) },
+	{ "memory_check", K_MEMCHECK, S(memory_check), 0, 0, NO_LINE },
 };
 #undef S
 
@@ -66,6 +76,7 @@ static const struct key model_keys[] = {
 	{ "engine", K_ENGINE, M(engine), 0, 0, NO_LINE },
 	{ "warmup", K_UINT, M(warmup), 0, 1000, NO_LINE },
 	{ "load_timeout", K_SECONDS, M(load_timeout_ms), 0, 0, NO_LINE },
+	{ "idle_timeout", K_SECONDS, M(idle_timeout_ms), 0, 0, NO_LINE },
 };
 #undef M
 
@@ -204,6 +215,19 @@ static int set_key(struct parse *p, const struct key *k, const char *v)
 			return perr(p, "log_level: \"%s\" is not error, warn, info or debug", v);
 		*(int *)f = level;
 		break;
+	case K_BOOL:
+		if (!strcmp(v, "yes") || !strcmp(v, "true") || !strcmp(v, "1") || !strcmp(v, "on"))
+			*(bool *)f = true;
+		else if (!strcmp(v, "no") || !strcmp(v, "false") || !strcmp(v, "0") || !strcmp(v, "off"))
+			*(bool *)f = false;
+		else
+			return perr(p, "%s: \"%s\" is not yes or no", k->name, v);
+		break;
+	case K_MEMCHECK:
+		if (strcmp(v, "warn") && strcmp(v, "refuse") && strcmp(v, "off"))
+			return perr(p, "memory_check: \"%s\" is not warn, refuse or off", v);
+		*(enum memory_check *)f = v[0] == 'w' ? MEMCHECK_WARN : v[0] == 'r' ? MEMCHECK_REFUSE : MEMCHECK_OFF;
+		break;
 	case K_ENGINE:
 		if (strcmp(v, "auto") && strcmp(v, "cpu") && strcmp(v, "cuda"))
 			return perr(p, "engine: \"%s\" is not auto, cpu or cuda", v);
@@ -227,6 +251,9 @@ static void slot_defaults(struct slot_conf *s, const char *name)
 	s->restart_window_ms = 60000;
 	s->heartbeat_interval_ms = 1000;
 	s->heartbeat_timeout_ms = 5000;
+	s->max_queue = 256;
+	s->drain_timeout_ms = 30000;
+	s->memory_check = MEMCHECK_WARN;
 }
 
 static void model_defaults(struct model *m, const char *name)
@@ -451,6 +478,11 @@ int config_finish(struct config *c, char err[CONFIG_ERR_LEN])
 				 s->default_model_line, s->default_model);
 			return -1;
 		}
+		if (s->fallback_model && !config_model(c, s->fallback_model)) {
+			snprintf(err, CONFIG_ERR_LEN, "%s:%d: fallback_model: no model %s", file,
+				 s->fallback_model_line, s->fallback_model);
+			return -1;
+		}
 		if (s->restart_backoff_min_ms > s->restart_backoff_max_ms || s->heartbeat_interval_ms == 0) {
 			snprintf(err, CONFIG_ERR_LEN, "%s: [slot %s]: restart_backoff_min is over "
 				 "restart_backoff_max, or heartbeat_interval is 0", file, s->name);
@@ -475,6 +507,7 @@ void config_free(struct config *c)
 		free(c->slots[i].name);
 		free(c->slots[i].device);
 		free(c->slots[i].default_model);
+		free(c->slots[i].fallback_model);
 	}
 	for (size_t i = 0; i < c->nmodels; i++)
 		model_free(&c->models[i]);

@@ -5,8 +5,10 @@
  *                 max_frame, max_clients
  *   [slot NAME]   device, default_model, stop_timeout, restart_backoff_min,
  *                 restart_backoff_max, restart_limit, restart_window,
- *                 heartbeat_interval, heartbeat_timeout
- *   [model NAME]  path, slot, engine, warmup, load_timeout
+ *                 heartbeat_interval, heartbeat_timeout, max_queue, autoload,
+ *                 switch_debounce, drain_timeout, idle_timeout, fallback_model,
+ *                 memory_check
+ *   [model NAME]  path, slot, engine, warmup, load_timeout, idle_timeout
  *
  * Times are in seconds, fractions allowed. Any unknown section or key, or a
  * bad value, is an error reported as "file:line: what is wrong".
@@ -14,6 +16,7 @@
 #ifndef CONFIG_H
 #define CONFIG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -24,6 +27,7 @@
 #define CONFIG_NAME_MAX 64
 
 enum engine_kind { ENGINE_AUTO, ENGINE_CPU, ENGINE_CUDA };
+enum memory_check { MEMCHECK_WARN, MEMCHECK_REFUSE, MEMCHECK_OFF };
 
 struct slot_conf {
 	char *name;
@@ -37,6 +41,14 @@ struct slot_conf {
 	uint64_t restart_window_ms;
 	uint64_t heartbeat_interval_ms;
 	uint64_t heartbeat_timeout_ms;
+	unsigned max_queue;
+	bool autoload;
+	uint64_t switch_debounce_ms;
+	uint64_t drain_timeout_ms;
+	uint64_t idle_timeout_ms;	/* 0: never evict */
+	char *fallback_model;
+	int fallback_model_line;
+	enum memory_check memory_check;
 };
 
 struct model {
@@ -48,6 +60,7 @@ struct model {
 	enum engine_kind engine;
 	unsigned warmup;
 	uint64_t load_timeout_ms;
+	uint64_t idle_timeout_ms;	/* 0: the slot's applies */
 };
 
 struct config {

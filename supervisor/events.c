@@ -58,3 +58,14 @@ void events_job(const struct slot *s, uint64_t job, const char *op, const struct
 	msgw_kstr(&w, "message", message);
 	publish(EVK_JOB, &w);
 }
+
+void events_advisory(const struct slot *s, const char *message)
+{
+	struct msgw w;
+
+	begin(&w, EVK_ADVISORY);
+	msgw_kstr(&w, "slot", s->conf->name);
+	msgw_kstr(&w, "model", s->model ? s->model->name : NULL);
+	msgw_kstr(&w, "message", message);
+	publish(EVK_ADVISORY, &w);
+}

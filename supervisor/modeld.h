@@ -41,6 +41,7 @@ struct slot_rt {
 	struct child *child;
 	uint64_t progress_sent_ms;
 	uint64_t dev_free, dev_total;	/* from the worker's last heartbeat */
+	uint64_t overhead;		/* memory the engine held beyond the file, last load */
 };
 
 struct modeld {
@@ -103,6 +104,7 @@ void ops_write_slot(struct msgw *w, const struct slot_rt *rt);
 /* events.c */
 void events_state(const struct slot *s);
 void events_progress(struct slot *s);
+void events_advisory(const struct slot *s, const char *message);
 void events_job(const struct slot *s, uint64_t job, const char *op, const struct model *m,
 		const char *status, const char *message);
 

@@ -18,6 +18,7 @@
 #include "modeld.h"
 
 #define INFER_DEFAULT_WAIT_MS 30000
+#define INFER_MAX_WAIT_MS (24u * 3600 * 1000)
 
 /*
  * Checks a reader's result for key. False when a reply was sent: the
@@ -299,7 +300,25 @@ static void op_restart(struct client *c, uint64_t id, const msgpack_object *m)
 	free(slot);
 }
 
-/* Reads input and max_tokens into r, within the protocol's limits. */
+/* gpu: "wait" (the default) or "try". */
+static bool infer_gpu(struct client *c, uint64_t id, const msgpack_object *m, struct req *r)
+{
+	const char *v;
+	size_t n;
+	int rc = msg_str(m, "gpu", &v, &n);
+
+	if (rc == MSG_MISSING)
+		return true;
+	if (rc == MSG_OK && n == 3 && memcmp(v, "try", 3) == 0)
+		r->gpu_try = true;
+	else if (rc != MSG_OK || n != 4 || memcmp(v, "wait", 4) != 0) {
+		server_reply_error(c, id, E_BAD_REQUEST, "gpu must be \"wait\" or \"try\"");
+		return false;
+	}
+	return true;
+}
+
+/* Reads the arguments of infer into r, within the protocol's limits. */
 static bool infer_args(struct client *c, uint64_t id, const msgpack_object *m, struct req *r)
 {
 	uint64_t max_tokens = 0;
@@ -320,6 +339,15 @@ static bool infer_args(struct client *c, uint64_t id, const msgpack_object *m, s
 		return false;
 	}
 	r->max_tokens = (uint32_t)max_tokens;
+	r->wait_ms = INFER_DEFAULT_WAIT_MS;
+	if (!arg_u64(c, id, m, "wait_ms", false, &r->wait_ms) ||
+	    !arg_u64(c, id, m, "keep_alive_ms", false, &r->keep_alive_ms) || !infer_gpu(c, id, m, r))
+		return false;
+	if (r->wait_ms > INFER_MAX_WAIT_MS || r->keep_alive_ms > INFER_MAX_WAIT_MS) {
+		server_reply_error(c, id, E_BAD_REQUEST, "wait_ms and keep_alive_ms must be at most %u",
+				   INFER_MAX_WAIT_MS);
+		return false;
+	}
 	return true;
 }
 

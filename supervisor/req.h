@@ -35,6 +35,10 @@ struct req {
 	bool force;
 	uint64_t started_ms;
 	/* infer */
+	uint64_t wait_ms;		/* the longest it may wait in a queue */
+	uint64_t keep_alive_ms;		/* keeps the model loaded this long after it */
+	bool gpu_try;			/* the device lock: try, not wait */
+	void *timer;			/* the supervisor's timer for wait_ms */
 	uint32_t *input;
 	uint32_t ninput;
 	uint32_t max_tokens;

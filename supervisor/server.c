@@ -110,6 +110,8 @@ struct req *server_find_req(struct client *c, uint64_t id)
 
 static void req_free(struct req *r)
 {
+	if (r->timer)
+		event_free(r->timer);
 	if (r->client)
 		TAILQ_REMOVE(&r->client->reqs, r, client_link);
 	free(r->input);

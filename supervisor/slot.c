@@ -14,8 +14,6 @@
 #include "../proto/log.h"
 #include "slot.h"
 
-#define SLOT_MAX_QUEUE 256
-
 typedef void (*slot_action)(struct slot *s, const struct slot_ev *ev);
 
 static const char *const state_names[SS__COUNT] = {
@@ -82,11 +80,30 @@ static void end_load_waiters(struct slot *s, enum err code, const char *message)
 	end_all(s, &s->load_waiters, code, message);
 }
 
+/* The request at the worker ends with code; the worker is told to stop it. */
+static void cancel_active(struct slot *s, const char *message)
+{
+	if (!s->active)
+		return;
+	if (s->inflight == s->active->seq)
+		s->env->cancel_infer(s, s->inflight);
+	req_end(s, s->active, E_CANCELLED, message);
+}
+
 static void end_inference(struct slot *s, enum err code, const char *message)
 {
 	if (s->active)
 		req_end(s, s->active, code, message);
 	end_all(s, &s->queue, code, message);
+}
+
+/* Publishes a state: a transition, or new details of the same state. */
+static void enter(struct slot *s, enum slot_state st)
+{
+	if (s->state == st)
+		s->env->state_changed(s);
+	else
+		set_state(s, st);
 }
 
 static void job_note(struct slot *s, uint64_t *job, const char *op, const struct model *m,
@@ -108,6 +125,19 @@ static void new_target(struct slot *s, const struct model *m)
 	job_note(s, &s->load_job, "load", m, "queued", NULL);
 }
 
+/* The model the slot is on its way to (or has), which requests may wait for. */
+static const struct model *heading(const struct slot *s)
+{
+	switch (s->state) {
+	case SS_SWITCHING: case SS_UNLOADING: case SS_ERROR:
+		return s->next;
+	case SS_EMPTY: case SS_INITIALIZING:
+		return NULL;
+	default:
+		return s->model;
+	}
+}
+
 static void wait_for_load(struct slot *s, struct req *r)
 {
 	if (r == NULL)
@@ -119,15 +149,35 @@ static void wait_for_load(struct slot *s, struct req *r)
 		req_end(s, r, E_NONE, NULL);
 }
 
+static void wait_for_unload(struct slot *s, struct req *r)
+{
+	if (r == NULL)
+		return;
+	r->job = s->unload_job;
+	if (r->wait)
+		hold(&s->unload_waiters, r);
+	else
+		req_end(s, r, E_NONE, NULL);
+}
+
+static void start_load(struct slot *s);
+
+/* Errors end the load's waiters; queued requests wait on (a fallback, an admin load). */
 static void enter_error(struct slot *s, enum err code, const char *message)
 {
 	snprintf(s->message, sizeof s->message, "%s", message);
 	log_warn("slot %s: %s", s->conf->name, message);
 	s->env->arm(s, 0);
+	s->next = NULL;
 	end_load_waiters(s, code, message);
-	end_inference(s, E_NOT_READY, "slot is in error");
 	job_note(s, &s->load_job, "load", s->model, "failed", message);
 	set_state(s, SS_ERROR);
+	if (s->fallback && s->model != s->fallback && !s->shutting_down) {
+		log_info("slot %s: loading the fallback model %s", s->conf->name, s->fallback->name);
+		s->next = s->fallback;
+		if (!s->has_worker)
+			start_load(s);
+	}
 }
 
 /* Spawns the worker for s->next and enters loading_model. */
@@ -144,6 +194,10 @@ static void start_load(struct slot *s)
 	s->load_started_ms = now(s);
 	if (s->load_job == 0)
 		s->load_job = s->env->new_job(s->env->arg);
+	if (s->env->check_memory(s, err, sizeof err) < 0) {
+		enter_error(s, E_INSUFFICIENT_MEMORY, err);
+		return;
+	}
 	if (s->env->spawn(s, err, sizeof err) < 0) {
 		enter_error(s, E_LOAD_FAILED, err);
 		return;
@@ -154,39 +208,114 @@ static void start_load(struct slot *s)
 	set_state(s, SS_LOADING);
 }
 
-/* After switching_model: the old worker goes first, if there is one. */
+static void begin_switch(struct slot *s, const struct model *m, struct req *r);
+
+/* Requests left in the queue of an empty slot: reload, autoload, or not_loaded. */
+static void settle_queue(struct slot *s, const struct model *last)
+{
+	struct req *r = TAILQ_FIRST(&s->queue);
+	const struct model *want = r ? (r->model ? r->model : last) : NULL;
+
+	if (r && want && (s->evicting || s->conf->autoload)) {
+		/* A request that raced an idle eviction waits for a fresh load. */
+		s->evicting = false;
+		begin_switch(s, want, NULL);
+		return;
+	}
+	s->evicting = false;
+	end_all(s, &s->queue, E_NOT_LOADED, "the slot was unloaded");
+}
+
+static void enter_empty(struct slot *s)
+{
+	const struct model *last = s->model;
+
+	s->env->arm(s, 0);
+	job_note(s, &s->unload_job, "unload", last, "done", NULL);
+	set_state(s, SS_EMPTY);
+	s->model = NULL;
+	end_all(s, &s->unload_waiters, E_NONE, NULL);
+	settle_queue(s, last);
+}
+
+/* The old worker goes (if any), then the next model loads (if any). */
 static void continue_switch(struct slot *s)
 {
+	s->debouncing = false;
 	if (s->has_worker) {
 		s->env->stop(s, false);
-		set_state(s, SS_UNLOADING);
-	} else {
+		enter(s, SS_UNLOADING);
+	} else if (s->next) {
 		start_load(s);
+	} else {
+		enter_empty(s);
 	}
 }
 
+/* Streams running on the old model finish first, up to drain_timeout. */
+static void proceed_switch(struct slot *s)
+{
+	if (s->inflight) {
+		s->env->arm(s, s->conf->drain_timeout_ms);
+		return;
+	}
+	continue_switch(s);
+}
+
+/* switching_model: wait out the debounce window, then drain, then go on. */
 static void begin_switch(struct slot *s, const struct model *m, struct req *r)
 {
 	s->env->arm(s, 0);
 	s->from = s->has_worker ? s->model : NULL;
 	new_target(s, m);
 	wait_for_load(s, r);
-	end_inference(s, E_CANCELLED, "the slot is switching models");
 	set_state(s, SS_SWITCHING);
-	continue_switch(s);
+	if (s->conf->switch_debounce_ms) {
+		s->debouncing = true;
+		s->env->arm(s, s->conf->switch_debounce_ms);
+		return;
+	}
+	proceed_switch(s);
 }
 
+/* In ready: no request running or waiting means the idle clock runs. */
+static void settle_idle(struct slot *s)
+{
+	uint64_t idle = s->model->idle_timeout_ms ? s->model->idle_timeout_ms : s->conf->idle_timeout_ms;
+	uint64_t t = now(s), due = t + idle;
+
+	if (s->inflight || !TAILQ_EMPTY(&s->queue) || idle == 0)
+		return;
+	if (s->keep_until_ms > due)
+		due = s->keep_until_ms;
+	s->env->arm(s, due - t);
+}
+
+/* In ready: the head of the queue goes to the worker, if it is idle. */
 static void dispatch_next(struct slot *s)
 {
 	struct req *r;
+	char msg[160];
 
-	if (s->inflight || (r = TAILQ_FIRST(&s->queue)) == NULL)
-		return;
-	TAILQ_REMOVE(&s->queue, r, link);
-	r->list = NULL;
-	s->active = r;
-	s->inflight = r->seq;
-	s->env->send_infer(s, r);
+	while (!s->inflight && (r = TAILQ_FIRST(&s->queue)) != NULL) {
+		if (r->model && r->model != s->model) {
+			if (s->conf->autoload) {
+				begin_switch(s, r->model, NULL);
+				return;
+			}
+			snprintf(msg, sizeof msg, "model %s is not loaded in slot %s", r->model->name,
+				 s->conf->name);
+			req_end(s, r, E_NOT_LOADED, msg);
+			continue;
+		}
+		TAILQ_REMOVE(&s->queue, r, link);
+		r->list = NULL;
+		s->env->arm_req(s, r, 0);
+		s->env->arm(s, 0);	/* not idle */
+		s->active = r;
+		s->inflight = r->seq;
+		s->env->send_infer(s, r);
+	}
 }
 
 static void enter_ready(struct slot *s)
@@ -194,10 +323,48 @@ static void enter_ready(struct slot *s)
 	s->env->arm(s, 0);
 	s->attempt = 0;
 	s->message[0] = '\0';
+	s->keep_until_ms = 0;
 	set_state(s, SS_READY);
 	job_note(s, &s->load_job, "load", s->model, "done", NULL);
 	end_load_waiters(s, E_NONE, NULL);
-	dispatch_next(s);	/* requests queued across a restart */
+	dispatch_next(s);	/* requests that waited for this load */
+	if (s->state == SS_READY)
+		settle_idle(s);
+}
+
+/*
+ * Unloads the slot: at once when nothing runs (or with force, which cancels
+ * what runs), else through switching_model while the streams drain.
+ * evict: an idle eviction, after which requests that raced it reload.
+ */
+static void begin_unload(struct slot *s, struct req *r, bool force, bool evict)
+{
+	bool loading = s->state == SS_LOADING || s->state == SS_WARMING;
+
+	s->env->arm(s, 0);
+	s->debouncing = false;
+	end_load_waiters(s, E_CANCELLED, "the slot was unloaded");
+	job_note(s, &s->load_job, "load", s->next ? s->next : s->model, "failed", "cancelled by unload");
+	s->next = NULL;
+	s->evicting = evict;
+	if (s->unload_job == 0) {
+		s->unload_job = s->env->new_job(s->env->arg);
+		job_note(s, &s->unload_job, "unload", s->model, "running", NULL);
+	}
+	if (force)
+		cancel_active(s, "the slot was unloaded (force)");
+	wait_for_unload(s, r);
+	if (!s->has_worker) {
+		enter_empty(s);
+	} else if (s->inflight && !force && !loading) {
+		s->from = s->model;
+		enter(s, SS_SWITCHING);
+		proceed_switch(s);
+	} else {
+		/* A load in progress is aborted: the worker is killed, not asked. */
+		s->env->stop(s, loading);
+		enter(s, SS_UNLOADING);
+	}
 }
 
 /* --- actions --- */
@@ -247,6 +414,17 @@ static void act_load_ready(struct slot *s, const struct slot_ev *ev)
 		begin_switch(s, ev->model, ev->req);
 }
 
+/* switching_model, unloading_model, service_restarting: the latest target wins. */
+static void act_load_retarget(struct slot *s, const struct slot_ev *ev)
+{
+	if (ev->model != heading(s)) {
+		end_load_waiters(s, E_SUPERSEDED, "a load of another model replaced this one");
+		new_target(s, ev->model);
+	}
+	wait_for_load(s, ev->req);
+	enter(s, s->state == SS_RESTARTING ? SS_UNLOADING : s->state);
+}
+
 /* loading_model, warming_up: join the same model, abort for another (latest wins). */
 static void act_load_while_loading(struct slot *s, const struct slot_ev *ev)
 {
@@ -262,25 +440,7 @@ static void act_load_while_loading(struct slot *s, const struct slot_ev *ev)
 	set_state(s, SS_UNLOADING);
 }
 
-/* unloading_model, service_restarting: the new target replaces the pending one. */
-static void act_load_while_unloading(struct slot *s, const struct slot_ev *ev)
-{
-	const struct model *target = s->state == SS_RESTARTING ? s->model : s->next;
-
-	if (ev->model != target) {
-		end_load_waiters(s, E_SUPERSEDED, "a load of another model replaced this one");
-		new_target(s, ev->model);
-	} else if (s->next == NULL) {
-		s->next = ev->model;
-	}
-	wait_for_load(s, ev->req);
-	if (s->state != SS_UNLOADING)
-		set_state(s, SS_UNLOADING);
-	else
-		s->env->state_changed(s);	/* same state, new details */
-}
-
-/* reconnecting, service_unavailable: the same model waits for the retry. */
+/* reconnecting: the same model waits for the retry. */
 static void act_load_while_retrying(struct slot *s, const struct slot_ev *ev)
 {
 	if (ev->model == s->model && s->state == SS_RECONNECTING)
@@ -289,52 +449,9 @@ static void act_load_while_retrying(struct slot *s, const struct slot_ev *ev)
 		begin_switch(s, ev->model, ev->req);
 }
 
-static void wait_for_unload(struct slot *s, struct req *r)
-{
-	if (r->wait)
-		hold(&s->unload_waiters, r);
-	else
-		req_end(s, r, E_NONE, NULL);
-}
-
-static void begin_unload(struct slot *s, struct req *r, bool kill)
-{
-	s->env->arm(s, 0);
-	end_load_waiters(s, E_CANCELLED, "the slot was unloaded");
-	job_note(s, &s->load_job, "load", s->next ? s->next : s->model, "failed", "cancelled by unload");
-	end_inference(s, E_CANCELLED, "the slot was unloaded");
-	s->next = NULL;
-	if (s->unload_job == 0) {
-		s->unload_job = s->env->new_job(s->env->arg);
-		job_note(s, &s->unload_job, "unload", s->model, "running", NULL);
-	}
-	if (r)
-		r->job = s->unload_job;
-	if (!s->has_worker) {
-		job_note(s, &s->unload_job, "unload", s->model, "done", NULL);
-		set_state(s, SS_EMPTY);
-		if (r)
-			req_end(s, r, E_NONE, NULL);
-		return;
-	}
-	s->env->stop(s, kill);
-	if (s->state != SS_UNLOADING)
-		set_state(s, SS_UNLOADING);
-	else
-		s->env->state_changed(s);
-	if (r)
-		wait_for_unload(s, r);
-}
-
 static void act_unload(struct slot *s, const struct slot_ev *ev)
 {
-	begin_unload(s, ev->req, ev->req && ev->req->force);
-}
-
-/* Unloading a load in progress aborts it: the worker is killed, not asked. */
-static void act_unload_loading(struct slot *s, const struct slot_ev *ev)
-{
-	begin_unload(s, ev->req, true);
+	begin_unload(s, ev->req, ev->req && ev->req->force, false);
 }
 
 static void act_restart(struct slot *s, const struct slot_ev *ev)
@@ -344,7 +461,7 @@ static void act_restart(struct slot *s, const struct slot_ev *ev)
 		return;
 	}
 	s->env->arm(s, 0);
-	end_inference(s, E_CANCELLED, "the slot is restarting");
+	cancel_active(s, "the slot is restarting");
 	s->next = NULL;
 	if (s->has_worker)
 		s->env->stop(s, s->state != SS_READY);
@@ -356,31 +473,79 @@ static void act_restart(struct slot *s, const struct slot_ev *ev)
 	}
 }
 
-static void act_infer(struct slot *s, const struct slot_ev *ev)
+/* Puts r in the queue, with its wait_ms running. */
+static void queue_request(struct slot *s, struct req *r)
+{
+	if (slot_queue_length(s) >= s->conf->max_queue) {
+		req_end(s, r, E_BUSY, "the slot's queue is full");
+		return;
+	}
+	hold(&s->queue, r);
+	s->env->arm_req(s, r, r->wait_ms);
+}
+
+/* An infer for a model the slot is not heading to: autoload it, or not_loaded. */
+static bool wrong_model(struct slot *s, struct req *r)
 {
 	char msg[160];
 
-	if (ev->req->model && ev->req->model != s->model) {
-		snprintf(msg, sizeof msg, "model %s is not loaded in slot %s", ev->req->model->name,
-			 s->conf->name);
-		req_end(s, ev->req, E_NOT_LOADED, msg);
+	if (!r->model || r->model == heading(s))
+		return false;
+	if (s->conf->autoload) {
+		struct slot_ev load = { .type = SEV_LOAD, .model = r->model };
+		slot_event(s, &load);
+		return false;
+	}
+	snprintf(msg, sizeof msg, "model %s is not loaded in slot %s", r->model->name, s->conf->name);
+	req_end(s, r, E_NOT_LOADED, msg);
+	return true;
+}
+
+static void act_infer(struct slot *s, const struct slot_ev *ev)
+{
+	if (wrong_model(s, ev->req))
+		return;
+	queue_request(s, ev->req);
+	if (s->state == SS_READY)
+		dispatch_next(s);
+}
+
+/* Not ready: wait in the queue up to wait_ms, or fail at once with wait_ms 0. */
+static void act_infer_wait(struct slot *s, const struct slot_ev *ev)
+{
+	if (ev->req->wait_ms == 0) {
+		act_refuse(s, ev);
 		return;
 	}
-	if (slot_queue_length(s) >= SLOT_MAX_QUEUE) {
-		req_end(s, ev->req, E_BUSY, "the slot's queue is full");
+	act_infer(s, ev);
+}
+
+static void act_infer_empty(struct slot *s, const struct slot_ev *ev)
+{
+	if (!s->conf->autoload || !ev->req->model || ev->req->wait_ms == 0) {
+		act_not_loaded(s, ev);
 		return;
 	}
-	hold(&s->queue, ev->req);
-	dispatch_next(s);
+	act_infer(s, ev);
+}
+
+static void act_waited(struct slot *s, const struct slot_ev *ev)
+{
+	char msg[160];
+
+	if (ev->req->list != &s->queue)
+		return;
+	snprintf(msg, sizeof msg, "waited %llu ms; slot %s is %s",
+		 (unsigned long long)ev->req->wait_ms, s->conf->name, state_names[s->state]);
+	req_end(s, ev->req, E_TIMEOUT, msg);
 }
 
 static void act_cancel(struct slot *s, const struct slot_ev *ev)
 {
-	struct req *r = ev->req;
-
-	if (r == s->active && s->inflight == r->seq)
-		s->env->cancel_infer(s, r->seq);
-	req_end(s, r, E_CANCELLED, "cancelled");
+	if (ev->req == s->active)
+		cancel_active(s, "cancelled");
+	else
+		req_end(s, ev->req, E_CANCELLED, "cancelled");
 }
 
 static void act_shutdown(struct slot *s, const struct slot_ev *ev)
@@ -393,8 +558,7 @@ static void act_shutdown(struct slot *s, const struct slot_ev *ev)
 	s->next = NULL;
 	if (s->has_worker) {
 		s->env->stop(s, false);
-		if (s->state != SS_UNLOADING)
-			set_state(s, SS_UNLOADING);
+		enter(s, SS_UNLOADING);
 	}
 }
 
@@ -472,6 +636,36 @@ static void act_retry_device(struct slot *s, const struct slot_ev *ev)
 	act_retry(s, ev);
 }
 
+/* switching_model's timer: the debounce window closed, or the drain ran out. */
+static void act_switch_deadline(struct slot *s, const struct slot_ev *ev)
+{
+	(void)ev;
+	if (s->debouncing) {
+		s->debouncing = false;
+		proceed_switch(s);
+		return;
+	}
+	log_warn("slot %s: streams still running after drain_timeout; cancelling them", s->conf->name);
+	cancel_active(s, "drain_timeout ran out during a switch");
+	continue_switch(s);
+}
+
+/* ready's timer: idle_timeout without requests (or keep-alive) unloads the model. */
+static void act_idle(struct slot *s, const struct slot_ev *ev)
+{
+	(void)ev;
+	uint64_t t = now(s);
+
+	if (s->inflight || !TAILQ_EMPTY(&s->queue))
+		return;
+	if (t < s->keep_until_ms) {
+		s->env->arm(s, s->keep_until_ms - t);
+		return;
+	}
+	log_info("slot %s: %s idle; unloading it", s->conf->name, model_name(s->model));
+	begin_unload(s, NULL, false, true);
+}
+
 static void append_tokens(struct req *r, const uint32_t *t, uint32_t n)
 {
 	if (n == 0)
@@ -497,16 +691,20 @@ static void act_tokens(struct slot *s, const struct slot_ev *ev)
 /* The worker finished a request: whatever the state, it is idle again. */
 static void act_infer_end(struct slot *s, const struct slot_ev *ev)
 {
+	struct req *r = s->active;
+
 	if (ev->a != s->inflight)
 		return;
 	s->inflight = 0;
-	if (s->active && s->active->seq == ev->a) {
-		if (ev->type == SEV_INFER_DONE) {
-			append_tokens(s->active, ev->tokens, ev->ntokens);
-			req_end(s, s->active, E_NONE, NULL);
-		} else {
-			req_end(s, s->active, ev->code, ev->message);
-		}
+	if (!r || r->seq != ev->a)
+		return;		/* cancelled meanwhile */
+	if (s->keep_until_ms < now(s) + r->keep_alive_ms)
+		s->keep_until_ms = now(s) + r->keep_alive_ms;
+	if (ev->type == SEV_INFER_DONE) {
+		append_tokens(r, ev->tokens, ev->ntokens);
+		req_end(s, r, E_NONE, NULL);
+	} else {
+		req_end(s, r, ev->code, ev->message);
 	}
 }
 
@@ -514,6 +712,16 @@ static void act_infer_end_ready(struct slot *s, const struct slot_ev *ev)
 {
 	act_infer_end(s, ev);
 	dispatch_next(s);
+	if (s->state == SS_READY)
+		settle_idle(s);
+}
+
+/* A drain: the switch goes on once the last stream has ended. */
+static void act_infer_end_switching(struct slot *s, const struct slot_ev *ev)
+{
+	act_infer_end(s, ev);
+	if (!s->inflight && !s->debouncing)
+		continue_switch(s);
 }
 
 /* The worker is gone: whatever ran on it ends. */
@@ -531,18 +739,33 @@ static void act_exited(struct slot *s, const struct slot_ev *ev)
 	worker_gone(s, ev->message);
 }
 
+/* In error, a reaped worker may make way for the fallback model. */
+static void act_exited_error(struct slot *s, const struct slot_ev *ev)
+{
+	worker_gone(s, ev->message);
+	if (s->next)
+		start_load(s);
+}
+
+/* A worker that died while its streams drained: the switch goes on. */
+static void act_exited_switching(struct slot *s, const struct slot_ev *ev)
+{
+	worker_gone(s, ev->message);
+	if (!s->debouncing)
+		continue_switch(s);
+}
+
 /* The old worker is reaped: the unload is done, and the next model may start. */
 static void act_exited_unloading(struct slot *s, const struct slot_ev *ev)
 {
 	worker_gone(s, ev->message);
-	job_note(s, &s->unload_job, "unload", s->model, "done", NULL);
 	if (s->next) {
+		job_note(s, &s->unload_job, "unload", s->model, "done", NULL);
+		end_all(s, &s->unload_waiters, E_NONE, NULL);
 		start_load(s);
 	} else {
-		set_state(s, SS_EMPTY);
-		s->model = NULL;
+		enter_empty(s);
 	}
-	end_all(s, &s->unload_waiters, E_NONE, NULL);
 }
 
 static void act_exited_restarting(struct slot *s, const struct slot_ev *ev)
@@ -601,7 +824,7 @@ static const slot_action fallback[SEV__COUNT] = {
 	[SEV_LOAD] = act_refuse,
 	[SEV_UNLOAD] = act_refuse,
 	[SEV_RESTART] = act_refuse,
-	[SEV_INFER] = act_refuse,
+	[SEV_INFER] = act_infer_wait,
 	[SEV_CANCEL] = act_cancel,
 	[SEV_SHUTDOWN] = act_shutdown,
 	[SEV_PROGRESS] = act_ignore,	/* from a worker already being stopped */
@@ -613,6 +836,7 @@ static const slot_action fallback[SEV__COUNT] = {
 	[SEV_INFER_FAILED] = act_infer_end,
 	[SEV_EXITED] = act_exited,
 	[SEV_DEADLINE] = act_ignore,
+	[SEV_WAITED] = act_waited,
 };
 
 static const slot_action actions[SS__COUNT][SEV__COUNT] = {
@@ -623,16 +847,24 @@ static const slot_action actions[SS__COUNT][SEV__COUNT] = {
 		[SEV_LOAD] = act_load,
 		[SEV_UNLOAD] = act_reply_now,
 		[SEV_RESTART] = act_not_loaded,
-		[SEV_INFER] = act_not_loaded,
+		[SEV_INFER] = act_infer_empty,
+	},
+	[SS_SWITCHING] = {
+		[SEV_LOAD] = act_load_retarget,
+		[SEV_UNLOAD] = act_unload,
+		[SEV_INFER_DONE] = act_infer_end_switching,
+		[SEV_INFER_FAILED] = act_infer_end_switching,
+		[SEV_EXITED] = act_exited_switching,
+		[SEV_DEADLINE] = act_switch_deadline,
 	},
 	[SS_UNLOADING] = {
-		[SEV_LOAD] = act_load_while_unloading,
+		[SEV_LOAD] = act_load_retarget,
 		[SEV_UNLOAD] = act_unload,
 		[SEV_EXITED] = act_exited_unloading,
 	},
 	[SS_LOADING] = {
 		[SEV_LOAD] = act_load_while_loading,
-		[SEV_UNLOAD] = act_unload_loading,
+		[SEV_UNLOAD] = act_unload,
 		[SEV_RESTART] = act_restart,
 		[SEV_PROGRESS] = act_progress,
 		[SEV_LOADED] = act_loaded,
@@ -642,7 +874,7 @@ static const slot_action actions[SS__COUNT][SEV__COUNT] = {
 	},
 	[SS_WARMING] = {
 		[SEV_LOAD] = act_load_while_loading,
-		[SEV_UNLOAD] = act_unload_loading,
+		[SEV_UNLOAD] = act_unload,
 		[SEV_RESTART] = act_restart,
 		[SEV_WARMED] = act_warmed,
 		[SEV_FAILED] = act_failed,
@@ -657,11 +889,13 @@ static const slot_action actions[SS__COUNT][SEV__COUNT] = {
 		[SEV_INFER_DONE] = act_infer_end_ready,
 		[SEV_INFER_FAILED] = act_infer_end_ready,
 		[SEV_EXITED] = act_crashed,
+		[SEV_DEADLINE] = act_idle,
 	},
 	[SS_ERROR] = {
 		[SEV_LOAD] = act_load,
 		[SEV_UNLOAD] = act_unload,
 		[SEV_RESTART] = act_restart,
+		[SEV_EXITED] = act_exited_error,
 	},
 	[SS_RECONNECTING] = {
 		[SEV_LOAD] = act_load_while_retrying,
@@ -676,7 +910,7 @@ static const slot_action actions[SS__COUNT][SEV__COUNT] = {
 		[SEV_DEADLINE] = act_retry_device,
 	},
 	[SS_RESTARTING] = {
-		[SEV_LOAD] = act_load_while_unloading,
+		[SEV_LOAD] = act_load_retarget,
 		[SEV_UNLOAD] = act_unload,
 		[SEV_EXITED] = act_exited_restarting,
 	},
@@ -696,10 +930,12 @@ void slot_event(struct slot *s, const struct slot_ev *ev)
 	act(s, ev);
 }
 
-void slot_init(struct slot *s, const struct slot_conf *conf, const struct slot_env *env)
+void slot_init(struct slot *s, const struct slot_conf *conf, const struct model *fallback,
+	       const struct slot_env *env)
 {
 	memset(s, 0, sizeof *s);
 	s->conf = conf;
+	s->fallback = fallback;
 	s->env = env;
 	s->state = SS_INITIALIZING;
 	s->since_ms = env->now_ms(env->arg);

@@ -50,6 +50,7 @@ enum slot_event {
 	SEV_INFER_FAILED,	/* worker: a = request seq, code, message */
 	SEV_EXITED,		/* worker reaped; message says how it ended */
 	SEV_DEADLINE,		/* the slot's one timer fired */
+	SEV_WAITED,		/* req: its wait_ms ran out */
 	SEV__COUNT
 };
 
@@ -78,6 +79,13 @@ struct slot_env {
 	void (*cancel_infer)(struct slot *s, uint64_t seq);
 	/* Arms the slot's one timer ms from now; 0 disarms it. */
 	void (*arm)(struct slot *s, uint64_t ms);
+	/* Arms r's wait timer (SEV_WAITED after ms); 0 disarms it. */
+	void (*arm_req)(struct slot *s, struct req *r, uint64_t ms);
+	/*
+	 * The memory check before loading s->model: 0 go on, 1 go on with an
+	 * advisory (published by the env), -1 refuse (message in msg).
+	 */
+	int (*check_memory)(struct slot *s, char *msg, size_t len);
 	/* The one final reply of r (code E_NONE: success). r is freed after. */
 	void (*finish)(struct slot *s, struct req *r, enum err code, const char *message);
 	/* Streams tokens of r (a chunk). */
@@ -101,6 +109,10 @@ struct slot {
 	const struct model *model;	/* loaded, loading, or last that ran */
 	const struct model *next;	/* the target once the old worker is gone */
 	const struct model *from;	/* switching_model: what was loaded */
+	const struct model *fallback;	/* loaded when a load fails */
+	bool debouncing;		/* switching_model: the debounce window is open */
+	bool evicting;			/* the unload under way is an idle eviction */
+	uint64_t keep_until_ms;		/* no idle eviction before this */
 	bool has_worker;
 	int pid;
 	char message[SLOT_MESSAGE_LEN];
@@ -125,7 +137,8 @@ struct slot {
 	bool shutting_down;
 };
 
-void slot_init(struct slot *s, const struct slot_conf *conf, const struct slot_env *env);
+void slot_init(struct slot *s, const struct slot_conf *conf, const struct model *fallback,
+	       const struct slot_env *env);
 /* Feeds one event to the machine. */
 void slot_event(struct slot *s, const struct slot_ev *ev);
 /* Ends every request of s with code; used when the slot goes away. */

@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/sysinfo.h>
 
 #include "../proto/clock.h"
 #include "../proto/log.h"
@@ -71,6 +73,65 @@ static void env_cancel_infer(struct slot *s, uint64_t seq)
 	to_worker(s, &w);
 }
 
+static void req_waited_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd; (void)what;
+	struct req *r = arg;
+	struct slot_ev ev = { .type = SEV_WAITED, .req = r };
+	slot_event(r->slot, &ev);
+}
+
+static void env_arm_req(struct slot *s, struct req *r, uint64_t ms)
+{
+	(void)s;
+	if (!r->timer) {
+		if (ms == 0)
+			return;
+		r->timer = evtimer_new(md.base, req_waited_cb, r);
+	}
+	event_del(r->timer);
+	if (ms) {
+		struct timeval tv = clock_timeval(ms);
+		event_add(r->timer, &tv);
+	}
+}
+
+/* Free memory of the slot's device: the host's for cpu, else its workers' last report (0: unknown). */
+static uint64_t device_free(const struct slot *s)
+{
+	if (strcmp(s->conf->device, "cpu") == 0) {
+		struct sysinfo si;
+		return sysinfo(&si) == 0 ? (uint64_t)(si.freeram + si.bufferram) * si.mem_unit : 0;
+	}
+	for (size_t i = 0; i < md.nslots; i++)
+		if (strcmp(md.slots[i].s.conf->device, s->conf->device) == 0 && md.slots[i].dev_total)
+			return md.slots[i].dev_free;
+	return 0;
+}
+
+/* The need: the file's size plus what the engine added the last time this slot loaded. */
+static int env_check_memory(struct slot *s, char *msg, size_t len)
+{
+	struct slot_rt *rt = rt_of(s);
+	struct stat st;
+	char need_s[32], free_s[32];
+
+	if (s->conf->memory_check == MEMCHECK_OFF || stat(s->model->path, &st) < 0)
+		return 0;	/* a file that cannot be read fails at open, with its own message */
+	uint64_t need = (uint64_t)st.st_size + rt->overhead, avail = device_free(s);
+	if (avail == 0 || need <= avail)
+		return 0;
+	log_bytes(need_s, sizeof need_s, need);
+	log_bytes(free_s, sizeof free_s, avail);
+	snprintf(msg, len, "%s needs about %s; %s has %s free", s->model->name, need_s,
+		 s->conf->device, free_s);
+	if (s->conf->memory_check == MEMCHECK_REFUSE)
+		return -1;
+	log_warn("slot %s: %s (memory_check = warn: loading anyway)", s->conf->name, msg);
+	events_advisory(s, msg);
+	return 1;
+}
+
 static void env_arm(struct slot *s, uint64_t ms)
 {
 	struct event *ev = rt_of(s)->deadline;
@@ -113,6 +174,8 @@ static const struct slot_env env = {
 	.send_infer = env_send_infer,
 	.cancel_infer = env_cancel_infer,
 	.arm = env_arm,
+	.arm_req = env_arm_req,
+	.check_memory = env_check_memory,
 	.finish = server_finish,
 	.chunk = env_chunk,
 	.state_changed = events_state,
@@ -136,7 +199,8 @@ void slots_init(void)
 		abort();
 	for (size_t i = 0; i < md.nslots; i++) {
 		struct slot_rt *rt = &md.slots[i];
-		slot_init(&rt->s, &md.conf.slots[i], &env);
+		const struct slot_conf *c = &md.conf.slots[i];
+		slot_init(&rt->s, c, c->fallback_model ? config_model(&md.conf, c->fallback_model) : NULL, &env);
 		rt->deadline = evtimer_new(md.base, deadline_cb, &rt->s);
 	}
 }

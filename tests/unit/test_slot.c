@@ -20,6 +20,8 @@ struct rec {
 	uint64_t now;
 	int spawns, stops, kills, infers, cancels;
 	uint64_t armed;			/* last arm() value */
+	uint64_t req_armed;		/* last arm_req() value */
+	int memory;			/* what check_memory answers */
 	enum slot_state states[MAX_STATES];
 	int nstates;
 	enum err last_code;
@@ -44,6 +46,13 @@ static void r_stop(struct slot *s, bool kill) { (void)s; if (kill) rec.kills++; 
 static void r_send_infer(struct slot *s, struct req *r) { (void)s; (void)r; rec.infers++; }
 static void r_cancel(struct slot *s, uint64_t seq) { (void)s; (void)seq; rec.cancels++; }
 static void r_arm(struct slot *s, uint64_t ms) { (void)s; rec.armed = ms; }
+static void r_arm_req(struct slot *s, struct req *r, uint64_t ms) { (void)s; (void)r; rec.req_armed = ms; }
+static int r_check_memory(struct slot *s, char *msg, size_t n)
+{
+	(void)s;
+	snprintf(msg, n, "short of memory");
+	return rec.memory;
+}
 static void r_finish(struct slot *s, struct req *r, enum err code, const char *m)
 {
 	(void)s; (void)m;
@@ -66,14 +75,15 @@ static uint64_t r_new_job(void *a) { (void)a; return ++jobs; }
 
 static const struct slot_env env = {
 	.now_ms = r_now, .spawn = r_spawn, .stop = r_stop, .send_infer = r_send_infer,
-	.cancel_infer = r_cancel, .arm = r_arm, .finish = r_finish, .chunk = r_chunk,
+	.cancel_infer = r_cancel, .arm = r_arm, .arm_req = r_arm_req, .check_memory = r_check_memory, .finish = r_finish, .chunk = r_chunk,
 	.state_changed = r_state, .progress = r_progress, .job = r_job, .new_job = r_new_job,
 };
 
 static struct slot_conf conf = {
 	.name = "s", .device = "cpu", .stop_timeout_ms = 10000, .restart_backoff_min_ms = 100,
 	.restart_backoff_max_ms = 400, .restart_limit = 3, .restart_window_ms = 60000,
-	.heartbeat_interval_ms = 1000, .heartbeat_timeout_ms = 5000,
+	.heartbeat_interval_ms = 1000, .heartbeat_timeout_ms = 5000, .max_queue = 4,
+	.drain_timeout_ms = 30000,
 };
 static struct model ma = { .name = "a", .path = "a", .warmup = 1, .load_timeout_ms = 5000 };
 static struct model mb = { .name = "b", .path = "b", .warmup = 0, .load_timeout_ms = 5000 };
@@ -84,7 +94,7 @@ static int setup(void **state)
 {
 	(void)state;
 	memset(&rec, 0, sizeof rec);
-	slot_init(&s, &conf, &env);
+	slot_init(&s, &conf, NULL, &env);
 	struct slot_ev ev = { .type = SEV_START };
 	slot_event(&s, &ev);
 	return 0;
