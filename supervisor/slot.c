@@ -129,7 +129,10 @@ static void new_target(struct slot *s, const struct model *m)
 static const struct model *heading(const struct slot *s)
 {
 	switch (s->state) {
-	case SS_SWITCHING: case SS_UNLOADING: case SS_ERROR:
+	case SS_SWITCHING: case SS_UNLOADING:
+		/* an idle eviction comes back for requests that race it */
+		return s->next ? s->next : s->evicting ? s->model : NULL;
+	case SS_ERROR:
 		return s->next;
 	case SS_EMPTY: case SS_INITIALIZING:
 		return NULL;

@@ -94,6 +94,8 @@ static int setup(void **state)
 {
 	(void)state;
 	memset(&rec, 0, sizeof rec);
+	conf.switch_debounce_ms = conf.idle_timeout_ms = 0;
+	conf.autoload = false;
 	slot_init(&s, &conf, NULL, &env);
 	struct slot_ev ev = { .type = SEV_START };
 	slot_event(&s, &ev);
@@ -369,6 +371,182 @@ static void test_spawn_failure_is_error(void **state)
 	assert_int_equal(rec.last_code, E_LOAD_FAILED);
 }
 
+
+static struct req *infer_waiting(const struct model *m, uint64_t wait_ms)
+{
+	struct req *r = new_req(OP_INFER, m);
+	r->wait_ms = wait_ms;
+	struct slot_ev ev = { .type = SEV_INFER, .req = r, .model = m };
+	slot_event(&s, &ev);
+	return r;
+}
+
+static void test_requests_wait_for_ready_then_run_in_order(void **state)
+{
+	(void)state;
+	request(SEV_LOAD, OP_LOAD, &ma);
+	infer_waiting(&ma, 1000);
+	infer_waiting(NULL, 1000);
+	assert_int_equal(slot_queue_length(&s), 2);
+	assert_int_equal(rec.req_armed, 1000);
+	assert_int_equal(rec.infers, 0);
+	feed(SEV_LOADED, 1, 16);
+	feed(SEV_WARMED, 1, 0);
+	assert_int_equal(rec.infers, 1);
+	assert_int_equal(slot_queue_length(&s), 1);
+}
+
+static void test_a_waiting_request_times_out(void **state)
+{
+	(void)state;
+	request(SEV_LOAD, OP_LOAD, &ma);
+	struct req *r = infer_waiting(&ma, 50);
+	struct slot_ev ev = { .type = SEV_WAITED, .req = r };
+	slot_event(&s, &ev);
+	assert_int_equal(rec.last_code, E_TIMEOUT);
+	assert_int_equal(slot_queue_length(&s), 0);
+}
+
+static void test_the_queue_is_bounded(void **state)
+{
+	(void)state;
+	request(SEV_LOAD, OP_LOAD, &ma);
+	for (unsigned i = 0; i < conf.max_queue; i++)
+		infer_waiting(&ma, 1000);
+	infer_waiting(&ma, 1000);
+	assert_int_equal(rec.last_code, E_BUSY);
+}
+
+static void test_a_switch_drains_running_streams(void **state)
+{
+	(void)state;
+	load_ready(&ma);
+	struct req *r = infer_waiting(&ma, 1000);
+	request(SEV_LOAD, OP_LOAD, &mb);
+	assert_int_equal(s.state, SS_SWITCHING);
+	assert_int_equal(rec.stops, 0);		/* the stream runs on */
+	assert_int_equal(rec.armed, conf.drain_timeout_ms);
+	struct req *later = infer_waiting(NULL, 1000);	/* queues behind the switch */
+	(void)later;
+	struct slot_ev done = { .type = SEV_INFER_DONE, .a = r->seq };
+	slot_event(&s, &done);
+	assert_int_equal(rec.last_code, E_NONE);
+	assert_int_equal(s.state, SS_UNLOADING);
+	feed(SEV_EXITED, 0, 0);
+	feed(SEV_LOADED, 1, 16);
+	assert_int_equal(s.state, SS_READY);
+	assert_int_equal(rec.infers, 2);	/* the queued one ran on b */
+}
+
+static void test_drain_timeout_cancels_streams(void **state)
+{
+	(void)state;
+	load_ready(&ma);
+	infer_waiting(&ma, 1000);
+	request(SEV_LOAD, OP_LOAD, &mb);
+	feed(SEV_DEADLINE, 0, 0);
+	assert_int_equal(rec.last_code, E_CANCELLED);
+	assert_int_equal(rec.cancels, 1);
+	assert_int_equal(s.state, SS_UNLOADING);
+}
+
+static void test_forced_unload_cancels_at_once(void **state)
+{
+	(void)state;
+	load_ready(&ma);
+	infer_waiting(&ma, 1000);
+	struct req *r = new_req(OP_UNLOAD, NULL);
+	r->force = true;
+	struct slot_ev ev = { .type = SEV_UNLOAD, .req = r };
+	slot_event(&s, &ev);
+	assert_int_equal(rec.cancels, 1);
+	assert_int_equal(s.state, SS_UNLOADING);
+}
+
+static void test_debounce_coalesces_a_burst(void **state)
+{
+	(void)state;
+	load_ready(&mb);
+	conf.switch_debounce_ms = 200;
+	request(SEV_LOAD, OP_LOAD, &ma);
+	request(SEV_LOAD, OP_LOAD, &mb);
+	assert_int_equal(rec.last_code, E_SUPERSEDED);
+	request(SEV_LOAD, OP_LOAD, &ma);
+	assert_int_equal(s.state, SS_SWITCHING);
+	assert_int_equal(rec.stops, 0);
+	feed(SEV_DEADLINE, 0, 0);		/* the window closes: one switch */
+	assert_int_equal(s.state, SS_UNLOADING);
+	feed(SEV_EXITED, 0, 0);
+	assert_ptr_equal(s.model, &ma);
+	assert_int_equal(rec.spawns, 2);
+}
+
+static void test_idle_eviction_and_keep_alive(void **state)
+{
+	(void)state;
+	conf.idle_timeout_ms = 500;
+	load_ready(&mb);
+	assert_int_equal(rec.armed, 500);
+	struct req *r = infer_waiting(&mb, 1000);
+	r->keep_alive_ms = 5000;
+	assert_int_equal(rec.armed, 0);		/* busy: no idle clock */
+	struct slot_ev done = { .type = SEV_INFER_DONE, .a = r->seq };
+	slot_event(&s, &done);
+	assert_int_equal(rec.armed, 5000);	/* the keep-alive is longer */
+	rec.now += 5000;
+	feed(SEV_DEADLINE, 0, 0);
+	assert_int_equal(s.state, SS_UNLOADING);
+	/* a request racing the eviction waits for a fresh load, never fails */
+	int before = rec.finished;
+	infer_waiting(&mb, 1000);
+	feed(SEV_EXITED, 0, 0);
+	assert_int_equal(rec.finished, before);
+	assert_int_equal(s.state, SS_LOADING);
+	feed(SEV_LOADED, 1, 16);
+	assert_int_equal(rec.infers, 2);
+}
+
+static void test_autoload_loads_what_infer_names(void **state)
+{
+	(void)state;
+	conf.autoload = true;
+	infer_waiting(&mb, 1000);
+	assert_int_equal(s.state, SS_LOADING);
+	feed(SEV_LOADED, 1, 16);
+	assert_int_equal(rec.infers, 1);
+}
+
+static void test_fallback_loads_after_a_failure(void **state)
+{
+	(void)state;
+	slot_init(&s, &conf, &mb, &env);
+	struct slot_ev start = { .type = SEV_START };
+	slot_event(&s, &start);
+	rec.nstates = 0;
+	request(SEV_LOAD, OP_LOAD, &ma);
+	struct slot_ev ev = { .type = SEV_FAILED, .code = E_LOAD_FAILED, .message = "bad" };
+	slot_event(&s, &ev);
+	assert_int_equal(rec.last_code, E_LOAD_FAILED);
+	assert_int_equal(s.state, SS_ERROR);
+	feed(SEV_EXITED, 0, 0);
+	assert_int_equal(s.state, SS_LOADING);
+	assert_ptr_equal(s.model, &mb);
+	enum slot_state want[] = { SS_SWITCHING, SS_LOADING, SS_ERROR, SS_LOADING };
+	assert_memory_equal(rec.states, want, sizeof want);
+}
+
+static void test_memory_refusal_is_an_error(void **state)
+{
+	(void)state;
+	rec.memory = -1;
+	request(SEV_LOAD, OP_LOAD, &ma);
+	assert_int_equal(rec.last_code, E_INSUFFICIENT_MEMORY);
+	assert_int_equal(rec.spawns, 0);
+	rec.memory = 1;				/* warn: the load goes on */
+	request(SEV_LOAD, OP_LOAD, &ma);
+	assert_int_equal(rec.spawns, 1);
+}
+
 int main(void)
 {
 	log_init("test_slot", LOG_LVL_ERROR, 0);
@@ -390,6 +568,17 @@ int main(void)
 		cmocka_unit_test_setup(test_unavailable_device_retries, setup),
 		cmocka_unit_test_setup(test_shutdown_ends_every_request, setup),
 		cmocka_unit_test_setup(test_spawn_failure_is_error, setup),
+		cmocka_unit_test_setup(test_requests_wait_for_ready_then_run_in_order, setup),
+		cmocka_unit_test_setup(test_a_waiting_request_times_out, setup),
+		cmocka_unit_test_setup(test_the_queue_is_bounded, setup),
+		cmocka_unit_test_setup(test_a_switch_drains_running_streams, setup),
+		cmocka_unit_test_setup(test_drain_timeout_cancels_streams, setup),
+		cmocka_unit_test_setup(test_forced_unload_cancels_at_once, setup),
+		cmocka_unit_test_setup(test_debounce_coalesces_a_burst, setup),
+		cmocka_unit_test_setup(test_idle_eviction_and_keep_alive, setup),
+		cmocka_unit_test_setup(test_autoload_loads_what_infer_names, setup),
+		cmocka_unit_test_setup(test_fallback_loads_after_a_failure, setup),
+		cmocka_unit_test_setup(test_memory_refusal_is_an_error, setup),
 	};
 	return cmocka_run_group_tests_name("slot", tests, NULL, NULL);
 }
