@@ -172,6 +172,7 @@ class Daemon:
             if data.startswith(b"#!"):
                 os.chmod(os.path.join(self.dir, name), 0o755)
         self.sock = os.path.join(self.dir, "modeld.sock")
+        self.clients = []
         self.log_path = os.path.join(self.dir, "modeld.log")
         cmd = [MODELD, "-s", self.sock, "--models", self.models_dir, "-l", "debug"]
         if config is not None:
@@ -199,7 +200,9 @@ class Daemon:
             return False
 
     def client(self):
-        return Client(self.sock)
+        c = Client(self.sock)
+        self.clients.append(c)
+        return c
 
     def ctl(self, *args):
         return subprocess.run([MODELCTL, "-s", self.sock] + [str(a) for a in args],
@@ -227,6 +230,9 @@ class Daemon:
         return out
 
     def stop(self):
+        for c in self.clients:
+            c.close()
+        self.clients = []
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:

@@ -1,0 +1,271 @@
+"""The request semantics operators rely on: what waits, what fails, and why."""
+import os
+import signal
+import time
+import unittest
+
+from harness import DaemonTest, perm_tokens, pid_alive, wait_until
+
+A = ("--n", 16, "--a", 3, "--c", 1)
+B = ("--n", 32, "--a", 5, "--c", 2)
+BIG = ("--n", 8, "--a", 3, "--c", 1, "--pad", 3 * 10**9)      # sparse: seconds to read
+HUGE = ("--n", 8, "--a", 3, "--c", 1, "--pad", 8 * 10**12)    # sparse: more than this host has
+
+
+def status(c):
+    return c.ok("status", slot="cpu")["slots"][0]
+
+
+def hold_loading(test, c):
+    """Starts loading `big` and stops its worker mid-load: the slot stays in
+    loading_model until the returned pid gets SIGCONT."""
+    c.ok("subscribe", events=["progress"])
+    c.ok("load", model="big", wait=False)
+    c.wait_event(lambda e: e["event"] == "progress" and 0 < e["bytes"] < e["total"],
+                 what="big loading")
+    c.ok("unsubscribe")
+    pid = status(c)["pid"]
+    os.kill(pid, signal.SIGSTOP)
+    test.addCleanup(lambda: pid_alive(pid) and os.kill(pid, signal.SIGCONT))
+    return pid
+
+
+class Waiting(DaemonTest):
+    models = {"a": A, "big": BIG}
+    config = "[slot cpu]\nmax_queue = 3\nheartbeat_timeout = 30\n"
+
+    def test_a_request_waits_for_ready(self):
+        c = self.d.client()
+        pid = hold_loading(self, c)
+        rid = c.request("infer", model="big", input=[1], max_tokens=3, wait_ms=60000)
+        wait_until(lambda: status(self.d.client())["queue"] == 1, what="the request to queue")
+        os.kill(pid, signal.SIGCONT)
+        r = c.reply(rid)
+        self.assertTrue(r["ok"], r)
+        self.assertEqual(r["tokens"], perm_tokens(8, 3, 1, 1, 3))
+
+    def test_wait_ms_bounds_the_wait(self):
+        c = self.d.client()
+        hold_loading(self, c)
+        start = time.monotonic()
+        r = c.call("infer", model="big", input=[1], max_tokens=3, wait_ms=200)
+        self.assertEqual(r["error"]["code"], "timeout")
+        self.assertIn("loading_model", r["error"]["message"])
+        self.assertGreaterEqual(time.monotonic() - start, 0.19)
+
+    def test_wait_ms_zero_fails_at_once_naming_the_state(self):
+        c = self.d.client()
+        hold_loading(self, c)
+        r = c.call("infer", model="big", input=[1], max_tokens=3, wait_ms=0)
+        self.assertEqual(r["error"]["code"], "not_ready")
+        self.assertIn("loading_model", r["error"]["message"])
+
+    def test_the_queue_is_bounded(self):
+        c = self.d.client()
+        pid = hold_loading(self, c)
+        ids = [c.request("infer", model="big", input=[i], max_tokens=1, wait_ms=60000) for i in range(4)]
+        self.assertEqual(c.reply(ids[3])["error"]["code"], "busy")
+        os.kill(pid, signal.SIGCONT)
+        for i in range(3):       # the others are served, in order
+            self.assertEqual(c.reply(ids[i])["tokens"], perm_tokens(8, 3, 1, i, 1))
+
+    def test_a_queued_request_can_be_cancelled(self):
+        c = self.d.client()
+        hold_loading(self, c)
+        rid = c.request("infer", model="big", input=[1], max_tokens=1, wait_ms=60000)
+        cancel = c.call("cancel", target=rid)
+        self.assertTrue(cancel["cancelled"])
+        self.assertEqual(c.reply(rid)["error"]["code"], "cancelled")
+
+    def test_bad_arguments_are_named(self):
+        c = self.d.client()
+        for args, says in (({"wait_ms": "soon"}, "wait_ms"), ({"gpu": "maybe"}, "gpu"),
+                           ({"keep_alive_ms": -1}, "keep_alive_ms"),
+                           ({"wait_ms": 10**12}, "wait_ms")):
+            r = c.call("infer", model="a", input=[1], max_tokens=1, **args)
+            self.assertEqual(r["error"]["code"], "bad_request", args)
+            self.assertIn(says, r["error"]["message"])
+
+
+class Autoload(DaemonTest):
+    models = {"a": A, "b": B}
+    config = "[slot cpu]\nautoload = yes\n"
+
+    def test_infer_loads_the_model_it_names(self):
+        c = self.d.client()
+        self.assertEqual(c.ok("infer", model="a", input=[2], max_tokens=2)["tokens"],
+                         perm_tokens(16, 3, 1, 2, 2))
+        self.assertEqual(c.ok("infer", model="b", input=[2], max_tokens=2)["tokens"],
+                         perm_tokens(32, 5, 2, 2, 2))
+        self.assertEqual(status(c)["model"], "b")
+
+
+class NoAutoload(DaemonTest):
+    models = {"a": A}
+
+    def test_infer_on_an_empty_slot_is_not_loaded(self):
+        r = self.d.client().call("infer", model="a", input=[2], max_tokens=2)
+        self.assertEqual(r["error"]["code"], "not_loaded")
+
+
+class Coalescing(DaemonTest):
+    models = {"a": A, "b": B, "big": BIG}
+    config = "[slot cpu]\nswitch_debounce = 0.3\n"
+
+    def test_a_burst_of_loads_costs_one_load(self):
+        c = self.d.client()
+        c.ok("load", model="a")
+        c.ok("subscribe", events=["job", "state"])
+        ids = [c.request("load", model=m) for m in ("b", "a", "b", "a", "b")]
+        replies = [c.reply(i) for i in ids]
+        self.assertEqual([r.get("error", {}).get("code") for r in replies[:4]], ["superseded"] * 4)
+        self.assertTrue(replies[4]["ok"])
+        evs = c.events_until(lambda e: e["event"] == "state" and e["state"] == "ready")
+        running = [e for e in evs if e["event"] == "job" and e["status"] == "running"]
+        self.assertEqual([e["model"] for e in running], ["b"])
+        self.assertEqual(status(c)["model"], "b")
+
+    def test_a_load_of_the_loading_model_joins_it(self):
+        c = self.d.client()
+        first = c.request("load", model="big")
+        second = c.request("load", model="big")
+        r1, r2 = c.reply(first), c.reply(second)
+        self.assertTrue(r1["ok"] and r2["ok"], (r1, r2))
+        self.assertEqual(r1["job"], r2["job"])
+
+
+class Superseding(DaemonTest):
+    models = {"a": A, "big": BIG}
+
+    def test_a_superseded_load_is_aborted(self):
+        c = self.d.client()
+        c.ok("subscribe", events=["progress"])
+        slow = c.request("load", model="big")
+        c.wait_event(lambda e: e["event"] == "progress" and e["bytes"] < e["total"])
+        pid = status(c)["pid"]
+        r = c.ok("load", model="a")
+        self.assertEqual(c.reply(slow)["error"]["code"], "superseded")
+        self.assertFalse(pid_alive(pid))
+        self.assertEqual(r["model"], "a")
+
+
+class Draining(DaemonTest):
+    models = {"a": A, "b": B}
+    config = "[slot cpu]\ndrain_timeout = 1\nstop_timeout = 0.5\nheartbeat_timeout = 30\n"
+
+    def running_stream(self, c):
+        """A stream held running by a stopped worker. Returns (request id, pid)."""
+        c.ok("load", model="a")
+        pid = status(c)["pid"]
+        os.kill(pid, signal.SIGSTOP)
+        rid = c.request("infer", model="a", input=[1], max_tokens=4)
+        wait_until(lambda: status(self.d.client())["active"] == 1, what="the stream to start")
+        return rid, pid
+
+    def test_a_switch_waits_for_running_streams(self):
+        c = self.d.client()
+        rid, pid = self.running_stream(c)
+        c.ok("subscribe", events=["state"])
+        load = c.request("load", model="b")
+        c.wait_state("switching_model")
+        queued = c.request("infer", input=[3], max_tokens=2, slot="cpu")   # behind the switch
+        self.assertEqual(status(self.d.client())["state"], "switching_model")
+        os.kill(pid, signal.SIGCONT)
+        self.assertEqual(c.reply(rid)["tokens"], perm_tokens(16, 3, 1, 1, 4))
+        self.assertTrue(c.reply(load)["ok"])
+        self.assertEqual(c.reply(queued)["tokens"], perm_tokens(32, 5, 2, 3, 2))
+
+    def test_drain_timeout_cancels_streams(self):
+        c = self.d.client()
+        rid, pid = self.running_stream(c)
+        start = time.monotonic()
+        load = c.request("load", model="b")
+        self.assertEqual(c.reply(rid)["error"]["code"], "cancelled")
+        self.assertGreaterEqual(time.monotonic() - start, 0.9)
+        self.assertTrue(c.reply(load)["ok"])
+        self.assertFalse(pid_alive(pid))
+
+    def test_force_cancels_at_once(self):
+        c = self.d.client()
+        rid, pid = self.running_stream(c)
+        r = c.ok("unload", slot="cpu", force=True)
+        self.assertEqual(r["state"], "empty")
+        self.assertEqual(c.reply(rid)["error"]["code"], "cancelled")
+
+
+class IdleEviction(DaemonTest):
+    models = {"a": A, "b": B}
+    config = "[slot cpu]\nidle_timeout = 0.3\n[model b]\npath = models/b.safetensors\nidle_timeout = 60\n"
+
+    def test_an_idle_model_is_unloaded(self):
+        c = self.d.client()
+        c.ok("subscribe", events=["state"])
+        c.ok("load", model="a")
+        c.ok("infer", model="a", input=[1], max_tokens=1)
+        t0 = time.monotonic()
+        c.wait_state("empty")
+        self.assertGreaterEqual(time.monotonic() - t0, 0.25)
+        self.assertEqual(self.d.workers(), [])
+
+    def test_keep_alive_extends_it(self):
+        c = self.d.client()
+        c.ok("subscribe", events=["state"])
+        c.ok("load", model="a")
+        c.ok("infer", model="a", input=[1], max_tokens=1, keep_alive_ms=1500)
+        t0 = time.monotonic()
+        c.wait_state("empty")
+        self.assertGreaterEqual(time.monotonic() - t0, 1.4)
+
+    def test_the_models_timeout_wins(self):
+        c = self.d.client()
+        c.ok("load", model="b")
+        c.ok("subscribe", events=["state"])
+        c.ok("infer", model="b", input=[1], max_tokens=1)
+        with self.assertRaises(AssertionError):
+            c.wait_state("empty", timeout=1.0)
+
+
+class Fallback(DaemonTest):
+    models = {"a": A}
+    files = {"models/broken.safetensors": b"\xff" * 64}
+    config = "[slot cpu]\nfallback_model = a\n"
+
+    def test_a_failed_load_falls_back(self):
+        c = self.d.client()
+        c.ok("subscribe", events=["state"])
+        r = c.call("load", model="broken")
+        self.assertEqual(r["error"]["code"], "load_failed")
+        evs = c.events_until(lambda e: e["state"] == "ready")
+        states = [e["state"] for e in evs]
+        self.assertEqual(states[:3], ["switching_model", "loading_model", "error"])
+        self.assertEqual(states[-3:], ["loading_model", "warming_up", "ready"])
+        self.assertEqual(evs[-1]["model"], "a")
+
+
+class MemoryCheck(DaemonTest):
+    models = {"a": A, "huge": HUGE}
+    config = "[slot cpu]\nmemory_check = refuse\n"
+
+    def test_refuse(self):
+        r = self.d.client().call("load", model="huge")
+        self.assertEqual(r["error"]["code"], "insufficient_memory")
+        self.assertIn("needs about", r["error"]["message"])
+        self.assertEqual(self.d.workers(), [])
+
+
+class MemoryWarn(DaemonTest):
+    models = {"a": A, "huge": HUGE}
+
+    def test_warn_goes_on_with_an_advisory(self):
+        c = self.d.client()
+        c.ok("subscribe", events=["advisory", "state"])
+        c.ok("load", model="huge", wait=False)
+        e = c.wait_event(lambda e: e["event"] == "advisory")
+        self.assertEqual(e["model"], "huge")
+        self.assertIn("needs about", e["message"])
+        c.wait_state("loading_model")
+        c.ok("unload", slot="cpu")
+
+
+if __name__ == "__main__":
+    unittest.main()
