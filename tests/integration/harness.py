@@ -59,7 +59,11 @@ class Client:
     def __init__(self, path, timeout=DEADLINE):
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
-        self.sock.connect(path)
+        try:
+            self.sock.connect(path)
+        except OSError:
+            self.sock.close()
+            raise
         self.next_id = 0
         self.events = []
         self.frames = []      # frames read but not yet consumed (replies, chunks)
@@ -194,7 +198,8 @@ class Daemon:
         if self.proc.poll() is not None:
             raise AssertionError("modeld exited: " + self.read_log())
         try:
-            Client(self.sock).close()
+            probe = Client(self.sock)
+            probe.close()
             return True
         except (FileNotFoundError, ConnectionRefusedError):
             return False
