@@ -66,6 +66,8 @@ static const struct key slot_keys[] = {
 	{ "idle_timeout", K_SECONDS, S(idle_timeout_ms), 0, 0, NO_LINE },
 	{ "fallback_model", K_NAME, S(fallback_model), 0, 0, S(fallback_model_line) },
 	{ "memory_check", K_MEMCHECK, S(memory_check), 0, 0, NO_LINE },
+	{ "cpu_fallback", K_NAME, S(cpu_fallback), 0, 0, S(cpu_fallback_line) },
+	{ "lock", K_NAME, S(lock), 0, 0, S(lock_line) },
 };
 #undef S
 
@@ -79,6 +81,10 @@ static const struct key model_keys[] = {
 	{ "idle_timeout", K_SECONDS, M(idle_timeout_ms), 0, 0, NO_LINE },
 };
 #undef M
+
+static const struct key device_keys[] = {
+	{ "exclusive", K_BOOL, offsetof(struct device_conf, exclusive), 0, 0, NO_LINE },
+};
 
 /* The parser's state: which section we are in, and the line being read. */
 struct parse {
@@ -283,6 +289,8 @@ static struct model *add_model(struct config *c, const char *name)
 	return &c->models[c->nmodels++];
 }
 
+static bool config_has_device(const struct config *c, const char *name);
+
 /* A new [section]: find its key table and the struct it fills. 1 ok, 0 error. */
 static int enter_section(struct parse *p, const char *section)
 {
@@ -295,8 +303,8 @@ static int enter_section(struct parse *p, const char *section)
 		p->nkeys = sizeof modeld_keys / sizeof modeld_keys[0];
 		return 1;
 	}
-	if (!name || !valid_name(name + 1))
-		return perr(p, "[%s]: sections are [modeld], [slot NAME] and [model NAME]", section);
+	if (!name || (!valid_name(name + 1) && !valid_device(name + 1)))
+		return perr(p, "[%s]: sections are [modeld], [slot NAME], [model NAME] and [device NAME]", section);
 	name++;
 	if (strncmp(section, "slot ", 5) == 0) {
 		if (config_slot(p->c, name) || p->c->nslots == CONFIG_MAX_SLOTS)
@@ -304,6 +312,22 @@ static int enter_section(struct parse *p, const char *section)
 		p->target = add_slot(p->c, name);
 		p->keys = slot_keys;
 		p->nkeys = sizeof slot_keys / sizeof slot_keys[0];
+		return 1;
+	}
+	if (strncmp(section, "device ", 7) == 0) {
+		if (!valid_device(name) && !valid_name(name))
+			return perr(p, "[%s]: not a device or a lock name", section);
+		if (config_has_device(p->c, name))
+			return perr(p, "[device %s]: defined twice", name);
+		p->c->devices = realloc(p->c->devices, (p->c->ndevices + 1) * sizeof *p->c->devices);
+		if (!p->c->devices)
+			abort();
+		struct device_conf *d = &p->c->devices[p->c->ndevices++];
+		d->name = xstrdup(name);
+		d->exclusive = strncmp(name, "cuda", 4) == 0;
+		p->target = d;
+		p->keys = device_keys;
+		p->nkeys = sizeof device_keys / sizeof device_keys[0];
 		return 1;
 	}
 	if (strncmp(section, "model ", 6) == 0) {
@@ -316,7 +340,7 @@ static int enter_section(struct parse *p, const char *section)
 		p->nkeys = sizeof model_keys / sizeof model_keys[0];
 		return 1;
 	}
-	return perr(p, "[%s]: sections are [modeld], [slot NAME] and [model NAME]", section);
+	return perr(p, "[%s]: sections are [modeld], [slot NAME], [model NAME] and [device NAME]", section);
 }
 
 static int on_entry(void *user, const char *section, const char *name, const char *value)
@@ -478,6 +502,15 @@ int config_finish(struct config *c, char err[CONFIG_ERR_LEN])
 				 s->default_model_line, s->default_model);
 			return -1;
 		}
+		if (s->lock && !config_has_device(c, s->lock)) {
+			snprintf(err, CONFIG_ERR_LEN, "%s:%d: lock: no [device %s]", file, s->lock_line, s->lock);
+			return -1;
+		}
+		if (s->cpu_fallback && (!config_slot(c, s->cpu_fallback) || !strcmp(s->cpu_fallback, s->name))) {
+			snprintf(err, CONFIG_ERR_LEN, "%s:%d: cpu_fallback: no other slot %s", file,
+				 s->cpu_fallback_line, s->cpu_fallback);
+			return -1;
+		}
 		if (s->fallback_model && !config_model(c, s->fallback_model)) {
 			snprintf(err, CONFIG_ERR_LEN, "%s:%d: fallback_model: no model %s", file,
 				 s->fallback_model_line, s->fallback_model);
@@ -508,9 +541,14 @@ void config_free(struct config *c)
 		free(c->slots[i].device);
 		free(c->slots[i].default_model);
 		free(c->slots[i].fallback_model);
+		free(c->slots[i].cpu_fallback);
+		free(c->slots[i].lock);
 	}
 	for (size_t i = 0; i < c->nmodels; i++)
 		model_free(&c->models[i]);
+	for (size_t i = 0; i < c->ndevices; i++)
+		free(c->devices[i].name);
+	free(c->devices);
 	free(c->slots);
 	free(c->models);
 	free(c->file);
@@ -526,6 +564,30 @@ const struct slot_conf *config_slot(const struct config *c, const char *name)
 		if (strcmp(c->slots[i].name, name) == 0)
 			return &c->slots[i];
 	return NULL;
+}
+
+static const struct device_conf *find_device(const struct config *c, const char *name)
+{
+	for (size_t i = 0; i < c->ndevices; i++)
+		if (strcmp(c->devices[i].name, name) == 0)
+			return &c->devices[i];
+	return NULL;
+}
+
+static bool config_has_device(const struct config *c, const char *name)
+{
+	return find_device(c, name) != NULL;
+}
+
+bool config_device_exclusive(const struct config *c, const char *name)
+{
+	const struct device_conf *d = find_device(c, name);
+	return d ? d->exclusive : strncmp(name, "cuda", 4) == 0;
+}
+
+const char *config_slot_lock(const struct slot_conf *s)
+{
+	return s->lock ? s->lock : s->device;
 }
 
 const struct model *config_model(const struct config *c, const char *name)

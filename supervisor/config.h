@@ -7,7 +7,9 @@
  *                 restart_backoff_max, restart_limit, restart_window,
  *                 heartbeat_interval, heartbeat_timeout, max_queue, autoload,
  *                 switch_debounce, drain_timeout, idle_timeout, fallback_model,
- *                 memory_check
+ *                 memory_check, cpu_fallback, lock
+ *   [device NAME] exclusive (default yes for cuda:N, no otherwise); NAME is a
+ *                 device or a lock that slots name with `lock = NAME`
  *   [model NAME]  path, slot, engine, warmup, load_timeout, idle_timeout
  *
  * Times are in seconds, fractions allowed. Any unknown section or key, or a
@@ -49,6 +51,15 @@ struct slot_conf {
 	char *fallback_model;
 	int fallback_model_line;
 	enum memory_check memory_check;
+	char *cpu_fallback;		/* slot for gpu=try requests when the device is busy */
+	int cpu_fallback_line;
+	char *lock;			/* the device lock it takes; NULL: its device's */
+	int lock_line;
+};
+
+struct device_conf {
+	char *name;			/* a device, or a lock shared by the slots naming it */
+	bool exclusive;			/* one GPU-heavy operation at a time */
 };
 
 struct model {
@@ -76,6 +87,8 @@ struct config {
 	size_t nslots;
 	struct model *models;
 	size_t nmodels;
+	struct device_conf *devices;	/* only those with a [device] section */
+	size_t ndevices;
 };
 
 /* The embedded defaults, before any file. */
@@ -92,5 +105,9 @@ void config_free(struct config *c);
 const struct slot_conf *config_slot(const struct config *c, const char *name);
 const struct model *config_model(const struct config *c, const char *name);
 const char *config_engine_name(enum engine_kind e);
+/* Whether the lock called name (a device, or a [device] group) is exclusive. */
+bool config_device_exclusive(const struct config *c, const char *name);
+/* The name of the device lock a slot takes. */
+const char *config_slot_lock(const struct slot_conf *s);
 
 #endif

@@ -69,3 +69,15 @@ void events_advisory(const struct slot *s, const char *message)
 	msgw_kstr(&w, "message", message);
 	publish(EVK_ADVISORY, &w);
 }
+
+void events_gpu(const char *device, const struct slot *s, const char *op, const char *status)
+{
+	struct msgw w;
+
+	begin(&w, EVK_GPU);
+	msgw_kstr(&w, "device", device);
+	msgw_kstr(&w, "slot", s->conf->name);
+	msgw_kstr(&w, "op", op);
+	msgw_kstr(&w, "status", status);
+	publish(EVK_GPU, &w);
+}

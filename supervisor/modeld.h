@@ -7,6 +7,7 @@
  * server.c  the control socket, clients, replies and event fan-out
  * ops.c     the client ops: one dispatch switch and a function per op
  * events.c  the events clients subscribe to
+ * devlock.c the per-device lock for GPU-heavy work
  */
 #ifndef MODELD_H
 #define MODELD_H
@@ -34,6 +35,7 @@
 #define SHUTDOWN_SLACK_MS 1000
 
 struct child;
+struct devlock;
 
 struct slot_rt {
 	struct slot s;			/* first: the machine's view */
@@ -42,6 +44,7 @@ struct slot_rt {
 	uint64_t progress_sent_ms;
 	uint64_t dev_free, dev_total;	/* from the worker's last heartbeat */
 	uint64_t overhead;		/* memory the engine held beyond the file, last load */
+	struct devlock *lock;		/* of its device, when that is exclusive */
 };
 
 struct modeld {
@@ -105,6 +108,7 @@ void ops_write_slot(struct msgw *w, const struct slot_rt *rt);
 void events_state(const struct slot *s);
 void events_progress(struct slot *s);
 void events_advisory(const struct slot *s, const char *message);
+void events_gpu(const char *device, const struct slot *s, const char *op, const char *status);
 void events_job(const struct slot *s, uint64_t job, const char *op, const struct model *m,
 		const char *status, const char *message);
 

@@ -163,6 +163,31 @@ static void wait_for_unload(struct slot *s, struct req *r)
 		req_end(s, r, E_NONE, NULL);
 }
 
+/* Takes the device lock for what; false while the slot waits for it (SEV_LOCKED follows). */
+static bool take_device(struct slot *s, enum slot_lock_wait what, const char *op)
+{
+	if (s->locked)
+		return true;
+	if (s->lock_wait == what)
+		return false;
+	if (s->env->lock(s, op)) {
+		s->locked = true;
+		s->lock_wait = LOCK_NONE;
+		return true;
+	}
+	s->lock_wait = what;
+	return false;
+}
+
+/* Gives the device lock back, or stops waiting for it. */
+static void drop_device(struct slot *s)
+{
+	if (s->locked || s->lock_wait != LOCK_NONE)
+		s->env->unlock(s);
+	s->locked = false;
+	s->lock_wait = LOCK_NONE;
+}
+
 static void start_load(struct slot *s);
 
 /* Errors end the load's waiters; queued requests wait on (a fallback, an admin load). */
@@ -171,6 +196,7 @@ static void enter_error(struct slot *s, enum err code, const char *message)
 	snprintf(s->message, sizeof s->message, "%s", message);
 	log_warn("slot %s: %s", s->conf->name, message);
 	s->env->arm(s, 0);
+	drop_device(s);
 	s->next = NULL;
 	end_load_waiters(s, code, message);
 	job_note(s, &s->load_job, "load", s->model, "failed", message);
@@ -183,7 +209,23 @@ static void enter_error(struct slot *s, enum err code, const char *message)
 	}
 }
 
-/* Spawns the worker for s->next and enters loading_model. */
+/* With the device ours: the worker that loads s->model. */
+static void spawn_worker(struct slot *s)
+{
+	char err[SLOT_MESSAGE_LEN];
+
+	s->load_started_ms = now(s);
+	if (s->env->spawn(s, err, sizeof err) < 0) {
+		enter_error(s, E_LOAD_FAILED, err);
+		return;
+	}
+	s->has_worker = true;
+	job_note(s, &s->load_job, "load", s->model, "running", NULL);
+	s->env->arm(s, s->model->load_timeout_ms);
+	enter(s, SS_LOADING);
+}
+
+/* Loads s->next: the memory check, the device lock, then a worker; loading_model. */
 static void start_load(struct slot *s)
 {
 	char err[SLOT_MESSAGE_LEN];
@@ -201,14 +243,11 @@ static void start_load(struct slot *s)
 		enter_error(s, E_INSUFFICIENT_MEMORY, err);
 		return;
 	}
-	if (s->env->spawn(s, err, sizeof err) < 0) {
-		enter_error(s, E_LOAD_FAILED, err);
+	if (!take_device(s, LOCK_LOAD, "load")) {
+		set_state(s, SS_LOADING);	/* no worker until the device is ours */
 		return;
 	}
-	s->has_worker = true;
-	job_note(s, &s->load_job, "load", s->model, "running", NULL);
-	s->env->arm(s, s->model->load_timeout_ms);
-	set_state(s, SS_LOADING);
+	spawn_worker(s);
 }
 
 static void begin_switch(struct slot *s, const struct model *m, struct req *r);
@@ -234,6 +273,7 @@ static void enter_empty(struct slot *s)
 	const struct model *last = s->model;
 
 	s->env->arm(s, 0);
+	drop_device(s);
 	job_note(s, &s->unload_job, "unload", last, "done", NULL);
 	set_state(s, SS_EMPTY);
 	s->model = NULL;
@@ -311,6 +351,8 @@ static void dispatch_next(struct slot *s)
 			req_end(s, r, E_NOT_LOADED, msg);
 			continue;
 		}
+		if (!take_device(s, LOCK_INFER, "infer"))
+			return;		/* r waits at the head of the queue */
 		TAILQ_REMOVE(&s->queue, r, link);
 		r->list = NULL;
 		s->env->arm_req(s, r, 0);
@@ -327,6 +369,7 @@ static void enter_ready(struct slot *s)
 	s->attempt = 0;
 	s->message[0] = '\0';
 	s->keep_until_ms = 0;
+	drop_device(s);		/* the load and warmup are done */
 	set_state(s, SS_READY);
 	job_note(s, &s->load_job, "load", s->model, "done", NULL);
 	end_load_waiters(s, E_NONE, NULL);
@@ -437,9 +480,14 @@ static void act_load_while_loading(struct slot *s, const struct slot_ev *ev)
 	}
 	end_load_waiters(s, E_SUPERSEDED, "a load of another model replaced this one");
 	s->env->arm(s, 0);
-	s->env->stop(s, true);
 	new_target(s, ev->model);
 	wait_for_load(s, ev->req);
+	if (!s->has_worker) {		/* it was waiting for the device */
+		drop_device(s);
+		start_load(s);
+		return;
+	}
+	s->env->stop(s, true);
 	set_state(s, SS_UNLOADING);
 }
 
@@ -506,6 +554,11 @@ static bool wrong_model(struct slot *s, struct req *r)
 
 static void act_infer(struct slot *s, const struct slot_ev *ev)
 {
+	if (ev->req->gpu_try && s->env->device_busy(s)) {
+		if (!s->env->forward(s, ev->req))
+			req_end(s, ev->req, E_BUSY, "the device is busy (gpu = try)");
+		return;
+	}
 	if (wrong_model(s, ev->req))
 		return;
 	queue_request(s, ev->req);
@@ -556,6 +609,7 @@ static void act_shutdown(struct slot *s, const struct slot_ev *ev)
 	(void)ev;
 	s->shutting_down = true;
 	s->env->arm(s, 0);
+	drop_device(s);
 	end_load_waiters(s, E_SHUTTING_DOWN, "modeld is shutting down");
 	end_inference(s, E_SHUTTING_DOWN, "modeld is shutting down");
 	s->next = NULL;
@@ -699,6 +753,7 @@ static void act_infer_end(struct slot *s, const struct slot_ev *ev)
 	if (ev->a != s->inflight)
 		return;
 	s->inflight = 0;
+	drop_device(s);
 	if (!r || r->seq != ev->a)
 		return;		/* cancelled meanwhile */
 	if (s->keep_until_ms < now(s) + r->keep_alive_ms)
@@ -733,6 +788,7 @@ static void worker_gone(struct slot *s, const char *how)
 	s->has_worker = false;
 	s->pid = 0;
 	s->inflight = 0;
+	drop_device(s);
 	if (s->active)
 		req_end(s, s->active, E_WORKER_CRASHED, how);
 }
@@ -820,6 +876,36 @@ static void act_crashed(struct slot *s, const struct slot_ev *ev)
 	set_state(s, SS_RECONNECTING);
 }
 
+/* The device is ours: the load or the inference that waited for it goes on. */
+static void act_locked_loading(struct slot *s, const struct slot_ev *ev)
+{
+	(void)ev;
+	s->locked = true;
+	s->lock_wait = LOCK_NONE;
+	spawn_worker(s);
+}
+
+static void act_locked_ready(struct slot *s, const struct slot_ev *ev)
+{
+	(void)ev;
+	s->locked = true;
+	s->lock_wait = LOCK_NONE;
+	dispatch_next(s);
+	if (!s->inflight) {		/* what waited for it is gone */
+		drop_device(s);
+		settle_idle(s);
+	}
+}
+
+/* A grant that nothing waits for any more (the state moved on). */
+static void act_locked_unwanted(struct slot *s, const struct slot_ev *ev)
+{
+	(void)ev;
+	s->locked = true;
+	s->lock_wait = LOCK_NONE;
+	drop_device(s);
+}
+
 /* --- the table --- */
 
 static const slot_action fallback[SEV__COUNT] = {
@@ -840,6 +926,7 @@ static const slot_action fallback[SEV__COUNT] = {
 	[SEV_EXITED] = act_exited,
 	[SEV_DEADLINE] = act_ignore,
 	[SEV_WAITED] = act_waited,
+	[SEV_LOCKED] = act_locked_unwanted,
 };
 
 static const slot_action actions[SS__COUNT][SEV__COUNT] = {
@@ -874,6 +961,7 @@ static const slot_action actions[SS__COUNT][SEV__COUNT] = {
 		[SEV_FAILED] = act_failed,
 		[SEV_EXITED] = act_crashed,
 		[SEV_DEADLINE] = act_load_timeout,
+		[SEV_LOCKED] = act_locked_loading,
 	},
 	[SS_WARMING] = {
 		[SEV_LOAD] = act_load_while_loading,
@@ -893,6 +981,7 @@ static const slot_action actions[SS__COUNT][SEV__COUNT] = {
 		[SEV_INFER_FAILED] = act_infer_end_ready,
 		[SEV_EXITED] = act_crashed,
 		[SEV_DEADLINE] = act_idle,
+		[SEV_LOCKED] = act_locked_ready,
 	},
 	[SS_ERROR] = {
 		[SEV_LOAD] = act_load,

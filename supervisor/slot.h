@@ -51,6 +51,7 @@ enum slot_event {
 	SEV_EXITED,		/* worker reaped; message says how it ended */
 	SEV_DEADLINE,		/* the slot's one timer fired */
 	SEV_WAITED,		/* req: its wait_ms ran out */
+	SEV_LOCKED,		/* the device lock the slot waited for is its own now */
 	SEV__COUNT
 };
 
@@ -65,6 +66,8 @@ struct slot_ev {
 	const uint32_t *tokens;
 	uint32_t ntokens;
 };
+
+enum slot_lock_wait { LOCK_NONE, LOCK_LOAD, LOCK_INFER };
 
 struct slot;
 
@@ -86,6 +89,18 @@ struct slot_env {
 	 * advisory (published by the env), -1 refuse (message in msg).
 	 */
 	int (*check_memory)(struct slot *s, char *msg, size_t len);
+	/*
+	 * The device lock, for op ("load", "infer"): true when s holds it now,
+	 * else s waits and SEV_LOCKED follows. Devices that are not exclusive
+	 * always grant it.
+	 */
+	bool (*lock)(struct slot *s, const char *op);
+	/* Gives the lock back, or stops waiting for it. */
+	void (*unlock)(struct slot *s);
+	/* Whether the slot's device lock is held, by any slot. */
+	bool (*device_busy)(struct slot *s);
+	/* Hands r to the slot's cpu_fallback slot; false when it has none. */
+	bool (*forward)(struct slot *s, struct req *r);
 	/* The one final reply of r (code E_NONE: success). r is freed after. */
 	void (*finish)(struct slot *s, struct req *r, enum err code, const char *message);
 	/* Streams tokens of r (a chunk). */
@@ -113,6 +128,8 @@ struct slot {
 	bool debouncing;		/* switching_model: the debounce window is open */
 	bool evicting;			/* the unload under way is an idle eviction */
 	uint64_t keep_until_ms;		/* no idle eviction before this */
+	bool locked;			/* holds its device's lock */
+	enum slot_lock_wait lock_wait;	/* waits for it, and why */
 	bool has_worker;
 	int pid;
 	char message[SLOT_MESSAGE_LEN];

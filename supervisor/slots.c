@@ -11,6 +11,7 @@
 
 #include "../proto/clock.h"
 #include "../proto/log.h"
+#include "devlock.h"
 #include "modeld.h"
 
 static struct slot_rt *rt_of(struct slot *s)
@@ -132,6 +133,39 @@ static int env_check_memory(struct slot *s, char *msg, size_t len)
 	return 1;
 }
 
+static bool env_lock(struct slot *s, const char *op)
+{
+	struct devlock *l = rt_of(s)->lock;
+	return l ? devlock_take(l, s, op) : true;
+}
+
+static void env_unlock(struct slot *s)
+{
+	struct devlock *l = rt_of(s)->lock;
+	if (l)
+		devlock_drop(l, s);
+}
+
+static bool env_device_busy(struct slot *s)
+{
+	struct devlock *l = rt_of(s)->lock;
+	return l && devlock_busy(l);
+}
+
+static bool env_forward(struct slot *s, struct req *r)
+{
+	struct slot_rt *to = s->conf->cpu_fallback ? slots_find(s->conf->cpu_fallback) : NULL;
+
+	if (!to)
+		return false;
+	log_debug("slot %s: device busy; request %llu goes to %s", s->conf->name,
+		  (unsigned long long)r->id, to->s.conf->name);
+	struct slot_ev ev = { .type = SEV_INFER, .req = r, .model = r->model };
+	r->slot = &to->s;
+	slot_event(&to->s, &ev);
+	return true;
+}
+
 static void env_arm(struct slot *s, uint64_t ms)
 {
 	struct event *ev = rt_of(s)->deadline;
@@ -176,6 +210,10 @@ static const struct slot_env env = {
 	.arm = env_arm,
 	.arm_req = env_arm_req,
 	.check_memory = env_check_memory,
+	.lock = env_lock,
+	.unlock = env_unlock,
+	.device_busy = env_device_busy,
+	.forward = env_forward,
 	.finish = server_finish,
 	.chunk = env_chunk,
 	.state_changed = events_state,
@@ -203,6 +241,9 @@ void slots_init(void)
 		slot_init(&rt->s, c, c->fallback_model ? config_model(&md.conf, c->fallback_model) : NULL, &env);
 		rt->deadline = evtimer_new(md.base, deadline_cb, &rt->s);
 	}
+	devlock_init();
+	for (size_t i = 0; i < md.nslots; i++)
+		md.slots[i].lock = devlock_of(config_slot_lock(md.slots[i].s.conf));
 }
 
 /* Each slot leaves initializing: for its default model, or empty. */
@@ -227,6 +268,7 @@ void slots_shutdown(void)
 
 void slots_free(void)
 {
+	devlock_free();
 	for (size_t i = 0; i < md.nslots; i++)
 		event_free(md.slots[i].deadline);
 	free(md.slots);

@@ -267,5 +267,65 @@ class MemoryWarn(DaemonTest):
         c.ok("unload", slot="cpu")
 
 
+class DeviceLock(DaemonTest):
+    """Slots g1 and g2 share the lock `grp`, as two slots on one GPU would."""
+    models = {"a": A, "b": B}
+    config = ("[device grp]\nexclusive = yes\n"
+              "[slot g1]\nlock = grp\ncpu_fallback = c\nheartbeat_timeout = 30\n"
+              "[slot g2]\nlock = grp\nheartbeat_timeout = 30\n"
+              "[slot c]\n")
+
+    def hold(self, c, slot, model):
+        """A request on slot that holds the lock: its worker is stopped mid-request."""
+        c.ok("load", model=model, slot=slot)
+        pid = c.ok("status", slot=slot)["slots"][0]["pid"]
+        os.kill(pid, signal.SIGSTOP)
+        self.addCleanup(lambda: pid_alive(pid) and os.kill(pid, signal.SIGCONT))
+        rid = c.request("infer", slot=slot, input=[1], max_tokens=2)
+        c.wait_event(lambda e: e["event"] == "gpu" and e["slot"] == slot and e["op"] == "infer"
+                     and e["status"] == "started")
+        return rid, pid
+
+    def test_one_operation_at_a_time_in_order(self):
+        c = self.d.client()
+        c.ok("load", model="b", slot="g2")
+        c.ok("subscribe", events=["gpu"])
+        first, pid = self.hold(c, "g1", "a")
+        second = c.request("infer", slot="g2", input=[2], max_tokens=2, gpu="wait")
+        os.kill(pid, signal.SIGCONT)
+        self.assertEqual(c.reply(first)["tokens"], perm_tokens(16, 3, 1, 1, 2))
+        self.assertEqual(c.reply(second)["tokens"], perm_tokens(32, 5, 2, 2, 2))
+        evs = [(e["slot"], e["op"], e["status"]) for e in c.events_until(
+            lambda e: e["slot"] == "g2" and e["op"] == "infer" and e["status"] == "completed")]
+        self.assertEqual(evs, [("g2", "infer", "waiting"), ("g1", "infer", "completed"),
+                               ("g2", "infer", "started"), ("g2", "infer", "completed")])
+
+    def test_a_load_waits_for_the_lock(self):
+        c = self.d.client()
+        c.ok("subscribe", events=["gpu"])
+        first, pid = self.hold(c, "g1", "a")
+        load = c.request("load", model="b", slot="g2")
+        e = c.wait_event(lambda e: e["slot"] == "g2")
+        self.assertEqual((e["op"], e["status"]), ("load", "waiting"))
+        self.assertEqual(c.ok("status", slot="g2")["slots"][0]["pid"], None)   # no worker yet
+        os.kill(pid, signal.SIGCONT)
+        self.assertTrue(c.reply(load)["ok"])
+        c.reply(first)
+
+    def test_try_goes_to_the_cpu_fallback_or_fails_busy(self):
+        c = self.d.client()
+        c.ok("load", model="a", slot="c")
+        c.ok("load", model="a", slot="g1")
+        c.ok("subscribe", events=["gpu"])
+        first, pid = self.hold(c, "g2", "b")
+        r = c.ok("infer", slot="g1", input=[3], max_tokens=2, gpu="try")
+        self.assertEqual(r["slot"], "c")
+        self.assertEqual(r["tokens"], perm_tokens(16, 3, 1, 3, 2))
+        r = c.call("infer", slot="g2", input=[3], max_tokens=2, gpu="try")
+        self.assertEqual(r["error"]["code"], "busy")
+        os.kill(pid, signal.SIGCONT)
+        c.reply(first)
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -22,6 +22,8 @@ struct rec {
 	uint64_t armed;			/* last arm() value */
 	uint64_t req_armed;		/* last arm_req() value */
 	int memory;			/* what check_memory answers */
+	bool device_taken;		/* another slot holds the device */
+	int unlocks;
 	enum slot_state states[MAX_STATES];
 	int nstates;
 	enum err last_code;
@@ -73,7 +75,13 @@ static void r_job(const struct slot *s, uint64_t j, const char *op, const struct
 static uint64_t jobs;
 static uint64_t r_new_job(void *a) { (void)a; return ++jobs; }
 
+static bool r_lock(struct slot *s, const char *op) { (void)s; (void)op; return !rec.device_taken; }
+static void r_unlock(struct slot *s) { (void)s; rec.unlocks++; }
+static bool r_device_busy(struct slot *s) { (void)s; return rec.device_taken; }
+static bool r_forward(struct slot *s, struct req *r) { (void)s; (void)r; return false; }
+
 static const struct slot_env env = {
+	.lock = r_lock, .unlock = r_unlock, .device_busy = r_device_busy, .forward = r_forward,
 	.now_ms = r_now, .spawn = r_spawn, .stop = r_stop, .send_infer = r_send_infer,
 	.cancel_infer = r_cancel, .arm = r_arm, .arm_req = r_arm_req, .check_memory = r_check_memory, .finish = r_finish, .chunk = r_chunk,
 	.state_changed = r_state, .progress = r_progress, .job = r_job, .new_job = r_new_job,
