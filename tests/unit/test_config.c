@@ -49,7 +49,7 @@ static void test_full_config(void **state)
 		"max_frame = 65536\n\n"
 		"[slot chat]\ndevice = cuda:1\ndefault_model = m\nstop_timeout = 2.5\n"
 		"restart_limit = 3\n\n"
-		"; a comment\n[slot spare]\n\n"
+		"; a comment\n[slot spare]\nlock = grp\nautoload = yes\n[device grp]\nexclusive = yes\n\n"
 		"[model m]\npath = /models/m.safetensors\nslot = chat\nwarmup = 2\nload_timeout = 0.5\n");
 	assert_string_equal(err, "");
 	assert_string_equal(c.socket, "/tmp/x.sock");
@@ -65,6 +65,10 @@ static void test_full_config(void **state)
 	assert_non_null(m);
 	assert_int_equal(m->warmup, 2);
 	assert_int_equal(m->load_timeout_ms, 500);
+	assert_true(config_device_exclusive(&c, "cuda:1"));
+	assert_false(config_device_exclusive(&c, "cpu"));
+	assert_true(config_device_exclusive(&c, "grp"));
+	assert_string_equal(config_slot_lock(&c.slots[1]), "grp");
 	config_free(&c);
 }
 
@@ -84,6 +88,12 @@ static void test_errors_name_file_and_line(void **state)
 		{ "[slot a]\n[slot a]\n", 2, "defined twice" },
 		{ "[modeld]\nthis is not a pair\n", 2, "not a section header" },
 		{ "[modeld]\nsocket_mode = 0999\n", 2, "octal" },
+		{ "[slot a]\nautoload = maybe\n", 2, "not yes or no" },
+		{ "[slot a]\nmemory_check = sometimes\n", 2, "not warn, refuse or off" },
+		{ "[slot a]\n\nlock = grp\n", 3, "no [device grp]" },
+		{ "[slot a]\ncpu_fallback = a\n", 2, "no other slot a" },
+		{ "[slot a]\nfallback_model = nope\n", 2, "no model nope" },
+		{ "[device cuda:0]\n[device cuda:0]\n", 2, "defined twice" },
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		struct config c;
