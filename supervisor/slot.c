@@ -274,6 +274,7 @@ static void enter_empty(struct slot *s)
 
 	s->env->arm(s, 0);
 	drop_device(s);
+	end_load_waiters(s, E_CANCELLED, "the slot was unloaded");
 	job_note(s, &s->unload_job, "unload", last, "done", NULL);
 	set_state(s, SS_EMPTY);
 	s->model = NULL;
@@ -327,7 +328,7 @@ static void settle_idle(struct slot *s)
 	uint64_t idle = s->model->idle_timeout_ms ? s->model->idle_timeout_ms : s->conf->idle_timeout_ms;
 	uint64_t t = now(s), due = t + idle;
 
-	if (s->inflight || !TAILQ_EMPTY(&s->queue) || idle == 0)
+	if (s->state != SS_READY || s->inflight || !TAILQ_EMPTY(&s->queue) || idle == 0)
 		return;
 	if (s->keep_until_ms > due)
 		due = s->keep_until_ms;
@@ -374,8 +375,7 @@ static void enter_ready(struct slot *s)
 	job_note(s, &s->load_job, "load", s->model, "done", NULL);
 	end_load_waiters(s, E_NONE, NULL);
 	dispatch_next(s);	/* requests that waited for this load */
-	if (s->state == SS_READY)
-		settle_idle(s);
+	settle_idle(s);
 }
 
 /*
@@ -463,6 +463,10 @@ static void act_load_ready(struct slot *s, const struct slot_ev *ev)
 /* switching_model, unloading_model, service_restarting: the latest target wins. */
 static void act_load_retarget(struct slot *s, const struct slot_ev *ev)
 {
+	if (s->state == SS_RESTARTING && ev->model == s->model) {
+		wait_for_load(s, ev->req);	/* the restart reloads it */
+		return;
+	}
 	if (ev->model != heading(s)) {
 		end_load_waiters(s, E_SUPERSEDED, "a load of another model replaced this one");
 		new_target(s, ev->model);
@@ -770,8 +774,7 @@ static void act_infer_end_ready(struct slot *s, const struct slot_ev *ev)
 {
 	act_infer_end(s, ev);
 	dispatch_next(s);
-	if (s->state == SS_READY)
-		settle_idle(s);
+	settle_idle(s);
 }
 
 /* A drain: the switch goes on once the last stream has ended. */

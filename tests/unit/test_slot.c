@@ -555,6 +555,65 @@ static void test_memory_refusal_is_an_error(void **state)
 	assert_int_equal(rec.spawns, 1);
 }
 
+static void test_a_load_waits_for_the_device(void **state)
+{
+	(void)state;
+	rec.device_taken = true;
+	request(SEV_LOAD, OP_LOAD, &mb);
+	assert_int_equal(s.state, SS_LOADING);
+	assert_int_equal(rec.spawns, 0);	/* no worker until the device is ours */
+	rec.device_taken = false;
+	feed(SEV_LOCKED, 0, 0);
+	assert_int_equal(rec.spawns, 1);
+	feed(SEV_LOADED, 1, 16);
+	assert_int_equal(s.state, SS_READY);
+	assert_false(s.locked);			/* given back once loaded */
+}
+
+static void test_an_unload_stops_waiting_for_the_device(void **state)
+{
+	(void)state;
+	rec.device_taken = true;
+	request(SEV_LOAD, OP_LOAD, &mb);
+	request(SEV_UNLOAD, OP_UNLOAD, NULL);
+	assert_int_equal(s.state, SS_EMPTY);
+	assert_int_equal(s.lock_wait, LOCK_NONE);
+	assert_true(rec.unlocks > 0);
+}
+
+static void test_inference_waits_its_turn_or_tries(void **state)
+{
+	(void)state;
+	load_ready(&mb);
+	rec.device_taken = true;
+	struct req *r = infer_waiting(&mb, 1000);
+	assert_int_equal(rec.infers, 0);	/* waits at the head of the queue */
+	rec.device_taken = false;
+	feed(SEV_LOCKED, 0, 0);
+	assert_int_equal(rec.infers, 1);
+	assert_int_equal(s.inflight, r->seq);
+	rec.device_taken = true;
+	struct req *t = new_req(OP_INFER, &mb);
+	t->gpu_try = true;
+	struct slot_ev ev = { .type = SEV_INFER, .req = t };
+	slot_event(&s, &ev);
+	assert_int_equal(rec.last_code, E_BUSY);	/* no cpu_fallback */
+}
+
+static void test_a_load_during_restart_joins_it(void **state)
+{
+	(void)state;
+	load_ready(&mb);
+	request(SEV_RESTART, OP_RESTART, NULL);
+	int before = rec.finished;
+	request(SEV_LOAD, OP_LOAD, &mb);
+	assert_int_equal(s.state, SS_RESTARTING);
+	feed(SEV_EXITED, 0, 0);
+	feed(SEV_LOADED, 1, 16);
+	assert_int_equal(rec.finished, before + 1);
+	assert_int_equal(rec.last_code, E_NONE);
+}
+
 int main(void)
 {
 	log_init("test_slot", LOG_LVL_ERROR, 0);
@@ -587,6 +646,10 @@ int main(void)
 		cmocka_unit_test_setup(test_autoload_loads_what_infer_names, setup),
 		cmocka_unit_test_setup(test_fallback_loads_after_a_failure, setup),
 		cmocka_unit_test_setup(test_memory_refusal_is_an_error, setup),
+		cmocka_unit_test_setup(test_a_load_waits_for_the_device, setup),
+		cmocka_unit_test_setup(test_an_unload_stops_waiting_for_the_device, setup),
+		cmocka_unit_test_setup(test_inference_waits_its_turn_or_tries, setup),
+		cmocka_unit_test_setup(test_a_load_during_restart_joins_it, setup),
 	};
 	return cmocka_run_group_tests_name("slot", tests, NULL, NULL);
 }
