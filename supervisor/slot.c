@@ -141,26 +141,21 @@ static const struct model *heading(const struct slot *s)
 	}
 }
 
-static void wait_for_load(struct slot *s, struct req *r)
+/* A load or unload request: it waits in l for its job to end, or is answered now. */
+static void wait_on(struct slot *s, struct req *r, struct req_list *l, uint64_t job)
 {
 	if (r == NULL)
 		return;
-	r->job = s->load_job;
+	r->job = job;
 	if (r->wait)
-		hold(&s->load_waiters, r);
+		hold(l, r);
 	else
 		req_end(s, r, E_NONE, NULL);
 }
 
-static void wait_for_unload(struct slot *s, struct req *r)
+static void wait_for_load(struct slot *s, struct req *r)
 {
-	if (r == NULL)
-		return;
-	r->job = s->unload_job;
-	if (r->wait)
-		hold(&s->unload_waiters, r);
-	else
-		req_end(s, r, E_NONE, NULL);
+	wait_on(s, r, &s->load_waiters, s->load_job);
 }
 
 /* Takes the device lock for what; false while the slot waits for it (SEV_LOCKED follows). */
@@ -399,7 +394,7 @@ static void begin_unload(struct slot *s, struct req *r, bool force, bool evict)
 	}
 	if (force)
 		cancel_active(s, "the slot was unloaded (force)");
-	wait_for_unload(s, r);
+	wait_on(s, r, &s->unload_waiters, s->unload_job);
 	if (!s->has_worker) {
 		enter_empty(s);
 	} else if (s->inflight && !force && !loading) {
