@@ -645,6 +645,13 @@ static void act_warmed(struct slot *s, const struct slot_ev *ev)
 	enter_ready(s);
 }
 
+/* The next retry waits twice as long, up to restart_backoff_max. */
+static void back_off(struct slot *s)
+{
+	uint64_t max = s->conf->restart_backoff_max_ms;
+	s->backoff_ms = s->backoff_ms * 2 < max ? s->backoff_ms * 2 : max;
+}
+
 static void act_failed(struct slot *s, const struct slot_ev *ev)
 {
 	char msg[SLOT_MESSAGE_LEN];
@@ -659,6 +666,7 @@ static void act_failed(struct slot *s, const struct slot_ev *ev)
 	end_load_waiters(s, E_LOAD_FAILED, msg);
 	s->env->arm(s, s->backoff_ms);
 	s->retry_at_ms = now(s) + s->backoff_ms;
+	back_off(s);
 	set_state(s, SS_UNAVAILABLE);
 }
 
@@ -868,8 +876,7 @@ static void act_crashed(struct slot *s, const struct slot_ev *ev)
 	s->next = NULL;
 	s->retry_at_ms = t + s->backoff_ms;
 	s->env->arm(s, s->backoff_ms);
-	s->backoff_ms = s->backoff_ms * 2 < s->conf->restart_backoff_max_ms ?
-			s->backoff_ms * 2 : s->conf->restart_backoff_max_ms;
+	back_off(s);
 	snprintf(s->message, sizeof s->message, "worker %s", ev->message);
 	set_state(s, SS_RECONNECTING);
 }

@@ -253,7 +253,9 @@ static void load_model(struct worker *w)
 
 	w->engine = engine_find(engine);
 	if (!w->engine) {
-		engine_fail(&e, "load_failed", "no engine called %s", engine);
+		/* A device whose engine is not built here is as unusable as one without a driver. */
+		engine_fail(&e, strcmp(engine, "cuda") == 0 ? ENGINE_UNAVAILABLE : "load_failed",
+			    "no engine called %s in this build", engine);
 		goto failed;
 	}
 	uint64_t t0 = clock_mono_ms();
