@@ -22,8 +22,42 @@ LIB_CMOCKA  = $(shell pkg-config --libs cmocka 2>/dev/null)
 PROTO_SRC = proto/proto.c proto/msg.c proto/frame.c proto/log.c
 PEER_SRC  = proto/peer.c
 SUP_SRC   = $(wildcard supervisor/*.c)
-WORK_SRC  = $(wildcard worker/*.c)
+WORK_SRC  = $(filter-out worker/cuda.c,$(wildcard worker/*.c))
 CLI_SRC   = $(wildcard cli/*.c)
+
+# The cuda engine is built when cuda.h is found (CUDA_HOME), its kernels when
+# nvcc is: PTX for a virtual architecture, which the driver compiles for any
+# GPU, and a cubin for sm_90, in one fatbin embedded in the worker. Without
+# nvcc the engine is built with no kernels and says so; without cuda.h, the
+# worker has no cuda engine and cuda slots are service_unavailable.
+CUDA_HOME ?= /usr/local/cuda
+NVCC      ?= $(CUDA_HOME)/bin/nvcc
+NVCC_ARCH ?= -gencode arch=compute_75,code=compute_75 -gencode arch=compute_90,code=sm_90
+HAVE_CUDA := $(wildcard $(CUDA_HOME)/include/cuda.h)
+HAVE_NVCC := $(wildcard $(NVCC))
+ifneq ($(HAVE_CUDA),)
+WORK_SRC += worker/cuda.c
+WORK_OBJ_EXTRA = $(BUILD)/gen/kernels_fatbin.o
+$(BUILD)/obj/worker/cuda.o $(BUILD)/obj/worker/engine.o $(BUILD)/obj/worker/main.o: \
+	CFLAGS += -DMODELD_HAVE_CUDA -I$(CUDA_HOME)/include
+endif
+
+$(BUILD)/gen/kernels.fatbin: worker/kernels.cu
+	@mkdir -p $(dir $@)
+ifneq ($(HAVE_NVCC),)
+	$(NVCC) --fatbin $(NVCC_ARCH) -o $@ $<
+else
+	@echo "nvcc not found: the cuda engine has no kernels"; : > $@
+endif
+
+# The fatbin as a C array (od is everywhere; no generated file is committed).
+$(BUILD)/gen/kernels_fatbin.c: $(BUILD)/gen/kernels.fatbin
+	@{ echo 'const unsigned char kernels_fatbin[] __attribute__((aligned(8))) = {'; \
+	   od -An -v -tx1 $< | sed 's/\([0-9a-f][0-9a-f]\)/0x\1,/g'; echo '0 };'; \
+	   echo "const unsigned long kernels_fatbin_len = $$(wc -c < $<);"; } > $@
+
+$(BUILD)/gen/kernels_fatbin.o: $(BUILD)/gen/kernels_fatbin.c
+	$(CC) -c -o $@ $<
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
@@ -38,8 +72,8 @@ $(BUILD)/obj/%.o: %.c
 $(BUILD)/modeld: $(call obj,$(SUP_SRC) $(PROTO_SRC) $(PEER_SRC))
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_EVENT) $(LIB_MSGPACK) $(LIB_INIH) -lm
 
-$(BUILD)/modeld-worker: $(call obj,$(WORK_SRC) $(PROTO_SRC))
-	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_MSGPACK) $(LIB_JANSSON) $(LIB_SECCOMP) -ldl -lm
+$(BUILD)/modeld-worker: $(call obj,$(WORK_SRC) $(PROTO_SRC)) $(WORK_OBJ_EXTRA)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_MSGPACK) $(LIB_JANSSON) $(LIB_SECCOMP) -ldl -lm -pthread
 
 $(BUILD)/modelctl: $(call obj,$(CLI_SRC) $(PROTO_SRC))
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_MSGPACK) $(LIB_JANSSON)

@@ -313,6 +313,9 @@ static int send_load(int chan, const struct slot_rt *rt, int weights)
 	msgw_kstr(&w, "engine", engine);
 	msgw_kstr(&w, "device", rt->s.conf->device);
 	msgw_ku64(&w, "warmup", m->warmup);
+	msgw_ku64(&w, "threads", rt->s.conf->loader_threads);
+	msgw_ku64(&w, "buffers", rt->s.conf->loader_buffers);
+	msgw_ku64(&w, "chunk", rt->s.conf->loader_chunk);
 	msgw_end(&w);
 	const void *frame = msgw_frame(&w, &len);
 	int rc = frame_send_fd(chan, frame, len, weights);

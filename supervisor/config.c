@@ -68,6 +68,9 @@ static const struct key slot_keys[] = {
 	{ "memory_check", K_MEMCHECK, S(memory_check), 0, 0, NO_LINE },
 	{ "cpu_fallback", K_NAME, S(cpu_fallback), 0, 0, S(cpu_fallback_line) },
 	{ "lock", K_NAME, S(lock), 0, 0, S(lock_line) },
+	{ "loader_threads", K_UINT, S(loader_threads), 1, 64, NO_LINE },
+	{ "loader_buffers", K_UINT, S(loader_buffers), 1, 8, NO_LINE },
+	{ "loader_chunk", K_SIZE, S(loader_chunk), 65536, 256u << 20, NO_LINE },
 };
 #undef S
 
@@ -522,9 +525,24 @@ int config_finish(struct config *c, char err[CONFIG_ERR_LEN])
 			return -1;
 		}
 	}
-	if (c->nslots == 0)
-		add_slot(c, "cpu");
 	return 0;
+}
+
+void config_default_slots(struct config *c, size_t ngpus)
+{
+	char name[32], device[32];
+
+	if (c->nslots > 0)
+		return;
+	for (size_t i = 0; i < ngpus; i++) {
+		snprintf(name, sizeof name, "gpu%zu", i);
+		snprintf(device, sizeof device, "cuda:%zu", i);
+		struct slot_conf *s = add_slot(c, name);
+		free(s->device);
+		s->device = xstrdup(device);
+	}
+	if (ngpus == 0)
+		add_slot(c, "cpu");
 }
 
 static void model_free(struct model *m)

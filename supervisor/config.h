@@ -7,7 +7,8 @@
  *                 restart_backoff_max, restart_limit, restart_window,
  *                 heartbeat_interval, heartbeat_timeout, max_queue, autoload,
  *                 switch_debounce, drain_timeout, idle_timeout, fallback_model,
- *                 memory_check, cpu_fallback, lock
+ *                 memory_check, cpu_fallback, lock, loader_threads,
+ *                 loader_buffers, loader_chunk
  *   [device NAME] exclusive (default yes for cuda:N, no otherwise); NAME is a
  *                 device or a lock that slots name with `lock = NAME`
  *   [model NAME]  path, slot, engine, warmup, load_timeout, idle_timeout
@@ -55,6 +56,9 @@ struct slot_conf {
 	int cpu_fallback_line;
 	char *lock;			/* the device lock it takes; NULL: its device's */
 	int lock_line;
+	unsigned loader_threads;	/* cuda engine loader; 0: the engine's defaults */
+	unsigned loader_buffers;
+	size_t loader_chunk;
 };
 
 struct device_conf {
@@ -95,11 +99,10 @@ struct config {
 void config_init(struct config *c);
 /* Reads file into c. 0, or -1 with err = "file:line: what". */
 int config_read(struct config *c, const char *file, char err[CONFIG_ERR_LEN]);
-/*
- * Completes c: adds the models of models_dir, adds the default slot when
- * none is configured, resolves names. 0, or -1 with err.
- */
+/* Completes c: adds the models of models_dir, resolves names. 0, or -1 with err. */
 int config_finish(struct config *c, char err[CONFIG_ERR_LEN]);
+/* With no slot configured: one per GPU found (gpu0 on cuda:0, ...), else one cpu slot. */
+void config_default_slots(struct config *c, size_t ngpus);
 void config_free(struct config *c);
 
 const struct slot_conf *config_slot(const struct config *c, const char *name);

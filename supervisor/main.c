@@ -17,6 +17,7 @@
 #include "../proto/clock.h"
 #include "../proto/log.h"
 #include "modeld.h"
+#include "probe.h"
 
 struct modeld md;
 
@@ -161,6 +162,8 @@ static int configure(const struct options *o)
 		snprintf(err, sizeof err, "worker %s: %s", md.worker_path, strerror(errno));
 		goto fail;
 	}
+	probe_gpus(md.worker_path, &md.gpus, &md.ngpus);
+	config_default_slots(&md.conf, md.ngpus);
 	return 0;
 fail:
 	fprintf(stderr, "modeld: %s\n", err);
@@ -216,5 +219,6 @@ int main(int argc, char **argv)
 	free(md.socket_path);
 	free(md.worker_path);
 	config_free(&md.conf);
+	free(md.gpus);
 	return 0;
 }

@@ -8,6 +8,7 @@
  * ops.c     the client ops: one dispatch switch and a function per op
  * events.c  the events clients subscribe to
  * devlock.c the per-device lock for GPU-heavy work
+ * probe.c   the GPU inventory at start, from a short-lived worker
  */
 #ifndef MODELD_H
 #define MODELD_H
@@ -36,6 +37,7 @@
 
 struct child;
 struct devlock;
+struct gpu;
 
 struct slot_rt {
 	struct slot s;			/* first: the machine's view */
@@ -59,6 +61,8 @@ struct modeld {
 	uint64_t event_seq;
 	bool shutting_down;
 	uid_t uid;
+	struct gpu *gpus;		/* found at start (probe.c) */
+	size_t ngpus;
 };
 
 extern struct modeld md;

@@ -16,6 +16,7 @@
 #include "../proto/clock.h"
 #include "../proto/log.h"
 #include "modeld.h"
+#include "probe.h"
 
 #define INFER_DEFAULT_WAIT_MS 30000
 #define INFER_MAX_WAIT_MS (24u * 3600 * 1000)
@@ -201,7 +202,26 @@ static void write_device(struct msgw *w, const char *name, const char *label, ui
 	msgw_end(w);
 }
 
-/* The host's memory, and each device a slot names, as its worker last saw it. */
+/* A GPU's memory as the workers on it last reported, else as the probe found it. */
+static void gpu_memory(const char *dev, uint64_t *total, uint64_t *free_bytes)
+{
+	for (size_t i = 0; i < md.nslots; i++)
+		if (strcmp(md.slots[i].s.conf->device, dev) == 0 && md.slots[i].dev_total) {
+			*total = md.slots[i].dev_total;
+			*free_bytes = md.slots[i].dev_free;
+			return;
+		}
+}
+
+static bool is_probed(const char *dev)
+{
+	for (size_t i = 0; i < md.ngpus; i++)
+		if (strcmp(md.gpus[i].name, dev) == 0)
+			return true;
+	return false;
+}
+
+/* The host's memory, the GPUs found at start, and any other device a slot names. */
 static void op_devices(struct client *c, uint64_t id, const msgpack_object *m)
 {
 	(void)m;
@@ -214,14 +234,18 @@ static void op_devices(struct client *c, uint64_t id, const msgpack_object *m)
 	msgw_array(&w);
 	write_device(&w, "cpu", "host memory", (uint64_t)si.totalram * si.mem_unit,
 		     (uint64_t)(si.freeram + si.bufferram) * si.mem_unit);
+	for (size_t i = 0; i < md.ngpus; i++) {
+		uint64_t total = md.gpus[i].total, free_bytes = md.gpus[i].free;
+		gpu_memory(md.gpus[i].name, &total, &free_bytes);
+		write_device(&w, md.gpus[i].name, md.gpus[i].label, total, free_bytes);
+	}
 	for (size_t i = 0; i < md.nslots; i++) {
-		const struct slot_rt *rt = &md.slots[i];
-		const char *dev = rt->s.conf->device;
-		bool seen = strcmp(dev, "cpu") == 0;
+		const char *dev = md.slots[i].s.conf->device;
+		bool seen = strcmp(dev, "cpu") == 0 || is_probed(dev);
 		for (size_t j = 0; j < i && !seen; j++)
 			seen = strcmp(md.slots[j].s.conf->device, dev) == 0;
-		if (!seen)
-			write_device(&w, dev, NULL, rt->dev_total, rt->dev_free);
+		if (!seen)	/* configured, but not found at start */
+			write_device(&w, dev, NULL, md.slots[i].dev_total, md.slots[i].dev_free);
 	}
 	msgw_end(&w);
 	server_reply_send(c, &w);

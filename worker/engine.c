@@ -7,6 +7,9 @@
 
 static const struct engine *const builtin[] = {
 	&engine_cpu,
+#ifdef MODELD_HAVE_CUDA
+	&engine_cuda,
+#endif
 };
 
 const struct engine *engine_find(const char *name)

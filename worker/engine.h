@@ -17,6 +17,7 @@
 #ifndef ENGINE_H
 #define ENGINE_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #define ENGINE_ABI_VERSION 1
@@ -30,6 +31,9 @@ struct engine_error {
 struct engine_params {
 	const char *device;	/* "cpu" or "cuda:N" */
 	const char *model;	/* for messages */
+	unsigned threads;	/* loader threads; 0: the engine's default */
+	unsigned buffers;	/* pinned buffers per loader thread; 0: default */
+	size_t chunk;		/* bytes per read and copy; 0: default */
 };
 
 /* Load progress; returns nonzero to abort the load. */
@@ -61,6 +65,12 @@ struct engine {
 };
 
 extern const struct engine engine_cpu;
+#ifdef MODELD_HAVE_CUDA
+extern const struct engine engine_cuda;
+#include <stdio.h>
+/* Writes "cuda:N<TAB>total<TAB>free<TAB>name" per GPU to f. 0, or -1 with e. */
+int cuda_probe(FILE *f, struct engine_error *e);
+#endif
 
 /* The built-in engine called name, or NULL. */
 const struct engine *engine_find(const char *name);

@@ -209,10 +209,10 @@ static void do_infer(struct worker *w, const msgpack_object *msg)
 
 /* The first message: WM_LOAD with the weights fd. Returns the fd. */
 static int read_load(struct worker *w, char **engine, char **device, char **model,
-		     uint64_t *warmup)
+		     uint64_t *warmup, struct engine_params *p)
 {
 	const msgpack_object *msg;
-	uint64_t type = 0;
+	uint64_t type = 0, threads = 0, buffers = 0, chunk = 0;
 
 	if (chan_read(&w->chan, -1, &msg) != 1 || msg_u64(msg, "t", &type) || type != WM_LOAD ||
 	    msg_strdup(msg, "engine", engine) || msg_strdup(msg, "device", device) ||
@@ -220,6 +220,13 @@ static int read_load(struct worker *w, char **engine, char **device, char **mode
 		log_error("expected WM_LOAD from modeld");
 		exit(1);
 	}
+	/* loader settings are optional: 0 leaves the engine's default */
+	msg_u64(msg, "threads", &threads);
+	msg_u64(msg, "buffers", &buffers);
+	msg_u64(msg, "chunk", &chunk);
+	p->threads = (unsigned)threads;
+	p->buffers = (unsigned)buffers;
+	p->chunk = (size_t)chunk;
 	int fd = chan_take_fd(&w->chan);
 	if (fd < 0) {
 		log_error("WM_LOAD came without the weights fd");
@@ -248,8 +255,10 @@ static void load_model(struct worker *w)
 	struct engine_error e = { 0 };
 	char *engine = NULL, *device = NULL, *model = NULL, err[256];
 	uint64_t warmup = 0;
-	int fd = read_load(w, &engine, &device, &model, &warmup);
-	struct engine_params params = { .device = device, .model = model };
+	struct engine_params params = { 0 };
+	int fd = read_load(w, &engine, &device, &model, &warmup, &params);
+	params.device = device;
+	params.model = model;
 
 	w->engine = engine_find(engine);
 	if (!w->engine) {
@@ -306,9 +315,31 @@ static void serve(struct worker *w)
 		log_error("channel: %s", w->chan.error);
 }
 
+/*
+ * modeld-worker --probe: one line per GPU on stdout ("cuda:N", total and
+ * free bytes, name, tab-separated), for modeld's inventory at start. Exits
+ * 0 with no lines when there is no usable GPU (the reason on stderr).
+ */
+static int probe(void)
+{
+#ifdef MODELD_HAVE_CUDA
+	struct engine_error e = { 0 };
+	if (cuda_probe(stdout, &e) < 0)
+		log_info("no GPU: %s", e.message);
+#else
+	log_info("no GPU: this build has no cuda engine");
+#endif
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct worker w = { 0 };
+
+	if (argc > 1 && strcmp(argv[1], "--probe") == 0) {
+		log_init("modeld-worker", LOG_LVL_INFO, 0);
+		return probe();
+	}
 	pid_t parent = argc > 1 ? (pid_t)atoi(argv[1]) : 0;
 
 	log_init("modeld-worker", getenv("MODELD_WORKER_DEBUG") ? LOG_LVL_DEBUG : LOG_LVL_INFO, 0);

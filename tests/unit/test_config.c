@@ -34,8 +34,8 @@ static const char *load(struct config *c, const char *text)
 	free(c->models_dir);
 	c->models_dir = strdup("/nonexistent");
 	err[0] = '\0';
-	if (config_read(c, path, err) == 0)
-		config_finish(c, err);
+	if (config_read(c, path, err) == 0 && config_finish(c, err) == 0)
+		config_default_slots(c, 0);
 	unlink(path);
 	return err;
 }
@@ -115,6 +115,12 @@ static void test_no_slots_gives_the_default(void **state)
 	assert_string_equal(c.slots[0].device, "cpu");
 	assert_int_equal(c.slots[0].restart_backoff_min_ms, 100);
 	assert_int_equal(c.slots[0].heartbeat_timeout_ms, 5000);
+	config_free(&c);
+	config_init(&c);
+	config_default_slots(&c, 2);
+	assert_int_equal(c.nslots, 2);
+	assert_string_equal(c.slots[1].name, "gpu1");
+	assert_string_equal(c.slots[1].device, "cuda:1");
 	config_free(&c);
 }
 

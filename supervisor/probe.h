@@ -1,0 +1,25 @@
+/*
+ * probe.h: the GPU inventory at start, from a short-lived worker.
+ *
+ * modeld never initialises CUDA itself: `modeld-worker --probe` does, prints
+ * a line per GPU, and exits. No GPU (no driver, no device, no cuda engine in
+ * the build) is an empty inventory, not an error.
+ */
+#ifndef PROBE_H
+#define PROBE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define PROBE_TIMEOUT_MS 10000
+
+struct gpu {
+	char name[16];		/* "cuda:N" */
+	char label[128];	/* the device's name */
+	uint64_t total, free;	/* bytes, at the probe */
+};
+
+/* Runs worker --probe; *gpus (malloc'd) and *n get what it found. */
+void probe_gpus(const char *worker, struct gpu **gpus, size_t *n);
+
+#endif

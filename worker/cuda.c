@@ -1,0 +1,503 @@
+/*
+ * cuda.c: the cuda engine. Runs the reference model on an NVIDIA GPU
+ * through the CUDA driver API.
+ *
+ * libcuda.so.1 is opened at run time, so the same worker runs on hosts
+ * without the driver: there the engine reports ENGINE_UNAVAILABLE, and the
+ * slot goes to service_unavailable. Kernels come from kernels.cu, built by
+ * nvcc into a fatbin embedded in the worker (kernels_fatbin[]); a build
+ * without nvcc has none and says so.
+ *
+ * The loader (cuda_load) reads the weights fd with several threads, each
+ * with its own stream and a few pinned chunk buffers, and copies every chunk
+ * asynchronously while the next is read. The whole data section goes to one
+ * device buffer; a kernel then converts each tensor to an aligned F32 array.
+ */
+#include <dlfcn.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cuda.h>
+
+#include "engine.h"
+#include "mlp.h"
+
+#define CUDA_LIBRARY "libcuda.so.1"
+#define CUDA_MAX_THREADS 64
+#define CUDA_MAX_BUFFERS 8
+#define CUDA_MEMORY_POLL_MS 250
+#define CUDA_MEMORY_WAIT_MS 5000
+#define CUDA_WARMUP_TOKENS 4
+#define CUDA_BLOCK 256
+
+extern const unsigned char kernels_fatbin[];
+extern const unsigned long kernels_fatbin_len;
+
+/* The driver entry points we use; the names expand to their versioned symbols. */
+#define CUDA_FUNCS(X)                                                                   \
+	X(cuInit) X(cuGetErrorName) X(cuDeviceGet) X(cuDeviceGetName) X(cuDeviceTotalMem) \
+	X(cuDevicePrimaryCtxRetain) X(cuDevicePrimaryCtxRelease) X(cuCtxSetCurrent)      \
+	X(cuCtxSynchronize) X(cuMemGetInfo) X(cuMemAlloc) X(cuMemFree) X(cuMemHostAlloc) \
+	X(cuMemFreeHost) X(cuMemcpyHtoDAsync) X(cuMemcpyDtoH) X(cuStreamCreate)         \
+	X(cuStreamSynchronize) X(cuStreamDestroy) X(cuModuleLoadData) X(cuModuleUnload)  \
+	X(cuModuleGetFunction) X(cuLaunchKernel) X(cuDeviceGetCount)
+
+#define STR_(x) #x
+#define STR(x) STR_(x)
+
+static struct cuda_api {
+	void *lib;
+#define X(f) __typeof__(f) *f;
+	CUDA_FUNCS(X)
+#undef X
+} api;
+
+enum { K_CONVERT, K_HIDDEN, K_LOGITS, K_ARGMAX, K__COUNT };
+static const char *const kernel_names[K__COUNT] = { "mlp_convert", "mlp_hidden", "mlp_logits", "mlp_argmax" };
+
+struct engine_ctx {
+	CUdevice dev;
+	CUcontext ctx;
+	CUmodule module;
+	CUfunction fn[K__COUNT];
+	CUstream stream;
+	unsigned threads, buffers;
+	size_t chunk;
+	void *pinned;			/* threads x buffers x chunk, made once */
+	struct st_file file;
+	struct mlp_desc desc;
+	CUdeviceptr raw;		/* the data section, as in the file */
+	CUdeviceptr tensor[MLP__TENSORS];	/* F32 */
+	CUdeviceptr h, logits, tok;
+	uint64_t bytes;			/* device memory held */
+};
+
+/* "cuInit: CUDA_ERROR_NO_DEVICE" into e; returns -1. */
+static int cuda_fail(struct engine_error *e, const char *code, const char *what, CUresult rc)
+{
+	const char *name = NULL;
+	if (api.cuGetErrorName == NULL || api.cuGetErrorName(rc, &name) != CUDA_SUCCESS)
+		name = "unknown error";
+	return engine_fail(e, code, "%s: %s (%d)", what, name, (int)rc);
+}
+
+#define CU(call, code, e) do {                                        \
+		CUresult rc_ = (call);                                  \
+		if (rc_ != CUDA_SUCCESS)                                \
+			return cuda_fail((e), (code), #call, rc_);      \
+	} while (0)
+
+/* Opens the driver library and initialises it; once per process. */
+static int cuda_api_load(struct engine_error *e)
+{
+	if (api.lib)
+		return 0;
+	void *lib = dlopen(CUDA_LIBRARY, RTLD_NOW | RTLD_LOCAL);
+	if (!lib)
+		return engine_fail(e, ENGINE_UNAVAILABLE, "the NVIDIA driver is not usable: %s", dlerror());
+#define X(f)                                                                              \
+	api.f = (__typeof__(f) *)dlsym(lib, STR(f));                                      \
+	if (!api.f) {                                                                     \
+		dlclose(lib);                                                             \
+		return engine_fail(e, ENGINE_UNAVAILABLE, "%s lacks %s", CUDA_LIBRARY, STR(f)); \
+	}
+	CUDA_FUNCS(X)
+#undef X
+	api.lib = lib;
+	CU(api.cuInit(0), ENGINE_UNAVAILABLE, e);
+	return 0;
+}
+
+static int cuda_module(struct engine_ctx *c, struct engine_error *e)
+{
+	if (kernels_fatbin_len == 0)
+		return engine_fail(e, ENGINE_UNAVAILABLE, "this build has no CUDA kernels (nvcc was not found)");
+	CU(api.cuModuleLoadData(&c->module, kernels_fatbin), ENGINE_UNAVAILABLE, e);
+	for (int k = 0; k < K__COUNT; k++)
+		CU(api.cuModuleGetFunction(&c->fn[k], c->module, kernel_names[k]), "load_failed", e);
+	return 0;
+}
+
+static int parse_ordinal(const char *device, int *n)
+{
+	char *end;
+	if (strncmp(device, "cuda:", 5) != 0)
+		return -1;
+	long v = strtol(device + 5, &end, 10);
+	if (*end || v < 0 || v > 1024)
+		return -1;
+	*n = (int)v;
+	return 0;
+}
+
+/* Context, stream, module and the pinned ring: everything made before the sandbox. */
+static int cuda_open(struct engine_ctx **out, const struct engine_params *p, struct engine_error *e)
+{
+	int ordinal;
+
+	if (parse_ordinal(p->device, &ordinal))
+		return engine_fail(e, ENGINE_UNAVAILABLE, "the cuda engine cannot run on %s", p->device);
+	if (cuda_api_load(e))
+		return -1;
+	struct engine_ctx *c = calloc(1, sizeof *c);
+	if (!c)
+		return engine_fail(e, "load_failed", "out of memory");
+	*out = c;
+	c->threads = p->threads ? p->threads : 16;
+	c->buffers = p->buffers ? p->buffers : 2;
+	c->chunk = p->chunk ? p->chunk : 4u << 20;
+	if (c->threads > CUDA_MAX_THREADS || c->buffers > CUDA_MAX_BUFFERS)
+		return engine_fail(e, "load_failed", "at most %d loader threads and %d buffers each",
+				   CUDA_MAX_THREADS, CUDA_MAX_BUFFERS);
+	CU(api.cuDeviceGet(&c->dev, ordinal), ENGINE_UNAVAILABLE, e);
+	CU(api.cuDevicePrimaryCtxRetain(&c->ctx, c->dev), ENGINE_UNAVAILABLE, e);
+	CU(api.cuCtxSetCurrent(c->ctx), ENGINE_UNAVAILABLE, e);
+	CU(api.cuStreamCreate(&c->stream, CU_STREAM_NON_BLOCKING), "load_failed", e);
+	if (cuda_module(c, e))
+		return -1;
+	CU(api.cuMemHostAlloc(&c->pinned, (size_t)c->threads * c->buffers * c->chunk, 0), "load_failed", e);
+	return 0;
+}
+
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Waits (polling) for the device to have need bytes free: the last worker's may still be going. */
+static int cuda_wait_for_memory(uint64_t need, struct engine_error *e)
+{
+	uint64_t start = mono_ms();
+	size_t free_b = 0, total = 0;
+
+	for (;;) {
+		CU(api.cuMemGetInfo(&free_b, &total), "load_failed", e);
+		if (free_b >= need)
+			return 0;
+		if (mono_ms() - start >= CUDA_MEMORY_WAIT_MS)
+			return engine_fail(e, "insufficient_memory",
+					   "needs %llu bytes, the device has %llu free of %llu (waited %d ms)",
+					   (unsigned long long)need, (unsigned long long)free_b,
+					   (unsigned long long)total, CUDA_MEMORY_WAIT_MS);
+		struct timespec ts = { 0, CUDA_MEMORY_POLL_MS * 1000000L };
+		nanosleep(&ts, NULL);
+	}
+}
+
+/* --- the loader --- */
+
+struct loader {
+	struct engine_ctx *c;
+	int fd;
+	uint64_t start, len;		/* the file range that goes to c->raw */
+	uint64_t nchunks;
+	atomic_uint_fast64_t next;	/* the next chunk to take */
+	atomic_uint_fast64_t done;	/* bytes copied */
+	atomic_int failed;
+	atomic_int stop;
+	char error[200];
+	pthread_mutex_t lock;
+};
+
+static void loader_error(struct loader *l, const char *fmt, const char *detail)
+{
+	pthread_mutex_lock(&l->lock);
+	if (!atomic_exchange(&l->failed, 1))
+		snprintf(l->error, sizeof l->error, fmt, detail);
+	pthread_mutex_unlock(&l->lock);
+}
+
+static int pread_full(int fd, unsigned char *buf, size_t len, uint64_t off)
+{
+	while (len) {
+		ssize_t n = pread(fd, buf, len, (off_t)off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return -1;
+		buf += n;
+		len -= (size_t)n;
+		off += (uint64_t)n;
+	}
+	return 0;
+}
+
+struct loader_thread {
+	struct loader *l;
+	unsigned index;
+};
+
+/*
+ * One reader: takes chunks in turn, reads each into the next of its pinned
+ * buffers (after the copy that last used it is done) and queues its copy.
+ */
+static void *loader_main(void *arg)
+{
+	struct loader_thread *t = arg;
+	struct loader *l = t->l;
+	struct engine_ctx *c = l->c;
+	unsigned char *ring = (unsigned char *)c->pinned + (size_t)t->index * c->buffers * c->chunk;
+	CUstream stream;
+	unsigned slot = 0, used = 0;
+
+	if (api.cuCtxSetCurrent(c->ctx) != CUDA_SUCCESS ||
+	    api.cuStreamCreate(&stream, CU_STREAM_NON_BLOCKING) != CUDA_SUCCESS) {
+		loader_error(l, "loader thread: %s", "no stream");
+		return NULL;
+	}
+	for (;;) {
+		uint64_t i = atomic_fetch_add(&l->next, 1);
+		if (i >= l->nchunks || atomic_load(&l->failed) || atomic_load(&l->stop))
+			break;
+		uint64_t off = i * c->chunk;
+		size_t n = l->len - off < c->chunk ? (size_t)(l->len - off) : c->chunk;
+		unsigned char *buf = ring + (size_t)slot * c->chunk;
+		if (used == c->buffers) {	/* every buffer has a copy queued: wait for the stream */
+			if (api.cuStreamSynchronize(stream) != CUDA_SUCCESS) {
+				loader_error(l, "copy failed%s", "");
+				break;
+			}
+			used = 0;
+		}
+		if (pread_full(l->fd, buf, n, l->start + off)) {
+			loader_error(l, "read failed: %s", strerror(errno));
+			break;
+		}
+		if (api.cuMemcpyHtoDAsync(c->raw + off, buf, n, stream) != CUDA_SUCCESS) {
+			loader_error(l, "copy to the device failed%s", "");
+			break;
+		}
+		used++;
+		slot = (slot + 1) % c->buffers;
+		atomic_fetch_add(&l->done, n);
+	}
+	if (api.cuStreamSynchronize(stream) != CUDA_SUCCESS)
+		loader_error(l, "copy failed%s", "");
+	api.cuStreamDestroy(stream);
+	return NULL;
+}
+
+/* Runs the readers; the calling thread reports progress until they are done. */
+static int loader_run(struct loader *l, engine_progress_fn progress, void *arg, struct engine_error *e)
+{
+	pthread_t tid[CUDA_MAX_THREADS];
+	struct loader_thread t[CUDA_MAX_THREADS];
+	unsigned started = 0;
+	uint64_t base = l->start;	/* the header counts as read */
+
+	for (unsigned i = 0; i < l->c->threads; i++) {
+		t[i] = (struct loader_thread){ l, i };
+		if (pthread_create(&tid[i], NULL, loader_main, &t[i]) != 0)
+			break;
+		started++;
+	}
+	if (started == 0)
+		return engine_fail(e, "load_failed", "cannot start loader threads");
+	uint64_t total = l->start + l->len;
+	while (atomic_load(&l->done) < l->len && !atomic_load(&l->failed)) {
+		if (progress(arg, base + atomic_load(&l->done), total))
+			atomic_store(&l->stop, 1);
+		if (atomic_load(&l->stop))
+			break;
+		struct timespec ts = { 0, 20 * 1000000L };
+		nanosleep(&ts, NULL);
+	}
+	for (unsigned i = 0; i < started; i++)
+		pthread_join(tid[i], NULL);
+	if (atomic_load(&l->stop))
+		return engine_fail(e, "cancelled", "load aborted");
+	if (atomic_load(&l->failed))
+		return engine_fail(e, "load_failed", "%s", l->error);
+	progress(arg, total, total);
+	return 0;
+}
+
+static int launch(struct engine_ctx *c, int k, unsigned grid, unsigned block, void **args, struct engine_error *e)
+{
+	CU(api.cuLaunchKernel(c->fn[k], grid, 1, 1, block, 1, 1, 0, c->stream, args, NULL), "load_failed", e);
+	return 0;
+}
+
+/* Each tensor of the model, from the raw bytes to an F32 array of its own. */
+static int cuda_convert(struct engine_ctx *c, struct engine_error *e)
+{
+	for (int i = 0; i < MLP__TENSORS; i++) {
+		const struct st_tensor *t = c->desc.t[i];
+		unsigned long long n = (t->end - t->begin) / safetensors_dtype_size(t->dtype);
+		int dtype = t->dtype == ST_F32 ? 0 : t->dtype == ST_F16 ? 1 : 2;
+		CUdeviceptr src = c->raw + t->begin;
+		CU(api.cuMemAlloc(&c->tensor[i], n * sizeof(float) + 4), "insufficient_memory", e);
+		c->bytes += n * sizeof(float) + 4;
+		void *args[] = { &c->tensor[i], &src, &n, &dtype };
+		unsigned grid = n / CUDA_BLOCK + 1 > 65535 ? 65535 : (unsigned)(n / CUDA_BLOCK + 1);
+		if (launch(c, K_CONVERT, grid, CUDA_BLOCK, args, e))
+			return -1;
+	}
+	CU(api.cuStreamSynchronize(c->stream), "load_failed", e);
+	return 0;
+}
+
+static int cuda_load(struct engine_ctx *c, int fd, engine_progress_fn progress, void *arg,
+		     struct engine_error *e)
+{
+	char err[SAFETENSORS_ERR_LEN];
+	struct loader l = { .c = c, .fd = fd };
+
+	if (safetensors_read(fd, &c->file, err) || mlp_describe(&c->file, &c->desc, err))
+		return engine_fail(e, "load_failed", "%s", err);
+	l.start = c->file.data_start;
+	l.len = c->file.file_size - c->file.data_start;
+	l.nchunks = (l.len + c->chunk - 1) / c->chunk;
+	uint64_t f32 = 4 * ((uint64_t)c->desc.vocab * c->desc.dim + (uint64_t)c->desc.dim * c->desc.hidden +
+			    (uint64_t)c->desc.hidden * c->desc.vocab + c->desc.hidden + c->desc.vocab);
+	if (cuda_wait_for_memory(l.len + f32, e))
+		return -1;
+	CU(api.cuMemAlloc(&c->raw, l.len ? l.len : 1), "insufficient_memory", e);
+	c->bytes += l.len;
+	pthread_mutex_init(&l.lock, NULL);
+	int rc = loader_run(&l, progress, arg, e);
+	pthread_mutex_destroy(&l.lock);
+	if (rc || cuda_convert(c, e))
+		return -1;
+	CU(api.cuMemAlloc(&c->h, (size_t)c->desc.hidden * 4), "insufficient_memory", e);
+	CU(api.cuMemAlloc(&c->logits, (size_t)c->desc.vocab * 4), "insufficient_memory", e);
+	CU(api.cuMemAlloc(&c->tok, 4), "insufficient_memory", e);
+	c->bytes += ((uint64_t)c->desc.hidden + c->desc.vocab + 1) * 4;
+	return 0;
+}
+
+static uint32_t cuda_vocab(struct engine_ctx *c)
+{
+	return c->desc.vocab;
+}
+
+/* One step on the device: c->tok holds t before, the next token after. */
+static int cuda_step(struct engine_ctx *c, uint32_t *next, struct engine_error *e)
+{
+	unsigned dim = c->desc.dim, hidden = c->desc.hidden, vocab = c->desc.vocab;
+	void *hid[] = { &c->h, &c->tensor[MLP_TOK_EMBED], &c->tensor[MLP_W1], &c->tensor[MLP_B1], &c->tok,
+			&dim, &hidden };
+	void *log[] = { &c->logits, &c->h, &c->tensor[MLP_W2], &c->tensor[MLP_B2], &hidden, &vocab };
+	void *arg[] = { &c->tok, &c->logits, &vocab };
+
+	if (launch(c, K_HIDDEN, (hidden + CUDA_BLOCK - 1) / CUDA_BLOCK, CUDA_BLOCK, hid, e) ||
+	    launch(c, K_LOGITS, (vocab + CUDA_BLOCK - 1) / CUDA_BLOCK, CUDA_BLOCK, log, e) ||
+	    launch(c, K_ARGMAX, 1, CUDA_BLOCK, arg, e))
+		return -1;
+	CU(api.cuStreamSynchronize(c->stream), "internal", e);
+	CU(api.cuMemcpyDtoH(next, c->tok, 4), "internal", e);
+	return 0;
+}
+
+static int cuda_infer(struct engine_ctx *c, const uint32_t *input, uint32_t ninput, uint32_t max_tokens,
+		      engine_token_fn emit, void *arg, struct engine_error *e)
+{
+	if (ninput == 0)
+		return engine_fail(e, "bad_request", "input holds no tokens");
+	for (uint32_t i = 0; i < ninput; i++)
+		if (input[i] >= c->desc.vocab)
+			return engine_fail(e, "bad_request", "input token %u is not below the vocabulary size %u",
+					   input[i], c->desc.vocab);
+	uint32_t t = input[ninput - 1];
+	CU(api.cuMemcpyHtoDAsync(c->tok, &t, 4, c->stream), "internal", e);
+	for (uint32_t n = 0; n < max_tokens; n++) {
+		if (cuda_step(c, &t, e))
+			return -1;
+		if (emit(arg, t))
+			return engine_fail(e, "cancelled", "cancelled");
+		if (t == c->desc.eos)
+			break;
+	}
+	return 0;
+}
+
+static int discard(void *arg, uint32_t token)
+{
+	(void)arg; (void)token;
+	return 0;
+}
+
+static int cuda_warmup(struct engine_ctx *c, struct engine_error *e)
+{
+	uint32_t t = 0;
+	return cuda_infer(c, &t, 1, CUDA_WARMUP_TOKENS, discard, NULL, e);
+}
+
+static void cuda_memory(struct engine_ctx *c, struct engine_mem *m)
+{
+	size_t free_b = 0, total = 0;
+
+	m->used = c->bytes;
+	if (api.cuMemGetInfo && api.cuMemGetInfo(&free_b, &total) == CUDA_SUCCESS) {
+		m->free = free_b;
+		m->total = total;
+	}
+}
+
+static void cuda_close(struct engine_ctx *c)
+{
+	if (c->ctx) {
+		api.cuCtxSetCurrent(c->ctx);
+		for (int i = 0; i < MLP__TENSORS; i++)
+			if (c->tensor[i])
+				api.cuMemFree(c->tensor[i]);
+		CUdeviceptr bufs[] = { c->raw, c->h, c->logits, c->tok };
+		for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+			if (bufs[i])
+				api.cuMemFree(bufs[i]);
+		if (c->pinned)
+			api.cuMemFreeHost(c->pinned);
+		if (c->module)
+			api.cuModuleUnload(c->module);
+		if (c->stream)
+			api.cuStreamDestroy(c->stream);
+		api.cuDevicePrimaryCtxRelease(c->dev);
+	}
+	safetensors_free(&c->file);
+	free(c);
+}
+
+/* Device names and memory, for the probe: one line per device to f. 0, or -1 with e. */
+int cuda_probe(FILE *f, struct engine_error *e)
+{
+	int count = 0;
+
+	if (cuda_api_load(e))
+		return -1;
+	CU(api.cuDeviceGetCount(&count), ENGINE_UNAVAILABLE, e);
+	for (int i = 0; i < count; i++) {
+		CUdevice dev;
+		CUcontext ctx;
+		char name[256] = "";
+		size_t free_b = 0, total = 0;
+		CU(api.cuDeviceGet(&dev, i), ENGINE_UNAVAILABLE, e);
+		CU(api.cuDeviceGetName(name, sizeof name, dev), ENGINE_UNAVAILABLE, e);
+		CU(api.cuDevicePrimaryCtxRetain(&ctx, dev), ENGINE_UNAVAILABLE, e);
+		CU(api.cuCtxSetCurrent(ctx), ENGINE_UNAVAILABLE, e);
+		CU(api.cuMemGetInfo(&free_b, &total), ENGINE_UNAVAILABLE, e);
+		api.cuDevicePrimaryCtxRelease(dev);
+		fprintf(f, "cuda:%d\t%llu\t%llu\t%s\n", i, (unsigned long long)total,
+			(unsigned long long)free_b, name);
+	}
+	return 0;
+}
+
+const struct engine engine_cuda = {
+	.abi_version = ENGINE_ABI_VERSION,
+	.name = "cuda",
+	.open = cuda_open,
+	.load = cuda_load,
+	.vocab = cuda_vocab,
+	.warmup = cuda_warmup,
+	.infer = cuda_infer,
+	.memory = cuda_memory,
+	.close = cuda_close,
+};
