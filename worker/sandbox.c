@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sched.h>
 #include <ucontext.h>
 #include <unistd.h>
 
@@ -25,6 +26,7 @@ static const struct { int nr; int err; } denied[] = {
 	{ SCMP_SYS(openat), EACCES },		/* no file system once loaded */
 	{ SCMP_SYS(open), EACCES },
 	{ SCMP_SYS(socket), EACCES },		/* no new connections */
+	{ SCMP_SYS(clone3), ENOSYS },		/* glibc then uses clone, checked below */
 };
 
 /* Calls allowed with any arguments. */
@@ -41,6 +43,8 @@ static const int allowed[] = {
 	SCMP_SYS(futex), SCMP_SYS(sched_yield), SCMP_SYS(nanosleep),
 	SCMP_SYS(clock_nanosleep), SCMP_SYS(clock_gettime), SCMP_SYS(gettimeofday),
 	SCMP_SYS(getpid), SCMP_SYS(gettid), SCMP_SYS(sysinfo), SCMP_SYS(ioctl),
+	SCMP_SYS(set_robust_list), SCMP_SYS(rseq),	/* what a new thread does first */
+	SCMP_SYS(sched_getaffinity), SCMP_SYS(sigaltstack),	/* runtimes set threads up */
 	/* signals and the way out */
 	SCMP_SYS(rt_sigaction), SCMP_SYS(rt_sigprocmask), SCMP_SYS(rt_sigreturn),
 	SCMP_SYS(restart_syscall), SCMP_SYS(exit), SCMP_SYS(exit_group),
@@ -82,15 +86,25 @@ static int sandbox_rlimits(void)
 	return setrlimit(RLIMIT_CORE, &zero);
 }
 
+/*
+ * The filter: the architecture is checked by libseccomp (a call from another
+ * ABI kills), then the denied and allowed calls above, then calls allowed
+ * with arguments checked: clone only for a thread (a device driver may start
+ * one), never a process. Anything else kills the worker (traps in debug).
+ * TSYNC puts every thread of the worker, the driver's too, under it.
+ */
 static int sandbox_filter(int debug)
 {
 	scmp_filter_ctx ctx = seccomp_init(debug ? SCMP_ACT_TRAP : SCMP_ACT_KILL_PROCESS);
-	int rc = ctx ? 0 : -ENOMEM;
+	int rc = ctx ? seccomp_attr_set(ctx, SCMP_FLTATR_CTL_TSYNC, 1) : -ENOMEM;
 
 	for (size_t i = 0; rc == 0 && i < sizeof denied / sizeof denied[0]; i++)
 		rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(denied[i].err), denied[i].nr, 0);
 	for (size_t i = 0; rc == 0 && i < sizeof allowed / sizeof allowed[0]; i++)
 		rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, allowed[i], 0);
+	if (rc == 0)
+		rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(clone), 1,
+				      SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_THREAD, CLONE_THREAD));
 	if (rc == 0)
 		rc = seccomp_load(ctx);
 	seccomp_release(ctx);

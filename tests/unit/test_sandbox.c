@@ -1,0 +1,111 @@
+/* The worker's sandbox, entered in a forked child: what it allows and what it stops. */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "../../worker/sandbox.h"
+
+/* Runs fn in a sandboxed child; returns its wait status. */
+static int in_sandbox(int (*fn)(void))
+{
+	pid_t pid = fork();
+	if (pid == 0) {
+		char err[128];
+		if (sandbox_enter(0, err, sizeof err) < 0)
+			_exit(100);
+		_exit(fn());
+	}
+	int status = 0;
+	waitpid(pid, &status, 0);
+	return status;
+}
+
+static void *thread_main(void *arg)
+{
+	return arg;
+}
+
+static int make_thread(void)
+{
+	pthread_t t;
+	void *ret = NULL;
+	if (pthread_create(&t, NULL, thread_main, (void *)7) != 0 || pthread_join(t, &ret) != 0)
+		return 1;
+	return ret == (void *)7 ? 0 : 2;
+}
+
+static int open_file(void)
+{
+	int fd = open("/etc/hostname", O_RDONLY);
+	return fd < 0 && errno == EACCES ? 0 : 1;
+}
+
+static int make_socket(void)
+{
+	return socket(AF_INET, SOCK_STREAM, 0) < 0 && errno == EACCES ? 0 : 1;
+}
+
+static int make_process(void)
+{
+	pid_t pid = fork();
+	if (pid == 0)
+		_exit(0);
+	return 3;	/* not reached: the filter kills the caller */
+}
+
+static int run_exec(void)
+{
+	execl("/bin/true", "true", (char *)NULL);
+	return 4;
+}
+
+static void test_threads_are_allowed(void **state)
+{
+	(void)state;
+	int st = in_sandbox(make_thread);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+}
+
+static void test_files_and_sockets_fail_softly(void **state)
+{
+	(void)state;
+	int st = in_sandbox(open_file);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+	st = in_sandbox(make_socket);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+}
+
+static void test_processes_and_exec_kill(void **state)
+{
+	(void)state;
+	int st = in_sandbox(make_process);
+	assert_true(WIFSIGNALED(st));
+	assert_int_equal(WTERMSIG(st), SIGSYS);
+	st = in_sandbox(run_exec);
+	assert_true(WIFSIGNALED(st));
+	assert_int_equal(WTERMSIG(st), SIGSYS);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_threads_are_allowed),
+		cmocka_unit_test(test_files_and_sockets_fail_softly),
+		cmocka_unit_test(test_processes_and_exec_kill),
+	};
+	return cmocka_run_group_tests_name("sandbox", tests, NULL, NULL);
+}
