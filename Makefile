@@ -132,7 +132,12 @@ fuzz: deps
 		build-fuzz/fuzz_$$f -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 build-fuzz/corpus-$$f tests/fuzz/corpus/$$f || exit 1; \
 	done
 
+# The GPU tests alone (tests/gpu); on a host without a GPU they report skipped.
+test-gpu: test-deps
+	@$(MAKE) --no-print-directory all
+	@BUILD=$(BUILD) /usr/bin/python3 tests/integration/runner.py tests/gpu
+
 clean:
 	rm -rf $(BUILD) build-san build-fuzz
 
-.PHONY: all deps test-deps run test fuzz clean
+.PHONY: all deps test-deps run test test-gpu fuzz clean

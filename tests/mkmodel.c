@@ -2,10 +2,13 @@
  * mkmodel: writes a reference-model file whose output is known.
  *
  *   mkmodel OUT --n N [--a A] [--c C] [--dtype f32|f16|bf16] [--eos E] [--pad BYTES]
+ *           [--random-pad SEED]
  *
  * V = D = H = N, tok_embed and w2 the identity, w1 the permutation
  * p(t) = (t * A + C) mod N, biases 0: each step maps t to p(t). A must be
- * coprime to N. --pad adds a tensor of that many bytes, for load tests.
+ * coprime to N. --pad adds a tensor of that many bytes, for load tests: a
+ * hole in the file, or with --random-pad, pseudo-random bytes that a loader
+ * cannot get right by accident.
  */
 #include <errno.h>
 #include <stdint.h>
@@ -18,7 +21,7 @@
 
 struct opts {
 	const char *out;
-	unsigned long n, a, c, eos, pad;
+	unsigned long n, a, c, eos, pad, seed;
 	int has_eos;
 	const char *dtype;
 };
@@ -67,6 +70,26 @@ static json_t *tensor(const char *dtype, unsigned long d0, unsigned long d1, uin
 	return t;
 }
 
+/* n bytes of xorshift64 output from seed. */
+static int write_random(FILE *f, uint64_t n, uint64_t x)
+{
+	uint64_t buf[8192];
+
+	while (n > 0) {
+		for (size_t i = 0; i < sizeof buf / sizeof buf[0]; i++) {
+			x ^= x << 13;
+			x ^= x >> 7;
+			x ^= x << 17;
+			buf[i] = x;
+		}
+		size_t k = n < sizeof buf ? (size_t)n : sizeof buf;
+		if (fwrite(buf, 1, k, f) != k)
+			return -1;
+		n -= k;
+	}
+	return 0;
+}
+
 static int parse(int argc, char **argv, struct opts *o)
 {
 	*o = (struct opts){ .a = 1, .dtype = "F32" };
@@ -85,6 +108,7 @@ static int parse(int argc, char **argv, struct opts *o)
 		else if (strcmp(k, "--c") == 0) o->c = x;
 		else if (strcmp(k, "--eos") == 0) { o->eos = x; o->has_eos = 1; }
 		else if (strcmp(k, "--pad") == 0) o->pad = x;
+		else if (strcmp(k, "--random-pad") == 0) o->seed = x ? x : 1;
 		else return -1;
 	}
 	if (argc % 2 != 0 || o->n == 0 || gcd(o->a, o->n) != 1)
@@ -151,8 +175,12 @@ int main(int argc, char **argv)
 	memset(row, 0, n * es);
 	fwrite(row, es, n, f);	/* b2 */
 	free(row);
-	/* The padding is a hole: large fixtures cost no disk. */
-	if (fflush(f) != 0 || ftruncate(fileno(f), ftell(f) + (off_t)o.pad) != 0) {
+	if (o.seed && write_random(f, o.pad, o.seed) != 0) {
+		fprintf(stderr, "mkmodel: %s: write failed\n", o.out);
+		return 1;
+	}
+	/* Otherwise the padding is a hole: large fixtures cost no disk. */
+	if (fflush(f) != 0 || (!o.seed && ftruncate(fileno(f), ftell(f) + (off_t)o.pad) != 0)) {
 		fprintf(stderr, "mkmodel: %s: cannot extend: %s\n", o.out, strerror(errno));
 		return 1;
 	}

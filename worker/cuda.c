@@ -16,6 +16,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,8 +59,10 @@ static struct cuda_api {
 #undef X
 } api;
 
-enum { K_CONVERT, K_HIDDEN, K_LOGITS, K_ARGMAX, K__COUNT };
-static const char *const kernel_names[K__COUNT] = { "mlp_convert", "mlp_hidden", "mlp_logits", "mlp_argmax" };
+enum { K_CONVERT, K_HIDDEN, K_LOGITS, K_ARGMAX, K_CHECKSUM, K__COUNT };
+static const char *const kernel_names[K__COUNT] = {
+	"mlp_convert", "mlp_hidden", "mlp_logits", "mlp_argmax", "mlp_checksum",
+};
 
 struct engine_ctx {
 	CUdevice dev;
@@ -192,6 +195,12 @@ static int cuda_wait_for_memory(uint64_t need, struct engine_error *e)
 	}
 }
 
+static int launch(struct engine_ctx *c, int k, unsigned grid, unsigned block, void **args, struct engine_error *e)
+{
+	CU(api.cuLaunchKernel(c->fn[k], grid, 1, 1, block, 1, 1, 0, c->stream, args, NULL), "load_failed", e);
+	return 0;
+}
+
 /* --- the loader --- */
 
 struct loader {
@@ -203,6 +212,8 @@ struct loader {
 	atomic_uint_fast64_t done;	/* bytes copied */
 	atomic_int failed;
 	atomic_int stop;
+	bool verify;			/* sum the bytes read, to check the device's copy */
+	atomic_uint_fast64_t sum;
 	char error[200];
 	pthread_mutex_t lock;
 };
@@ -271,6 +282,12 @@ static void *loader_main(void *arg)
 			loader_error(l, "read failed: %s", strerror(errno));
 			break;
 		}
+		if (l->verify) {
+			uint64_t acc = 0;
+			for (size_t k = 0; k < n; k++)
+				acc += buf[k];
+			atomic_fetch_add(&l->sum, acc);
+		}
 		if (api.cuMemcpyHtoDAsync(c->raw + off, buf, n, stream) != CUDA_SUCCESS) {
 			loader_error(l, "copy to the device failed%s", "");
 			break;
@@ -320,10 +337,25 @@ static int loader_run(struct loader *l, engine_progress_fn progress, void *arg, 
 	return 0;
 }
 
-static int launch(struct engine_ctx *c, int k, unsigned grid, unsigned block, void **args, struct engine_error *e)
+/*
+ * With MODELD_VERIFY_LOAD set: the bytes on the device must add up to what
+ * the loader read. A debugging and test aid; it costs a pass over the data.
+ */
+static int cuda_verify(struct engine_ctx *c, const struct loader *l, struct engine_error *e)
 {
-	CU(api.cuLaunchKernel(c->fn[k], grid, 1, 1, block, 1, 1, 0, c->stream, args, NULL), "load_failed", e);
-	return 0;
+	CUdeviceptr dsum;
+	unsigned long long sum = 0, n = l->len;
+
+	CU(api.cuMemAlloc(&dsum, sizeof sum), "load_failed", e);
+	CU(api.cuMemcpyHtoDAsync(dsum, &sum, sizeof sum, c->stream), "load_failed", e);
+	void *args[] = { &dsum, &c->raw, &n };
+	int rc = launch(c, K_CHECKSUM, 1024, CUDA_BLOCK, args, e);
+	if (rc == 0 && api.cuStreamSynchronize(c->stream) == CUDA_SUCCESS &&
+	    api.cuMemcpyDtoH(&sum, dsum, sizeof sum) == CUDA_SUCCESS && sum != atomic_load(&l->sum))
+		rc = engine_fail(e, "load_failed", "checksum mismatch: the device holds %llu, the file %llu",
+				 sum, (unsigned long long)atomic_load(&l->sum));
+	api.cuMemFree(dsum);
+	return rc;
 }
 
 /* Each tensor of the model, from the raw bytes to an F32 array of its own. */
@@ -362,10 +394,11 @@ static int cuda_load(struct engine_ctx *c, int fd, engine_progress_fn progress, 
 		return -1;
 	CU(api.cuMemAlloc(&c->raw, l.len ? l.len : 1), "insufficient_memory", e);
 	c->bytes += l.len;
+	l.verify = getenv("MODELD_VERIFY_LOAD") != NULL;
 	pthread_mutex_init(&l.lock, NULL);
 	int rc = loader_run(&l, progress, arg, e);
 	pthread_mutex_destroy(&l.lock);
-	if (rc || cuda_convert(c, e))
+	if (rc || (l.verify && cuda_verify(c, &l, e)) || cuda_convert(c, e))
 		return -1;
 	CU(api.cuMemAlloc(&c->h, (size_t)c->desc.hidden * 4), "insufficient_memory", e);
 	CU(api.cuMemAlloc(&c->logits, (size_t)c->desc.vocab * 4), "insufficient_memory", e);

@@ -78,3 +78,13 @@ extern "C" __global__ void mlp_argmax(unsigned int *t, const float *logits, unsi
 	if (me == 0)
 		*t = at[0];
 }
+
+// Adds the n bytes at p, as 64-bit sums of bytes, into *sum (for load verification).
+extern "C" __global__ void mlp_checksum(unsigned long long *sum, const unsigned char *p, unsigned long long n)
+{
+	unsigned long long acc = 0;
+	for (unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x; i < n;
+	     i += (unsigned long long)gridDim.x * blockDim.x)
+		acc += p[i];
+	atomicAdd(sum, acc);
+}
