@@ -19,10 +19,13 @@ LIB_JANSSON = $(shell pkg-config --libs jansson 2>/dev/null)
 LIB_SECCOMP = $(shell pkg-config --libs libseccomp 2>/dev/null)
 LIB_CMOCKA  = $(shell pkg-config --libs cmocka 2>/dev/null)
 
+obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
+
 PROTO_SRC = proto/proto.c proto/msg.c proto/frame.c proto/log.c
 PEER_SRC  = proto/peer.c
 SUP_SRC   = $(wildcard supervisor/*.c)
-WORK_SRC  = $(filter-out worker/cuda.c,$(wildcard worker/*.c))
+CUDA_SRC  = worker/cuda.c worker/cudaapi.c
+WORK_SRC  = $(filter-out $(CUDA_SRC),$(wildcard worker/*.c))
 CLI_SRC   = $(wildcard cli/*.c)
 
 # The cuda engine is built when cuda.h is found (CUDA_HOME), its kernels when
@@ -36,9 +39,9 @@ NVCC_ARCH ?= -gencode arch=compute_75,code=compute_75 -gencode arch=compute_90,c
 HAVE_CUDA := $(wildcard $(CUDA_HOME)/include/cuda.h)
 HAVE_NVCC := $(wildcard $(NVCC))
 ifneq ($(HAVE_CUDA),)
-WORK_SRC += worker/cuda.c
+WORK_SRC += $(CUDA_SRC)
 WORK_OBJ_EXTRA = $(BUILD)/gen/kernels_fatbin.o
-$(BUILD)/obj/worker/cuda.o $(BUILD)/obj/worker/engine.o $(BUILD)/obj/worker/main.o: \
+$(call obj,$(CUDA_SRC) worker/engine.c worker/main.c bench/bench_load.c): \
 	CFLAGS += -DMODELD_HAVE_CUDA -I$(CUDA_HOME)/include
 endif
 
@@ -59,7 +62,6 @@ $(BUILD)/gen/kernels_fatbin.c: $(BUILD)/gen/kernels.fatbin
 $(BUILD)/gen/kernels_fatbin.o: $(BUILD)/gen/kernels_fatbin.c
 	$(CC) -c -o $@ $<
 
-obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
 PROGS = $(BUILD)/modeld $(BUILD)/modeld-worker $(BUILD)/modelctl $(BUILD)/mkmodel
 
@@ -132,6 +134,19 @@ fuzz: deps
 		build-fuzz/fuzz_$$f -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 build-fuzz/corpus-$$f tests/fuzz/corpus/$$f || exit 1; \
 	done
 
+# Benchmarks (bench/): need a GPU; elsewhere they say so and succeed.
+BENCH_BYTES ?= 4294967296
+$(BUILD)/bench_load: $(call obj,bench/bench_load.c $(CUDA_SRC) worker/engine.c worker/cpu.c worker/safetensors.c worker/mlp.c) $(WORK_OBJ_EXTRA)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_JANSSON) -ldl -lm -pthread
+
+bench-load: deps all $(BUILD)/bench_load
+	@mkdir -p $(BUILD)/bench
+	@test -f $(BUILD)/bench/load.safetensors || $(BUILD)/mkmodel $(BUILD)/bench/load.safetensors --n 64 --pad $(BENCH_BYTES) --random-pad 1
+	$(BUILD)/bench_load $(BUILD)/bench/load.safetensors
+
+bench-switch: deps all $(BUILD)/bench_load
+	BUILD=$(BUILD) /usr/bin/python3 bench/switch.py
+
 # The GPU tests alone (tests/gpu); on a host without a GPU they report skipped.
 test-gpu: test-deps
 	@$(MAKE) --no-print-directory all
@@ -140,4 +155,4 @@ test-gpu: test-deps
 clean:
 	rm -rf $(BUILD) build-san build-fuzz
 
-.PHONY: all deps test-deps run test test-gpu fuzz clean
+.PHONY: all deps test-deps run test test-gpu bench-load bench-switch fuzz clean

@@ -13,7 +13,6 @@
  * asynchronously while the next is read. The whole data section goes to one
  * device buffer; a kernel then converts each tensor to an aligned F32 array.
  */
-#include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -26,10 +25,10 @@
 
 #include <cuda.h>
 
+#include "cudaapi.h"
 #include "engine.h"
 #include "mlp.h"
 
-#define CUDA_LIBRARY "libcuda.so.1"
 #define CUDA_MAX_THREADS 64
 #define CUDA_MAX_BUFFERS 8
 #define CUDA_MEMORY_POLL_MS 250
@@ -39,25 +38,6 @@
 
 extern const unsigned char kernels_fatbin[];
 extern const unsigned long kernels_fatbin_len;
-
-/* The driver entry points we use; the names expand to their versioned symbols. */
-#define CUDA_FUNCS(X)                                                                   \
-	X(cuInit) X(cuGetErrorName) X(cuDeviceGet) X(cuDeviceGetName) X(cuDeviceTotalMem) \
-	X(cuDevicePrimaryCtxRetain) X(cuDevicePrimaryCtxRelease) X(cuCtxSetCurrent)      \
-	X(cuCtxSynchronize) X(cuMemGetInfo) X(cuMemAlloc) X(cuMemFree) X(cuMemHostAlloc) \
-	X(cuMemFreeHost) X(cuMemcpyHtoDAsync) X(cuMemcpyDtoH) X(cuStreamCreate)         \
-	X(cuStreamSynchronize) X(cuStreamDestroy) X(cuModuleLoadData) X(cuModuleUnload)  \
-	X(cuModuleGetFunction) X(cuLaunchKernel) X(cuDeviceGetCount)
-
-#define STR_(x) #x
-#define STR(x) STR_(x)
-
-static struct cuda_api {
-	void *lib;
-#define X(f) __typeof__(f) *f;
-	CUDA_FUNCS(X)
-#undef X
-} api;
 
 enum { K_CONVERT, K_HIDDEN, K_LOGITS, K_ARGMAX, K_CHECKSUM, K__COUNT };
 static const char *const kernel_names[K__COUNT] = {
@@ -84,10 +64,7 @@ struct engine_ctx {
 /* "cuInit: CUDA_ERROR_NO_DEVICE" into e; returns -1. */
 static int cuda_fail(struct engine_error *e, const char *code, const char *what, CUresult rc)
 {
-	const char *name = NULL;
-	if (api.cuGetErrorName == NULL || api.cuGetErrorName(rc, &name) != CUDA_SUCCESS)
-		name = "unknown error";
-	return engine_fail(e, code, "%s: %s (%d)", what, name, (int)rc);
+	return engine_fail(e, code, "%s: %s (%d)", what, cudaapi_error(rc), (int)rc);
 }
 
 #define CU(call, code, e) do {                                        \
@@ -96,34 +73,26 @@ static int cuda_fail(struct engine_error *e, const char *code, const char *what,
 			return cuda_fail((e), (code), #call, rc_);      \
 	} while (0)
 
-/* Opens the driver library and initialises it; once per process. */
+/* The driver, opened and initialised once per process. */
 static int cuda_api_load(struct engine_error *e)
 {
-	if (api.lib)
+	char err[200];
+	CUresult rc;
+
+	if (cudaapi_load(err, sizeof err, &rc) == 0)
 		return 0;
-	void *lib = dlopen(CUDA_LIBRARY, RTLD_NOW | RTLD_LOCAL);
-	if (!lib)
-		return engine_fail(e, ENGINE_UNAVAILABLE, "the NVIDIA driver is not usable: %s", dlerror());
-#define X(f)                                                                              \
-	api.f = (__typeof__(f) *)dlsym(lib, STR(f));                                      \
-	if (!api.f) {                                                                     \
-		dlclose(lib);                                                             \
-		return engine_fail(e, ENGINE_UNAVAILABLE, "%s lacks %s", CUDA_LIBRARY, STR(f)); \
-	}
-	CUDA_FUNCS(X)
-#undef X
-	api.lib = lib;
-	CU(api.cuInit(0), ENGINE_UNAVAILABLE, e);
-	return 0;
+	if (rc != CUDA_SUCCESS)
+		return cuda_fail(e, ENGINE_UNAVAILABLE, "cuInit", rc);
+	return engine_fail(e, ENGINE_UNAVAILABLE, "%s", err);
 }
 
 static int cuda_module(struct engine_ctx *c, struct engine_error *e)
 {
 	if (kernels_fatbin_len == 0)
 		return engine_fail(e, ENGINE_UNAVAILABLE, "this build has no CUDA kernels (nvcc was not found)");
-	CU(api.cuModuleLoadData(&c->module, kernels_fatbin), ENGINE_UNAVAILABLE, e);
+	CU(cudaapi.cuModuleLoadData(&c->module, kernels_fatbin), ENGINE_UNAVAILABLE, e);
 	for (int k = 0; k < K__COUNT; k++)
-		CU(api.cuModuleGetFunction(&c->fn[k], c->module, kernel_names[k]), "load_failed", e);
+		CU(cudaapi.cuModuleGetFunction(&c->fn[k], c->module, kernel_names[k]), "load_failed", e);
 	return 0;
 }
 
@@ -158,13 +127,13 @@ static int cuda_open(struct engine_ctx **out, const struct engine_params *p, str
 	if (c->threads > CUDA_MAX_THREADS || c->buffers > CUDA_MAX_BUFFERS)
 		return engine_fail(e, "load_failed", "at most %d loader threads and %d buffers each",
 				   CUDA_MAX_THREADS, CUDA_MAX_BUFFERS);
-	CU(api.cuDeviceGet(&c->dev, ordinal), ENGINE_UNAVAILABLE, e);
-	CU(api.cuDevicePrimaryCtxRetain(&c->ctx, c->dev), ENGINE_UNAVAILABLE, e);
-	CU(api.cuCtxSetCurrent(c->ctx), ENGINE_UNAVAILABLE, e);
-	CU(api.cuStreamCreate(&c->stream, CU_STREAM_NON_BLOCKING), "load_failed", e);
+	CU(cudaapi.cuDeviceGet(&c->dev, ordinal), ENGINE_UNAVAILABLE, e);
+	CU(cudaapi.cuDevicePrimaryCtxRetain(&c->ctx, c->dev), ENGINE_UNAVAILABLE, e);
+	CU(cudaapi.cuCtxSetCurrent(c->ctx), ENGINE_UNAVAILABLE, e);
+	CU(cudaapi.cuStreamCreate(&c->stream, CU_STREAM_NON_BLOCKING), "load_failed", e);
 	if (cuda_module(c, e))
 		return -1;
-	CU(api.cuMemHostAlloc(&c->pinned, (size_t)c->threads * c->buffers * c->chunk, 0), "load_failed", e);
+	CU(cudaapi.cuMemHostAlloc(&c->pinned, (size_t)c->threads * c->buffers * c->chunk, 0), "load_failed", e);
 	return 0;
 }
 
@@ -182,7 +151,7 @@ static int cuda_wait_for_memory(uint64_t need, struct engine_error *e)
 	size_t free_b = 0, total = 0;
 
 	for (;;) {
-		CU(api.cuMemGetInfo(&free_b, &total), "load_failed", e);
+		CU(cudaapi.cuMemGetInfo(&free_b, &total), "load_failed", e);
 		if (free_b >= need)
 			return 0;
 		if (mono_ms() - start >= CUDA_MEMORY_WAIT_MS)
@@ -197,7 +166,7 @@ static int cuda_wait_for_memory(uint64_t need, struct engine_error *e)
 
 static int launch(struct engine_ctx *c, int k, unsigned grid, unsigned block, void **args, struct engine_error *e)
 {
-	CU(api.cuLaunchKernel(c->fn[k], grid, 1, 1, block, 1, 1, 0, c->stream, args, NULL), "load_failed", e);
+	CU(cudaapi.cuLaunchKernel(c->fn[k], grid, 1, 1, block, 1, 1, 0, c->stream, args, NULL), "load_failed", e);
 	return 0;
 }
 
@@ -259,8 +228,8 @@ static void *loader_main(void *arg)
 	CUstream stream;
 	unsigned slot = 0, used = 0;
 
-	if (api.cuCtxSetCurrent(c->ctx) != CUDA_SUCCESS ||
-	    api.cuStreamCreate(&stream, CU_STREAM_NON_BLOCKING) != CUDA_SUCCESS) {
+	if (cudaapi.cuCtxSetCurrent(c->ctx) != CUDA_SUCCESS ||
+	    cudaapi.cuStreamCreate(&stream, CU_STREAM_NON_BLOCKING) != CUDA_SUCCESS) {
 		loader_error(l, "loader thread: %s", "no stream");
 		return NULL;
 	}
@@ -272,7 +241,7 @@ static void *loader_main(void *arg)
 		size_t n = l->len - off < c->chunk ? (size_t)(l->len - off) : c->chunk;
 		unsigned char *buf = ring + (size_t)slot * c->chunk;
 		if (used == c->buffers) {	/* every buffer has a copy queued: wait for the stream */
-			if (api.cuStreamSynchronize(stream) != CUDA_SUCCESS) {
+			if (cudaapi.cuStreamSynchronize(stream) != CUDA_SUCCESS) {
 				loader_error(l, "copy failed%s", "");
 				break;
 			}
@@ -288,7 +257,7 @@ static void *loader_main(void *arg)
 				acc += buf[k];
 			atomic_fetch_add(&l->sum, acc);
 		}
-		if (api.cuMemcpyHtoDAsync(c->raw + off, buf, n, stream) != CUDA_SUCCESS) {
+		if (cudaapi.cuMemcpyHtoDAsync(c->raw + off, buf, n, stream) != CUDA_SUCCESS) {
 			loader_error(l, "copy to the device failed%s", "");
 			break;
 		}
@@ -296,9 +265,9 @@ static void *loader_main(void *arg)
 		slot = (slot + 1) % c->buffers;
 		atomic_fetch_add(&l->done, n);
 	}
-	if (api.cuStreamSynchronize(stream) != CUDA_SUCCESS)
+	if (cudaapi.cuStreamSynchronize(stream) != CUDA_SUCCESS)
 		loader_error(l, "copy failed%s", "");
-	api.cuStreamDestroy(stream);
+	cudaapi.cuStreamDestroy(stream);
 	return NULL;
 }
 
@@ -346,15 +315,15 @@ static int cuda_verify(struct engine_ctx *c, const struct loader *l, struct engi
 	CUdeviceptr dsum;
 	unsigned long long sum = 0, n = l->len;
 
-	CU(api.cuMemAlloc(&dsum, sizeof sum), "load_failed", e);
-	CU(api.cuMemcpyHtoDAsync(dsum, &sum, sizeof sum, c->stream), "load_failed", e);
+	CU(cudaapi.cuMemAlloc(&dsum, sizeof sum), "load_failed", e);
+	CU(cudaapi.cuMemcpyHtoDAsync(dsum, &sum, sizeof sum, c->stream), "load_failed", e);
 	void *args[] = { &dsum, &c->raw, &n };
 	int rc = launch(c, K_CHECKSUM, 1024, CUDA_BLOCK, args, e);
-	if (rc == 0 && api.cuStreamSynchronize(c->stream) == CUDA_SUCCESS &&
-	    api.cuMemcpyDtoH(&sum, dsum, sizeof sum) == CUDA_SUCCESS && sum != atomic_load(&l->sum))
+	if (rc == 0 && cudaapi.cuStreamSynchronize(c->stream) == CUDA_SUCCESS &&
+	    cudaapi.cuMemcpyDtoH(&sum, dsum, sizeof sum) == CUDA_SUCCESS && sum != atomic_load(&l->sum))
 		rc = engine_fail(e, "load_failed", "checksum mismatch: the device holds %llu, the file %llu",
 				 sum, (unsigned long long)atomic_load(&l->sum));
-	api.cuMemFree(dsum);
+	cudaapi.cuMemFree(dsum);
 	return rc;
 }
 
@@ -366,14 +335,14 @@ static int cuda_convert(struct engine_ctx *c, struct engine_error *e)
 		unsigned long long n = (t->end - t->begin) / safetensors_dtype_size(t->dtype);
 		int dtype = t->dtype == ST_F32 ? 0 : t->dtype == ST_F16 ? 1 : 2;
 		CUdeviceptr src = c->raw + t->begin;
-		CU(api.cuMemAlloc(&c->tensor[i], n * sizeof(float) + 4), "insufficient_memory", e);
+		CU(cudaapi.cuMemAlloc(&c->tensor[i], n * sizeof(float) + 4), "insufficient_memory", e);
 		c->bytes += n * sizeof(float) + 4;
 		void *args[] = { &c->tensor[i], &src, &n, &dtype };
 		unsigned grid = n / CUDA_BLOCK + 1 > 65535 ? 65535 : (unsigned)(n / CUDA_BLOCK + 1);
 		if (launch(c, K_CONVERT, grid, CUDA_BLOCK, args, e))
 			return -1;
 	}
-	CU(api.cuStreamSynchronize(c->stream), "load_failed", e);
+	CU(cudaapi.cuStreamSynchronize(c->stream), "load_failed", e);
 	return 0;
 }
 
@@ -392,7 +361,7 @@ static int cuda_load(struct engine_ctx *c, int fd, engine_progress_fn progress, 
 			    (uint64_t)c->desc.hidden * c->desc.vocab + c->desc.hidden + c->desc.vocab);
 	if (cuda_wait_for_memory(l.len + f32, e))
 		return -1;
-	CU(api.cuMemAlloc(&c->raw, l.len ? l.len : 1), "insufficient_memory", e);
+	CU(cudaapi.cuMemAlloc(&c->raw, l.len ? l.len : 1), "insufficient_memory", e);
 	c->bytes += l.len;
 	l.verify = getenv("MODELD_VERIFY_LOAD") != NULL;
 	pthread_mutex_init(&l.lock, NULL);
@@ -400,9 +369,9 @@ static int cuda_load(struct engine_ctx *c, int fd, engine_progress_fn progress, 
 	pthread_mutex_destroy(&l.lock);
 	if (rc || (l.verify && cuda_verify(c, &l, e)) || cuda_convert(c, e))
 		return -1;
-	CU(api.cuMemAlloc(&c->h, (size_t)c->desc.hidden * 4), "insufficient_memory", e);
-	CU(api.cuMemAlloc(&c->logits, (size_t)c->desc.vocab * 4), "insufficient_memory", e);
-	CU(api.cuMemAlloc(&c->tok, 4), "insufficient_memory", e);
+	CU(cudaapi.cuMemAlloc(&c->h, (size_t)c->desc.hidden * 4), "insufficient_memory", e);
+	CU(cudaapi.cuMemAlloc(&c->logits, (size_t)c->desc.vocab * 4), "insufficient_memory", e);
+	CU(cudaapi.cuMemAlloc(&c->tok, 4), "insufficient_memory", e);
 	c->bytes += ((uint64_t)c->desc.hidden + c->desc.vocab + 1) * 4;
 	return 0;
 }
@@ -425,8 +394,8 @@ static int cuda_step(struct engine_ctx *c, uint32_t *next, struct engine_error *
 	    launch(c, K_LOGITS, (vocab + CUDA_BLOCK - 1) / CUDA_BLOCK, CUDA_BLOCK, log, e) ||
 	    launch(c, K_ARGMAX, 1, CUDA_BLOCK, arg, e))
 		return -1;
-	CU(api.cuStreamSynchronize(c->stream), "internal", e);
-	CU(api.cuMemcpyDtoH(next, c->tok, 4), "internal", e);
+	CU(cudaapi.cuStreamSynchronize(c->stream), "internal", e);
+	CU(cudaapi.cuMemcpyDtoH(next, c->tok, 4), "internal", e);
 	return 0;
 }
 
@@ -440,7 +409,7 @@ static int cuda_infer(struct engine_ctx *c, const uint32_t *input, uint32_t ninp
 			return engine_fail(e, "bad_request", "input token %u is not below the vocabulary size %u",
 					   input[i], c->desc.vocab);
 	uint32_t t = input[ninput - 1];
-	CU(api.cuMemcpyHtoDAsync(c->tok, &t, 4, c->stream), "internal", e);
+	CU(cudaapi.cuMemcpyHtoDAsync(c->tok, &t, 4, c->stream), "internal", e);
 	for (uint32_t n = 0; n < max_tokens; n++) {
 		if (cuda_step(c, &t, e))
 			return -1;
@@ -469,7 +438,7 @@ static void cuda_memory(struct engine_ctx *c, struct engine_mem *m)
 	size_t free_b = 0, total = 0;
 
 	m->used = c->bytes;
-	if (api.cuMemGetInfo && api.cuMemGetInfo(&free_b, &total) == CUDA_SUCCESS) {
+	if (cudaapi.cuMemGetInfo && cudaapi.cuMemGetInfo(&free_b, &total) == CUDA_SUCCESS) {
 		m->free = free_b;
 		m->total = total;
 	}
@@ -478,21 +447,21 @@ static void cuda_memory(struct engine_ctx *c, struct engine_mem *m)
 static void cuda_close(struct engine_ctx *c)
 {
 	if (c->ctx) {
-		api.cuCtxSetCurrent(c->ctx);
+		cudaapi.cuCtxSetCurrent(c->ctx);
 		for (int i = 0; i < MLP__TENSORS; i++)
 			if (c->tensor[i])
-				api.cuMemFree(c->tensor[i]);
+				cudaapi.cuMemFree(c->tensor[i]);
 		CUdeviceptr bufs[] = { c->raw, c->h, c->logits, c->tok };
 		for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
 			if (bufs[i])
-				api.cuMemFree(bufs[i]);
+				cudaapi.cuMemFree(bufs[i]);
 		if (c->pinned)
-			api.cuMemFreeHost(c->pinned);
+			cudaapi.cuMemFreeHost(c->pinned);
 		if (c->module)
-			api.cuModuleUnload(c->module);
+			cudaapi.cuModuleUnload(c->module);
 		if (c->stream)
-			api.cuStreamDestroy(c->stream);
-		api.cuDevicePrimaryCtxRelease(c->dev);
+			cudaapi.cuStreamDestroy(c->stream);
+		cudaapi.cuDevicePrimaryCtxRelease(c->dev);
 	}
 	safetensors_free(&c->file);
 	free(c);
@@ -505,18 +474,18 @@ int cuda_probe(FILE *f, struct engine_error *e)
 
 	if (cuda_api_load(e))
 		return -1;
-	CU(api.cuDeviceGetCount(&count), ENGINE_UNAVAILABLE, e);
+	CU(cudaapi.cuDeviceGetCount(&count), ENGINE_UNAVAILABLE, e);
 	for (int i = 0; i < count; i++) {
 		CUdevice dev;
 		CUcontext ctx;
 		char name[256] = "";
 		size_t free_b = 0, total = 0;
-		CU(api.cuDeviceGet(&dev, i), ENGINE_UNAVAILABLE, e);
-		CU(api.cuDeviceGetName(name, sizeof name, dev), ENGINE_UNAVAILABLE, e);
-		CU(api.cuDevicePrimaryCtxRetain(&ctx, dev), ENGINE_UNAVAILABLE, e);
-		CU(api.cuCtxSetCurrent(ctx), ENGINE_UNAVAILABLE, e);
-		CU(api.cuMemGetInfo(&free_b, &total), ENGINE_UNAVAILABLE, e);
-		api.cuDevicePrimaryCtxRelease(dev);
+		CU(cudaapi.cuDeviceGet(&dev, i), ENGINE_UNAVAILABLE, e);
+		CU(cudaapi.cuDeviceGetName(name, sizeof name, dev), ENGINE_UNAVAILABLE, e);
+		CU(cudaapi.cuDevicePrimaryCtxRetain(&ctx, dev), ENGINE_UNAVAILABLE, e);
+		CU(cudaapi.cuCtxSetCurrent(ctx), ENGINE_UNAVAILABLE, e);
+		CU(cudaapi.cuMemGetInfo(&free_b, &total), ENGINE_UNAVAILABLE, e);
+		cudaapi.cuDevicePrimaryCtxRelease(dev);
 		fprintf(f, "cuda:%d\t%llu\t%llu\t%s\n", i, (unsigned long long)total,
 			(unsigned long long)free_b, name);
 	}
