@@ -16,7 +16,6 @@
 #include "mlp.h"
 
 #define CPU_CHUNK (4u << 20)
-#define CPU_WARMUP_TOKENS 4
 
 struct engine_ctx {
 	struct mlp_desc desc;
@@ -125,36 +124,23 @@ static uint32_t cpu_vocab(struct engine_ctx *c)
 	return c->desc.vocab;
 }
 
-static int cpu_infer(struct engine_ctx *c, const uint32_t *input, uint32_t ninput,
-		     uint32_t max_tokens, engine_token_fn emit, void *arg, struct engine_error *e)
+static int cpu_step(struct engine_ctx *c, uint32_t t, uint32_t *next, struct engine_error *e)
 {
-	if (ninput == 0)
-		return engine_fail(e, "bad_request", "input holds no tokens");
-	for (uint32_t i = 0; i < ninput; i++)
-		if (input[i] >= c->desc.vocab)
-			return engine_fail(e, "bad_request", "input token %u is not below the vocabulary size %u",
-					   input[i], c->desc.vocab);
-	uint32_t t = input[ninput - 1];
-	for (uint32_t n = 0; n < max_tokens; n++) {
-		t = mlp_step(&c->w, t, c->scratch);
-		if (emit(arg, t))
-			return engine_fail(e, "cancelled", "cancelled");
-		if (t == c->desc.eos)
-			break;
-	}
+	(void)e;
+	*next = mlp_step(&c->w, t, c->scratch);
 	return 0;
 }
 
-static int discard_token(void *arg, uint32_t token)
+static int cpu_infer(struct engine_ctx *c, const uint32_t *input, uint32_t ninput,
+		     uint32_t max_tokens, engine_token_fn emit, void *arg, struct engine_error *e)
 {
-	(void)arg; (void)token;
-	return 0;
+	return engine_generate(c, cpu_step, c->desc.vocab, c->desc.eos, input, ninput, max_tokens,
+			       emit, arg, e);
 }
 
 static int cpu_warmup(struct engine_ctx *c, struct engine_error *e)
 {
-	uint32_t t = 0;
-	return cpu_infer(c, &t, 1, CPU_WARMUP_TOKENS, discard_token, NULL, e);
+	return engine_warmup(c, cpu_step, e);
 }
 
 static void cpu_memory(struct engine_ctx *c, struct engine_mem *m)

@@ -33,7 +33,6 @@
 #define CUDA_MAX_BUFFERS 8
 #define CUDA_MEMORY_POLL_MS 250
 #define CUDA_MEMORY_WAIT_MS 5000
-#define CUDA_WARMUP_TOKENS 4
 #define CUDA_BLOCK 256
 
 extern const unsigned char kernels_fatbin[];
@@ -381,8 +380,8 @@ static uint32_t cuda_vocab(struct engine_ctx *c)
 	return c->desc.vocab;
 }
 
-/* One step on the device: c->tok holds t before, the next token after. */
-static int cuda_step(struct engine_ctx *c, uint32_t *next, struct engine_error *e)
+/* One step on the device: t up, three kernels, the next token back. */
+static int cuda_step(struct engine_ctx *c, uint32_t t, uint32_t *next, struct engine_error *e)
 {
 	unsigned dim = c->desc.dim, hidden = c->desc.hidden, vocab = c->desc.vocab;
 	void *hid[] = { &c->h, &c->tensor[MLP_TOK_EMBED], &c->tensor[MLP_W1], &c->tensor[MLP_B1], &c->tok,
@@ -390,6 +389,7 @@ static int cuda_step(struct engine_ctx *c, uint32_t *next, struct engine_error *
 	void *log[] = { &c->logits, &c->h, &c->tensor[MLP_W2], &c->tensor[MLP_B2], &hidden, &vocab };
 	void *arg[] = { &c->tok, &c->logits, &vocab };
 
+	CU(cudaapi.cuMemcpyHtoDAsync(c->tok, &t, 4, c->stream), "internal", e);
 	if (launch(c, K_HIDDEN, (hidden + CUDA_BLOCK - 1) / CUDA_BLOCK, CUDA_BLOCK, hid, e) ||
 	    launch(c, K_LOGITS, (vocab + CUDA_BLOCK - 1) / CUDA_BLOCK, CUDA_BLOCK, log, e) ||
 	    launch(c, K_ARGMAX, 1, CUDA_BLOCK, arg, e))
@@ -402,35 +402,13 @@ static int cuda_step(struct engine_ctx *c, uint32_t *next, struct engine_error *
 static int cuda_infer(struct engine_ctx *c, const uint32_t *input, uint32_t ninput, uint32_t max_tokens,
 		      engine_token_fn emit, void *arg, struct engine_error *e)
 {
-	if (ninput == 0)
-		return engine_fail(e, "bad_request", "input holds no tokens");
-	for (uint32_t i = 0; i < ninput; i++)
-		if (input[i] >= c->desc.vocab)
-			return engine_fail(e, "bad_request", "input token %u is not below the vocabulary size %u",
-					   input[i], c->desc.vocab);
-	uint32_t t = input[ninput - 1];
-	CU(cudaapi.cuMemcpyHtoDAsync(c->tok, &t, 4, c->stream), "internal", e);
-	for (uint32_t n = 0; n < max_tokens; n++) {
-		if (cuda_step(c, &t, e))
-			return -1;
-		if (emit(arg, t))
-			return engine_fail(e, "cancelled", "cancelled");
-		if (t == c->desc.eos)
-			break;
-	}
-	return 0;
-}
-
-static int discard(void *arg, uint32_t token)
-{
-	(void)arg; (void)token;
-	return 0;
+	return engine_generate(c, cuda_step, c->desc.vocab, c->desc.eos, input, ninput, max_tokens,
+			       emit, arg, e);
 }
 
 static int cuda_warmup(struct engine_ctx *c, struct engine_error *e)
 {
-	uint32_t t = 0;
-	return cuda_infer(c, &t, 1, CUDA_WARMUP_TOKENS, discard, NULL, e);
+	return engine_warmup(c, cuda_step, e);
 }
 
 static void cuda_memory(struct engine_ctx *c, struct engine_mem *m)

@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #define ENGINE_ABI_VERSION 1
+#define ENGINE_WARMUP_TOKENS 4
 #define ENGINE_UNAVAILABLE "unavailable"
 
 struct engine_error {
@@ -74,6 +75,20 @@ int cuda_probe(FILE *f, struct engine_error *e);
 
 /* The built-in engine called name, or NULL. */
 const struct engine *engine_find(const char *name);
+
+/* One step of an engine's model: the token after t. 0, or -1 with e. */
+typedef int (*engine_step_fn)(struct engine_ctx *ctx, uint32_t t, uint32_t *next, struct engine_error *e);
+
+/*
+ * Generation as every engine does it: the input checked against the
+ * vocabulary, then steps from its last token, each emitted, up to max_tokens,
+ * stopping after eos (UINT32_MAX: none) or when emit asks to stop (cancelled).
+ */
+int engine_generate(struct engine_ctx *ctx, engine_step_fn step, uint32_t vocab, uint32_t eos,
+		    const uint32_t *input, uint32_t ninput, uint32_t max_tokens,
+		    engine_token_fn emit, void *arg, struct engine_error *e);
+/* A warmup: a few steps from token 0, their output discarded. */
+int engine_warmup(struct engine_ctx *ctx, engine_step_fn step, struct engine_error *e);
 
 /* Fills e; returns -1 so that callers can `return engine_fail(...)`. */
 int engine_fail(struct engine_error *e, const char *code, const char *fmt, ...)
