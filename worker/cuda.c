@@ -216,7 +216,8 @@ struct loader_thread {
 
 /*
  * One reader: takes chunks in turn, reads each into the next of its pinned
- * buffers (after the copy that last used it is done) and queues its copy.
+ * buffers once the copy that last used that buffer is done (its event), and
+ * queues the copy: while one buffer's copy runs, the next is being read.
  */
 static void *loader_main(void *arg)
 {
@@ -224,14 +225,21 @@ static void *loader_main(void *arg)
 	struct loader *l = t->l;
 	struct engine_ctx *c = l->c;
 	unsigned char *ring = (unsigned char *)c->pinned + (size_t)t->index * c->buffers * c->chunk;
+	CUevent copied[CUDA_MAX_BUFFERS];
+	bool pending[CUDA_MAX_BUFFERS] = { false };
 	CUstream stream;
-	unsigned slot = 0, used = 0;
+	unsigned slot = 0, nevents = 0;
 
 	if (cudaapi.cuCtxSetCurrent(c->ctx) != CUDA_SUCCESS ||
 	    cudaapi.cuStreamCreate(&stream, CU_STREAM_NON_BLOCKING) != CUDA_SUCCESS) {
 		loader_error(l, "loader thread: %s", "no stream");
 		return NULL;
 	}
+	for (; nevents < c->buffers; nevents++)
+		if (cudaapi.cuEventCreate(&copied[nevents], CU_EVENT_DISABLE_TIMING) != CUDA_SUCCESS) {
+			loader_error(l, "loader thread: %s", "no event");
+			goto out;
+		}
 	for (;;) {
 		uint64_t i = atomic_fetch_add(&l->next, 1);
 		if (i >= l->nchunks || atomic_load(&l->failed) || atomic_load(&l->stop))
@@ -239,12 +247,9 @@ static void *loader_main(void *arg)
 		uint64_t off = i * c->chunk;
 		size_t n = l->len - off < c->chunk ? (size_t)(l->len - off) : c->chunk;
 		unsigned char *buf = ring + (size_t)slot * c->chunk;
-		if (used == c->buffers) {	/* every buffer has a copy queued: wait for the stream */
-			if (cudaapi.cuStreamSynchronize(stream) != CUDA_SUCCESS) {
-				loader_error(l, "copy failed%s", "");
-				break;
-			}
-			used = 0;
+		if (pending[slot] && cudaapi.cuEventSynchronize(copied[slot]) != CUDA_SUCCESS) {
+			loader_error(l, "copy failed%s", "");
+			break;
 		}
 		if (pread_full(l->fd, buf, n, l->start + off)) {
 			loader_error(l, "read failed: %s", strerror(errno));
@@ -256,16 +261,20 @@ static void *loader_main(void *arg)
 				acc += buf[k];
 			atomic_fetch_add(&l->sum, acc);
 		}
-		if (cudaapi.cuMemcpyHtoDAsync(c->raw + off, buf, n, stream) != CUDA_SUCCESS) {
+		if (cudaapi.cuMemcpyHtoDAsync(c->raw + off, buf, n, stream) != CUDA_SUCCESS ||
+		    cudaapi.cuEventRecord(copied[slot], stream) != CUDA_SUCCESS) {
 			loader_error(l, "copy to the device failed%s", "");
 			break;
 		}
-		used++;
+		pending[slot] = true;
 		slot = (slot + 1) % c->buffers;
 		atomic_fetch_add(&l->done, n);
 	}
+out:
 	if (cudaapi.cuStreamSynchronize(stream) != CUDA_SUCCESS)
 		loader_error(l, "copy failed%s", "");
+	for (unsigned k = 0; k < nevents; k++)
+		cudaapi.cuEventDestroy(copied[k]);
 	cudaapi.cuStreamDestroy(stream);
 	return NULL;
 }

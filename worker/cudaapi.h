@@ -21,7 +21,8 @@
 	X(cuCtxSynchronize) X(cuMemGetInfo) X(cuMemAlloc) X(cuMemFree) X(cuMemHostAlloc) \
 	X(cuMemFreeHost) X(cuMemcpyHtoDAsync) X(cuMemcpyHtoD) X(cuMemcpyDtoH)           \
 	X(cuStreamCreate) X(cuStreamSynchronize) X(cuStreamDestroy) X(cuModuleLoadData)  \
-	X(cuModuleUnload) X(cuModuleGetFunction) X(cuLaunchKernel) X(cuDeviceGetCount)
+	X(cuModuleUnload) X(cuModuleGetFunction) X(cuLaunchKernel) X(cuDeviceGetCount)   \
+	X(cuEventCreate) X(cuEventRecord) X(cuEventSynchronize) X(cuEventDestroy)
 
 struct cudaapi {
 	void *lib;

@@ -1,10 +1,11 @@
 """The request semantics operators rely on: what waits, what fails, and why."""
 import os
 import signal
+import subprocess
 import time
 import unittest
 
-from harness import DaemonTest, perm_tokens, pid_alive, wait_until
+from harness import BUILD, DaemonTest, perm_tokens, pid_alive, wait_until
 
 A = ("--n", 16, "--a", 3, "--c", 1)
 B = ("--n", 32, "--a", 5, "--c", 2)
@@ -346,6 +347,16 @@ class UnusableDevice(DaemonTest):
         self.assertIn("service_unavailable", r["error"]["message"])
         c.ok("unload", slot="g")
         wait_until(lambda: self.d.workers() == [], what="no worker left")
+
+    def test_devices_lists_the_configured_gpu_as_not_found(self):
+        devs = {d["name"]: d for d in self.d.client().ok("devices")["devices"]}
+        self.assertEqual(devs["cpu"]["kind"], "cpu")
+        self.assertEqual(devs["cuda:0"]["kind"], "cuda")
+        probed = subprocess.run([os.path.join(BUILD, "modeld-worker"), "--probe"],
+                                capture_output=True, text=True, timeout=30).stdout
+        if "cuda:0" not in probed:       # no GPU here: nothing is known of it
+            self.assertEqual((devs["cuda:0"]["total_bytes"], devs["cuda:0"]["free_bytes"]), (0, 0))
+            self.assertIsNone(devs["cuda:0"]["label"])
 
 
 if __name__ == "__main__":
