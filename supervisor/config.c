@@ -5,6 +5,7 @@
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
+#include <grp.h>
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
@@ -25,7 +26,7 @@
 
 enum key_type {
 	K_STR, K_SECONDS, K_UINT, K_SIZE, K_MODE, K_LOGLEVEL, K_DEVICE, K_ENGINE, K_NAME, K_BOOL,
-	K_MEMCHECK,
+	K_MEMCHECK, K_GROUP,
 };
 
 struct key {
@@ -41,6 +42,8 @@ struct key {
 static const struct key modeld_keys[] = {
 	{ "socket", K_STR, offsetof(struct config, socket), 0, 0, NO_LINE },
 	{ "socket_mode", K_MODE, offsetof(struct config, socket_mode), 0, 0777, NO_LINE },
+	{ "socket_group", K_GROUP, offsetof(struct config, socket_group), 0, 0, NO_LINE },
+	{ "admin_group", K_GROUP, offsetof(struct config, admin_group), 0, 0, NO_LINE },
 	{ "models_dir", K_STR, offsetof(struct config, models_dir), 0, 0, NO_LINE },
 	{ "worker", K_STR, offsetof(struct config, worker), 0, 0, NO_LINE },
 	{ "log_level", K_LOGLEVEL, offsetof(struct config, log_level), 0, 0, NO_LINE },
@@ -237,6 +240,13 @@ static int set_key(struct parse *p, const struct key *k, const char *v)
 			return perr(p, "memory_check: \"%s\" is not warn, refuse or off", v);
 		*(enum memory_check *)f = v[0] == 'w' ? MEMCHECK_WARN : v[0] == 'r' ? MEMCHECK_REFUSE : MEMCHECK_OFF;
 		break;
+	case K_GROUP: {
+		struct group *g = getgrnam(v);
+		if (!g)
+			return perr(p, "%s: no group called \"%s\"", k->name, v);
+		*(gid_t *)f = g->gr_gid;
+		break;
+	}
 	case K_ENGINE:
 		if (strcmp(v, "auto") && strcmp(v, "cpu") && strcmp(v, "cuda"))
 			return perr(p, "engine: \"%s\" is not auto, cpu or cuda", v);
@@ -420,6 +430,7 @@ void config_init(struct config *c)
 {
 	memset(c, 0, sizeof *c);
 	c->socket_mode = 0660;
+	c->socket_group = c->admin_group = CONFIG_NO_GROUP;
 	c->models_dir = xstrdup("./models");
 	c->log_level = LOG_LVL_INFO;
 	c->max_frame = FRAME_MAX_DEFAULT;

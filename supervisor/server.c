@@ -15,6 +15,8 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <grp.h>
+#include <pwd.h>
 #include <unistd.h>
 
 #include <event2/listener.h>
@@ -29,6 +31,7 @@ struct client {
 	struct peer *peer;
 	uid_t uid;
 	pid_t pid;
+	bool admin;
 	unsigned subs;			/* bit mask of enum event_kind */
 	struct req_list reqs;		/* waiting for their final reply */
 };
@@ -203,7 +206,28 @@ void server_subscribe(struct client *c, unsigned mask)
 
 bool server_is_admin(const struct client *c)
 {
-	return c->uid == 0 || c->uid == md.uid;
+	return c->admin;
+}
+
+/* uid 0, modeld's own uid, and members of admin_group (by primary or other group). */
+static bool peer_is_admin(const struct ucred *cred)
+{
+	gid_t groups[256];
+	int n = (int)(sizeof groups / sizeof groups[0]);
+	struct passwd *pw;
+
+	if (cred->uid == 0 || cred->uid == md.uid)
+		return true;
+	if (md.conf.admin_group == CONFIG_NO_GROUP)
+		return false;
+	if (cred->gid == md.conf.admin_group)
+		return true;
+	if ((pw = getpwuid(cred->uid)) == NULL || getgrouplist(pw->pw_name, pw->pw_gid, groups, &n) < 0)
+		return false;
+	for (int i = 0; i < n; i++)
+		if (groups[i] == md.conf.admin_group)
+			return true;
+	return false;
 }
 
 /*
@@ -268,6 +292,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
 		abort();
 	c->uid = cred.uid;
 	c->pid = cred.pid;
+	c->admin = peer_is_admin(&cred);
 	TAILQ_INIT(&c->reqs);
 	c->peer = peer_new(md.base, fd, md.conf.max_frame, CLIENT_MAX_OUTPUT, client_dispatch, c);
 	LIST_INSERT_HEAD(&clients, c, link);
@@ -314,6 +339,7 @@ int server_listen(const char *path, mode_t mode, char *err, size_t errlen)
 	make_parent(path);
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0 || bind(fd, (struct sockaddr *)&sun, sizeof sun) < 0 || chmod(path, mode) < 0 ||
+	    (md.conf.socket_group != CONFIG_NO_GROUP && chown(path, (uid_t)-1, md.conf.socket_group) < 0) ||
 	    listen(fd, 128) < 0) {
 		snprintf(err, errlen, "%s: %s", path, strerror(errno));
 		if (fd >= 0)

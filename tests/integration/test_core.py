@@ -1,6 +1,7 @@
 """modeld end to end on the cpu engine: loads, inference, switches, crashes, bad input."""
 import json
 import os
+import shutil
 import signal
 import struct
 import subprocess
@@ -9,7 +10,7 @@ import unittest
 
 import msgpack
 
-from harness import (DEADLINE, MODELD, Client, Daemon, DaemonTest, perm_tokens,
+from harness import (DEADLINE, MODELCTL, MODELD, Client, Daemon, DaemonTest, perm_tokens,
                      pid_alive, wait_until)
 
 A = ("--n", 16, "--a", 3, "--c", 1)
@@ -450,6 +451,35 @@ class Startup(unittest.TestCase):
             os.unlink(f.name)
         self.assertEqual(p.returncode, 1)
         self.assertIn("%s:4: restart_limit" % f.name, p.stderr)
+
+
+AS_NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+
+
+@unittest.skipUnless(os.geteuid() == 0 and shutil.which("setpriv"), "needs root and setpriv")
+class WhoMayCall(DaemonTest):
+    models = {"a": A}
+    config = "[modeld]\nsocket_mode = 0666\n"
+
+    def ctl_as_nobody(self, *args):
+        os.chmod(self.d.dir, 0o755)
+        return subprocess.run(AS_NOBODY + [MODELCTL, "-s", self.d.sock] + list(args),
+                              capture_output=True, text=True, timeout=DEADLINE)
+
+    def test_others_may_look_but_not_administer(self):
+        self.assertEqual(self.ctl_as_nobody("status").returncode, 0)
+        p = self.ctl_as_nobody("load", "a")
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("unauthorized", p.stderr)
+
+
+@unittest.skipUnless(os.geteuid() == 0 and shutil.which("setpriv"), "needs root and setpriv")
+class AdminGroup(WhoMayCall):
+    config = "[modeld]\nsocket_mode = 0666\nadmin_group = nogroup\n"
+
+    def test_others_may_look_but_not_administer(self):
+        p = self.ctl_as_nobody("load", "a")
+        self.assertEqual(p.returncode, 0, p.stderr)
 
 
 class MissingWorker(unittest.TestCase):

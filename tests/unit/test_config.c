@@ -94,6 +94,7 @@ static void test_errors_name_file_and_line(void **state)
 		{ "[slot a]\ncpu_fallback = a\n", 2, "no other slot a" },
 		{ "[slot a]\nfallback_model = nope\n", 2, "no model nope" },
 		{ "[device cuda:0]\n[device cuda:0]\n", 2, "defined twice" },
+		{ "[modeld]\nadmin_group = no-such-group-here\n", 2, "no group called" },
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		struct config c;
