@@ -316,6 +316,10 @@ static int send_load(int chan, const struct slot_rt *rt, int weights)
 	msgw_ku64(&w, "threads", rt->s.conf->loader_threads);
 	msgw_ku64(&w, "buffers", rt->s.conf->loader_buffers);
 	msgw_ku64(&w, "chunk", rt->s.conf->loader_chunk);
+	if (md.conf.worker_uid != CONFIG_NO_USER) {
+		msgw_ku64(&w, "uid", md.conf.worker_uid);
+		msgw_ku64(&w, "gid", md.conf.worker_gid);
+	}
 	msgw_end(&w);
 	const void *frame = msgw_frame(&w, &len);
 	int rc = frame_send_fd(chan, frame, len, weights);

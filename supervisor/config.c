@@ -6,6 +6,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <grp.h>
+#include <pwd.h>
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
@@ -26,7 +27,7 @@
 
 enum key_type {
 	K_STR, K_SECONDS, K_UINT, K_SIZE, K_MODE, K_LOGLEVEL, K_DEVICE, K_ENGINE, K_NAME, K_BOOL,
-	K_MEMCHECK, K_GROUP,
+	K_MEMCHECK, K_GROUP, K_USER,
 };
 
 struct key {
@@ -44,6 +45,7 @@ static const struct key modeld_keys[] = {
 	{ "socket_mode", K_MODE, offsetof(struct config, socket_mode), 0, 0777, NO_LINE },
 	{ "socket_group", K_GROUP, offsetof(struct config, socket_group), 0, 0, NO_LINE },
 	{ "admin_group", K_GROUP, offsetof(struct config, admin_group), 0, 0, NO_LINE },
+	{ "worker_user", K_USER, offsetof(struct config, worker_uid), 0, 0, NO_LINE },
 	{ "models_dir", K_STR, offsetof(struct config, models_dir), 0, 0, NO_LINE },
 	{ "worker", K_STR, offsetof(struct config, worker), 0, 0, NO_LINE },
 	{ "log_level", K_LOGLEVEL, offsetof(struct config, log_level), 0, 0, NO_LINE },
@@ -247,6 +249,14 @@ static int set_key(struct parse *p, const struct key *k, const char *v)
 		*(gid_t *)f = g->gr_gid;
 		break;
 	}
+	case K_USER: {
+		struct passwd *pw = getpwnam(v);
+		if (!pw)
+			return perr(p, "%s: no user called \"%s\"", k->name, v);
+		p->c->worker_uid = pw->pw_uid;
+		p->c->worker_gid = pw->pw_gid;
+		break;
+	}
 	case K_ENGINE:
 		if (strcmp(v, "auto") && strcmp(v, "cpu") && strcmp(v, "cuda"))
 			return perr(p, "engine: \"%s\" is not auto, cpu or cuda", v);
@@ -431,6 +441,7 @@ void config_init(struct config *c)
 	memset(c, 0, sizeof *c);
 	c->socket_mode = 0660;
 	c->socket_group = c->admin_group = CONFIG_NO_GROUP;
+	c->worker_uid = CONFIG_NO_USER;
 	c->models_dir = xstrdup("./models");
 	c->log_level = LOG_LVL_INFO;
 	c->max_frame = FRAME_MAX_DEFAULT;

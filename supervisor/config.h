@@ -2,7 +2,7 @@
  * config.h: modeld's configuration, from an INI file (inih) or built in.
  *
  *   [modeld]      socket, socket_mode, socket_group, admin_group, models_dir,
- *                 worker, log_level, max_frame, max_clients
+ *                 worker, worker_user, log_level, max_frame, max_clients
  *   [slot NAME]   device, default_model, stop_timeout, restart_backoff_min,
  *                 restart_backoff_max, restart_limit, restart_window,
  *                 heartbeat_interval, heartbeat_timeout, max_queue, autoload,
@@ -29,6 +29,7 @@
 #define CONFIG_MAX_MODELS 4096
 #define CONFIG_NAME_MAX 64
 #define CONFIG_NO_GROUP ((gid_t)-1)
+#define CONFIG_NO_USER ((uid_t)-1)
 
 enum engine_kind { ENGINE_AUTO, ENGINE_CPU, ENGINE_CUDA };
 enum memory_check { MEMCHECK_WARN, MEMCHECK_REFUSE, MEMCHECK_OFF };
@@ -85,6 +86,8 @@ struct config {
 	mode_t socket_mode;
 	gid_t socket_group;		/* CONFIG_NO_GROUP: leave it */
 	gid_t admin_group;		/* members may call admin ops; CONFIG_NO_GROUP: none */
+	uid_t worker_uid;		/* workers drop to this user; CONFIG_NO_USER: they keep modeld's */
+	gid_t worker_gid;
 	char *models_dir;
 	char *worker;			/* NULL: modeld-worker next to modeld */
 	int log_level;

@@ -40,6 +40,8 @@ struct worker {
 	uint32_t *pending;	/* tokens produced and not yet sent */
 	size_t npending;
 	bool stream;
+	uid_t uid;		/* to drop to once loaded, or SANDBOX_KEEP_IDS */
+	gid_t gid;
 };
 
 #ifdef __SANITIZE_ADDRESS__
@@ -212,7 +214,7 @@ static int read_load(struct worker *w, char **engine, char **device, char **mode
 		     uint64_t *warmup, struct engine_params *p)
 {
 	const msgpack_object *msg;
-	uint64_t type = 0, threads = 0, buffers = 0, chunk = 0;
+	uint64_t type = 0, threads = 0, buffers = 0, chunk = 0, uid = 0, gid = 0;
 
 	if (chan_read(&w->chan, -1, &msg) != 1 || msg_u64(msg, "t", &type) || type != WM_LOAD ||
 	    msg_strdup(msg, "engine", engine) || msg_strdup(msg, "device", device) ||
@@ -227,6 +229,9 @@ static int read_load(struct worker *w, char **engine, char **device, char **mode
 	p->threads = (unsigned)threads;
 	p->buffers = (unsigned)buffers;
 	p->chunk = (size_t)chunk;
+	w->uid = msg_u64(msg, "uid", &uid) == MSG_OK && msg_u64(msg, "gid", &gid) == MSG_OK ?
+		 (uid_t)uid : SANDBOX_KEEP_IDS;
+	w->gid = (gid_t)gid;
 	int fd = chan_take_fd(&w->chan);
 	if (fd < 0) {
 		log_error("WM_LOAD came without the weights fd");
@@ -274,7 +279,7 @@ static void load_model(struct worker *w)
 		goto failed;
 	close(fd);
 	report_loaded(w, clock_mono_ms() - t0);
-	if (sandbox_enter(getenv("MODELD_SECCOMP_DEBUG") != NULL, err, sizeof err)) {
+	if (sandbox_enter(getenv("MODELD_SECCOMP_DEBUG") != NULL, w->uid, w->gid, err, sizeof err)) {
 		engine_fail(&e, "load_failed", "sandbox: %s", err);
 		goto failed;
 	}

@@ -8,12 +8,17 @@
 #ifndef SANDBOX_H
 #define SANDBOX_H
 
+#include <sys/types.h>
+
+#define SANDBOX_KEEP_IDS ((uid_t)-1)
+
 /*
- * Sets no_new_privs and rlimits and installs the seccomp allow-list.
+ * In this order: drops to uid/gid (unless SANDBOX_KEEP_IDS), sets
+ * no_new_privs and rlimits, and installs the seccomp allow-list.
  * debug: a refused call is logged by name and fails with ENOSYS instead of
  * killing the worker (MODELD_SECCOMP_DEBUG=1 in the worker's environment).
  * Returns 0, or -1 with err filled.
  */
-int sandbox_enter(int debug, char *err, size_t errlen);
+int sandbox_enter(int debug, uid_t uid, gid_t gid, char *err, size_t errlen);
 
 #endif

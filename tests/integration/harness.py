@@ -264,7 +264,8 @@ class DaemonTest(unittest.TestCase):
 
     def _cleanup(self):
         rc = self.d.stop()
-        if rc != 0 or os.environ.get("KEEP_LOGS"):
+        expected = getattr(self, "expected_exit", 0)
+        if rc != expected or os.environ.get("KEEP_LOGS"):
             print(self.d.read_log())
-        self.assertEqual(rc, 0, "modeld exited with %s" % rc)
+        self.assertEqual(rc, expected, "modeld exited with %s" % rc)
         shutil.rmtree(self.d.dir, ignore_errors=True)

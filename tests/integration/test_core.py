@@ -482,6 +482,48 @@ class AdminGroup(WhoMayCall):
         self.assertEqual(p.returncode, 0, p.stderr)
 
 
+@unittest.skipUnless(os.geteuid() == 0, "needs root")
+class WorkerUser(DaemonTest):
+    models = {"a": A}
+    config = "[modeld]\nworker_user = nobody\n"
+
+    def test_a_loaded_worker_runs_as_the_worker_user(self):
+        c = self.d.client()
+        c.ok("load", model="a")
+        pid = slot_status(c)["pid"]
+        with open("/proc/%d/status" % pid) as f:
+            ids = {l.split(":")[0]: l.split()[1:] for l in f if l.startswith(("Uid:", "Gid:", "Groups:"))}
+        nobody = str(__import__("pwd").getpwnam("nobody").pw_uid)
+        self.assertEqual(ids["Uid"], [nobody] * 4)
+        self.assertEqual(ids["Groups"], [])
+        self.assertEqual(c.ok("infer", model="a", input=[1], max_tokens=2)["tokens"],
+                         perm_tokens(16, 3, 1, 1, 2))
+
+    def test_a_worker_dies_with_modeld_after_dropping_its_ids(self):
+        c = self.d.client()
+        c.ok("load", model="a")
+        pid = slot_status(c)["pid"]
+        os.kill(pid, signal.SIGSTOP)       # it cannot notice its channel closing
+        self.expected_exit = -signal.SIGKILL
+        self.d.proc.kill()                 # a supervisor crash, not a shutdown
+        self.d.proc.wait()
+        wait_until(lambda: not pid_alive(pid), what="the worker to die with modeld")
+
+
+class SupervisorCrash(DaemonTest):
+    models = {"a": A}
+
+    def test_workers_die_with_modeld(self):
+        c = self.d.client()
+        c.ok("load", model="a")
+        pid = slot_status(c)["pid"]
+        os.kill(pid, signal.SIGSTOP)       # it cannot notice its channel closing
+        self.expected_exit = -signal.SIGKILL
+        self.d.proc.kill()
+        self.d.proc.wait()
+        wait_until(lambda: not pid_alive(pid), what="the worker to die with modeld")
+
+
 class MissingWorker(unittest.TestCase):
     def test_a_missing_worker_binary_stops_startup(self):
         p = subprocess.run([MODELD, "-s", "/tmp/modeld-missing-worker.sock", "--worker", "/nonexistent/w"],
