@@ -417,6 +417,52 @@ class Protocol(DaemonTest):
                          perm_tokens(16, 3, 1, 2, 3))
 
 
+class Limits(DaemonTest):
+    models = {"a": A}
+    config = "[modeld]\nmax_clients = 2\n"
+
+    def test_clients_beyond_max_clients_are_refused(self):
+        # The start-up probe's connection may still count for a moment: take places as they free.
+        a = wait_until(self._connect, what="a first place")
+        wait_until(self._connect, what="a second place")
+        c = self.d.client()
+        with self.assertRaises((EOFError, OSError)):
+            c.call("hello", proto=1)
+        a.close()
+        wait_until(lambda: self._can_connect(), what="a free place")
+
+    def _connect(self):
+        c = self.d.client()
+        try:
+            return c if c.call("hello", proto=1)["ok"] else None
+        except (EOFError, OSError):
+            return None
+
+    def _can_connect(self):
+        return self._connect() is not None
+
+    def test_a_client_that_does_not_read_is_dropped(self):
+        c = self.d.client()
+        c.ok("load", model="a")
+        slow = self.d.client()
+        # Replies to over 8 MiB, never read: modeld drops the client rather than grow.
+        frames = b"".join(struct.pack(">I", len(b)) + b for b in
+                          (msgpack.packb({"id": i + 1, "op": "status"}) for i in range(60000)))
+        try:
+            slow.send_raw(frames)
+        except OSError:
+            pass                          # dropped before it finished writing: as good
+        pid = self.d.proc.pid
+        wait_until(lambda: "output buffer over its limit" in self.d.read_log(), timeout=60,
+                   what="the slow client to be dropped")
+        with open("/proc/%d/status" % pid) as f:
+            rss = int(next(l for l in f if l.startswith("VmRSS:")).split()[1])
+        if not os.environ.get("MODELD_TEST_SANITIZED"):     # ASan's shadow and quarantine
+            self.assertLess(rss, 96 * 1024, "modeld grew past 96 MiB")
+        self.assertEqual(c.ok("infer", model="a", input=[2], max_tokens=2)["tokens"],
+                         perm_tokens(16, 3, 1, 2, 2))
+
+
 FAKE_WORKER = b"""#!/bin/sh
 # Finds no GPU, and answers the load with a frame that is not msgpack.
 [ "$1" = --probe ] && exit 0
