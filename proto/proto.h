@@ -94,7 +94,8 @@ char *proto_default_socket(void);
 
 enum wmsg {
 	/* supervisor -> worker */
-	WM_LOAD = 100,		/* model, engine, warmup, device; the weights fd rides along */
+	WM_LOAD = 100,		/* model, engine, device, warmup, threads, buffers, chunk,
+				 * uid, gid (optional); the weights fd rides along */
 	WM_PING,		/* seq */
 	WM_INFER,		/* req, input, max_tokens, stream */
 	WM_CANCEL,		/* req */
