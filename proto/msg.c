@@ -74,7 +74,6 @@ void msgw_bool(struct msgw *w, bool v)
 
 void msgw_u64(struct msgw *w, uint64_t v) { count_item(w); msgpack_pack_uint64(&w->pk, v); }
 void msgw_i64(struct msgw *w, int64_t v) { count_item(w); msgpack_pack_int64(&w->pk, v); }
-void msgw_double(struct msgw *w, double v) { count_item(w); msgpack_pack_double(&w->pk, v); }
 
 void msgw_strn(struct msgw *w, const char *s, size_t n)
 {

@@ -40,7 +40,6 @@ void msgw_nil(struct msgw *w);
 void msgw_bool(struct msgw *w, bool v);
 void msgw_u64(struct msgw *w, uint64_t v);
 void msgw_i64(struct msgw *w, int64_t v);
-void msgw_double(struct msgw *w, double v);
 void msgw_str(struct msgw *w, const char *s);	/* NULL writes nil */
 void msgw_strn(struct msgw *w, const char *s, size_t n);
 void msgw_u32s(struct msgw *w, const uint32_t *v, size_t n);

@@ -103,7 +103,7 @@ enum wmsg {
 
 	/* worker -> supervisor */
 	WM_PROGRESS = 200,	/* bytes, total */
-	WM_LOADED,		/* load_ms, vocab, mem_bytes */
+	WM_LOADED,		/* mem_bytes */
 	WM_WARMED,		/* warmup_ms */
 	WM_FAILED,		/* code, message: load or warmup failed */
 	WM_PONG,		/* seq, mem_bytes, dev_free, dev_total */

@@ -79,7 +79,7 @@ static int on_loaded(struct child *c, const msgpack_object *m)
 {
 	struct slot_ev ev = { .type = SEV_LOADED };
 	uint64_t mem = 0;
-	if (msg_u64(m, "load_ms", &ev.a) || msg_u64(m, "vocab", &ev.b) || msg_u64(m, "mem_bytes", &mem))
+	if (msg_u64(m, "mem_bytes", &mem))
 		return -1;
 	c->loaded = c->rt->s.model->warmup == 0;	/* else once warmed: both are quiet stretches */
 	c->rt->s.mem_bytes = mem;

@@ -627,8 +627,8 @@ static void act_progress(struct slot *s, const struct slot_ev *ev)
 
 static void act_loaded(struct slot *s, const struct slot_ev *ev)
 {
+	(void)ev;
 	s->load_ms = now(s) - s->load_started_ms;
-	s->vocab = (uint32_t)ev->b;
 	s->bytes = s->total;
 	s->warmup_ms = 0;
 	if (s->model->warmup == 0) {

@@ -42,7 +42,7 @@ enum slot_event {
 	SEV_CANCEL,		/* req: its client cancelled it or went away */
 	SEV_SHUTDOWN,		/* modeld is stopping */
 	SEV_PROGRESS,		/* worker: bytes of total loaded */
-	SEV_LOADED,		/* worker: weights loaded; a = load_ms, b = vocab */
+	SEV_LOADED,		/* worker: weights loaded */
 	SEV_WARMED,		/* worker: warmup done; a = warmup_ms */
 	SEV_FAILED,		/* worker: load or warmup failed; code, message */
 	SEV_TOKENS,		/* worker: a = request seq, tokens */
@@ -138,7 +138,6 @@ struct slot {
 	uint64_t bytes, total;
 	uint64_t load_started_ms, load_ms, warmup_ms;
 	uint64_t mem_bytes;
-	uint32_t vocab;
 	/* crash recovery */
 	uint64_t deaths[SLOT_MAX_DEATHS];
 	unsigned ndeaths;

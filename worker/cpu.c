@@ -119,11 +119,6 @@ static int cpu_load(struct engine_ctx *c, int fd, engine_progress_fn progress, v
 	return 0;
 }
 
-static uint32_t cpu_vocab(struct engine_ctx *c)
-{
-	return c->desc.vocab;
-}
-
 static int cpu_step(struct engine_ctx *c, uint32_t t, uint32_t *next, struct engine_error *e)
 {
 	(void)e;
@@ -171,7 +166,6 @@ const struct engine engine_cpu = {
 	.name = "cpu",
 	.open = cpu_open,
 	.load = cpu_load,
-	.vocab = cpu_vocab,
 	.warmup = cpu_warmup,
 	.infer = cpu_infer,
 	.memory = cpu_memory,

@@ -384,11 +384,6 @@ static int cuda_load(struct engine_ctx *c, int fd, engine_progress_fn progress, 
 	return 0;
 }
 
-static uint32_t cuda_vocab(struct engine_ctx *c)
-{
-	return c->desc.vocab;
-}
-
 /* One step on the device: t up, three kernels, the next token back. */
 static int cuda_step(struct engine_ctx *c, uint32_t t, uint32_t *next, struct engine_error *e)
 {
@@ -484,7 +479,6 @@ const struct engine engine_cuda = {
 	.name = "cuda",
 	.open = cuda_open,
 	.load = cuda_load,
-	.vocab = cuda_vocab,
 	.warmup = cuda_warmup,
 	.infer = cuda_infer,
 	.memory = cuda_memory,

@@ -56,7 +56,6 @@ struct engine {
 	/* Loads the weights from fd (read with pread; the offset is not used). */
 	int (*load)(struct engine_ctx *ctx, int fd, engine_progress_fn progress, void *arg,
 		    struct engine_error *e);
-	uint32_t (*vocab)(struct engine_ctx *ctx);
 	int (*warmup)(struct engine_ctx *ctx, struct engine_error *e);
 	/* Generates up to max_tokens after input; stops early after the model's eos. */
 	int (*infer)(struct engine_ctx *ctx, const uint32_t *input, uint32_t ninput,

@@ -240,15 +240,13 @@ static int read_load(struct worker *w, char **engine, char **device, char **mode
 	return fd;
 }
 
-static void report_loaded(struct worker *w, uint64_t load_ms)
+static void report_loaded(struct worker *w)
 {
 	struct engine_mem mem = { 0 };
 	struct msgw m;
 
 	w->engine->memory(w->ctx, &mem);
 	msgw_wmsg(&m, WM_LOADED);
-	msgw_ku64(&m, "load_ms", load_ms);
-	msgw_ku64(&m, "vocab", w->engine->vocab(w->ctx));
 	msgw_ku64(&m, "mem_bytes", mem.used);
 	msgw_end(&m);
 	send_or_die(w, &m);
@@ -272,18 +270,17 @@ static void load_model(struct worker *w)
 			    "no engine called %s in this build", engine);
 		goto failed;
 	}
-	uint64_t t0 = clock_mono_ms();
 	if (w->engine->open(&w->ctx, &params, &e))
 		goto failed;
 	if (w->engine->load(w->ctx, fd, on_progress, w, &e))
 		goto failed;
 	close(fd);
-	report_loaded(w, clock_mono_ms() - t0);
+	report_loaded(w);
 	if (sandbox_enter(getenv("MODELD_SECCOMP_DEBUG") != NULL, w->uid, w->gid, err, sizeof err)) {
 		engine_fail(&e, "load_failed", "sandbox: %s", err);
 		goto failed;
 	}
-	t0 = clock_mono_ms();
+	uint64_t t0 = clock_mono_ms();
 	for (uint64_t i = 0; i < warmup; i++)
 		if (w->engine->warmup(w->ctx, &e))
 			goto failed;
