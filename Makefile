@@ -43,6 +43,16 @@ WORK_SRC += $(CUDA_SRC)
 WORK_OBJ_EXTRA = $(BUILD)/gen/kernels_fatbin.o
 $(call obj,$(CUDA_SRC) worker/engine.c worker/main.c bench/bench_load.c): \
 	CFLAGS += -DMODELD_HAVE_CUDA -I$(CUDA_HOME)/include
+
+# A stand-in for the driver, for testing the cuda engine without a GPU
+# (tests/fakecuda/fakecuda.c): make test runs tests/gpu against it.
+FAKECUDA = $(BUILD)/fakecuda/libcuda.so.1
+$(call obj,tests/fakecuda/fakecuda.c): CFLAGS += -fPIC -I$(CUDA_HOME)/include
+$(FAKECUDA): $(call obj,tests/fakecuda/fakecuda.c)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -shared -Wl,-soname,libcuda.so.1 -o $@ $^ -pthread
+else
+FAKECUDA =
 endif
 
 $(BUILD)/gen/kernels.fatbin: worker/kernels.cu
@@ -118,8 +128,8 @@ run: deps
 # The suite runs twice: on the plain build, and on one with AddressSanitizer
 # and UndefinedBehaviorSanitizer (build-san).
 test: test-deps
-	@$(MAKE) --no-print-directory all $(UNIT_BINS)
-	@$(MAKE) --no-print-directory SAN=1 BUILD=build-san all $(subst $(BUILD)/,build-san/,$(UNIT_BINS))
+	@$(MAKE) --no-print-directory all $(UNIT_BINS) $(FAKECUDA)
+	@$(MAKE) --no-print-directory SAN=1 BUILD=build-san all $(subst $(BUILD)/,build-san/,$(UNIT_BINS) $(FAKECUDA))
 	@sh tests/run $(BUILD) build-san
 
 # libFuzzer harnesses for what parses untrusted bytes (needs clang; not part of make test).

@@ -1,8 +1,12 @@
-"""The cuda engine on a real GPU (make test-gpu; skipped where none is found).
+"""The cuda engine on a GPU (make test-gpu; skipped where none is found).
 
 Tokens must match the cpu engine's; device memory must come back after every
 unload and after a worker is killed; a multi-GB file must reach the device
-byte for byte.
+byte for byte; a model the device cannot hold fails with insufficient_memory.
+
+make test also runs these against tests/fakecuda, the stand-in driver (its
+devices are named "modeld fake GPU N"), where the big file is smaller and a
+few tests of the driver's own failures are added.
 """
 import os
 import signal
@@ -18,17 +22,19 @@ SLACK = 64 << 20          # free memory within this of the baseline counts as ba
 
 
 def probe():
-    """{device: (total, free)} from a fresh process, as a separate observer."""
+    """{device: (total, free, label)} from a fresh process, as a separate observer."""
     out = subprocess.run([WORKER, "--probe"], capture_output=True, text=True, timeout=30).stdout
     gpus = {}
     for line in out.splitlines():
-        name, total, free = line.split("\t")[:3]
-        gpus[name] = (int(total), int(free))
+        name, total, free, label = line.split("\t", 3)
+        gpus[name] = (int(total), int(free), label)
     return gpus
 
 
 GPUS = probe() if os.path.exists(WORKER) else {}
+SIMULATED = GPUS.get("cuda:0", (0, 0, ""))[2].startswith("modeld fake GPU")
 needs_gpu = unittest.skipUnless(GPUS, "skipped: no GPU")
+needs_fake = unittest.skipUnless(SIMULATED, "skipped: not on the stand-in driver")
 
 A = ("--n", 64, "--a", 5, "--c", 1)
 H = ("--n", 96, "--a", 7, "--c", 3, "--dtype", "f16")
@@ -38,6 +44,23 @@ BIG = ("--n", 1024, "--a", 3, "--c", 1)       # 12 MiB of weights
 
 def free_now():
     return probe()["cuda:0"][1]
+
+
+class EnvTest(DaemonTest):
+    """A DaemonTest whose modeld (and so its workers) runs with env added."""
+    env = {}
+
+    def setUp(self):
+        saved = {k: os.environ.get(k) for k in self.env}
+        os.environ.update(self.env)
+        try:
+            super().setUp()
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    del os.environ[k]
+                else:
+                    os.environ[k] = v
 
 
 @needs_gpu
@@ -87,19 +110,18 @@ class MemoryComesBack(DaemonTest):
         self.assertGreater(free_now(), baseline - held - 2 * SLACK)
 
 
+# Multi-GB on a GPU; on the stand-in, whose device memory is host memory,
+# 512 MiB: still many chunks for every loader thread's ring.
+BIG_PAD = (512 << 20) if SIMULATED else (3 << 30)
+
+
 @needs_gpu
-class BigFile(DaemonTest):
+class BigFile(EnvTest):
     """With MODELD_VERIFY_LOAD, the cuda engine sums the bytes on the device
     and fails the load unless they add up to what it read."""
-    models = {"big": ("--n", 16, "--a", 3, "--c", 1, "--pad", 3 << 30, "--random-pad", 7)}
+    models = {"big": ("--n", 16, "--a", 3, "--c", 1, "--pad", BIG_PAD, "--random-pad", 7)}
     config = "[slot gpu]\ndevice = cuda:0\n"
-
-    def setUp(self):
-        os.environ["MODELD_VERIFY_LOAD"] = "1"
-        try:
-            super().setUp()
-        finally:
-            del os.environ["MODELD_VERIFY_LOAD"]
+    env = {"MODELD_VERIFY_LOAD": "1"}
 
     def test_a_multi_gb_file_arrives_byte_for_byte(self):
         c = self.d.client()
@@ -108,6 +130,57 @@ class BigFile(DaemonTest):
         self.assertEqual(c.ok("infer", model="big", input=[5], max_tokens=8)["tokens"],
                          perm_tokens(16, 3, 1, 5, 8))
 
+
+@needs_gpu
+class Inventory(DaemonTest):
+    models = {"big": BIG}
+    config = "[slot gpu]\ndevice = cuda:0\n"
+
+    def test_devices_and_status_show_device_memory(self):
+        c = self.d.client()
+        total, _, label = GPUS["cuda:0"]
+        dev = {d["name"]: d for d in c.ok("devices")["devices"]}["cuda:0"]
+        self.assertEqual((dev["kind"], dev["label"], dev["total_bytes"]), ("cuda", label, total))
+        self.assertGreater(dev["free_bytes"], 0)
+        c.ok("load", model="big")
+        held = c.ok("status", slot="gpu")["slots"][0]["mem_bytes"]
+        self.assertGreaterEqual(held, os.path.getsize(os.path.join(self.d.models_dir, "big.safetensors")))
+        self.assertLess(free_now(), total - held + SLACK)
+
+
+@needs_gpu
+class TooBig(DaemonTest):
+    """The worker's own check: the supervisor's is off, and the file (a hole)
+    is larger than the whole device."""
+    config = "[slot gpu]\ndevice = cuda:0\nmemory_check = off\n"
+
+    def setUp(self):
+        self.models = {"huge": ("--n", 16, "--a", 3, "--c", 1, "--pad", GPUS["cuda:0"][0] + (1 << 30))}
+        super().setUp()
+
+    def test_a_model_larger_than_the_device_fails_after_waiting(self):
+        c = self.d.client()
+        r = c.call("load", model="huge")
+        self.assertEqual(r["error"]["code"], "insufficient_memory", r)
+        self.assertIn("waited 5000 ms", r["error"]["message"])
+        c.ok("status")
+
+
+@needs_fake
+class DriverRefuses(EnvTest):
+    models = {"a": A}
+    config = "[slot gpu]\ndevice = cuda:0\nrestart_backoff_min = 0.05\n"
+    env = {"FAKECUDA_INIT_ERROR": "CUDA_ERROR_NO_DEVICE"}
+
+    def test_a_cuinit_error_is_named_and_retried(self):
+        c = self.d.client()
+        c.ok("subscribe", events=["state"])
+        r = c.call("load", model="a")
+        self.assertEqual(r["error"]["code"], "load_failed")
+        e = c.wait_state("service_unavailable")
+        self.assertIn("cuInit: CUDA_ERROR_NO_DEVICE", e["message"])
+        c.wait_state("reconnecting")
+        c.wait_state("service_unavailable")
 
 if __name__ == "__main__":
     unittest.main()
