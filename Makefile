@@ -154,6 +154,11 @@ bench-load: deps all $(BUILD)/bench_load
 	@test -f $(BUILD)/bench/load.safetensors || $(BUILD)/mkmodel $(BUILD)/bench/load.safetensors --n 64 --pad $(BENCH_BYTES) --random-pad 1
 	$(BUILD)/bench_load $(BUILD)/bench/load.safetensors
 
+bench-load-sweep: deps all $(BUILD)/bench_load
+	@mkdir -p $(BUILD)/bench
+	@test -f $(BUILD)/bench/load.safetensors || $(BUILD)/mkmodel $(BUILD)/bench/load.safetensors --n 64 --pad $(BENCH_BYTES) --random-pad 1
+	$(BUILD)/bench_load $(BUILD)/bench/load.safetensors --sweep
+
 bench-switch: deps all $(BUILD)/bench_load
 	BUILD=$(BUILD) /usr/bin/python3 bench/switch.py
 
@@ -165,4 +170,4 @@ test-gpu: test-deps
 clean:
 	rm -rf $(BUILD) build-san build-fuzz
 
-.PHONY: all deps test-deps run test test-gpu bench-load bench-switch fuzz clean
+.PHONY: all deps test-deps run test test-gpu bench-load bench-load-sweep bench-switch fuzz clean

@@ -5,9 +5,13 @@
  *   naive   read the whole file into malloc'd memory, one cuMemcpyHtoD
  *   limit   async copies of the same bytes from pinned memory: what PCIe gives
  * and the ratios. The file is read once first, so all three read the page
- * cache. Where no GPU is usable it says why and exits 0.
+ * cache; each figure is the median of --runs runs (default 3). Where no GPU
+ * is usable it says why and exits 0.
  *
- *   bench_load FILE [--threads N] [--buffers N] [--chunk BYTES]
+ *   bench_load FILE [--threads N] [--buffers N] [--chunk BYTES] [--runs N]
+ *   bench_load FILE --sweep    the loader over thread counts, chunk sizes and
+ *                              buffers (pinned ring within LOADER_PINNED_MAX),
+ *                              each beside the limit measured in the same run
  *   bench_load --hold BYTES    allocate BYTES on cuda:0, print "ready", wait
  *                              for stdin to close (for bench/switch.py)
  */
@@ -19,11 +23,18 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../proto/proto.h"
 #include "../worker/cudaapi.h"
 #include "../worker/engine.h"
 
 #define LIMIT_CHUNK (8u << 20)
 #define LIMIT_BUFFERS 8
+#define MAX_RUNS 15
+
+static const unsigned sweep_threads[] = { 2, 4, 8, 16, 32 };
+static const unsigned sweep_chunk_mib[] = { 1, 2, 4, 8, 16 };
+static const unsigned sweep_buffers[] = { 2, 4 };
+#define COUNT(a) (sizeof (a) / sizeof (a)[0])
 
 static double now_s(void)
 {
@@ -137,14 +148,78 @@ static int hold(uint64_t bytes)
 	return 0;
 }
 
+static int by_value(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return (x > y) - (x < y);
+}
+
+static double median(double *v, int n)
+{
+	qsort(v, (size_t)n, sizeof *v, by_value);
+	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+static double loader_median(int fd, const struct engine_params *p, uint64_t size, int runs)
+{
+	double v[MAX_RUNS];
+	for (int i = 0; i < runs; i++)
+		v[i] = bench_loader(fd, p, size);
+	return median(v, runs);
+}
+
+static double naive_median(int fd, uint64_t size, int runs)
+{
+	double v[MAX_RUNS];
+	for (int i = 0; i < runs; i++)
+		v[i] = bench_naive(fd, size);
+	return median(v, runs);
+}
+
+static double limit_median(uint64_t size, int runs)
+{
+	double v[MAX_RUNS];
+	for (int i = 0; i < runs; i++)
+		v[i] = bench_limit(size);
+	return median(v, runs);
+}
+
+/* Every setting whose ring fits, with the limit before and after (noise shows as their gap). */
+static void sweep(int fd, uint64_t size, int runs)
+{
+	struct engine_params p = { .device = "cuda:0", .model = "bench" };
+	double before = limit_median(size, runs);
+
+	printf("file        %.2f GiB (page cache), median of %d runs\n", (double)size / (1u << 30), runs);
+	printf("limit       %6.2f GB/s before the sweep\n", before);
+	printf("threads  chunk  buffers  pinned     GB/s  of limit\n");
+	for (size_t b = 0; b < COUNT(sweep_buffers); b++)
+		for (size_t t = 0; t < COUNT(sweep_threads); t++)
+			for (size_t c = 0; c < COUNT(sweep_chunk_mib); c++) {
+				uint64_t pinned = (uint64_t)sweep_threads[t] * sweep_buffers[b] * sweep_chunk_mib[c] << 20;
+				if (pinned > LOADER_PINNED_MAX)
+					continue;
+				p.threads = sweep_threads[t];
+				p.buffers = sweep_buffers[b];
+				p.chunk = (size_t)sweep_chunk_mib[c] << 20;
+				double g = loader_median(fd, &p, size, runs);
+				printf("%7u %4u MiB %8u %4llu MiB %8.2f %9.2f\n", p.threads, sweep_chunk_mib[c],
+				       p.buffers, (unsigned long long)(pinned >> 20), g, g / before);
+			}
+	printf("limit       %6.2f GB/s after the sweep\n", limit_median(size, runs));
+}
+
 int main(int argc, char **argv)
 {
 	struct engine_params p = { .device = "cuda:0", .model = "bench" };
 	char err[256];
 	CUresult rc;
+	int runs = 3;
+	int sweeping = 0;
 
 	if (argc < 2) {
-		fprintf(stderr, "usage: bench_load FILE [--threads N] [--buffers N] [--chunk BYTES] | --hold BYTES\n");
+		fprintf(stderr, "usage: bench_load FILE [--threads N] [--buffers N] [--chunk BYTES] [--runs N] "
+			"[--sweep] | --hold BYTES\n");
 		return 2;
 	}
 	if (cudaapi_load(err, sizeof err, &rc) < 0) {
@@ -153,11 +228,24 @@ int main(int argc, char **argv)
 	}
 	if (strcmp(argv[1], "--hold") == 0 && argc == 3)
 		return hold(strtoull(argv[2], NULL, 10));
-	for (int i = 2; i + 1 < argc; i += 2) {
-		unsigned long v = strtoul(argv[i + 1], NULL, 10);
-		if (strcmp(argv[i], "--threads") == 0) p.threads = (unsigned)v;
-		else if (strcmp(argv[i], "--buffers") == 0) p.buffers = (unsigned)v;
-		else if (strcmp(argv[i], "--chunk") == 0) p.chunk = v;
+	for (int i = 2; i < argc; i++) {
+		if (strcmp(argv[i], "--sweep") == 0) {
+			sweeping = 1;
+			continue;
+		}
+		if (i + 1 == argc) {
+			fprintf(stderr, "bench_load: %s needs a value\n", argv[i]);
+			return 2;
+		}
+		unsigned long v = strtoul(argv[++i], NULL, 10);
+		if (strcmp(argv[i - 1], "--threads") == 0) p.threads = (unsigned)v;
+		else if (strcmp(argv[i - 1], "--buffers") == 0) p.buffers = (unsigned)v;
+		else if (strcmp(argv[i - 1], "--chunk") == 0) p.chunk = v;
+		else if (strcmp(argv[i - 1], "--runs") == 0 && v >= 1 && v <= MAX_RUNS) runs = (int)v;
+		else {
+			fprintf(stderr, "bench_load: bad option %s %s\n", argv[i - 1], argv[i]);
+			return 2;
+		}
 	}
 	/* One context for the run: the loader's open and close retain and release it too. */
 	CUdevice dev;
@@ -173,12 +261,18 @@ int main(int argc, char **argv)
 	}
 	uint64_t size = (uint64_t)st.st_size;
 	warm_cache(fd, size);
-	double loader = bench_loader(fd, &p, size);
-	double naive = bench_naive(fd, size);
-	double limit = bench_limit(size);
-	printf("file        %.2f GiB (page cache)\n", (double)size / (1u << 30));
-	printf("loader      %6.2f GB/s  (%u threads x %zu MiB x %u buffers)\n", loader,
-	       p.threads ? p.threads : 16, (p.chunk ? p.chunk : 4u << 20) >> 20, p.buffers ? p.buffers : 2);
+	if (sweeping) {
+		sweep(fd, size, runs);
+		return 0;
+	}
+	double loader = loader_median(fd, &p, size, runs);
+	double naive = naive_median(fd, size, runs);
+	double limit = limit_median(size, runs);
+	printf("file        %.2f GiB (page cache), median of %d runs\n", (double)size / (1u << 30), runs);
+	printf("loader      %6.2f GB/s  (%u threads x %u MiB x %u buffers)\n", loader,
+	       p.threads ? p.threads : LOADER_THREADS_DEFAULT,
+	       (unsigned)((p.chunk ? p.chunk : LOADER_CHUNK_DEFAULT) >> 20),
+	       p.buffers ? p.buffers : LOADER_BUFFERS_DEFAULT);
 	printf("naive       %6.2f GB/s  (read all, then one copy)\n", naive);
 	printf("limit       %6.2f GB/s  (async copies from pinned memory)\n", limit);
 	printf("loader/limit %.2f   loader/naive %.2f\n", loader / limit, loader / naive);

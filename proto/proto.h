@@ -23,6 +23,17 @@
 #define INFER_MAX_TOKENS 65536u
 #define INFER_MAX_INPUT 65536u
 
+/*
+ * The cuda engine's loader: reader threads, pinned buffers per thread and
+ * bytes per read and copy (WM_LOAD's threads, buffers and chunk; 0 asks for
+ * the default), and the most pinned memory the ring of all three may take:
+ * pinned memory is slow to make and makes a worker's exit slow.
+ */
+#define LOADER_THREADS_DEFAULT 16u
+#define LOADER_BUFFERS_DEFAULT 2u
+#define LOADER_CHUNK_DEFAULT (4u << 20)
+#define LOADER_PINNED_MAX (128u << 20)
+
 enum op {
 	OP_HELLO,
 	OP_STATUS,

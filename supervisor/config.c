@@ -73,9 +73,9 @@ static const struct key slot_keys[] = {
 	{ "memory_check", K_MEMCHECK, S(memory_check), 0, 0, NO_LINE },
 	{ "cpu_fallback", K_NAME, S(cpu_fallback), 0, 0, S(cpu_fallback_line) },
 	{ "lock", K_NAME, S(lock), 0, 0, S(lock_line) },
-	{ "loader_threads", K_UINT, S(loader_threads), 1, 64, NO_LINE },
-	{ "loader_buffers", K_UINT, S(loader_buffers), 1, 8, NO_LINE },
-	{ "loader_chunk", K_SIZE, S(loader_chunk), 65536, 256u << 20, NO_LINE },
+	{ "loader_threads", K_UINT, S(loader_threads), 1, 64, S(loader_line) },
+	{ "loader_buffers", K_UINT, S(loader_buffers), 1, 8, S(loader_line) },
+	{ "loader_chunk", K_SIZE, S(loader_chunk), 65536, LOADER_PINNED_MAX, S(loader_line) },
 };
 #undef S
 
@@ -503,6 +503,14 @@ static void resolve_path(const struct config *c, struct model *m)
 	m->path = full;
 }
 
+/* The pinned ring a slot's cuda worker will make, defaults counted in. */
+static uint64_t loader_pinned(const struct slot_conf *s)
+{
+	return (uint64_t)(s->loader_threads ? s->loader_threads : LOADER_THREADS_DEFAULT) *
+	       (s->loader_buffers ? s->loader_buffers : LOADER_BUFFERS_DEFAULT) *
+	       (s->loader_chunk ? s->loader_chunk : LOADER_CHUNK_DEFAULT);
+}
+
 int config_finish(struct config *c, char err[CONFIG_ERR_LEN])
 {
 	const char *file = c->file ? c->file : "(default)";
@@ -539,6 +547,13 @@ int config_finish(struct config *c, char err[CONFIG_ERR_LEN])
 		if (s->fallback_model && !config_model(c, s->fallback_model)) {
 			snprintf(err, CONFIG_ERR_LEN, "%s:%d: fallback_model: no model %s", file,
 				 s->fallback_model_line, s->fallback_model);
+			return -1;
+		}
+		uint64_t pinned = loader_pinned(s);
+		if (pinned > LOADER_PINNED_MAX) {
+			snprintf(err, CONFIG_ERR_LEN, "%s:%d: loader_threads x loader_buffers x loader_chunk "
+				 "is %llu MiB of pinned memory, over the %u MiB allowed", file, s->loader_line,
+				 (unsigned long long)(pinned >> 20), LOADER_PINNED_MAX >> 20);
 			return -1;
 		}
 		if (s->restart_backoff_min_ms > s->restart_backoff_max_ms || s->heartbeat_interval_ms == 0) {

@@ -61,6 +61,7 @@ struct slot_conf {
 	unsigned loader_threads;	/* cuda engine loader; 0: the engine's defaults */
 	unsigned loader_buffers;
 	size_t loader_chunk;
+	int loader_line;		/* the last loader_ key's */
 };
 
 struct device_conf {

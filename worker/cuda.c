@@ -25,6 +25,7 @@
 
 #include <cuda.h>
 
+#include "../proto/proto.h"
 #include "cudaapi.h"
 #include "engine.h"
 #include "mlp.h"
@@ -120,12 +121,13 @@ static int cuda_open(struct engine_ctx **out, const struct engine_params *p, str
 	if (!c)
 		return engine_fail(e, "load_failed", "out of memory");
 	*out = c;
-	c->threads = p->threads ? p->threads : 16;
-	c->buffers = p->buffers ? p->buffers : 2;
-	c->chunk = p->chunk ? p->chunk : 4u << 20;
-	if (c->threads > CUDA_MAX_THREADS || c->buffers > CUDA_MAX_BUFFERS)
-		return engine_fail(e, "load_failed", "at most %d loader threads and %d buffers each",
-				   CUDA_MAX_THREADS, CUDA_MAX_BUFFERS);
+	c->threads = p->threads ? p->threads : LOADER_THREADS_DEFAULT;
+	c->buffers = p->buffers ? p->buffers : LOADER_BUFFERS_DEFAULT;
+	c->chunk = p->chunk ? p->chunk : LOADER_CHUNK_DEFAULT;
+	if (c->threads > CUDA_MAX_THREADS || c->buffers > CUDA_MAX_BUFFERS ||
+	    (uint64_t)c->threads * c->buffers * c->chunk > LOADER_PINNED_MAX)
+		return engine_fail(e, "load_failed", "the loader may have %d threads, %d buffers each and "
+				   "%u MiB pinned in all", CUDA_MAX_THREADS, CUDA_MAX_BUFFERS, LOADER_PINNED_MAX >> 20);
 	CU(cudaapi.cuDeviceGet(&c->dev, ordinal), ENGINE_UNAVAILABLE, e);
 	CU(cudaapi.cuDevicePrimaryCtxRetain(&c->ctx, c->dev), ENGINE_UNAVAILABLE, e);
 	CU(cudaapi.cuCtxSetCurrent(c->ctx), ENGINE_UNAVAILABLE, e);

@@ -95,6 +95,8 @@ static void test_errors_name_file_and_line(void **state)
 		{ "[slot a]\nfallback_model = nope\n", 2, "no model nope" },
 		{ "[device cuda:0]\n[device cuda:0]\n", 2, "defined twice" },
 		{ "[modeld]\nadmin_group = no-such-group-here\n", 2, "no group called" },
+		{ "[slot a]\nloader_threads = 32\n", 2, "256 MiB of pinned memory, over the 128" },
+		{ "[slot a]\nloader_threads = 8\nloader_chunk = 16777216\n", 3, "256 MiB" },
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		struct config c;
