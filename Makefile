@@ -19,6 +19,15 @@ LIB_JANSSON = $(shell pkg-config --libs jansson 2>/dev/null)
 LIB_SECCOMP = $(shell pkg-config --libs libseccomp 2>/dev/null)
 LIB_CMOCKA  = $(shell pkg-config --libs cmocka 2>/dev/null)
 
+# STATIC_DEPS=1 links msgpack-c, inih and jansson statically, for a GPU host
+# that has libevent, libseccomp and the driver but not those packages.
+ifeq ($(STATIC_DEPS),1)
+static = -Wl,-Bstatic $(1) -Wl,-Bdynamic
+LIB_MSGPACK := $(call static,$(LIB_MSGPACK))
+LIB_INIH    := $(call static,$(LIB_INIH))
+LIB_JANSSON := $(call static,$(LIB_JANSSON))
+endif
+
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
 PROTO_SRC = proto/proto.c proto/msg.c proto/frame.c proto/log.c
