@@ -58,6 +58,7 @@ struct engine_ctx {
 	CUdeviceptr raw;		/* the data section, as in the file */
 	CUdeviceptr tensor[MLP__TENSORS];	/* F32 */
 	CUdeviceptr h, logits, tok;
+	uint32_t tok_held;		/* the token at tok; UINT32_MAX: none yet */
 	uint64_t bytes;			/* device memory held */
 };
 
@@ -382,11 +383,15 @@ static int cuda_load(struct engine_ctx *c, int fd, engine_progress_fn progress, 
 	CU(cudaapi.cuMemAlloc(&c->h, (size_t)c->desc.hidden * 4), "insufficient_memory", e);
 	CU(cudaapi.cuMemAlloc(&c->logits, (size_t)c->desc.vocab * 4), "insufficient_memory", e);
 	CU(cudaapi.cuMemAlloc(&c->tok, 4), "insufficient_memory", e);
+	c->tok_held = UINT32_MAX;
 	c->bytes += ((uint64_t)c->desc.hidden + c->desc.vocab + 1) * 4;
 	return 0;
 }
 
-/* One step on the device: t up, three kernels, the next token back. */
+/*
+ * One step on the device: t up (unless it is the token the last step left
+ * there, as it is while generating), three kernels, the next token back.
+ */
 static int cuda_step(struct engine_ctx *c, uint32_t t, uint32_t *next, struct engine_error *e)
 {
 	unsigned dim = c->desc.dim, hidden = c->desc.hidden, vocab = c->desc.vocab;
@@ -395,13 +400,16 @@ static int cuda_step(struct engine_ctx *c, uint32_t t, uint32_t *next, struct en
 	void *log[] = { &c->logits, &c->h, &c->tensor[MLP_W2], &c->tensor[MLP_B2], &hidden, &vocab };
 	void *arg[] = { &c->tok, &c->logits, &vocab };
 
-	CU(cudaapi.cuMemcpyHtoDAsync(c->tok, &t, 4, c->stream), "internal", e);
+	if (t != c->tok_held)
+		CU(cudaapi.cuMemcpyHtoDAsync(c->tok, &t, 4, c->stream), "internal", e);
+	c->tok_held = UINT32_MAX;	/* until the step is known to have finished */
 	if (launch(c, K_HIDDEN, (hidden + CUDA_BLOCK - 1) / CUDA_BLOCK, CUDA_BLOCK, hid, e) ||
 	    launch(c, K_LOGITS, (vocab + CUDA_BLOCK - 1) / CUDA_BLOCK, CUDA_BLOCK, log, e) ||
 	    launch(c, K_ARGMAX, 1, CUDA_BLOCK, arg, e))
 		return -1;
 	CU(cudaapi.cuStreamSynchronize(c->stream), "internal", e);
 	CU(cudaapi.cuMemcpyDtoH(next, c->tok, 4), "internal", e);
+	c->tok_held = *next;
 	return 0;
 }
 
