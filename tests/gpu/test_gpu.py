@@ -32,6 +32,9 @@ def probe():
 
 
 GPUS = probe() if os.path.exists(WORKER) else {}
+if os.environ.get("MODELD_TEST_EXPECT_GPU") and not GPUS:
+    # Run against the stand-in driver: a probe that finds nothing is a failure, not a skip.
+    raise AssertionError("%s --probe found no GPU" % WORKER)
 SIMULATED = GPUS.get("cuda:0", (0, 0, ""))[2].startswith("modeld fake GPU")
 needs_gpu = unittest.skipUnless(GPUS, "skipped: no GPU")
 needs_fake = unittest.skipUnless(SIMULATED, "skipped: not on the stand-in driver")
