@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -70,6 +71,43 @@ static int run_exec(void)
 	return 4;
 }
 
+/*
+ * What the NVIDIA driver was measured calling once its context exists
+ * (allocations, pinned memory, copies, module loads, launches, frees, context
+ * release), less rt_sigreturn, exit and exit_group, which cannot be called
+ * on their own here. Every argument is -1: each call fails at once with
+ * EBADF, EINVAL or EFAULT, but only the filter could kill the caller.
+ */
+static const struct { long nr; const char *name; } driver_calls[] = {
+	{ SYS_read, "read" }, { SYS_write, "write" }, { SYS_close, "close" }, { SYS_fstat, "fstat" },
+	{ SYS_poll, "poll" }, { SYS_lseek, "lseek" }, { SYS_mmap, "mmap" }, { SYS_mprotect, "mprotect" },
+	{ SYS_munmap, "munmap" }, { SYS_brk, "brk" }, { SYS_rt_sigaction, "rt_sigaction" },
+	{ SYS_rt_sigprocmask, "rt_sigprocmask" }, { SYS_ioctl, "ioctl" }, { SYS_pread64, "pread64" },
+	{ SYS_sched_yield, "sched_yield" }, { SYS_mremap, "mremap" }, { SYS_madvise, "madvise" },
+	{ SYS_nanosleep, "nanosleep" }, { SYS_getpid, "getpid" }, { SYS_gettid, "gettid" },
+	{ SYS_futex, "futex" }, { SYS_restart_syscall, "restart_syscall" },
+	{ SYS_clock_gettime, "clock_gettime" }, { SYS_clock_nanosleep, "clock_nanosleep" },
+	{ SYS_epoll_wait, "epoll_wait" }, { SYS_newfstatat, "newfstatat" }, { SYS_ppoll, "ppoll" },
+};
+static long driver_call;
+
+static int call_with_bad_args(void)
+{
+	syscall(driver_call, -1L, -1L, -1L, -1L, -1L, -1L);
+	return 0;
+}
+
+static void test_the_drivers_calls_are_allowed(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < sizeof driver_calls / sizeof driver_calls[0]; i++) {
+		driver_call = driver_calls[i].nr;
+		int st = in_sandbox(call_with_bad_args);
+		if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+			fail_msg("%s is refused by the sandbox", driver_calls[i].name);
+	}
+}
+
 static void test_threads_are_allowed(void **state)
 {
 	(void)state;
@@ -104,6 +142,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_threads_are_allowed),
+		cmocka_unit_test(test_the_drivers_calls_are_allowed),
 		cmocka_unit_test(test_files_and_sockets_fail_softly),
 		cmocka_unit_test(test_processes_and_exec_kill),
 	};
