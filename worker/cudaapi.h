@@ -16,9 +16,9 @@
 #define CUDAAPI_LIBRARY "libcuda.so.1"
 
 #define CUDAAPI_FUNCS(X)                                                                \
-	X(cuInit) X(cuGetErrorName) X(cuDeviceGet) X(cuDeviceGetName) X(cuDeviceTotalMem) \
+	X(cuInit) X(cuGetErrorName) X(cuDeviceGet) X(cuDeviceGetName)                    \
 	X(cuDevicePrimaryCtxRetain) X(cuDevicePrimaryCtxRelease) X(cuCtxSetCurrent)      \
-	X(cuCtxSynchronize) X(cuMemGetInfo) X(cuMemAlloc) X(cuMemFree) X(cuMemHostAlloc) \
+	X(cuMemGetInfo) X(cuMemAlloc) X(cuMemFree) X(cuMemHostAlloc)                    \
 	X(cuMemFreeHost) X(cuMemcpyHtoDAsync) X(cuMemcpyHtoD) X(cuMemcpyDtoH)           \
 	X(cuStreamCreate) X(cuStreamSynchronize) X(cuStreamDestroy) X(cuModuleLoadData)  \
 	X(cuModuleUnload) X(cuModuleGetFunction) X(cuLaunchKernel) X(cuDeviceGetCount)   \

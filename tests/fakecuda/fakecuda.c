@@ -252,15 +252,6 @@ CUresult cuDeviceGetName(char *name, int len, CUdevice dev)
 	return CUDA_SUCCESS;
 }
 
-CUresult cuDeviceTotalMem(size_t *bytes, CUdevice dev)
-{
-	NEED_INIT();
-	if (dev < 0 || dev >= ndevices)
-		return CUDA_ERROR_INVALID_DEVICE;
-	*bytes = device_memory;
-	return CUDA_SUCCESS;
-}
-
 CUresult cuDevicePrimaryCtxRetain(CUcontext *ctx, CUdevice dev)
 {
 	NEED_INIT();
@@ -713,13 +704,6 @@ CUresult cuStreamSynchronize(CUstream s)
 		pthread_mutex_unlock(&s->lock);
 		stream_wait(s, seq);
 	}
-	return CUDA_SUCCESS;
-}
-
-/* Streams run their work in order; the engine waits on its streams, not here. */
-CUresult cuCtxSynchronize(void)
-{
-	NEED_CONTEXT();
 	return CUDA_SUCCESS;
 }
 
