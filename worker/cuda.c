@@ -127,8 +127,9 @@ static int cuda_open(struct engine_ctx **out, const struct engine_params *p, str
 	c->chunk = p->chunk ? p->chunk : LOADER_CHUNK_DEFAULT;
 	if (c->threads > CUDA_MAX_THREADS || c->buffers > CUDA_MAX_BUFFERS ||
 	    (uint64_t)c->threads * c->buffers * c->chunk > LOADER_PINNED_MAX)
-		return engine_fail(e, "load_failed", "the loader may have %d threads, %d buffers each and "
-				   "%u MiB pinned in all", CUDA_MAX_THREADS, CUDA_MAX_BUFFERS, LOADER_PINNED_MAX >> 20);
+		return engine_fail(e, "load_failed", "loader settings: at most %d threads, %d buffers each "
+				   "and %u MiB pinned in all", CUDA_MAX_THREADS, CUDA_MAX_BUFFERS,
+				   LOADER_PINNED_MAX >> 20);
 	CU(cudaapi.cuDeviceGet(&c->dev, ordinal), ENGINE_UNAVAILABLE, e);
 	CU(cudaapi.cuDevicePrimaryCtxRetain(&c->ctx, c->dev), ENGINE_UNAVAILABLE, e);
 	CU(cudaapi.cuCtxSetCurrent(c->ctx), ENGINE_UNAVAILABLE, e);
