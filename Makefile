@@ -158,15 +158,16 @@ BENCH_BYTES ?= 4294967296
 $(BUILD)/bench_load: $(call obj,bench/bench_load.c $(CUDA_SRC) worker/engine.c worker/cpu.c worker/safetensors.c worker/mlp.c) $(WORK_OBJ_EXTRA)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_JANSSON) -ldl -lm -pthread
 
-bench-load: deps all $(BUILD)/bench_load
-	@mkdir -p $(BUILD)/bench
-	@test -f $(BUILD)/bench/load.safetensors || $(BUILD)/mkmodel $(BUILD)/bench/load.safetensors --n 64 --pad $(BENCH_BYTES) --random-pad 1
-	$(BUILD)/bench_load $(BUILD)/bench/load.safetensors
+BENCH_FILE = $(BUILD)/bench/load.safetensors
+$(BENCH_FILE): | $(BUILD)/mkmodel
+	@mkdir -p $(dir $@)
+	$(BUILD)/mkmodel $@ --n 64 --pad $(BENCH_BYTES) --random-pad 1
 
-bench-load-sweep: deps all $(BUILD)/bench_load
-	@mkdir -p $(BUILD)/bench
-	@test -f $(BUILD)/bench/load.safetensors || $(BUILD)/mkmodel $(BUILD)/bench/load.safetensors --n 64 --pad $(BENCH_BYTES) --random-pad 1
-	$(BUILD)/bench_load $(BUILD)/bench/load.safetensors --sweep
+bench-load: deps all $(BUILD)/bench_load $(BENCH_FILE)
+	$(BUILD)/bench_load $(BENCH_FILE)
+
+bench-load-sweep: deps all $(BUILD)/bench_load $(BENCH_FILE)
+	$(BUILD)/bench_load $(BENCH_FILE) --sweep
 
 bench-switch: deps all $(BUILD)/bench_load
 	BUILD=$(BUILD) /usr/bin/python3 bench/switch.py

@@ -69,8 +69,18 @@ static void warm_cache(int fd, uint64_t size)
 	free(buf);
 }
 
-static double bench_loader(int fd, const struct engine_params *p, uint64_t size)
+/* One measurement's inputs: the file (in page cache), its size, the loader's settings. */
+struct run {
+	int fd;
+	uint64_t size;
+	const struct engine_params *p;
+};
+
+static double bench_loader(const struct run *r)
 {
+	int fd = r->fd;
+	const struct engine_params *p = r->p;
+	uint64_t size = r->size;
 	struct engine_ctx *ctx;
 	struct engine_error e = { 0 };
 
@@ -88,8 +98,10 @@ static double bench_loader(int fd, const struct engine_params *p, uint64_t size)
 	return (double)size / s / 1e9;
 }
 
-static double bench_naive(int fd, uint64_t size)
+static double bench_naive(const struct run *r)
 {
+	int fd = r->fd;
+	uint64_t size = r->size;
 	CUdeviceptr d;
 	double t0 = now_s();
 	char *buf = malloc(size);
@@ -107,8 +119,9 @@ static double bench_naive(int fd, uint64_t size)
 	return (double)size / s / 1e9;
 }
 
-static double bench_limit(uint64_t size)
+static double bench_limit(const struct run *r)
 {
+	uint64_t size = r->size;
 	void *pinned;
 	CUdeviceptr d;
 	CUstream stream;
@@ -160,27 +173,12 @@ static double median(double *v, int n)
 	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
-static double loader_median(int fd, const struct engine_params *p, uint64_t size, int runs)
+/* The median GB/s of runs measurements. */
+static double median_of(double (*bench)(const struct run *), const struct run *r, int runs)
 {
 	double v[MAX_RUNS];
 	for (int i = 0; i < runs; i++)
-		v[i] = bench_loader(fd, p, size);
-	return median(v, runs);
-}
-
-static double naive_median(int fd, uint64_t size, int runs)
-{
-	double v[MAX_RUNS];
-	for (int i = 0; i < runs; i++)
-		v[i] = bench_naive(fd, size);
-	return median(v, runs);
-}
-
-static double limit_median(uint64_t size, int runs)
-{
-	double v[MAX_RUNS];
-	for (int i = 0; i < runs; i++)
-		v[i] = bench_limit(size);
+		v[i] = bench(r);
 	return median(v, runs);
 }
 
@@ -188,7 +186,8 @@ static double limit_median(uint64_t size, int runs)
 static void sweep(int fd, uint64_t size, int runs)
 {
 	struct engine_params p = { .device = "cuda:0", .model = "bench" };
-	double before = limit_median(size, runs);
+	struct run r = { fd, size, &p };
+	double before = median_of(bench_limit, &r, runs);
 
 	printf("file        %.2f GiB (page cache), median of %d runs\n", (double)size / (1u << 30), runs);
 	printf("limit       %6.2f GB/s before the sweep\n", before);
@@ -202,11 +201,11 @@ static void sweep(int fd, uint64_t size, int runs)
 				p.threads = sweep_threads[t];
 				p.buffers = sweep_buffers[b];
 				p.chunk = (size_t)sweep_chunk_mib[c] << 20;
-				double g = loader_median(fd, &p, size, runs);
+				double g = median_of(bench_loader, &r, runs);
 				printf("%7u %4u MiB %8u %4llu MiB %8.2f %9.2f\n", p.threads, sweep_chunk_mib[c],
 				       p.buffers, (unsigned long long)(pinned >> 20), g, g / before);
 			}
-	printf("limit       %6.2f GB/s after the sweep\n", limit_median(size, runs));
+	printf("limit       %6.2f GB/s after the sweep\n", median_of(bench_limit, &r, runs));
 }
 
 int main(int argc, char **argv)
@@ -265,9 +264,10 @@ int main(int argc, char **argv)
 		sweep(fd, size, runs);
 		return 0;
 	}
-	double loader = loader_median(fd, &p, size, runs);
-	double naive = naive_median(fd, size, runs);
-	double limit = limit_median(size, runs);
+	struct run r = { fd, size, &p };
+	double loader = median_of(bench_loader, &r, runs);
+	double naive = median_of(bench_naive, &r, runs);
+	double limit = median_of(bench_limit, &r, runs);
 	printf("file        %.2f GiB (page cache), median of %d runs\n", (double)size / (1u << 30), runs);
 	printf("loader      %6.2f GB/s  (%u threads x %u MiB x %u buffers)\n", loader,
 	       p.threads ? p.threads : LOADER_THREADS_DEFAULT,
