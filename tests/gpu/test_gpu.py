@@ -181,14 +181,8 @@ class DriverRefuses(EnvTest):
     env = {"FAKECUDA_INIT_ERROR": "CUDA_ERROR_NO_DEVICE"}
 
     def test_a_cuinit_error_is_named_and_retried(self):
-        c = self.d.client()
-        c.ok("subscribe", events=["state"])
-        r = c.call("load", model="a")
-        self.assertEqual(r["error"]["code"], "load_failed")
-        e = c.wait_state("service_unavailable")
-        self.assertIn("cuInit: CUDA_ERROR_NO_DEVICE", e["message"])
-        c.wait_state("reconnecting")
-        c.wait_state("service_unavailable")
+        self.assert_unavailable_and_retried("a", "cuInit: CUDA_ERROR_NO_DEVICE")
+
 
 if __name__ == "__main__":
     unittest.main()

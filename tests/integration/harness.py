@@ -262,6 +262,21 @@ class DaemonTest(unittest.TestCase):
         self.d = Daemon(self.config, self.models, self.files)
         self.addCleanup(self._cleanup)
 
+    def assert_unavailable_and_retried(self, model, says):
+        """A load of model fails, the slot goes to service_unavailable with a
+        message holding says, and is retried through reconnecting. Returns
+        the client, subscribed to state events."""
+        c = self.d.client()
+        c.ok("subscribe", events=["state"])
+        r = c.call("load", model=model)
+        self.assertEqual(r["error"]["code"], "load_failed")
+        e = c.wait_state("service_unavailable")
+        self.assertIn(says, e["message"])
+        c.wait_state("reconnecting")
+        c.wait_state("loading_model")
+        c.wait_state("service_unavailable")
+        return c
+
     def _cleanup(self):
         rc = self.d.stop()
         expected = getattr(self, "expected_exit", 0)

@@ -333,15 +333,7 @@ class UnusableDevice(DaemonTest):
     config = "[slot g]\ndevice = cuda:0\nrestart_backoff_min = 0.05\n"
 
     def test_a_device_without_its_engine_is_unavailable_and_retried(self):
-        c = self.d.client()
-        c.ok("subscribe", events=["state"])
-        r = c.call("load", model="a")
-        self.assertEqual(r["error"]["code"], "load_failed")
-        e = c.wait_state("service_unavailable")
-        self.assertIn("cuda", e["message"])
-        c.wait_state("reconnecting")
-        c.wait_state("loading_model")
-        c.wait_state("service_unavailable")
+        c = self.assert_unavailable_and_retried("a", "cuda")
         r = c.call("infer", model="a", input=[1], max_tokens=1, wait_ms=0)
         self.assertEqual(r["error"]["code"], "not_ready")
         self.assertIn("service_unavailable", r["error"]["message"])
