@@ -30,11 +30,12 @@ endif
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
-PROTO_SRC = proto/proto.c proto/msg.c proto/frame.c proto/log.c
+PROTO_SRC = proto/proto.c proto/msg.c proto/frame.c proto/log.c proto/gen.c
 PEER_SRC  = proto/peer.c
 SUP_SRC   = $(wildcard supervisor/*.c)
 CUDA_SRC  = worker/cuda.c worker/cudaapi.c
-WORK_SRC  = $(filter-out $(CUDA_SRC),$(wildcard worker/*.c))
+LLAMA_SRC = worker/llama.c
+WORK_SRC  = $(filter-out $(CUDA_SRC) $(LLAMA_SRC),$(wildcard worker/*.c))
 CLI_SRC   = $(wildcard cli/*.c)
 
 # The cuda engine is built when cuda.h is found (CUDA_HOME), its kernels when
@@ -50,7 +51,7 @@ HAVE_NVCC := $(wildcard $(NVCC))
 ifneq ($(HAVE_CUDA),)
 WORK_SRC += $(CUDA_SRC)
 WORK_OBJ_EXTRA = $(BUILD)/gen/kernels_fatbin.o
-$(call obj,$(CUDA_SRC) worker/engine.c worker/main.c bench/bench_load.c): \
+$(call obj,$(CUDA_SRC) worker/engines.c worker/main.c bench/bench_load.c): \
 	CFLAGS += -DMODELD_HAVE_CUDA -I$(CUDA_HOME)/include
 
 # A stand-in for the driver, for testing the cuda engine without a GPU
@@ -84,11 +85,62 @@ $(BUILD)/gen/kernels_fatbin.o: $(BUILD)/gen/kernels_fatbin.c
 
 PROGS = $(BUILD)/modeld $(BUILD)/modeld-worker $(BUILD)/modelctl $(BUILD)/mkmodel
 
-all: $(PROGS)
+all: $(PROGS) llama
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+# Objects for shared objects (engines).
+$(BUILD)/pic/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -fPIC -fvisibility=hidden -MMD -MP -c $< -o $@
+
+# --- the llama engine: llama.cpp, pinned (packaging/llama.sh) ---
+# By default llama.cpp v0.5.0 is built once from the source that npm's
+# node-llama-cpp@3.22.1 carries, checked by sha256, into LLAMA_DIR (shared by
+# the plain and the sanitizer builds). LLAMA_NATIVE=ON builds for this CPU
+# only. LLAMA_PKGCONFIG=1 uses an installed llama.cpp (pkg-config llama)
+# instead. Where neither can be had, everything else builds and GGUF models
+# fail to load, saying why.
+LLAMA_DIR       ?= build/llama
+LLAMA_NATIVE    ?= OFF
+LLAMA_PKGCONFIG ?=
+ifeq ($(LLAMA_PKGCONFIG),1)
+LLAMA_CFLAGS = $(shell pkg-config --cflags llama)
+LLAMA_LIBS   = $(shell pkg-config --libs llama)
+LLAMA_VOCAB  =
+else
+LLAMA_CFLAGS = -I$(LLAMA_DIR)/prefix/include
+LLAMA_LIBS   = -Wl,--exclude-libs,ALL $(addprefix $(LLAMA_DIR)/prefix/lib/,libllama.a libggml.a libggml-cpu.a libggml-base.a)
+LLAMA_VOCAB  = $(LLAMA_DIR)/vocab/ggml-vocab-llama-spm.gguf
+endif
+LLAMA_LINK   = $(CXX) $(LDFLAGS) -fopenmp -o $@ $^ $(LLAMA_LIBS) -lm -pthread
+LLAMA_ENGINE = $(BUILD)/modeld-engine-llama.so
+LLAMA_TOOLS  = $(BUILD)/mkgguf $(BUILD)/llama-direct
+$(call obj,tests/mkgguf.c tests/llama_direct.c) $(BUILD)/pic/worker/llama.o: CFLAGS += $(LLAMA_CFLAGS)
+
+# Builds llama.cpp when needed, then the engine and its test tools; without
+# llama.cpp it says why and goes on.
+llama:
+	@mkdir -p $(BUILD)
+	@if [ "$(LLAMA_PKGCONFIG)" = 1 ] || sh packaging/llama.sh $(LLAMA_DIR) $(LLAMA_NATIVE) >$(BUILD)/llama.log 2>&1; then \
+		$(MAKE) --no-print-directory $(LLAMA_ENGINE) $(LLAMA_TOOLS) && \
+		{ [ -z "$(LLAMA_VOCAB)" ] || { mkdir -p $(BUILD)/vocab && cp $(LLAMA_VOCAB)* $(BUILD)/vocab/; }; }; \
+	else \
+		echo "the llama engine is not built: $$(tail -n 1 $(BUILD)/llama.log)"; \
+		rm -f $(LLAMA_ENGINE) $(LLAMA_TOOLS); \
+	fi
+
+$(LLAMA_ENGINE): $(BUILD)/pic/worker/llama.o $(BUILD)/pic/worker/engine.o
+	$(CXX) $(LDFLAGS) -shared -Wl,-z,defs -fopenmp -o $@ $^ $(LLAMA_LIBS) -lm -pthread
+	@cp $(LLAMA_DIR)/prefix/LICENSE $(BUILD)/LICENSE.llama.cpp 2>/dev/null || true
+
+# Test tools: random-weight GGUF models with a real vocabulary, and libllama called directly.
+$(BUILD)/mkgguf: $(call obj,tests/mkgguf.c)
+	$(LLAMA_LINK)
+$(BUILD)/llama-direct: $(call obj,tests/llama_direct.c)
+	$(LLAMA_LINK)
 
 $(BUILD)/modeld: $(call obj,$(SUP_SRC) $(PROTO_SRC) $(PEER_SRC))
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_EVENT) $(LIB_MSGPACK) $(LIB_INIH) -lm
@@ -114,7 +166,7 @@ $(BUILD)/test_frame: $(call obj,tests/unit/test_frame.c $(PROTO_SRC))
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_MSGPACK) $(LIB_CMOCKA)
 $(BUILD)/test_safetensors: $(call obj,tests/unit/test_safetensors.c worker/safetensors.c worker/mlp.c)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_JANSSON) $(LIB_CMOCKA)
-$(BUILD)/test_slot: $(call obj,tests/unit/test_slot.c supervisor/slot.c $(PROTO_SRC))
+$(BUILD)/test_slot: $(call obj,tests/unit/test_slot.c supervisor/slot.c supervisor/req.c $(PROTO_SRC))
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_MSGPACK) $(LIB_CMOCKA)
 $(BUILD)/test_sandbox: $(call obj,tests/unit/test_sandbox.c worker/sandbox.c)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_SECCOMP) $(LIB_CMOCKA) -pthread
@@ -180,4 +232,4 @@ test-gpu: test-deps
 clean:
 	rm -rf $(BUILD) build-san build-fuzz
 
-.PHONY: all deps test-deps run test test-gpu bench-load bench-load-sweep bench-switch fuzz clean
+.PHONY: all llama deps test-deps run test test-gpu bench-load bench-load-sweep bench-switch fuzz clean

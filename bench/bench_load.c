@@ -198,12 +198,12 @@ static void sweep(int fd, uint64_t size, int runs)
 				uint64_t pinned = (uint64_t)sweep_threads[t] * sweep_buffers[b] * sweep_chunk_mib[c] << 20;
 				if (pinned > LOADER_PINNED_MAX)
 					continue;
-				p.threads = sweep_threads[t];
-				p.buffers = sweep_buffers[b];
-				p.chunk = (size_t)sweep_chunk_mib[c] << 20;
+				p.loader_threads = sweep_threads[t];
+				p.loader_buffers = sweep_buffers[b];
+				p.loader_chunk = (size_t)sweep_chunk_mib[c] << 20;
 				double g = median_of(bench_loader, &r, runs);
-				printf("%7u %4u MiB %8u %4llu MiB %8.2f %9.2f\n", p.threads, sweep_chunk_mib[c],
-				       p.buffers, (unsigned long long)(pinned >> 20), g, g / before);
+				printf("%7u %4u MiB %8u %4llu MiB %8.2f %9.2f\n", p.loader_threads, sweep_chunk_mib[c],
+				       p.loader_buffers, (unsigned long long)(pinned >> 20), g, g / before);
 			}
 	printf("limit       %6.2f GB/s after the sweep\n", median_of(bench_limit, &r, runs));
 }
@@ -237,9 +237,9 @@ int main(int argc, char **argv)
 			return 2;
 		}
 		unsigned long v = strtoul(argv[++i], NULL, 10);
-		if (strcmp(argv[i - 1], "--threads") == 0) p.threads = (unsigned)v;
-		else if (strcmp(argv[i - 1], "--buffers") == 0) p.buffers = (unsigned)v;
-		else if (strcmp(argv[i - 1], "--chunk") == 0) p.chunk = v;
+		if (strcmp(argv[i - 1], "--threads") == 0) p.loader_threads = (unsigned)v;
+		else if (strcmp(argv[i - 1], "--buffers") == 0) p.loader_buffers = (unsigned)v;
+		else if (strcmp(argv[i - 1], "--chunk") == 0) p.loader_chunk = v;
 		else if (strcmp(argv[i - 1], "--runs") == 0 && v >= 1 && v <= MAX_RUNS) runs = (int)v;
 		else {
 			fprintf(stderr, "bench_load: bad option %s %s\n", argv[i - 1], argv[i]);
@@ -270,9 +270,9 @@ int main(int argc, char **argv)
 	double limit = median_of(bench_limit, &r, runs);
 	printf("file        %.2f GiB (page cache), median of %d runs\n", (double)size / (1u << 30), runs);
 	printf("loader      %6.2f GB/s  (%u threads x %u MiB x %u buffers)\n", loader,
-	       p.threads ? p.threads : LOADER_THREADS_DEFAULT,
-	       (unsigned)((p.chunk ? p.chunk : LOADER_CHUNK_DEFAULT) >> 20),
-	       p.buffers ? p.buffers : LOADER_BUFFERS_DEFAULT);
+	       p.loader_threads ? p.loader_threads : LOADER_THREADS_DEFAULT,
+	       (unsigned)((p.loader_chunk ? p.loader_chunk : LOADER_CHUNK_DEFAULT) >> 20),
+	       p.loader_buffers ? p.loader_buffers : LOADER_BUFFERS_DEFAULT);
 	printf("naive       %6.2f GB/s  (read all, then one copy)\n", naive);
 	printf("limit       %6.2f GB/s  (async copies from pinned memory)\n", limit);
 	printf("loader/limit %.2f   loader/naive %.2f\n", loader / limit, loader / naive);

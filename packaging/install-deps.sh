@@ -13,6 +13,11 @@ missing=
 for p in $want; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing="$missing $p"
 done
+# What builds llama.cpp for the llama engine, looked for as commands: a
+# Node.js from elsewhere may bring its own npm, which Debian's would clash with.
+for c in "g++:g++" "cmake:cmake" "git:git" "npm:nodejs npm"; do
+	command -v "${c%%:*}" >/dev/null 2>&1 || missing="$missing ${c#*:}"
+done
 [ -z "$missing" ] && exit 0
 echo "installing:$missing"
 sudo=

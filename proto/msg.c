@@ -74,6 +74,17 @@ void msgw_bool(struct msgw *w, bool v)
 
 void msgw_u64(struct msgw *w, uint64_t v) { count_item(w); msgpack_pack_uint64(&w->pk, v); }
 void msgw_i64(struct msgw *w, int64_t v) { count_item(w); msgpack_pack_int64(&w->pk, v); }
+void msgw_f64(struct msgw *w, double v) { count_item(w); msgpack_pack_double(&w->pk, v); }
+
+void msgw_f32s(struct msgw *w, const float *v, size_t n)
+{
+	msgw_array(w);
+	for (size_t i = 0; i < n; i++) {
+		count_item(w);
+		msgpack_pack_float(&w->pk, v[i]);
+	}
+	msgw_end(w);
+}
 
 void msgw_strn(struct msgw *w, const char *s, size_t n)
 {
@@ -152,6 +163,21 @@ int msg_u64(const msgpack_object *map, const char *key, uint64_t *out)
 	if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
 		return MSG_BAD_TYPE;
 	*out = o->via.u64;
+	return MSG_OK;
+}
+
+int msg_f64(const msgpack_object *map, const char *key, double *out)
+{
+	const msgpack_object *o = present(map, key);
+	if (!o)
+		return MSG_MISSING;
+	switch (o->type) {
+	case MSGPACK_OBJECT_FLOAT32:
+	case MSGPACK_OBJECT_FLOAT64: *out = o->via.f64; break;
+	case MSGPACK_OBJECT_POSITIVE_INTEGER: *out = (double)o->via.u64; break;
+	case MSGPACK_OBJECT_NEGATIVE_INTEGER: *out = (double)o->via.i64; break;
+	default: return MSG_BAD_TYPE;
+	}
 	return MSG_OK;
 }
 

@@ -40,6 +40,8 @@ void msgw_nil(struct msgw *w);
 void msgw_bool(struct msgw *w, bool v);
 void msgw_u64(struct msgw *w, uint64_t v);
 void msgw_i64(struct msgw *w, int64_t v);
+void msgw_f64(struct msgw *w, double v);
+void msgw_f32s(struct msgw *w, const float *v, size_t n);
 void msgw_str(struct msgw *w, const char *s);	/* NULL writes nil */
 void msgw_strn(struct msgw *w, const char *s, size_t n);
 void msgw_u32s(struct msgw *w, const uint32_t *v, size_t n);
@@ -62,6 +64,8 @@ enum msg_rc { MSG_OK = 0, MSG_MISSING = 1, MSG_BAD_TYPE = 2 };
 
 const msgpack_object *msg_get(const msgpack_object *map, const char *key);
 int msg_u64(const msgpack_object *map, const char *key, uint64_t *out);
+/* A number: a float, or an integer converted to double. */
+int msg_f64(const msgpack_object *map, const char *key, double *out);
 int msg_bool(const msgpack_object *map, const char *key, bool *out);
 int msg_str(const msgpack_object *map, const char *key, const char **s, size_t *len);
 /* Copies into a NUL-terminated string; strings holding NUL are MSG_BAD_TYPE. */

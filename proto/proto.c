@@ -13,6 +13,8 @@ static const char *const op_names[OP__COUNT] = {
 	[OP_RESTART] = "restart",	[OP_INFER] = "infer",
 	[OP_CANCEL] = "cancel",		[OP_SUBSCRIBE] = "subscribe",
 	[OP_UNSUBSCRIBE] = "unsubscribe", [OP_RELOAD] = "reload",
+	[OP_TOKENIZE] = "tokenize",	[OP_DETOKENIZE] = "detokenize",
+	[OP_EMBED] = "embed",
 };
 
 static const char *const err_names[E__COUNT] = {
@@ -114,6 +116,7 @@ const char *proto_wmsg_name(int type)
 {
 	switch (type) {
 	CASE(WM_LOAD); CASE(WM_PING); CASE(WM_INFER); CASE(WM_CANCEL); CASE(WM_STOP);
+	CASE(WM_TOKENIZE); CASE(WM_DETOKENIZE); CASE(WM_EMBED);
 	CASE(WM_PROGRESS); CASE(WM_LOADED); CASE(WM_WARMED); CASE(WM_FAILED);
 	CASE(WM_PONG); CASE(WM_TOKENS); CASE(WM_DONE); CASE(WM_INFER_FAILED);
 	}

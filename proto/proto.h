@@ -22,6 +22,9 @@
 /* The most tokens one infer may ask for, and the most it may give. */
 #define INFER_MAX_TOKENS 65536u
 #define INFER_MAX_INPUT 65536u
+/* The most texts one embed may carry, and the longest vector a worker may answer. */
+#define EMBED_MAX_TEXTS 256u
+#define EMBED_MAX_DIM 65536u
 
 /*
  * The cuda engine's loader: reader threads, pinned buffers per thread and
@@ -47,6 +50,9 @@ enum op {
 	OP_SUBSCRIBE,
 	OP_UNSUBSCRIBE,
 	OP_RELOAD,
+	OP_TOKENIZE,
+	OP_DETOKENIZE,
+	OP_EMBED,
 	OP__COUNT,
 	OP_UNKNOWN = -1,
 };
@@ -100,17 +106,22 @@ int proto_op_is_admin(enum op op);
 char *proto_default_socket(void);
 
 /* Worker channel. */
-#define WPROTO_VERSION 1
+#define WPROTO_VERSION 2
 #define WORKER_CHANNEL_FD 3
 
 enum wmsg {
 	/* supervisor -> worker */
-	WM_LOAD = 100,		/* model, engine, device, warmup, threads, buffers, chunk,
-				 * uid, gid (optional); the weights fd rides along */
+	WM_LOAD = 100,		/* model, engine, engine_dir, device, warmup; optional:
+				 * loader_threads, loader_buffers, loader_chunk, ctx,
+				 * gpu_layers, threads, batch, chat_template, embedding,
+				 * uid, gid; the weights fd rides along */
 	WM_PING,		/* seq */
-	WM_INFER,		/* req, input, max_tokens, stream */
+	WM_INFER,		/* req and the fields of gen.h */
 	WM_CANCEL,		/* req */
 	WM_STOP,		/* (none): finish and exit */
+	WM_TOKENIZE,		/* req, text, add_special, parse_special */
+	WM_DETOKENIZE,		/* req, tokens */
+	WM_EMBED,		/* req, texts */
 
 	/* worker -> supervisor */
 	WM_PROGRESS = 200,	/* bytes, total */
@@ -118,8 +129,10 @@ enum wmsg {
 	WM_WARMED,		/* warmup_ms */
 	WM_FAILED,		/* code, message: load or warmup failed */
 	WM_PONG,		/* seq, mem_bytes, dev_free, dev_total */
-	WM_TOKENS,		/* req, tokens */
-	WM_DONE,		/* req, tokens (those not yet sent) */
+	WM_TOKENS,		/* req, tokens, text (engines with text) */
+	WM_DONE,		/* req; infer: tokens and text not yet sent, finish,
+				 * prompt_tokens; tokenize: tokens; detokenize: text;
+				 * embed: embeddings */
 	WM_INFER_FAILED,	/* req, code, message */
 };
 

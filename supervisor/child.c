@@ -133,22 +133,79 @@ static int on_pong(struct child *c, const msgpack_object *m)
 	return 0;
 }
 
+/* embed's vectors: count arrays of dim numbers each, flattened into *out. */
+static int read_embeddings(const msgpack_object *m, struct work_out *o, float **out)
+{
+	const msgpack_object_array *a;
+	int rc = msg_array(m, "embeddings", &a);
+
+	if (rc == MSG_MISSING)
+		return 0;
+	if (rc || a->size > EMBED_MAX_TEXTS || (a->size && (a->ptr[0].type != MSGPACK_OBJECT_ARRAY ||
+	    a->ptr[0].via.array.size == 0 || a->ptr[0].via.array.size > EMBED_MAX_DIM)))
+		return -1;
+	o->count = a->size;
+	o->dim = a->size ? a->ptr[0].via.array.size : 0;
+	*out = malloc((size_t)o->count * o->dim * sizeof **out + 1);
+	if (!*out)
+		abort();
+	for (uint32_t i = 0; i < o->count; i++) {
+		const msgpack_object *v = &a->ptr[i];
+		if (v->type != MSGPACK_OBJECT_ARRAY || v->via.array.size != o->dim)
+			return -1;
+		for (uint32_t j = 0; j < o->dim; j++) {
+			const msgpack_object *x = &v->via.array.ptr[j];
+			if (x->type != MSGPACK_OBJECT_FLOAT32 && x->type != MSGPACK_OBJECT_FLOAT64)
+				return -1;
+			(*out)[(size_t)i * o->dim + j] = (float)x->via.f64;
+		}
+	}
+	o->embeddings = *out;
+	return 0;
+}
+
+/* finish must be one of the reasons the protocol names. */
+static int read_finish(const msgpack_object *m, struct work_out *o)
+{
+	static const char *const reasons[] = { "stop", "length" };
+	const char *v;
+	size_t n;
+	uint64_t prompt = 0;
+	int rc = msg_str(m, "finish", &v, &n);
+
+	if (rc == MSG_MISSING)
+		return 0;
+	if (rc || msg_u64(m, "prompt_tokens", &prompt) || prompt > UINT32_MAX)
+		return -1;
+	for (size_t i = 0; i < sizeof reasons / sizeof reasons[0]; i++)
+		if (n == strlen(reasons[i]) && memcmp(v, reasons[i], n) == 0)
+			o->finish = reasons[i];
+	o->prompt_tokens = (uint32_t)prompt;
+	return o->finish ? 0 : -1;
+}
+
 static int on_tokens(struct child *c, const msgpack_object *m, enum slot_event type)
 {
-	struct slot_ev ev = { .type = type };
+	struct work_out o = { 0 };
+	struct slot_ev ev = { .type = type, .out = &o };
 	uint32_t *tokens = NULL;
+	float *embeddings = NULL;
 	size_t n = 0;
+	int rc = -1;
 
-	if (msg_u64(m, "req", &ev.a) || msg_u32s(m, "tokens", &tokens, &n) || n > INFER_MAX_TOKENS)
-		goto bad;
-	ev.tokens = tokens;
-	ev.ntokens = (uint32_t)n;
+	/* o.text stays NULL when the engine sends none */
+	if (msg_u64(m, "req", &ev.a) || msg_u32s(m, "tokens", &tokens, &n) == MSG_BAD_TYPE ||
+	    n > INFER_MAX_TOKENS || msg_str(m, "text", &o.text, &o.ntext) == MSG_BAD_TYPE ||
+	    (type == SEV_INFER_DONE && (read_finish(m, &o) || read_embeddings(m, &o, &embeddings))))
+		goto out;
+	o.tokens = tokens;
+	o.ntokens = (uint32_t)n;
 	feed(c, &ev);
+	rc = 0;
+out:
 	free(tokens);
-	return 0;
-bad:
-	free(tokens);
-	return -1;
+	free(embeddings);
+	return rc;
 }
 
 static int on_infer_failed(struct child *c, const msgpack_object *m)
@@ -299,23 +356,47 @@ static void exec_worker(int chan, const char *path, pid_t parent)
 	_exit(127);
 }
 
+/*
+ * The engine a model runs on: the one configured, else by the file's magic:
+ * GGUF is for the llama engine, anything else for the reference engine of
+ * the slot's device.
+ */
+static const char *engine_for(const struct model *m, const char *device, int weights)
+{
+	char magic[4];
+
+	if (m->engine)
+		return m->engine;
+	if (pread(weights, magic, sizeof magic, 0) == (ssize_t)sizeof magic && memcmp(magic, "GGUF", 4) == 0)
+		return "llama";
+	return strncmp(device, "cuda", 4) == 0 ? "cuda" : "cpu";
+}
+
 /* The first message: what to load and how, with the weights fd. */
 static int send_load(int chan, const struct slot_rt *rt, int weights)
 {
 	const struct model *m = rt->s.model;
-	const char *engine = m->engine == ENGINE_AUTO ?
-		(strncmp(rt->s.conf->device, "cuda", 4) == 0 ? "cuda" : "cpu") : config_engine_name(m->engine);
+	const struct slot_conf *conf = rt->s.conf;
 	struct msgw w;
 	size_t len;
 
 	msgw_wmsg(&w, WM_LOAD);
 	msgw_kstr(&w, "model", m->name);
-	msgw_kstr(&w, "engine", engine);
-	msgw_kstr(&w, "device", rt->s.conf->device);
+	msgw_kstr(&w, "engine", engine_for(m, conf->device, weights));
+	msgw_kstr(&w, "engine_dir", md.engine_dir);
+	msgw_kstr(&w, "device", conf->device);
 	msgw_ku64(&w, "warmup", m->warmup);
-	msgw_ku64(&w, "threads", rt->s.conf->loader_threads);
-	msgw_ku64(&w, "buffers", rt->s.conf->loader_buffers);
-	msgw_ku64(&w, "chunk", rt->s.conf->loader_chunk);
+	msgw_ku64(&w, "loader_threads", conf->loader_threads);
+	msgw_ku64(&w, "loader_buffers", conf->loader_buffers);
+	msgw_ku64(&w, "loader_chunk", conf->loader_chunk);
+	msgw_ku64(&w, "ctx", m->ctx);
+	msgw_ku64(&w, "threads", m->threads);
+	msgw_ku64(&w, "batch", m->batch);
+	if (m->gpu_layers != CONFIG_GPU_LAYERS_ALL)
+		msgw_ku64(&w, "gpu_layers", m->gpu_layers);
+	if (m->chat_template)
+		msgw_kstr(&w, "chat_template", m->chat_template);
+	msgw_kbool(&w, "embedding", m->embedding);
 	if (md.conf.worker_uid != CONFIG_NO_USER) {
 		msgw_ku64(&w, "uid", md.conf.worker_uid);
 		msgw_ku64(&w, "gid", md.conf.worker_gid);

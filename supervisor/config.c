@@ -23,7 +23,8 @@
 #include "config.h"
 
 #define CONFIG_MAX_SECONDS 1e7
-#define MODEL_SUFFIX ".safetensors"
+/* The files models_dir serves: reference models, and GGUF language models. */
+static const char *const model_suffixes[] = { ".safetensors", ".gguf" };
 
 enum key_type {
 	K_STR, K_SECONDS, K_UINT, K_SIZE, K_MODE, K_LOGLEVEL, K_DEVICE, K_ENGINE, K_NAME, K_BOOL,
@@ -48,6 +49,7 @@ static const struct key modeld_keys[] = {
 	{ "worker_user", K_USER, offsetof(struct config, worker_uid), 0, 0, NO_LINE },
 	{ "models_dir", K_STR, offsetof(struct config, models_dir), 0, 0, NO_LINE },
 	{ "worker", K_STR, offsetof(struct config, worker), 0, 0, NO_LINE },
+	{ "engine_dir", K_STR, offsetof(struct config, engine_dir), 0, 0, NO_LINE },
 	{ "log_level", K_LOGLEVEL, offsetof(struct config, log_level), 0, 0, NO_LINE },
 	{ "max_frame", K_SIZE, offsetof(struct config, max_frame), 64, 64u << 20, NO_LINE },
 	{ "max_clients", K_UINT, offsetof(struct config, max_clients), 1, 65536, NO_LINE },
@@ -87,6 +89,12 @@ static const struct key model_keys[] = {
 	{ "warmup", K_UINT, M(warmup), 0, 1000, NO_LINE },
 	{ "load_timeout", K_SECONDS, M(load_timeout_ms), 0, 0, NO_LINE },
 	{ "idle_timeout", K_SECONDS, M(idle_timeout_ms), 0, 0, NO_LINE },
+	{ "ctx", K_UINT, M(ctx), 16, 1u << 20, NO_LINE },
+	{ "gpu_layers", K_UINT, M(gpu_layers), 0, 100000, NO_LINE },
+	{ "threads", K_UINT, M(threads), 1, 1024, NO_LINE },
+	{ "batch", K_UINT, M(batch), 1, 65536, NO_LINE },
+	{ "chat_template", K_STR, M(chat_template), 0, 0, NO_LINE },
+	{ "embedding", K_BOOL, M(embedding), 0, 0, NO_LINE },
 };
 #undef M
 
@@ -130,10 +138,6 @@ static char *xstrdup(const char *s)
 	return d;
 }
 
-const char *config_engine_name(enum engine_kind e)
-{
-	return e == ENGINE_CPU ? "cpu" : e == ENGINE_CUDA ? "cuda" : "auto";
-}
 
 static bool valid_name(const char *s)
 {
@@ -258,9 +262,11 @@ static int set_key(struct parse *p, const struct key *k, const char *v)
 		break;
 	}
 	case K_ENGINE:
-		if (strcmp(v, "auto") && strcmp(v, "cpu") && strcmp(v, "cuda"))
-			return perr(p, "engine: \"%s\" is not auto, cpu or cuda", v);
-		*(enum engine_kind *)f = v[0] == 'a' ? ENGINE_AUTO : v[1] == 'p' ? ENGINE_CPU : ENGINE_CUDA;
+		if (strlen(v) > CONFIG_ENGINE_MAX || strspn(v, "abcdefghijklmnopqrstuvwxyz0123456789_-") != strlen(v) || !*v)
+			return perr(p, "engine: \"%s\" is not auto or an engine name (lower-case letters, "
+				    "digits, - and _)", v);
+		free(*(char **)f);
+		*(char **)f = strcmp(v, "auto") == 0 ? NULL : xstrdup(v);
 		break;
 	}
 	if (k->line_offset != NO_LINE)
@@ -289,7 +295,7 @@ static void model_defaults(struct model *m, const char *name)
 {
 	memset(m, 0, sizeof *m);
 	m->name = xstrdup(name);
-	m->engine = ENGINE_AUTO;
+	m->gpu_layers = CONFIG_GPU_LAYERS_ALL;
 	m->warmup = 1;
 	m->load_timeout_ms = 300000;
 }
@@ -459,7 +465,16 @@ static int by_name(const void *a, const void *b)
 	return strcmp(((const struct model *)a)->name, ((const struct model *)b)->name);
 }
 
-/* Adds every *.safetensors of models_dir not already configured, by file stem. */
+/* The length of name's stem when it ends in a suffix models_dir serves, else 0. */
+static size_t model_stem(const char *name)
+{
+	for (size_t i = 0; i < sizeof model_suffixes / sizeof model_suffixes[0]; i++)
+		if (has_suffix(name, model_suffixes[i]))
+			return strlen(name) - strlen(model_suffixes[i]);
+	return 0;
+}
+
+/* Adds every model file of models_dir not already configured, by file stem. */
 static void scan_models(struct config *c)
 {
 	DIR *d = opendir(c->models_dir);
@@ -471,11 +486,9 @@ static void scan_models(struct config *c)
 		return;
 	}
 	while ((e = readdir(d)) != NULL) {
-		if (!has_suffix(e->d_name, MODEL_SUFFIX))
-			continue;
 		char stem[CONFIG_NAME_MAX + 1];
-		size_t n = strlen(e->d_name) - strlen(MODEL_SUFFIX);
-		if (n > CONFIG_NAME_MAX)
+		size_t n = model_stem(e->d_name);
+		if (n == 0 || n > CONFIG_NAME_MAX)
 			continue;
 		memcpy(stem, e->d_name, n);
 		stem[n] = '\0';
@@ -587,6 +600,8 @@ static void model_free(struct model *m)
 	free(m->name);
 	free(m->path);
 	free(m->slot);
+	free(m->engine);
+	free(m->chat_template);
 }
 
 void config_free(struct config *c)

@@ -2,7 +2,8 @@
  * config.h: modeld's configuration, from an INI file (inih) or built in.
  *
  *   [modeld]      socket, socket_mode, socket_group, admin_group, models_dir,
- *                 worker, worker_user, log_level, max_frame, max_clients
+ *                 worker, engine_dir, worker_user, log_level, max_frame,
+ *                 max_clients
  *   [slot NAME]   device, default_model, stop_timeout, restart_backoff_min,
  *                 restart_backoff_max, restart_limit, restart_window,
  *                 heartbeat_interval, heartbeat_timeout, max_queue, autoload,
@@ -11,7 +12,9 @@
  *                 loader_buffers, loader_chunk
  *   [device NAME] exclusive (default yes for cuda:N, no otherwise); NAME is a
  *                 device or a lock that slots name with `lock = NAME`
- *   [model NAME]  path, slot, engine, warmup, load_timeout, idle_timeout
+ *   [model NAME]  path, slot, engine, warmup, load_timeout, idle_timeout, and
+ *                 for language models ctx, gpu_layers, threads, batch,
+ *                 chat_template, embedding
  *
  * Times are in seconds, fractions allowed. Any unknown section or key, or a
  * bad value, is an error reported as "file:line: what is wrong".
@@ -21,6 +24,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <limits.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -31,7 +35,8 @@
 #define CONFIG_NO_GROUP ((gid_t)-1)
 #define CONFIG_NO_USER ((uid_t)-1)
 
-enum engine_kind { ENGINE_AUTO, ENGINE_CPU, ENGINE_CUDA };
+#define CONFIG_ENGINE_MAX 32
+#define CONFIG_GPU_LAYERS_ALL UINT_MAX	/* gpu_layers unset: all on a GPU, none on the cpu */
 enum memory_check { MEMCHECK_WARN, MEMCHECK_REFUSE, MEMCHECK_OFF };
 
 struct slot_conf {
@@ -75,10 +80,17 @@ struct model {
 	int line;			/* of its section; 0 when found in models_dir */
 	char *slot;			/* preferred slot, or NULL */
 	int slot_line;
-	enum engine_kind engine;
+	char *engine;			/* NULL: auto, by the file's magic and the slot's device */
 	unsigned warmup;
 	uint64_t load_timeout_ms;
 	uint64_t idle_timeout_ms;	/* 0: the slot's applies */
+	/* language models (the llama engine); 0 or NULL: the engine's default */
+	unsigned ctx;
+	unsigned gpu_layers;		/* CONFIG_GPU_LAYERS_ALL when unset */
+	unsigned threads;
+	unsigned batch;
+	char *chat_template;
+	bool embedding;			/* serves embed */
 };
 
 struct config {
@@ -91,6 +103,7 @@ struct config {
 	gid_t worker_gid;
 	char *models_dir;
 	char *worker;			/* NULL: modeld-worker next to modeld */
+	char *engine_dir;		/* NULL: the worker's directory */
 	int log_level;
 	size_t max_frame;
 	unsigned max_clients;
@@ -114,7 +127,6 @@ void config_free(struct config *c);
 
 const struct slot_conf *config_slot(const struct config *c, const char *name);
 const struct model *config_model(const struct config *c, const char *name);
-const char *config_engine_name(enum engine_kind e);
 /* Whether the lock called name (a device, or a [device] group) is exclusive. */
 bool config_device_exclusive(const struct config *c, const char *name);
 /* The name of the device lock a slot takes. */

@@ -48,6 +48,17 @@ static char *default_worker(void)
 	return path;
 }
 
+/* The directory path is in ("." for a bare name): engines live beside the worker by default. */
+static char *dir_of(const char *path)
+{
+	const char *slash = strrchr(path, '/');
+	char *dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : strdup(".");
+
+	if (!dir)
+		abort();
+	return dir;
+}
+
 static void maybe_exit(void)
 {
 	if (md.shutting_down && child_count() == 0)
@@ -162,6 +173,7 @@ static int configure(const struct options *o)
 		snprintf(err, sizeof err, "worker %s: %s", md.worker_path, strerror(errno));
 		goto fail;
 	}
+	md.engine_dir = md.conf.engine_dir ? strdup(md.conf.engine_dir) : dir_of(md.worker_path);
 	probe_gpus(md.worker_path, &md.gpus, &md.ngpus);
 	config_default_slots(&md.conf, md.ngpus);
 	return 0;
@@ -218,6 +230,7 @@ int main(int argc, char **argv)
 	event_base_free(md.base);
 	free(md.socket_path);
 	free(md.worker_path);
+	free(md.engine_dir);
 	config_free(&md.conf);
 	free(md.gpus);
 	return 0;

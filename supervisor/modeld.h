@@ -56,6 +56,7 @@ struct modeld {
 	size_t nslots;
 	char *socket_path;
 	char *worker_path;
+	char *engine_dir;		/* where engines that are shared objects live */
 	uint64_t next_job;
 	uint64_t next_seq;
 	uint64_t event_seq;
@@ -90,7 +91,7 @@ int server_listen(const char *path, mode_t mode, char *err, size_t errlen);
 void server_close(void);
 void server_broadcast(int kind, struct msgw *w);
 void server_finish(struct slot *s, struct req *r, enum err code, const char *message);
-void server_chunk(struct req *r, const uint32_t *tokens, uint32_t n);
+void server_chunk(struct req *r, const struct work_out *o);
 void server_reply_error(struct client *c, uint64_t id, enum err code, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 /* A success reply: begin it, add results, then send it (which frees it). */

@@ -157,7 +157,7 @@ static void write_model(struct msgw *w, const struct model *mod)
 		msgw_u64(w, (uint64_t)st.st_size);
 	else
 		msgw_nil(w);
-	msgw_kstr(w, "engine", config_engine_name(mod->engine));
+	msgw_kstr(w, "engine", mod->engine ? mod->engine : "auto");
 	msgw_kstr(w, "slot", mod->slot);
 	msgw_key(w, "loaded_in");
 	msgw_array(w);
@@ -342,27 +342,9 @@ static bool infer_gpu(struct client *c, uint64_t id, const msgpack_object *m, st
 	return true;
 }
 
-/* Reads the arguments of infer into r, within the protocol's limits. */
-static bool infer_args(struct client *c, uint64_t id, const msgpack_object *m, struct req *r)
+/* How long a request may wait for its model, and keep it loaded after: within the protocol's limits. */
+static bool wait_args(struct client *c, uint64_t id, const msgpack_object *m, struct req *r)
 {
-	uint64_t max_tokens = 0;
-	size_t n = 0;
-
-	if (!arg_ok(c, id, msg_u32s(m, "input", &r->input, &n), "input", true,
-		    "an array of token ids"))
-		return false;
-	if (n == 0 || n > INFER_MAX_INPUT) {
-		server_reply_error(c, id, E_BAD_REQUEST, "input must hold 1 to %u tokens", INFER_MAX_INPUT);
-		return false;
-	}
-	r->ninput = (uint32_t)n;
-	if (!arg_u64(c, id, m, "max_tokens", true, &max_tokens) || !arg_bool(c, id, m, "stream", &r->stream))
-		return false;
-	if (max_tokens > INFER_MAX_TOKENS) {
-		server_reply_error(c, id, E_BAD_REQUEST, "max_tokens must be at most %u", INFER_MAX_TOKENS);
-		return false;
-	}
-	r->max_tokens = (uint32_t)max_tokens;
 	r->wait_ms = INFER_DEFAULT_WAIT_MS;
 	if (!arg_u64(c, id, m, "wait_ms", false, &r->wait_ms) ||
 	    !arg_u64(c, id, m, "keep_alive_ms", false, &r->keep_alive_ms) || !infer_gpu(c, id, m, r))
@@ -375,18 +357,84 @@ static bool infer_args(struct client *c, uint64_t id, const msgpack_object *m, s
 	return true;
 }
 
-static void op_infer(struct client *c, uint64_t id, const msgpack_object *m)
+/*
+ * infer, tokenize, detokenize and embed: work for a loaded model, queued in
+ * its slot like an inference. read_args reads the op's own arguments into r
+ * (false once it has replied).
+ */
+static void submit_work(struct client *c, uint64_t id, const msgpack_object *m, enum op op,
+			bool (*read_args)(struct client *, uint64_t, const msgpack_object *, struct req *))
 {
 	const struct model *mod;
 	struct slot_rt *rt;
-	struct req *r = server_new_req(c, id, OP_INFER);
+	struct req *r = server_new_req(c, id, op);
 
-	if (!infer_args(c, id, m, r) || !(rt = target(c, id, m, false, &mod))) {
+	if (!read_args(c, id, m, r) || !wait_args(c, id, m, r) || !(rt = target(c, id, m, false, &mod))) {
 		server_discard(r);	/* its error reply is sent */
 		return;
 	}
 	r->model = mod;
 	submit(rt, r, SEV_INFER);
+}
+
+static bool infer_args(struct client *c, uint64_t id, const msgpack_object *m, struct req *r)
+{
+	char err[GEN_ERR_LEN];
+
+	if (gen_read(m, &r->gen, err) == 0)
+		return true;
+	server_reply_error(c, id, E_BAD_REQUEST, "%s", err);
+	return false;
+}
+
+static bool tokenize_args(struct client *c, uint64_t id, const msgpack_object *m, struct req *r)
+{
+	r->parse_special = true;
+	return arg_str(c, id, m, "text", true, &r->gen.prompt) &&
+	       arg_bool(c, id, m, "add_special", &r->add_special) &&
+	       arg_bool(c, id, m, "parse_special", &r->parse_special);
+}
+
+static bool detokenize_args(struct client *c, uint64_t id, const msgpack_object *m, struct req *r)
+{
+	size_t n = 0;
+
+	if (!arg_ok(c, id, msg_u32s(m, "tokens", &r->gen.input, &n), "tokens", true, "an array of token ids"))
+		return false;
+	if (n > INFER_MAX_INPUT) {
+		server_reply_error(c, id, E_BAD_REQUEST, "tokens must hold at most %u ids", INFER_MAX_INPUT);
+		return false;
+	}
+	r->gen.ninput = (uint32_t)n;
+	return true;
+}
+
+/* texts: a string, or an array of 1 to EMBED_MAX_TEXTS strings. */
+static bool embed_args(struct client *c, uint64_t id, const msgpack_object *m, struct req *r)
+{
+	const msgpack_object *o = msg_get(m, "texts");
+	const msgpack_object *items = o;
+	uint32_t n = 1;
+
+	if (o && o->type == MSGPACK_OBJECT_ARRAY) {
+		items = o->via.array.ptr;
+		n = o->via.array.size;
+	}
+	bool ok = o && n >= 1 && n <= EMBED_MAX_TEXTS;
+	for (uint32_t i = 0; ok && i < n; i++)
+		ok = items[i].type == MSGPACK_OBJECT_STR && !memchr(items[i].via.str.ptr, 0, items[i].via.str.size);
+	if (!ok) {
+		server_reply_error(c, id, E_BAD_REQUEST, "texts must be a string or an array of 1 to %u strings",
+				   EMBED_MAX_TEXTS);
+		return false;
+	}
+	r->texts = calloc(n, sizeof *r->texts);
+	if (!r->texts)
+		abort();
+	for (r->ntexts = 0; r->ntexts < n; r->ntexts++)
+		if (!(r->texts[r->ntexts] = strndup(items[r->ntexts].via.str.ptr, items[r->ntexts].via.str.size)))
+			abort();
+	return true;
 }
 
 static void op_cancel(struct client *c, uint64_t id, const msgpack_object *m)
@@ -466,7 +514,7 @@ void ops_dispatch(struct client *c, const msgpack_object *m)
 		server_reply_error(c, id, E_UNAUTHORIZED, "%s is for administrators", proto_op_name(op));
 		return;
 	}
-	if (md.shutting_down && (proto_op_is_admin(op) || op == OP_INFER)) {
+	if (md.shutting_down && (proto_op_is_admin(op) || op == OP_INFER || op == OP_EMBED)) {
 		server_reply_error(c, id, E_SHUTTING_DOWN, "modeld is shutting down");
 		return;
 	}
@@ -478,7 +526,10 @@ void ops_dispatch(struct client *c, const msgpack_object *m)
 	case OP_LOAD: op_load(c, id, m); break;
 	case OP_UNLOAD: op_unload(c, id, m); break;
 	case OP_RESTART: op_restart(c, id, m); break;
-	case OP_INFER: op_infer(c, id, m); break;
+	case OP_INFER: submit_work(c, id, m, op, infer_args); break;
+	case OP_TOKENIZE: submit_work(c, id, m, op, tokenize_args); break;
+	case OP_DETOKENIZE: submit_work(c, id, m, op, detokenize_args); break;
+	case OP_EMBED: submit_work(c, id, m, op, embed_args); break;
 	case OP_CANCEL: op_cancel(c, id, m); break;
 	case OP_SUBSCRIBE: op_subscribe(c, id, m); break;
 	case OP_UNSUBSCRIBE: op_unsubscribe(c, id, m); break;

@@ -13,12 +13,26 @@
 #include <stdint.h>
 #include <sys/queue.h>
 
+#include "../proto/gen.h"
 #include "../proto/proto.h"
 
 struct client;
 struct model;
 
 TAILQ_HEAD(req_list, req);
+
+/* What one message of a worker carried for a request (tokens and text
+ * streamed or final; the rest only in the final one). */
+struct work_out {
+	const uint32_t *tokens;
+	uint32_t ntokens;
+	const char *text;		/* NULL: the engine has no text */
+	size_t ntext;
+	const char *finish;		/* infer: "stop" or "length"; NULL otherwise */
+	uint32_t prompt_tokens;
+	const float *embeddings;	/* embed: count vectors of dim floats */
+	uint32_t count, dim;
+};
 
 struct req {
 	TAILQ_ENTRY(req) link;		/* in the slot list that holds it */
@@ -39,12 +53,28 @@ struct req {
 	uint64_t keep_alive_ms;		/* keeps the model loaded this long after it */
 	bool gpu_try;			/* the device lock: try, not wait */
 	void *timer;			/* the supervisor's timer for wait_ms */
-	uint32_t *input;
-	uint32_t ninput;
-	uint32_t max_tokens;
-	bool stream;
-	uint32_t *tokens;		/* generated so far */
+	/* what the worker is asked: infer's generation (gen.stream for every
+	 * op), tokenize's text (gen.prompt), detokenize's tokens (gen.input),
+	 * embed's texts */
+	struct gen gen;
+	bool add_special, parse_special;
+	char **texts;
+	uint32_t ntexts;
+	/* the answer so far */
+	uint32_t *tokens;
 	uint32_t ntokens;
+	char *text;			/* NULL until the worker sends text */
+	size_t ntext;
+	char finish[8];
+	uint32_t prompt_tokens;
+	uint64_t first_token_ms;	/* when the first token came, 0 before */
+	float *embeddings;
+	uint32_t count, dim;
 };
+
+/* Adds what a worker's message carried (o; NULL: nothing) to r's answer; now_ms dates a first token. */
+void req_add_output(struct req *r, const struct work_out *o, uint64_t now_ms);
+/* Frees what r holds (not r itself). */
+void req_clear(struct req *r);
 
 #endif

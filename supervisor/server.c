@@ -117,14 +117,35 @@ static void req_free(struct req *r)
 		event_free(r->timer);
 	if (r->client)
 		TAILQ_REMOVE(&r->client->reqs, r, client_link);
-	free(r->input);
-	free(r->tokens);
+	req_clear(r);
 	free(r);
 }
 
 void server_discard(struct req *r)
 {
 	req_free(r);
+}
+
+/* infer's answer: tokens, text (engines with text), how it ended, usage and timing. */
+static void write_infer(struct msgw *w, const struct slot *s, const struct req *r)
+{
+	uint64_t now = clock_mono_ms();
+
+	msgw_kstr(w, "model", s->model ? s->model->name : NULL);
+	msgw_key(w, "tokens");
+	msgw_u32s(w, r->tokens, r->ntokens);
+	if (r->text) {
+		msgw_key(w, "text");
+		msgw_strn(w, r->text, r->ntext);
+	}
+	msgw_kstr(w, "finish_reason", r->finish[0] ? r->finish : NULL);
+	msgw_key(w, "usage");
+	msgw_map(w);
+	msgw_ku64(w, "prompt_tokens", r->prompt_tokens);
+	msgw_ku64(w, "completion_tokens", r->ntokens);
+	msgw_end(w);
+	msgw_ku64(w, "ttft_ms", (r->first_token_ms ? r->first_token_ms : now) - r->started_ms);
+	msgw_ku64(w, "ms", now - r->started_ms);
 }
 
 /* The results of a successful request, by op. */
@@ -141,10 +162,23 @@ static void write_results(struct msgw *w, const struct slot *s, const struct req
 		msgw_ku64(w, "job", r->job);
 		break;
 	case OP_INFER:
-		msgw_kstr(w, "model", s->model ? s->model->name : NULL);
+		write_infer(w, s, r);
+		break;
+	case OP_TOKENIZE:
 		msgw_key(w, "tokens");
 		msgw_u32s(w, r->tokens, r->ntokens);
-		msgw_ku64(w, "ms", clock_mono_ms() - r->started_ms);
+		break;
+	case OP_DETOKENIZE:
+		msgw_key(w, "text");
+		msgw_strn(w, r->text ? r->text : "", r->ntext);
+		break;
+	case OP_EMBED:
+		msgw_kstr(w, "model", s->model ? s->model->name : NULL);
+		msgw_key(w, "embeddings");
+		msgw_array(w);
+		for (uint32_t i = 0; i < r->count; i++)
+			msgw_f32s(w, r->embeddings + (size_t)i * r->dim, r->dim);
+		msgw_end(w);
 		break;
 	default:	/* unload, restart */
 		msgw_kstr(w, "state", slot_state_name(s->state));
@@ -172,7 +206,7 @@ void server_finish(struct slot *s, struct req *r, enum err code, const char *mes
 	req_free(r);
 }
 
-void server_chunk(struct req *r, const uint32_t *tokens, uint32_t n)
+void server_chunk(struct req *r, const struct work_out *o)
 {
 	struct msgw w;
 
@@ -184,7 +218,11 @@ void server_chunk(struct req *r, const uint32_t *tokens, uint32_t n)
 	msgw_key(&w, "chunk");
 	msgw_map(&w);
 	msgw_key(&w, "tokens");
-	msgw_u32s(&w, tokens, n);
+	msgw_u32s(&w, o->tokens, o->ntokens);
+	if (o->text) {
+		msgw_key(&w, "text");
+		msgw_strn(&w, o->text, o->ntext);
+	}
 	msgw_end(&w);
 	msgw_end(&w);
 	server_send(r->client, &w);
@@ -241,7 +279,7 @@ static void client_gone(struct client *c)
 	while ((r = TAILQ_FIRST(&c->reqs)) != NULL) {
 		TAILQ_REMOVE(&c->reqs, r, client_link);
 		r->client = NULL;
-		if (r->op == OP_INFER && r->slot) {
+		if (r->slot && !proto_op_is_admin(r->op)) {
 			struct slot_ev ev = { .type = SEV_CANCEL, .req = r };
 			slot_event(r->slot, &ev);
 		}

@@ -730,26 +730,15 @@ static void act_idle(struct slot *s, const struct slot_ev *ev)
 	begin_unload(s, NULL, false, true);
 }
 
-static void append_tokens(struct req *r, const uint32_t *t, uint32_t n)
-{
-	if (n == 0)
-		return;
-	r->tokens = realloc(r->tokens, ((size_t)r->ntokens + n) * sizeof *t);
-	if (!r->tokens)
-		abort();
-	memcpy(r->tokens + r->ntokens, t, (size_t)n * sizeof *t);
-	r->ntokens += n;
-}
-
 static void act_tokens(struct slot *s, const struct slot_ev *ev)
 {
 	struct req *r = s->active;
 
 	if (!r || r->seq != ev->a)
 		return;		/* cancelled meanwhile */
-	append_tokens(r, ev->tokens, ev->ntokens);
-	if (r->stream)
-		s->env->chunk(s, r, ev->tokens, ev->ntokens);
+	req_add_output(r, ev->out, now(s));
+	if (r->gen.stream)
+		s->env->chunk(s, r, ev->out);
 }
 
 /* The worker finished a request: whatever the state, it is idle again. */
@@ -766,7 +755,7 @@ static void act_infer_end(struct slot *s, const struct slot_ev *ev)
 	if (s->keep_until_ms < now(s) + r->keep_alive_ms)
 		s->keep_until_ms = now(s) + r->keep_alive_ms;
 	if (ev->type == SEV_INFER_DONE) {
-		append_tokens(r, ev->tokens, ev->ntokens);
+		req_add_output(r, ev->out, now(s));
 		req_end(s, r, E_NONE, NULL);
 	} else {
 		req_end(s, r, ev->code, ev->message);

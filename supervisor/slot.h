@@ -45,8 +45,8 @@ enum slot_event {
 	SEV_LOADED,		/* worker: weights loaded */
 	SEV_WARMED,		/* worker: warmup done; a = warmup_ms */
 	SEV_FAILED,		/* worker: load or warmup failed; code, message */
-	SEV_TOKENS,		/* worker: a = request seq, tokens */
-	SEV_INFER_DONE,		/* worker: a = request seq, tokens (the last ones) */
+	SEV_TOKENS,		/* worker: a = request seq, out (tokens, text) */
+	SEV_INFER_DONE,		/* worker: a = request seq, out (the rest of the answer) */
 	SEV_INFER_FAILED,	/* worker: a = request seq, code, message */
 	SEV_EXITED,		/* worker reaped; message says how it ended */
 	SEV_DEADLINE,		/* the slot's one timer fired */
@@ -63,8 +63,7 @@ struct slot_ev {
 	enum err code;
 	bool unavailable;	/* SEV_FAILED: the device, not the model, is at fault */
 	const char *message;
-	const uint32_t *tokens;
-	uint32_t ntokens;
+	const struct work_out *out;
 };
 
 enum slot_lock_wait { LOCK_NONE, LOCK_LOAD, LOCK_INFER };
@@ -103,8 +102,8 @@ struct slot_env {
 	bool (*forward)(struct slot *s, struct req *r);
 	/* The one final reply of r (code E_NONE: success). r is freed after. */
 	void (*finish)(struct slot *s, struct req *r, enum err code, const char *message);
-	/* Streams tokens of r (a chunk). */
-	void (*chunk)(struct slot *s, struct req *r, const uint32_t *tokens, uint32_t n);
+	/* Streams part of r's answer (a chunk). */
+	void (*chunk)(struct slot *s, struct req *r, const struct work_out *o);
 	void (*state_changed)(const struct slot *s);
 	void (*progress)(struct slot *s);
 	/* A job moved on: status "queued", "running", "done" or "failed". */

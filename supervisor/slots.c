@@ -56,12 +56,32 @@ static void env_send_infer(struct slot *s, struct req *r)
 {
 	struct msgw w;
 
-	msgw_wmsg(&w, WM_INFER);
+	switch (r->op) {
+	case OP_TOKENIZE:
+		msgw_wmsg(&w, WM_TOKENIZE);
+		msgw_kstr(&w, "text", r->gen.prompt);
+		msgw_kbool(&w, "add_special", r->add_special);
+		msgw_kbool(&w, "parse_special", r->parse_special);
+		break;
+	case OP_DETOKENIZE:
+		msgw_wmsg(&w, WM_DETOKENIZE);
+		msgw_key(&w, "tokens");
+		msgw_u32s(&w, r->gen.input, r->gen.ninput);
+		break;
+	case OP_EMBED:
+		msgw_wmsg(&w, WM_EMBED);
+		msgw_key(&w, "texts");
+		msgw_array(&w);
+		for (uint32_t i = 0; i < r->ntexts; i++)
+			msgw_str(&w, r->texts[i]);
+		msgw_end(&w);
+		break;
+	default:
+		msgw_wmsg(&w, WM_INFER);
+		gen_write(&w, &r->gen);
+		break;
+	}
 	msgw_ku64(&w, "req", r->seq);
-	msgw_key(&w, "input");
-	msgw_u32s(&w, r->input, r->ninput);
-	msgw_ku64(&w, "max_tokens", r->max_tokens);
-	msgw_kbool(&w, "stream", r->stream);
 	to_worker(s, &w);
 }
 
@@ -177,10 +197,10 @@ static void env_arm(struct slot *s, uint64_t ms)
 	}
 }
 
-static void env_chunk(struct slot *s, struct req *r, const uint32_t *tokens, uint32_t n)
+static void env_chunk(struct slot *s, struct req *r, const struct work_out *o)
 {
 	(void)s;
-	server_chunk(r, tokens, n);
+	server_chunk(r, o);
 }
 
 /* At most one progress event per PROGRESS_EVENT_MS per load, and always the last. */

@@ -126,11 +126,10 @@ static int cpu_step(struct engine_ctx *c, uint32_t t, uint32_t *next, struct eng
 	return 0;
 }
 
-static int cpu_infer(struct engine_ctx *c, const uint32_t *input, uint32_t ninput,
-		     uint32_t max_tokens, engine_token_fn emit, void *arg, struct engine_error *e)
+static int cpu_infer(struct engine_ctx *c, const struct engine_request *rq, engine_piece_fn emit,
+		     void *arg, struct engine_outcome *out, struct engine_error *e)
 {
-	return engine_generate(c, cpu_step, c->desc.vocab, c->desc.eos, input, ninput, max_tokens,
-			       emit, arg, e);
+	return engine_generate(c, cpu_step, c->desc.vocab, c->desc.eos, rq, emit, arg, out, e);
 }
 
 static int cpu_warmup(struct engine_ctx *c, struct engine_error *e)

@@ -122,9 +122,9 @@ static int cuda_open(struct engine_ctx **out, const struct engine_params *p, str
 	if (!c)
 		return engine_fail(e, "load_failed", "out of memory");
 	*out = c;
-	c->threads = p->threads ? p->threads : LOADER_THREADS_DEFAULT;
-	c->buffers = p->buffers ? p->buffers : LOADER_BUFFERS_DEFAULT;
-	c->chunk = p->chunk ? p->chunk : LOADER_CHUNK_DEFAULT;
+	c->threads = p->loader_threads ? p->loader_threads : LOADER_THREADS_DEFAULT;
+	c->buffers = p->loader_buffers ? p->loader_buffers : LOADER_BUFFERS_DEFAULT;
+	c->chunk = p->loader_chunk ? p->loader_chunk : LOADER_CHUNK_DEFAULT;
 	if (c->threads > CUDA_MAX_THREADS || c->buffers > CUDA_MAX_BUFFERS ||
 	    (uint64_t)c->threads * c->buffers * c->chunk > LOADER_PINNED_MAX)
 		return engine_fail(e, "load_failed", "loader settings: at most %d threads, %d buffers each "
@@ -414,11 +414,10 @@ static int cuda_step(struct engine_ctx *c, uint32_t t, uint32_t *next, struct en
 	return 0;
 }
 
-static int cuda_infer(struct engine_ctx *c, const uint32_t *input, uint32_t ninput, uint32_t max_tokens,
-		      engine_token_fn emit, void *arg, struct engine_error *e)
+static int cuda_infer(struct engine_ctx *c, const struct engine_request *rq, engine_piece_fn emit,
+		     void *arg, struct engine_outcome *out, struct engine_error *e)
 {
-	return engine_generate(c, cuda_step, c->desc.vocab, c->desc.eos, input, ninput, max_tokens,
-			       emit, arg, e);
+	return engine_generate(c, cuda_step, c->desc.vocab, c->desc.eos, rq, emit, arg, out, e);
 }
 
 static int cuda_warmup(struct engine_ctx *c, struct engine_error *e)

@@ -1,24 +1,10 @@
-/* engine.c: the table of built-in engines, and the error helper they share. */
+/* engine.c: what engines share: the error helper, and the reference models' generation loop.
+ * Linked into the worker and into every engine built as a shared object. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "engine.h"
-
-static const struct engine *const builtin[] = {
-	&engine_cpu,
-#ifdef MODELD_HAVE_CUDA
-	&engine_cuda,
-#endif
-};
-
-const struct engine *engine_find(const char *name)
-{
-	for (size_t i = 0; i < sizeof builtin / sizeof builtin[0]; i++)
-		if (strcmp(builtin[i]->name, name) == 0)
-			return builtin[i];
-	return NULL;
-}
 
 int engine_fail(struct engine_error *e, const char *code, const char *fmt, ...)
 {
@@ -32,22 +18,24 @@ int engine_fail(struct engine_error *e, const char *code, const char *fmt, ...)
 }
 
 int engine_generate(struct engine_ctx *ctx, engine_step_fn step, uint32_t vocab, uint32_t eos,
-		    const uint32_t *input, uint32_t ninput, uint32_t max_tokens,
-		    engine_token_fn emit, void *arg, struct engine_error *e)
+		    const struct engine_request *rq, engine_piece_fn emit, void *arg,
+		    struct engine_outcome *out, struct engine_error *e)
 {
-	if (ninput == 0)
-		return engine_fail(e, "bad_request", "input holds no tokens");
-	for (uint32_t i = 0; i < ninput; i++)
-		if (input[i] >= vocab)
+	if (!rq->input)
+		return engine_fail(e, "bad_request", "this model takes token ids (input), not text");
+	for (uint32_t i = 0; i < rq->ninput; i++)
+		if (rq->input[i] >= vocab)
 			return engine_fail(e, "bad_request", "input token %u is not below the vocabulary size %u",
-					   input[i], vocab);
-	uint32_t t = input[ninput - 1];
-	for (uint32_t n = 0; n < max_tokens; n++) {
+					   rq->input[i], vocab);
+	out->prompt_tokens = rq->ninput;
+	out->eos = false;
+	uint32_t t = rq->input[rq->ninput - 1];
+	for (uint32_t n = 0; n < rq->max_tokens; n++) {
 		if (step(ctx, t, &t, e))
 			return -1;
-		if (emit && emit(arg, t))
-			return engine_fail(e, "cancelled", "cancelled");
-		if (t == eos)
+		struct engine_piece p = { .token = t };
+		out->eos = t == eos;
+		if (emit(arg, &p) || out->eos)
 			break;
 	}
 	return 0;

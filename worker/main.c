@@ -2,15 +2,19 @@
  * modeld-worker: runs one model for one slot of modeld.
  *
  * Started by modeld with the channel on fd 3. The first message is WM_LOAD,
- * which carries the weights fd: the worker opens no file itself. It loads,
- * reports, enters the sandbox, warms up and then serves WM_INFER until
- * WM_STOP or the end of the channel. Pings are answered between chunks of
+ * which carries the weights fd: the worker opens no file itself (an engine
+ * that is a shared object is opened before the sandbox). It loads,
+ * reports, enters the sandbox, warms up and then serves WM_INFER,
+ * WM_TOKENIZE, WM_DETOKENIZE and WM_EMBED, one at a time, until WM_STOP or
+ * the end of the channel. Pings are answered between chunks of
  * work, so a long load or generation is never taken for a hung worker.
  *
  * Role: may compute, talk on fd 3 and hold memory; nothing else.
  */
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,25 +26,37 @@
 #include "../proto/frame.h"
 #include "../proto/log.h"
 #include "../proto/proto.h"
+#include "../proto/gen.h"
 #include "engine.h"
+#include "engines.h"
 #include "sandbox.h"
+#include "text.h"
 
 /* Seconds between progress reports are the supervisor's business; this
  * only keeps the channel from flooding on fast loads. */
 #define PROGRESS_EVERY_MS 50
 
+/* The request being served: one at a time. */
+struct job {
+	uint64_t req;			/* 0 when none */
+	bool stream;
+	bool cancel;			/* stop generating */
+	uint32_t *pending;		/* tokens produced and not yet sent */
+	size_t npending, cap;
+	uint32_t ntokens;		/* produced in all */
+	struct text text;
+	const char *finish;		/* infer's finish_reason, once known */
+	uint32_t prompt_tokens;
+};
+
 struct worker {
 	struct chan chan;
 	const struct engine *engine;
 	struct engine_ctx *ctx;
-	uint64_t infer_req;	/* the request being generated, 0 when none */
-	bool cancel;		/* stop the current generation */
-	bool stop;		/* leave as soon as the current work ends */
+	struct job job;
+	bool stop;			/* leave as soon as the current work ends */
 	uint64_t last_progress_ms;
-	uint32_t *pending;	/* tokens produced and not yet sent */
-	size_t npending;
-	bool stream;
-	uid_t uid;		/* to drop to once loaded, or SANDBOX_KEEP_IDS */
+	uid_t uid;			/* to drop to once loaded, or SANDBOX_KEEP_IDS */
 	gid_t gid;
 };
 
@@ -95,17 +111,44 @@ static void send_pong(struct worker *w, uint64_t seq)
 	send_or_die(w, &m);
 }
 
+/* A message about the request being served: its type and id; more keys may follow. */
+static void job_msg(struct worker *w, struct msgw *m, enum wmsg type)
+{
+	msgw_wmsg(m, type);
+	msgw_ku64(m, "req", w->job.req);
+}
+
+/* The request's last message: WM_DONE with what m holds, and how an inference ended. */
+static void send_done(struct worker *w, struct msgw *m)
+{
+	if (w->job.finish) {
+		msgw_kstr(m, "finish", w->job.finish);
+		msgw_ku64(m, "prompt_tokens", w->job.prompt_tokens);
+	}
+	msgw_end(m);
+	send_or_die(w, m);
+}
+
+/* Sends the tokens not yet sent and the text that may go with them. */
 static void flush_tokens(struct worker *w, enum wmsg type)
 {
+	struct job *j = &w->job;
+	const char *text;
+	size_t n = text_take(&j->text, type == WM_DONE, &text);
 	struct msgw m;
 
-	msgw_wmsg(&m, type);
-	msgw_ku64(&m, "req", w->infer_req);
+	job_msg(w, &m, type);
 	msgw_key(&m, "tokens");
-	msgw_u32s(&m, w->pending, w->npending);
+	msgw_u32s(&m, j->pending, j->npending);
+	if (w->engine->flags & ENGINE_TEXT) {
+		msgw_key(&m, "text");
+		msgw_strn(&m, text, n);
+	}
+	if (type == WM_DONE)
+		return send_done(w, &m);
 	msgw_end(&m);
 	send_or_die(w, &m);
-	w->npending = 0;
+	j->npending = 0;
 }
 
 /*
@@ -127,11 +170,11 @@ static void handle_interrupt(struct worker *w, const msgpack_object *msg)
 		send_pong(w, v);
 		break;
 	case WM_CANCEL:
-		if (msg_u64(msg, "req", &v) == MSG_OK && v == w->infer_req)
-			w->cancel = true;
+		if (msg_u64(msg, "req", &v) == MSG_OK && v == w->job.req)
+			w->job.cancel = true;
 		break;
 	case WM_STOP:
-		w->stop = w->cancel = true;
+		w->stop = w->job.cancel = true;
 		break;
 	default:
 		log_error("unexpected %s from modeld", proto_wmsg_name((int)type));
@@ -169,66 +212,269 @@ static int on_progress(void *arg, uint64_t bytes, uint64_t total)
 	return w->stop;
 }
 
-static int on_token(void *arg, uint32_t token)
+static int on_piece(void *arg, const struct engine_piece *p)
 {
 	struct worker *w = arg;
+	struct job *j = &w->job;
+	bool stopped = false;
 
-	w->pending[w->npending++] = token;
-	if (w->stream)
+	if (j->npending == j->cap) {
+		j->cap = j->cap ? j->cap * 2 : 64;
+		j->pending = realloc(j->pending, j->cap * sizeof *j->pending);
+		if (!j->pending)
+			abort();
+	}
+	j->pending[j->npending++] = p->token;
+	j->ntokens++;
+	if (p->text)
+		stopped = text_add(&j->text, p->text, p->len);
+	if (j->stream)
 		flush_tokens(w, WM_TOKENS);
 	service_channel(w);
-	return w->cancel;
+	return j->cancel || stopped;
+}
+
+/* A request begins: its id, and the reply as yet empty. */
+static void job_begin(struct worker *w, uint64_t req, bool stream, char *const *stop, uint32_t nstop)
+{
+	struct job *j = &w->job;
+
+	j->req = req;
+	j->stream = stream;
+	j->cancel = false;
+	j->npending = 0;
+	j->ntokens = 0;
+	j->finish = NULL;
+	j->prompt_tokens = 0;
+	text_init(&j->text, stop, nstop);
+}
+
+static void job_end(struct worker *w)
+{
+	text_free(&w->job.text);
+	w->job.req = 0;
+}
+
+/* The last of a request's reply; a cancelled one has been answered by modeld already. */
+static void job_fail(struct worker *w, const struct engine_error *e)
+{
+	send_error(w, WM_INFER_FAILED, w->job.req, e);
+}
+
+/* Anything malformed from modeld is a broken supervisor: nothing to serve. */
+static void malformed(enum wmsg type)
+{
+	log_error("malformed %s from modeld", proto_wmsg_name(type));
+	_exit(1);
+}
+
+static void request_from_gen(const struct gen *g, struct engine_request *rq, struct engine_message *msgs)
+{
+	for (uint32_t i = 0; i < g->nmessages; i++)
+		msgs[i] = (struct engine_message){ g->messages[i].role, g->messages[i].content };
+	*rq = (struct engine_request){
+		.input = g->input, .ninput = g->ninput, .prompt = g->prompt,
+		.messages = g->nmessages ? msgs : NULL, .nmessages = g->nmessages,
+		.max_tokens = g->max_tokens,
+		.sampling = { .temperature = g->temperature, .top_k = g->top_k, .top_p = g->top_p,
+			      .min_p = g->min_p, .repeat_penalty = g->repeat_penalty, .seed = g->seed },
+	};
 }
 
 static void do_infer(struct worker *w, const msgpack_object *msg)
 {
 	struct engine_error e = { 0 };
-	uint32_t *input = NULL;
-	size_t ninput = 0;
-	uint64_t req = 0, max_tokens = 0;
-	bool stream = false;
+	struct engine_outcome out = { 0 };
+	struct engine_request rq;
+	char err[GEN_ERR_LEN];
+	uint64_t req = 0;
+	struct gen g;
 
-	if (msg_u64(msg, "req", &req) || req == 0 || msg_u64(msg, "max_tokens", &max_tokens) ||
-	    max_tokens > UINT32_MAX || msg_u32s(msg, "input", &input, &ninput) ||
-	    msg_bool(msg, "stream", &stream) || ninput > UINT32_MAX) {
-		log_error("malformed WM_INFER from modeld");
-		_exit(1);
-	}
-	w->infer_req = req;
-	w->cancel = false;
-	w->stream = stream;
-	w->npending = 0;
-	w->pending = realloc(w->pending, (max_tokens ? max_tokens : 1) * sizeof *w->pending);
-	if (!w->pending)
+	if (msg_u64(msg, "req", &req) || req == 0 || gen_read(msg, &g, err))
+		malformed(WM_INFER);
+	struct engine_message *msgs = calloc(g.nmessages + 1, sizeof *msgs);
+	if (!msgs)
 		abort();
-	if (w->engine->infer(w->ctx, input, (uint32_t)ninput, (uint32_t)max_tokens, on_token, w, &e))
-		send_error(w, WM_INFER_FAILED, req, &e);
-	else
+	request_from_gen(&g, &rq, msgs);
+	job_begin(w, req, g.stream, g.stop, g.nstop);
+	if ((rq.prompt || rq.messages) && !(w->engine->flags & ENGINE_TEXT))
+		engine_fail(&e, "bad_request", "this model takes token ids (input), not text");
+	else if (w->engine->infer(w->ctx, &rq, on_piece, w, &out, &e) == 0 && w->job.cancel)
+		engine_fail(&e, "cancelled", "cancelled");
+	if (e.code[0]) {
+		job_fail(w, &e);
+	} else {
+		w->job.finish = out.eos || w->job.text.stopped ? "stop" : "length";
+		w->job.prompt_tokens = out.prompt_tokens;
 		flush_tokens(w, WM_DONE);
-	free(input);
-	w->infer_req = 0;
+	}
+	job_end(w);
+	free(msgs);
+	gen_free(&g);
+}
+
+/* The engine's text operation, or a bad_request saying the model has none. */
+static bool has_text(struct worker *w, struct engine_error *e)
+{
+	if (w->engine->flags & ENGINE_TEXT)
+		return true;
+	engine_fail(e, "bad_request", "this model has no tokenizer");
+	return false;
+}
+
+static void do_tokenize(struct worker *w, const msgpack_object *msg)
+{
+	struct engine_error e = { 0 };
+	uint64_t req = 0;
+	bool add_special = false, parse_special = true;
+	char *text = NULL;
+	uint32_t *tokens = NULL;
+	size_t n = 0;
+
+	if (msg_u64(msg, "req", &req) || req == 0 || msg_strdup(msg, "text", &text) ||
+	    msg_bool(msg, "add_special", &add_special) || msg_bool(msg, "parse_special", &parse_special))
+		malformed(WM_TOKENIZE);
+	job_begin(w, req, false, NULL, 0);
+	if (!has_text(w, &e) ||
+	    w->engine->tokenize(w->ctx, text, add_special, parse_special, &tokens, &n, &e)) {
+		job_fail(w, &e);
+	} else {
+		struct msgw m;
+		job_msg(w, &m, WM_DONE);
+		msgw_key(&m, "tokens");
+		msgw_u32s(&m, tokens, n);
+		send_done(w, &m);
+	}
+	job_end(w);
+	free(tokens);
+	free(text);
+}
+
+static void do_detokenize(struct worker *w, const msgpack_object *msg)
+{
+	struct engine_error e = { 0 };
+	uint64_t req = 0;
+	uint32_t *tokens = NULL;
+	size_t n = 0, len = 0;
+	char *text = NULL;
+
+	if (msg_u64(msg, "req", &req) || req == 0 || msg_u32s(msg, "tokens", &tokens, &n))
+		malformed(WM_DETOKENIZE);
+	job_begin(w, req, false, NULL, 0);
+	if (!has_text(w, &e) || w->engine->detokenize(w->ctx, tokens, n, &text, &len, &e)) {
+		job_fail(w, &e);
+	} else {
+		const char *valid;
+		text_add(&w->job.text, text, len);	/* token bytes need not be valid UTF-8 */
+		len = text_take(&w->job.text, true, &valid);
+		struct msgw m;
+		job_msg(w, &m, WM_DONE);
+		msgw_key(&m, "text");
+		msgw_strn(&m, valid, len);
+		send_done(w, &m);
+	}
+	job_end(w);
+	free(tokens);
+	free(text);
+}
+
+/* One vector per text; the first failure fails the request. */
+static void do_embed(struct worker *w, const msgpack_object *msg)
+{
+	struct engine_error e = { 0 };
+	const msgpack_object_array *texts;
+	uint64_t req = 0;
+
+	if (msg_u64(msg, "req", &req) || req == 0 || msg_array(msg, "texts", &texts))
+		malformed(WM_EMBED);
+	job_begin(w, req, false, NULL, 0);
+	struct msgw m;
+	job_msg(w, &m, WM_DONE);
+	msgw_key(&m, "embeddings");
+	msgw_array(&m);
+	for (uint32_t i = 0; i < texts->size && !e.code[0]; i++) {
+		const msgpack_object *o = &texts->ptr[i];
+		float *vec = NULL;
+		size_t dim = 0;
+		if (o->type != MSGPACK_OBJECT_STR)
+			malformed(WM_EMBED);
+		char *text = strndup(o->via.str.ptr, o->via.str.size);
+		if (!text)
+			abort();
+		if (!w->engine->embed)
+			engine_fail(&e, "bad_request", "this model does not serve embeddings");
+		else if (w->engine->embed(w->ctx, text, &vec, &dim, &e) == 0)
+			msgw_f32s(&m, vec, dim);
+		free(vec);
+		free(text);
+		service_channel(w);
+	}
+	msgw_end(&m);
+	if (e.code[0]) {
+		msgw_free(&m);
+		job_fail(w, &e);
+	} else {
+		send_done(w, &m);
+	}
+	job_end(w);
+}
+
+/* The log engines are given (engine.h's levels are log.h's). */
+static void engine_log(int level, const char *fmt, ...)
+{
+	char text[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(text, sizeof text, fmt, ap);
+	va_end(ap);
+	log_msg((enum log_level)level, "%s", text);
+}
+
+/* WM_LOAD: what to load, where, and how. */
+struct load_args {
+	char *engine, *engine_dir, *device, *model, *chat_template;
+	uint64_t warmup;
+	struct engine_params params;
+};
+
+/* An optional unsigned setting: 0 (the engine's default) when absent. */
+static uint64_t setting(const msgpack_object *msg, const char *key, uint64_t max)
+{
+	uint64_t v = 0;
+
+	if (msg_u64(msg, key, &v) == MSG_BAD_TYPE || v > max)
+		malformed(WM_LOAD);
+	return v;
 }
 
 /* The first message: WM_LOAD with the weights fd. Returns the fd. */
-static int read_load(struct worker *w, char **engine, char **device, char **model,
-		     uint64_t *warmup, struct engine_params *p)
+static int read_load(struct worker *w, struct load_args *a)
 {
 	const msgpack_object *msg;
-	uint64_t type = 0, threads = 0, buffers = 0, chunk = 0, uid = 0, gid = 0;
+	struct engine_params *p = &a->params;
+	uint64_t type = 0, uid = 0, gid = 0;
 
 	if (chan_read(&w->chan, -1, &msg) != 1 || msg_u64(msg, "t", &type) || type != WM_LOAD ||
-	    msg_strdup(msg, "engine", engine) || msg_strdup(msg, "device", device) ||
-	    msg_strdup(msg, "model", model) || msg_u64(msg, "warmup", warmup)) {
+	    msg_strdup(msg, "engine", &a->engine) || msg_strdup(msg, "engine_dir", &a->engine_dir) ||
+	    msg_strdup(msg, "device", &a->device) || msg_strdup(msg, "model", &a->model) ||
+	    msg_u64(msg, "warmup", &a->warmup) || msg_strdup(msg, "chat_template", &a->chat_template) == MSG_BAD_TYPE ||
+	    msg_bool(msg, "embedding", &p->embedding) == MSG_BAD_TYPE) {
 		log_error("expected WM_LOAD from modeld");
 		exit(1);
 	}
-	/* loader settings are optional: 0 leaves the engine's default */
-	msg_u64(msg, "threads", &threads);
-	msg_u64(msg, "buffers", &buffers);
-	msg_u64(msg, "chunk", &chunk);
-	p->threads = (unsigned)threads;
-	p->buffers = (unsigned)buffers;
-	p->chunk = (size_t)chunk;
+	p->device = a->device;
+	p->model = a->model;
+	p->log = engine_log;
+	p->chat_template = a->chat_template;
+	p->loader_threads = (unsigned)setting(msg, "loader_threads", UINT_MAX);
+	p->loader_buffers = (unsigned)setting(msg, "loader_buffers", UINT_MAX);
+	p->loader_chunk = (size_t)setting(msg, "loader_chunk", SIZE_MAX);
+	p->ctx = (uint32_t)setting(msg, "ctx", UINT32_MAX);
+	p->threads = (uint32_t)setting(msg, "threads", UINT32_MAX);
+	p->batch = (uint32_t)setting(msg, "batch", UINT32_MAX);
+	/* absent: the device decides (all layers on a GPU) */
+	p->gpu_layers = msg_get(msg, "gpu_layers") ? (int32_t)setting(msg, "gpu_layers", INT32_MAX) : -1;
 	w->uid = msg_u64(msg, "uid", &uid) == MSG_OK && msg_u64(msg, "gid", &gid) == MSG_OK ?
 		 (uid_t)uid : SANDBOX_KEEP_IDS;
 	w->gid = (gid_t)gid;
@@ -238,6 +484,15 @@ static int read_load(struct worker *w, char **engine, char **device, char **mode
 		exit(1);
 	}
 	return fd;
+}
+
+static void load_args_free(struct load_args *a)
+{
+	free(a->engine);
+	free(a->engine_dir);
+	free(a->device);
+	free(a->model);
+	free(a->chat_template);
 }
 
 static void report_loaded(struct worker *w)
@@ -256,21 +511,18 @@ static void report_loaded(struct worker *w)
 static void load_model(struct worker *w)
 {
 	struct engine_error e = { 0 };
-	char *engine = NULL, *device = NULL, *model = NULL, err[256];
-	uint64_t warmup = 0;
-	struct engine_params params = { 0 };
-	int fd = read_load(w, &engine, &device, &model, &warmup, &params);
-	params.device = device;
-	params.model = model;
+	struct load_args a = { 0 };
+	char err[256];
+	int fd = read_load(w, &a);
 
-	w->engine = engine_find(engine);
+	w->engine = engines_find(a.engine, a.engine_dir, &e);
 	if (!w->engine) {
 		/* A device whose engine is not built here is as unusable as one without a driver. */
-		engine_fail(&e, strcmp(engine, "cuda") == 0 ? ENGINE_UNAVAILABLE : "load_failed",
-			    "no engine called %s in this build", engine);
+		if (strcmp(a.engine, "cuda") == 0)
+			engine_fail(&e, ENGINE_UNAVAILABLE, "no engine called cuda in this build");
 		goto failed;
 	}
-	if (w->engine->open(&w->ctx, &params, &e))
+	if (w->engine->open(&w->ctx, &a.params, &e))
 		goto failed;
 	if (w->engine->load(w->ctx, fd, on_progress, w, &e))
 		goto failed;
@@ -281,22 +533,22 @@ static void load_model(struct worker *w)
 		goto failed;
 	}
 	uint64_t t0 = clock_mono_ms();
-	for (uint64_t i = 0; i < warmup; i++)
+	for (uint64_t i = 0; i < a.warmup; i++)
 		if (w->engine->warmup(w->ctx, &e))
 			goto failed;
-	if (warmup) {
+	if (a.warmup) {
 		struct msgw m;
 		msgw_wmsg(&m, WM_WARMED);
 		msgw_ku64(&m, "warmup_ms", clock_mono_ms() - t0);
 		msgw_end(&m);
 		send_or_die(w, &m);
 	}
-	free(engine); free(device); free(model);
+	load_args_free(&a);
 	return;
 failed:
 	if (w->stop)	/* asked to leave mid-load: nothing to report */
 		exit(0);
-	log_error("%s: %s", model ? model : "model", e.message);
+	log_error("%s: %s", a.model, e.message);
 	send_error(w, WM_FAILED, 0, &e);
 	exit(1);
 }
@@ -308,10 +560,14 @@ static void serve(struct worker *w)
 	int rc;
 
 	while (!w->stop && (rc = chan_read(&w->chan, -1, &msg)) == 1) {
-		if (msg_u64(msg, "t", &type) == MSG_OK && type == WM_INFER)
-			do_infer(w, msg);
-		else
-			handle_interrupt(w, msg);
+		msg_u64(msg, "t", &type);
+		switch (type) {
+		case WM_INFER: do_infer(w, msg); break;
+		case WM_TOKENIZE: do_tokenize(w, msg); break;
+		case WM_DETOKENIZE: do_detokenize(w, msg); break;
+		case WM_EMBED: do_embed(w, msg); break;
+		default: handle_interrupt(w, msg); break;
+		}
 	}
 	if (!w->stop && w->chan.error)
 		log_error("channel: %s", w->chan.error);
@@ -356,6 +612,6 @@ int main(int argc, char **argv)
 	serve(&w);
 	w.engine->close(w.ctx);
 	chan_free(&w.chan);
-	free(w.pending);
+	free(w.job.pending);
 	return 0;
 }

@@ -27,6 +27,7 @@ struct rec {
 	enum slot_state states[MAX_STATES];
 	int nstates;
 	enum err last_code;
+	uint32_t last_ntokens;
 	int finished;
 	bool spawn_fails;
 };
@@ -60,10 +61,11 @@ static void r_finish(struct slot *s, struct req *r, enum err code, const char *m
 	(void)s; (void)m;
 	rec.last_code = code;
 	rec.finished++;
-	free(r->tokens);
+	rec.last_ntokens = r->ntokens;
+	req_clear(r);
 	free(r);
 }
-static void r_chunk(struct slot *s, struct req *r, const uint32_t *t, uint32_t n) { (void)s; (void)r; (void)t; (void)n; }
+static void r_chunk(struct slot *s, struct req *r, const struct work_out *o) { (void)s; (void)r; (void)o; }
 static void r_state(const struct slot *s)
 {
 	if (rec.nstates < MAX_STATES)
@@ -297,11 +299,13 @@ static void test_infer_runs_only_when_ready(void **state)
 	assert_int_equal(rec.infers, 1);	/* one at a time at the worker */
 	assert_int_equal(slot_queue_length(&s), 1);
 	uint32_t tokens[] = { 3, 4 };
-	struct slot_ev done = { .type = SEV_INFER_DONE, .a = r->seq, .tokens = tokens, .ntokens = 2 };
+	struct work_out out = { .tokens = tokens, .ntokens = 2, .finish = "length" };
+	struct slot_ev done = { .type = SEV_INFER_DONE, .a = r->seq, .out = &out };
 	int before = rec.finished;
 	slot_event(&s, &done);
 	assert_int_equal(rec.finished, before + 1);
 	assert_int_equal(rec.last_code, E_NONE);
+	assert_int_equal(rec.last_ntokens, 2);	/* the answer carried the worker's tokens */
 	assert_int_equal(rec.infers, 2);	/* the queued one went next */
 }
 

@@ -1,0 +1,55 @@
+#!/bin/sh
+# Builds llama.cpp (release v0.5.0) as static libraries for the llama engine,
+# from the source bundle the npm package node-llama-cpp@3.22.1 carries. Nothing
+# is vendored: the tarball is fetched with `npm pack`, checked against the
+# sha256 below, and only the source subset the build needs is taken out of the
+# bundle with `git archive`. The result is cached in DIR: a second run neither
+# fetches nor compiles.
+#
+# usage: llama.sh DIR [native]
+# Leaves DIR/prefix/{include,lib} and DIR/vocab/ggml-vocab-llama-spm.gguf
+# (with the release's tokenizer test vectors), and DIR/prefix/LICENSE.
+# Exits non-zero, saying why, when npm, git, cmake or the registry is missing.
+set -e
+dir=$1
+native=${2:-OFF}
+pkg=node-llama-cpp@3.22.1
+sha=a0d9dd80eacd2ab1cfe71aee57ac8a806487fd70b3d2a38fbec637752d9e5c5f
+stamp="$dir/prefix/.built-$sha-native-$native"
+[ -f "$stamp" ] && exit 0
+
+for tool in npm git cmake c++; do
+	command -v $tool >/dev/null 2>&1 || { echo "llama.sh: $tool not found" >&2; exit 1; }
+done
+mkdir -p "$dir"
+dir=$(cd "$dir" && pwd)
+tgz="$dir/node-llama-cpp-3.22.1.tgz"
+if [ ! -f "$tgz" ] || ! echo "$sha  $tgz" | sha256sum -c --status; then
+	rm -f "$tgz"
+	(cd "$dir" && npm pack --silent "$pkg" >/dev/null) || { echo "llama.sh: npm pack $pkg failed" >&2; exit 1; }
+fi
+echo "$sha  $tgz" | sha256sum -c --status || { echo "llama.sh: $tgz: sha256 mismatch" >&2; exit 1; }
+
+rm -rf "$dir/src" "$dir/repo" "$dir/cmake-build" "$dir/prefix" "$dir/vocab"
+tar -xzf "$tgz" -C "$dir" package/llama/gitRelease.bundle
+git clone -q --bare "$dir/package/llama/gitRelease.bundle" "$dir/repo"
+mkdir -p "$dir/src" "$dir/vocab"
+git -C "$dir/repo" archive HEAD CMakeLists.txt cmake ggml/CMakeLists.txt ggml/cmake ggml/include \
+	ggml/src src include vendor LICENSE | tar -x -C "$dir/src"
+git -C "$dir/repo" archive HEAD models/ggml-vocab-llama-spm.gguf models/ggml-vocab-llama-spm.gguf.inp \
+	models/ggml-vocab-llama-spm.gguf.out | tar -x -C "$dir/vocab" --strip-components=1
+rm -rf "$dir/package" "$dir/repo"
+
+gen=
+command -v ninja >/dev/null 2>&1 && gen="-G Ninja"
+# shellcheck disable=SC2086 # $gen is words on purpose
+cmake -S "$dir/src" -B "$dir/cmake-build" $gen -DCMAKE_BUILD_TYPE=Release \
+	-DCMAKE_POSITION_INDEPENDENT_CODE=ON -DBUILD_SHARED_LIBS=OFF -DGGML_NATIVE="$native" \
+	-DGGML_OPENMP=ON -DLLAMA_BUILD_COMMON=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_TOOLS=OFF \
+	-DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_OPENSSL=OFF -DGGML_CCACHE=OFF \
+	-DCMAKE_INSTALL_PREFIX="$dir/prefix" >"$dir/cmake.log" 2>&1 || { tail -20 "$dir/cmake.log" >&2; exit 1; }
+cmake --build "$dir/cmake-build" -j "$(nproc)" >>"$dir/cmake.log" 2>&1 || { tail -20 "$dir/cmake.log" >&2; exit 1; }
+cmake --install "$dir/cmake-build" >>"$dir/cmake.log" 2>&1
+cp "$dir/src/LICENSE" "$dir/prefix/LICENSE"
+rm -rf "$dir/cmake-build" "$dir/src"
+touch "$stamp"

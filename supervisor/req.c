@@ -1,0 +1,57 @@
+/* req.c: a request's arguments and answer (req.h). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "req.h"
+
+static void *grow(void *p, size_t have, size_t add, size_t size)
+{
+	p = realloc(p, (have + add) * size + 1);
+	if (!p)
+		abort();
+	return p;
+}
+
+void req_add_output(struct req *r, const struct work_out *o, uint64_t now_ms)
+{
+	if (!o)
+		return;
+	if (o->ntokens) {
+		if (!r->first_token_ms)
+			r->first_token_ms = now_ms;
+		r->tokens = grow(r->tokens, r->ntokens, o->ntokens, sizeof *r->tokens);
+		memcpy(r->tokens + r->ntokens, o->tokens, (size_t)o->ntokens * sizeof *o->tokens);
+		r->ntokens += o->ntokens;
+	}
+	if (o->text) {
+		r->text = grow(r->text, r->ntext, o->ntext, 1);
+		memcpy(r->text + r->ntext, o->text, o->ntext);
+		r->ntext += o->ntext;
+	}
+	if (o->finish) {
+		snprintf(r->finish, sizeof r->finish, "%s", o->finish);
+		r->prompt_tokens = o->prompt_tokens;
+	}
+	if (o->count) {
+		size_t n = (size_t)o->count * o->dim;
+		free(r->embeddings);
+		r->embeddings = malloc(n * sizeof *r->embeddings + 1);
+		if (!r->embeddings)
+			abort();
+		memcpy(r->embeddings, o->embeddings, n * sizeof *r->embeddings);
+		r->count = o->count;
+		r->dim = o->dim;
+	}
+}
+
+void req_clear(struct req *r)
+{
+	gen_free(&r->gen);
+	for (uint32_t i = 0; i < r->ntexts; i++)
+		free(r->texts[i]);
+	free(r->texts);
+	free(r->tokens);
+	free(r->text);
+	free(r->embeddings);
+}

@@ -1,0 +1,255 @@
+"""The llama engine end to end: GGUF models with random weights and a real
+tokenizer (made by build/mkgguf), checked against libllama called directly
+(build/llama-direct) on the same file."""
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import unittest
+
+from harness import BUILD, DEADLINE, DaemonTest, pid_alive, wait_until
+
+ENGINE = os.path.join(BUILD, "modeld-engine-llama.so")
+MKGGUF = os.path.join(BUILD, "mkgguf")
+DIRECT = os.path.join(BUILD, "llama-direct")
+VOCAB = os.path.join(BUILD, "vocab", "ggml-vocab-llama-spm.gguf")
+HAVE = all(os.path.exists(p) for p in (ENGINE, MKGGUF, DIRECT, VOCAB))
+PROMPT = "The quick brown fox"
+# Loading under the sanitizers, and a first decode, take longer than a reference model.
+SLOW = DEADLINE * 6
+
+FIX = tempfile.mkdtemp(prefix="modeld-gguf-")
+
+
+def fixture(name, *args):
+    path = os.path.join(FIX, name)
+    if not os.path.exists(path):
+        subprocess.run([MKGGUF, VOCAB, path] + [str(a) for a in args], check=True, timeout=SLOW)
+    return path
+
+
+def setUpModule():
+    if not HAVE:
+        return
+    fixture("chat.gguf", "--seed", 1)
+    fixture("plain.gguf", "--seed", 2, "--chat-template", "none")
+    with open(fixture("chat.gguf"), "rb") as f:
+        whole = f.read()
+    with open(os.path.join(FIX, "truncated.gguf"), "wb") as f:
+        f.write(whole[: len(whole) // 2])
+    with open(os.path.join(FIX, "garbage.gguf"), "wb") as f:
+        f.write(b"GGUF" + bytes(range(256)) * 64)
+
+
+def tearDownModule():
+    shutil.rmtree(FIX, ignore_errors=True)
+
+
+def direct(*args):
+    out = subprocess.run([DIRECT, fixture("chat.gguf")] + [str(a) for a in args], check=True,
+                         capture_output=True, text=True, timeout=SLOW).stdout
+    return out.split()
+
+
+CONFIG = """
+[slot cpu]
+device = cpu
+heartbeat_timeout = 30
+[model chat]
+path = {fix}/chat.gguf
+threads = 2
+[model plain]
+path = {fix}/plain.gguf
+threads = 2
+[model small]
+path = {fix}/chat.gguf
+ctx = 256
+batch = 32
+threads = 2
+[model embed]
+path = {fix}/chat.gguf
+embedding = yes
+threads = 2
+[model truncated]
+path = {fix}/truncated.gguf
+[model garbage]
+path = {fix}/garbage.gguf
+[model ref]
+path = @DIR@/models/ref.safetensors
+""".format(fix=FIX)
+
+
+@unittest.skipUnless(HAVE, "skipped: the llama engine is not built")
+class Llama(DaemonTest):
+    config = CONFIG
+    models = {"ref": ("--n", 16, "--a", 3, "--c", 1)}
+
+    def greedy(self, c, model="chat", **args):
+        args.setdefault("prompt", PROMPT)
+        args.setdefault("max_tokens", 16)
+        return c.ok("infer", model=model, temperature=0, **args)
+
+    def loaded(self, model="chat"):
+        c = self.d.client()
+        c.sock.settimeout(SLOW)
+        c.ok("load", model=model)
+        return c
+
+    def test_greedy_tokens_match_libllama_called_directly(self):
+        c = self.loaded()
+        r = self.greedy(c, max_tokens=24)
+        self.assertEqual(r["tokens"], [int(t) for t in direct("--prompt", PROMPT, "--n", 24, "--threads", 2)])
+        self.assertEqual(r["finish_reason"], "length")
+        self.assertEqual(r["usage"]["completion_tokens"], 24)
+        prompt = c.ok("tokenize", model="chat", text=PROMPT, add_special=True)["tokens"]
+        self.assertEqual(r["usage"]["prompt_tokens"], len(prompt))
+        self.assertEqual(r["text"], c.ok("detokenize", model="chat", tokens=r["tokens"])["text"])
+        # token ids in give the same as the text they are
+        self.assertEqual(self.greedy(c, prompt=None, input=prompt, max_tokens=24)["tokens"], r["tokens"])
+
+    def test_streamed_chunks_add_up_to_the_final_text(self):
+        c = self.loaded()
+        chunks = []
+        r = c.reply(c.request("infer", model="chat", prompt=PROMPT, max_tokens=40, temperature=0,
+                              stream=True), chunks)
+        self.assertTrue(r["ok"], r)
+        self.assertEqual(len(chunks), 40)       # a chunk per token; msgpack decoded each text as UTF-8
+        self.assertEqual("".join(ch["text"] for ch in chunks), r["text"])
+        self.assertEqual([t for ch in chunks for t in ch["tokens"]], r["tokens"])
+        self.assertIsInstance(r["ttft_ms"], int)
+
+    def test_the_tokenizer_test_vectors(self):
+        c = self.loaded()
+        with open(VOCAB + ".inp", encoding="utf-8") as f:
+            texts = f.read().split("\n__ggml_vocab_test__\n")[:-1]
+        with open(VOCAB + ".out") as f:
+            want = [[int(t) for t in line.split()] for line in f.read().split("\n")[: len(texts)]]
+        self.assertGreater(len(texts), 40)
+        for text, ids in zip(texts, want):
+            got = c.ok("tokenize", model="chat", text=text, add_special=False, parse_special=False)
+            self.assertEqual(got["tokens"], ids, "tokenizing %r" % text)
+
+    def test_embeddings_match_libllama(self):
+        c = self.loaded("embed")
+        texts = ["Hello world", "a second, longer text to embed"]
+        r = c.ok("embed", model="embed", texts=texts)
+        self.assertEqual(len(r["embeddings"]), 2)
+        for text, vec in zip(texts, r["embeddings"]):
+            want = [float(x) for x in direct("--embed", text, "--threads", 2)]
+            self.assertEqual(len(vec), len(want))
+            for got, exp in zip(vec, want):
+                self.assertAlmostEqual(got, exp, places=5)
+            self.assertAlmostEqual(sum(x * x for x in vec), 1.0, places=4)
+        # a generation model is not an embedding model, nor the other way round
+        self.assertEqual(c.call("infer", model="embed", prompt="x")["error"]["code"], "bad_request")
+
+    def test_stop_strings_end_the_text_before_them(self):
+        c = self.loaded()
+        full = self.greedy(c, max_tokens=32)["text"]
+        stop = full[10:13]
+        r = self.greedy(c, max_tokens=32, stop=[stop, "\u2603never"])
+        self.assertEqual(r["text"], full[: full.index(stop)])
+        self.assertEqual(r["finish_reason"], "stop")
+        self.assertLess(r["usage"]["completion_tokens"], 32)
+        chunks = []
+        c.reply(c.request("infer", model="chat", prompt=PROMPT, max_tokens=32, temperature=0, stop=stop,
+                          stream=True), chunks)
+        self.assertEqual("".join(ch["text"] for ch in chunks), r["text"])  # nothing of the stop leaked
+
+    def test_max_tokens_and_sampling(self):
+        c = self.loaded()
+        r = c.ok("infer", model="chat", prompt=PROMPT, max_tokens=5, temperature=0.9, top_k=40, top_p=0.9,
+                 min_p=0.05, repeat_penalty=1.1, seed=7)
+        self.assertEqual(len(r["tokens"]), 5)
+        again = c.ok("infer", model="chat", prompt=PROMPT, max_tokens=5, temperature=0.9, top_k=40,
+                     top_p=0.9, min_p=0.05, repeat_penalty=1.1, seed=7)
+        self.assertEqual(again["tokens"], r["tokens"])      # a seed makes sampling repeatable
+        for bad in ({"temperature": -1}, {"top_p": 2}, {"stop": [1]}, {"seed": -3}):
+            e = c.call("infer", model="chat", prompt=PROMPT, **bad)["error"]
+            self.assertEqual(e["code"], "bad_request")
+            self.assertIn(list(bad)[0], e["message"])
+
+    def test_cancel_mid_stream(self):
+        c = self.loaded()
+        rid = c.request("infer", model="chat", prompt=PROMPT, max_tokens=4000, temperature=0, stream=True)
+        wait_until(lambda: c._pump() or any(m.get("id") == rid and "chunk" in m for m in c.frames),
+                   timeout=SLOW, what="a first chunk")
+        c.ok("cancel", target=rid)
+        self.assertEqual(c.reply(rid)["error"]["code"], "cancelled")
+        self.assertEqual(len(self.greedy(c, max_tokens=3)["tokens"]), 3)
+
+    def test_chat_messages(self):
+        c = self.loaded()
+        msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+        r = self.greedy(c, prompt=None, messages=msgs, max_tokens=4)
+        self.assertEqual(len(r["tokens"]), 4)
+        rendered = "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+        same = self.greedy(c, prompt=rendered, max_tokens=4)
+        self.assertEqual(r["tokens"], same["tokens"])       # chatml, as the model's template says
+        e = c.call("infer", model="chat", messages=[{"role": "wizard", "content": "x"}])["error"]
+        self.assertEqual(e["code"], "bad_request")
+        self.assertIn("wizard", e["message"])
+        c.ok("load", model="plain")
+        e = c.call("infer", model="plain", messages=msgs)["error"]
+        self.assertEqual(e["code"], "bad_request")
+        self.assertIn("no chat template", e["message"])
+
+    def test_a_prompt_longer_than_the_context(self):
+        c = self.loaded("small")
+        e = c.call("infer", model="small", prompt=PROMPT * 80)["error"]
+        self.assertEqual(e["code"], "bad_request")
+        self.assertIn("takes 1 to 255", e["message"])
+        # a prompt of several batches; generation stops at the context's end
+        r = self.greedy(c, model="small", prompt=PROMPT * 10, max_tokens=1000)
+        self.assertGreater(r["usage"]["prompt_tokens"], 32)
+        self.assertEqual(r["usage"]["prompt_tokens"] + r["usage"]["completion_tokens"], 256)
+        self.assertEqual(r["finish_reason"], "length")
+
+    def test_switches_between_llama_and_reference_models(self):
+        c = self.loaded()
+        first = self.greedy(c)["tokens"]
+        c.ok("load", model="plain")
+        self.assertNotEqual(self.greedy(c, model="plain")["tokens"], first)
+        c.ok("load", model="ref")
+        self.assertEqual(c.ok("infer", model="ref", input=[2], max_tokens=3)["tokens"], [7, 6, 3])
+        e = c.call("infer", model="ref", prompt="text")["error"]
+        self.assertEqual(e["code"], "bad_request")
+        self.assertIn("token ids", e["message"])
+        self.assertEqual(c.call("tokenize", model="ref", text="x")["error"]["code"], "bad_request")
+        c.ok("load", model="chat")
+        self.assertEqual(self.greedy(c)["tokens"], first)
+
+    def test_kill_9_mid_stream_then_the_same_output(self):
+        c = self.loaded()
+        c.ok("subscribe", events=["state"])
+        want = self.greedy(c, max_tokens=8)["tokens"]
+        rid = c.request("infer", model="chat", prompt=PROMPT, max_tokens=4000, temperature=0, stream=True)
+        wait_until(lambda: c._pump() or any(m.get("id") == rid and "chunk" in m for m in c.frames),
+                   timeout=SLOW, what="a first chunk")
+        pid = self.d.workers()[0]
+        os.kill(pid, signal.SIGKILL)
+        self.assertEqual(c.reply(rid)["error"]["code"], "worker_crashed")
+        c.wait_state("ready", timeout=SLOW)
+        self.assertFalse(pid_alive(pid))
+        self.assertEqual(self.greedy(c, max_tokens=8)["tokens"], want)
+
+    def test_broken_gguf_files_fail_their_load_only(self):
+        c = self.d.client()
+        c.sock.settimeout(SLOW)
+        for name in ("truncated", "garbage"):
+            e = c.call("load", model=name)["error"]
+            self.assertEqual(e["code"], "load_failed", e)
+            self.assertTrue(e["message"], e)
+        c.ok("load", model="chat")
+        self.assertEqual(len(self.greedy(c, max_tokens=2)["tokens"]), 2)
+
+    def test_the_worker_is_sandboxed_after_load(self):
+        self.loaded()
+        status = {}
+        with open("/proc/%d/status" % self.d.workers()[0]) as f:
+            for line in f:
+                k, _, v = line.partition(":")
+                status[k] = v.strip()
+        self.assertEqual(status["Seccomp"], "2")
+        self.assertEqual(status["NoNewPrivs"], "1")

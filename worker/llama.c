@@ -1,0 +1,531 @@
+/*
+ * llama.c: the llama engine (modeld-engine-llama.so): GGUF language models
+ * through llama.cpp's C API, text in and text out.
+ *
+ * The model is opened as /proc/self/fd/N, the descriptor modeld passed, and
+ * mapped by llama.cpp; its context (KV cache, compute buffers) is made in
+ * load, so that everything that opens files or probes the host happens
+ * before the sandbox. llama.cpp's own log goes to the worker's log at
+ * warning level and above; its last error is the reason a load fails.
+ *
+ * A generation keeps what it needs (its tokens, its sampler) in a struct
+ * llama_gen of its own; the KV cache is cleared at the start of each.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/sysinfo.h>
+#include <unistd.h>
+
+#include <ggml-backend.h>
+#include <llama.h>
+
+#include "engine.h"
+
+/* The longest context used when none is configured, whatever the model was trained for. */
+#define LLAMA_CTX_DEFAULT_MAX 4096
+#define LLAMA_BATCH_DEFAULT 512
+#define LLAMA_PIECE_MAX 256
+#define LLAMA_REPEAT_LAST_N 64
+#define LLAMA_ERR_MAX 200
+
+struct engine_ctx {
+	struct engine_params p;		/* its strings are the caller's, gone after load: */
+	char *name;			/* the model's, for messages */
+	char *chat_template;		/* the configured one, or NULL */
+	bool gpu;
+	uint32_t threads;
+	struct llama_model *model;
+	struct llama_context *lctx;
+	const struct llama_vocab *vocab;
+	uint32_t n_ctx, n_batch;
+	uint64_t file_bytes;
+	engine_progress_fn progress;
+	void *progress_arg;
+	bool aborted;			/* the progress callback asked to stop */
+	int statm;			/* /proc/self/statm, opened before the sandbox */
+	char last_error[LLAMA_ERR_MAX];	/* llama.cpp's last error line */
+};
+
+/* One generation's state. */
+struct llama_gen {
+	llama_token *tokens;		/* the prompt */
+	int32_t ntokens;
+	struct llama_sampler *sampler;
+};
+
+/* llama.cpp logs in pieces; errors are kept for the load's reason. */
+static void llama_log(enum ggml_log_level level, const char *text, void *arg)
+{
+	struct engine_ctx *c = arg;
+	size_t n = strcspn(text, "\n");
+
+	if (level == GGML_LOG_LEVEL_ERROR) {
+		snprintf(c->last_error, sizeof c->last_error, "%.*s", (int)n, text);
+		c->p.log(0, "llama.cpp: %.*s", (int)n, text);
+	} else if (level == GGML_LOG_LEVEL_WARN && n) {
+		c->p.log(1, "llama.cpp: %.*s", (int)n, text);
+	}
+}
+
+static uint32_t host_cores(void)
+{
+	cpu_set_t set;
+
+	if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0)
+		return (uint32_t)CPU_COUNT(&set);
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+	return n > 0 ? (uint32_t)n : 1;
+}
+
+static bool has_gpu_backend(void)
+{
+	for (size_t i = 0; i < ggml_backend_dev_count(); i++)
+		if (ggml_backend_dev_type(ggml_backend_dev_get(i)) == GGML_BACKEND_DEVICE_TYPE_GPU)
+			return true;
+	return false;
+}
+
+static int llama_open(struct engine_ctx **ctx, const struct engine_params *p, struct engine_error *e)
+{
+	bool gpu = strncmp(p->device, "cuda:", 5) == 0;
+
+	if (!gpu && strcmp(p->device, "cpu") != 0)
+		return engine_fail(e, ENGINE_UNAVAILABLE, "the llama engine cannot run on %s", p->device);
+	struct engine_ctx *c = calloc(1, sizeof *c);
+	if (!c)
+		return engine_fail(e, "load_failed", "out of memory");
+	c->p = *p;
+	c->statm = -1;
+	c->gpu = gpu;
+	c->threads = p->threads ? p->threads : host_cores();
+	*ctx = c;
+	c->name = strdup(p->model);
+	if (!c->name || (p->chat_template && !(c->chat_template = strdup(p->chat_template))))
+		return engine_fail(e, "load_failed", "out of memory");
+	c->p.device = c->p.model = c->p.chat_template = NULL;
+	llama_log_set(llama_log, c);
+	llama_backend_init();
+	if (gpu && !has_gpu_backend())
+		return engine_fail(e, "load_failed", "this llama engine was built without the CUDA backend "
+				   "(build it with make LLAMA_CUDA=1) and does not fall back to the CPU");
+	return 0;
+}
+
+static bool on_load_progress(float progress, void *arg)
+{
+	struct engine_ctx *c = arg;
+	uint64_t bytes = (uint64_t)(progress * (double)c->file_bytes);
+
+	if (c->progress(c->progress_arg, bytes > c->file_bytes ? c->file_bytes : bytes, c->file_bytes))
+		c->aborted = true;
+	return !c->aborted;
+}
+
+/* The pooling for embeddings: the model's, else the mean. */
+static enum llama_pooling_type model_pooling(const struct llama_model *m)
+{
+	char arch[64], key[96], val[32];
+
+	if (llama_model_meta_val_str(m, "general.architecture", arch, sizeof arch) < 0)
+		return LLAMA_POOLING_TYPE_MEAN;
+	snprintf(key, sizeof key, "%s.pooling_type", arch);
+	if (llama_model_meta_val_str(m, key, val, sizeof val) < 0)
+		return LLAMA_POOLING_TYPE_MEAN;
+	int v = atoi(val);
+	return v > LLAMA_POOLING_TYPE_NONE && v <= LLAMA_POOLING_TYPE_RANK ? (enum llama_pooling_type)v :
+	       LLAMA_POOLING_TYPE_MEAN;
+}
+
+static int make_context(struct engine_ctx *c, struct engine_error *e)
+{
+	struct llama_context_params cp = llama_context_default_params();
+	uint32_t trained = (uint32_t)llama_model_n_ctx_train(c->model);
+
+	cp.n_ctx = c->p.ctx ? c->p.ctx : trained < LLAMA_CTX_DEFAULT_MAX ? trained : LLAMA_CTX_DEFAULT_MAX;
+	cp.n_batch = cp.n_ubatch = c->p.batch ? c->p.batch : LLAMA_BATCH_DEFAULT;
+	if (c->p.embedding && cp.n_batch < cp.n_ctx)	/* a text is embedded in one batch */
+		cp.n_batch = cp.n_ubatch = cp.n_ctx;
+	cp.n_threads = cp.n_threads_batch = (int32_t)c->threads;
+	cp.no_perf = true;
+	cp.embeddings = c->p.embedding;
+	if (c->p.embedding)
+		cp.pooling_type = model_pooling(c->model);
+	c->lctx = llama_init_from_model(c->model, cp);
+	if (!c->lctx)
+		return engine_fail(e, "insufficient_memory", "cannot make a context of %u tokens: %s", cp.n_ctx,
+				   c->last_error[0] ? c->last_error : "llama.cpp gave no reason");
+	c->n_ctx = llama_n_ctx(c->lctx);
+	c->n_batch = llama_n_batch(c->lctx);	/* llama.cpp keeps it within the context */
+	c->p.log(2, "%s: context %u tokens, batch %u, %u threads%s", c->name, c->n_ctx, c->n_batch,
+		 c->threads, c->p.embedding ? ", embeddings" : "");
+	return 0;
+}
+
+static int llama_load(struct engine_ctx *c, int fd, engine_progress_fn progress, void *arg,
+		      struct engine_error *e)
+{
+	struct llama_model_params mp = llama_model_default_params();
+	char path[64];
+	struct stat st;
+
+	if (fstat(fd, &st) < 0)
+		return engine_fail(e, "load_failed", "fstat: %s", strerror(errno));
+	c->file_bytes = (uint64_t)st.st_size;
+	c->progress = progress;
+	c->progress_arg = arg;
+	mp.n_gpu_layers = c->gpu ? c->p.gpu_layers : 0;	/* negative: all of them */
+	mp.progress_callback = on_load_progress;
+	mp.progress_callback_user_data = c;
+	snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+	c->model = llama_model_load_from_file(path, mp);
+	if (!c->model) {
+		if (c->aborted)
+			return engine_fail(e, "cancelled", "load aborted");
+		return engine_fail(e, "load_failed", "%s", c->last_error[0] ? c->last_error :
+				   "llama.cpp could not load the model");
+	}
+	c->vocab = llama_model_get_vocab(c->model);
+	if (make_context(c, e))
+		return -1;
+	progress(arg, c->file_bytes, c->file_bytes);
+	c->statm = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+	return 0;
+}
+
+/* Clears the KV cache and decodes n tokens in batches; 0, or -1 with e. */
+static int decode_prompt(struct engine_ctx *c, llama_token *t, int32_t n, struct engine_error *e)
+{
+	llama_memory_clear(llama_get_memory(c->lctx), true);
+	for (int32_t i = 0; i < n; i += (int32_t)c->n_batch) {
+		int32_t k = n - i < (int32_t)c->n_batch ? n - i : (int32_t)c->n_batch;
+		int rc = llama_decode(c->lctx, llama_batch_get_one(t + i, k));
+		if (rc)
+			return engine_fail(e, "internal", "llama_decode failed (%d)", rc);
+	}
+	return 0;
+}
+
+static int llama_warmup(struct engine_ctx *c, struct engine_error *e)
+{
+	llama_token t = llama_vocab_bos(c->vocab);
+
+	if (t == LLAMA_TOKEN_NULL)
+		t = 0;
+	return decode_prompt(c, &t, 1, e);
+}
+
+/* text as tokens, into a malloc'd array. */
+static int tokenize(struct engine_ctx *c, const char *text, bool add_special, bool parse_special,
+		    llama_token **out, int32_t *n, struct engine_error *e)
+{
+	size_t len = strlen(text);
+
+	if (len > INT32_MAX / 2)
+		return engine_fail(e, "bad_request", "the text is too long");
+	int32_t cap = (int32_t)len + 2;
+	*out = malloc((size_t)cap * sizeof **out);
+	if (!*out)
+		return engine_fail(e, "insufficient_memory", "out of memory");
+	*n = llama_tokenize(c->vocab, text, (int32_t)len, *out, cap, add_special, parse_special);
+	if (*n < 0) {
+		free(*out);
+		*out = NULL;
+		return engine_fail(e, "bad_request", "the text cannot be tokenized");
+	}
+	return 0;
+}
+
+static const char *const roles[] = { "system", "user", "assistant", "tool" };
+
+/* messages through the chat template, into a malloc'd string. */
+static int render_chat(struct engine_ctx *c, const struct engine_request *rq, char **out,
+		       struct engine_error *e)
+{
+	const char *tmpl = c->chat_template ? c->chat_template : llama_model_chat_template(c->model, NULL);
+	size_t total = 0;
+
+	if (!tmpl)
+		return engine_fail(e, "bad_request", "model %s has no chat template: send prompt, or set "
+				   "chat_template", c->name);
+	for (uint32_t i = 0; i < rq->nmessages; i++) {
+		bool known = false;
+		for (size_t r = 0; r < sizeof roles / sizeof roles[0]; r++)
+			known |= strcmp(rq->messages[i].role, roles[r]) == 0;
+		if (!known)
+			return engine_fail(e, "bad_request", "messages[%u]: unknown role \"%.32s\" (system, "
+					   "user, assistant or tool)", i, rq->messages[i].role);
+		total += strlen(rq->messages[i].content) + 64;
+	}
+	struct llama_chat_message *m = calloc(rq->nmessages, sizeof *m);
+	if (!m)
+		return engine_fail(e, "insufficient_memory", "out of memory");
+	for (uint32_t i = 0; i < rq->nmessages; i++)
+		m[i] = (struct llama_chat_message){ rq->messages[i].role, rq->messages[i].content };
+	int32_t cap = total * 2 + 256 > INT32_MAX ? INT32_MAX : (int32_t)(total * 2 + 256), n;
+	*out = NULL;
+	do {
+		free(*out);
+		*out = malloc((size_t)cap + 1);
+		n = *out ? llama_chat_apply_template(tmpl, m, rq->nmessages, true, *out, cap) : -1;
+	} while (*out && n > cap && (cap = n));
+	free(m);
+	if (n < 0) {
+		free(*out);
+		return engine_fail(e, "bad_request", "the chat template of model %s is not one llama.cpp "
+				   "knows; set chat_template", c->name);
+	}
+	(*out)[n] = '\0';
+	return 0;
+}
+
+/* The prompt's tokens: as given, as text, or as chat messages rendered. */
+static int prompt_tokens(struct engine_ctx *c, const struct engine_request *rq, struct llama_gen *g,
+			 struct engine_error *e)
+{
+	int32_t n_vocab = llama_vocab_n_tokens(c->vocab);
+
+	if (rq->input) {
+		g->tokens = malloc(rq->ninput * sizeof *g->tokens);
+		if (!g->tokens)
+			return engine_fail(e, "insufficient_memory", "out of memory");
+		for (uint32_t i = 0; i < rq->ninput; i++) {
+			if (rq->input[i] >= (uint32_t)n_vocab)
+				return engine_fail(e, "bad_request", "input token %u is not below the "
+						   "vocabulary size %d", rq->input[i], n_vocab);
+			g->tokens[i] = (llama_token)rq->input[i];
+		}
+		g->ntokens = (int32_t)rq->ninput;
+		return 0;
+	}
+	if (rq->prompt)	/* as llama.cpp's server tokenizes a completion prompt */
+		return tokenize(c, rq->prompt, true, true, &g->tokens, &g->ntokens, e);
+	char *chat = NULL;
+	if (render_chat(c, rq, &chat, e))
+		return -1;
+	/* A template that writes the BOS itself must not get a second one. */
+	const char *bos = llama_vocab_get_text(c->vocab, llama_vocab_bos(c->vocab));
+	bool has_bos = bos && *bos && strncmp(chat, bos, strlen(bos)) == 0;
+	int rc = tokenize(c, chat, !has_bos, true, &g->tokens, &g->ntokens, e);
+	free(chat);
+	return rc;
+}
+
+static struct llama_sampler *make_sampler(const struct engine_ctx *c, const struct engine_sampling *s)
+{
+	struct llama_sampler *chain = llama_sampler_chain_init(llama_sampler_chain_default_params());
+
+	if (s->repeat_penalty != 1.0)
+		llama_sampler_chain_add(chain, llama_sampler_init_penalties(llama_vocab_n_tokens(c->vocab),
+			LLAMA_REPEAT_LAST_N, (float)s->repeat_penalty, 0.0f, 0.0f));
+	if (s->temperature <= 0) {
+		llama_sampler_chain_add(chain, llama_sampler_init_greedy());
+		return chain;
+	}
+	if (s->top_k)
+		llama_sampler_chain_add(chain, llama_sampler_init_top_k((int32_t)s->top_k));
+	if (s->top_p < 1.0)
+		llama_sampler_chain_add(chain, llama_sampler_init_top_p((float)s->top_p, 1));
+	if (s->min_p > 0)
+		llama_sampler_chain_add(chain, llama_sampler_init_min_p((float)s->min_p, 1));
+	llama_sampler_chain_add(chain, llama_sampler_init_temp((float)s->temperature));
+	llama_sampler_chain_add(chain, llama_sampler_init_dist(s->seed == ENGINE_SEED_RANDOM ?
+		LLAMA_DEFAULT_SEED : (uint32_t)s->seed));
+	return chain;
+}
+
+static void gen_free(struct llama_gen *g)
+{
+	if (g->sampler)
+		llama_sampler_free(g->sampler);
+	free(g->tokens);
+}
+
+/* Samples, emits and decodes one token at a time until eog, max_tokens, the context's end or emit. */
+static int generate(struct engine_ctx *c, struct llama_gen *g, const struct engine_request *rq,
+		    engine_piece_fn emit, void *arg, struct engine_outcome *out, struct engine_error *e)
+{
+	uint32_t pos = (uint32_t)g->ntokens;
+	char piece[LLAMA_PIECE_MAX];
+
+	for (uint32_t n = 0; n < rq->max_tokens && pos < c->n_ctx; n++, pos++) {
+		llama_token t = llama_sampler_sample(g->sampler, c->lctx, -1);
+		if (llama_vocab_is_eog(c->vocab, t)) {
+			out->eos = true;
+			break;
+		}
+		int32_t len = llama_token_to_piece(c->vocab, t, piece, sizeof piece, 0, false);
+		struct engine_piece p = { .token = (uint32_t)t, .text = piece, .len = len > 0 ? (size_t)len : 0 };
+		if (emit(arg, &p))
+			break;
+		int rc = llama_decode(c->lctx, llama_batch_get_one(&t, 1));
+		if (rc)
+			return engine_fail(e, "internal", "llama_decode failed (%d)", rc);
+	}
+	return 0;
+}
+
+static int llama_infer(struct engine_ctx *c, const struct engine_request *rq, engine_piece_fn emit,
+		       void *arg, struct engine_outcome *out, struct engine_error *e)
+{
+	struct llama_gen g = { 0 };
+	int rc = -1;
+
+	out->eos = false;
+	if (c->p.embedding) {
+		engine_fail(e, "bad_request", "model %s is set up for embeddings", c->name);
+		goto done;
+	}
+	if (prompt_tokens(c, rq, &g, e))
+		goto done;
+	out->prompt_tokens = (uint32_t)g.ntokens;
+	if (g.ntokens == 0 || (uint32_t)g.ntokens >= c->n_ctx) {
+		engine_fail(e, "bad_request", "the prompt is %d tokens; model %s takes 1 to %u", g.ntokens,
+			    c->name, c->n_ctx - 1);
+		goto done;
+	}
+	g.sampler = make_sampler(c, &rq->sampling);
+	rc = decode_prompt(c, g.tokens, g.ntokens, e) || generate(c, &g, rq, emit, arg, out, e) ? -1 : 0;
+done:
+	gen_free(&g);
+	return rc;
+}
+
+static int llama_tokenize_op(struct engine_ctx *c, const char *text, bool add_special, bool parse_special,
+			     uint32_t **tokens, size_t *n, struct engine_error *e)
+{
+	llama_token *t;
+	int32_t k;
+
+	if (tokenize(c, text, add_special, parse_special, &t, &k, e))
+		return -1;
+	*tokens = (uint32_t *)t;	/* non-negative ids, same size */
+	*n = (size_t)k;
+	return 0;
+}
+
+static int llama_detokenize_op(struct engine_ctx *c, const uint32_t *tokens, size_t n, char **text,
+			       size_t *len, struct engine_error *e)
+{
+	int32_t n_vocab = llama_vocab_n_tokens(c->vocab);
+
+	if (n > INT32_MAX / LLAMA_PIECE_MAX)
+		return engine_fail(e, "bad_request", "too many tokens");
+	for (size_t i = 0; i < n; i++)
+		if (tokens[i] >= (uint32_t)n_vocab)
+			return engine_fail(e, "bad_request", "token %u is not below the vocabulary size %d",
+					   tokens[i], n_vocab);
+	int32_t cap = (int32_t)(n * LLAMA_PIECE_MAX) + 1;
+	*text = malloc((size_t)cap);
+	if (!*text)
+		return engine_fail(e, "insufficient_memory", "out of memory");
+	int32_t k = llama_detokenize(c->vocab, (const llama_token *)tokens, (int32_t)n, *text, cap, false, true);
+	*len = k > 0 ? (size_t)k : 0;
+	return 0;
+}
+
+static int llama_embed(struct engine_ctx *c, const char *text, float **vec, size_t *dim,
+		       struct engine_error *e)
+{
+	llama_token *t = NULL;
+	int32_t n = 0;
+
+	if (!c->p.embedding)
+		return engine_fail(e, "bad_request", "model %s is not set up for embeddings (embedding = yes)",
+				   c->name);
+	if (tokenize(c, text, true, true, &t, &n, e))
+		return -1;
+	int rc = -1;
+	if (n == 0 || (uint32_t)n > c->n_batch) {
+		engine_fail(e, "bad_request", "the text is %d tokens; model %s embeds 1 to %u", n, c->name,
+			    c->n_batch);
+	} else if (decode_prompt(c, t, n, e) == 0) {
+		const float *v = llama_get_embeddings_seq(c->lctx, 0);
+		*dim = (size_t)llama_model_n_embd_out(c->model);
+		*vec = v ? malloc(*dim * sizeof **vec) : NULL;
+		if (!*vec) {
+			engine_fail(e, "internal", "llama.cpp gave no embedding");
+		} else {
+			double norm = 0;
+			for (size_t i = 0; i < *dim; i++)
+				norm += (double)v[i] * v[i];
+			norm = norm > 0 ? sqrt(norm) : 1;
+			for (size_t i = 0; i < *dim; i++)
+				(*vec)[i] = (float)(v[i] / norm);
+			rc = 0;
+		}
+	}
+	free(t);
+	return rc;
+}
+
+/* On the CPU, what the process holds (mapped weights it touched included); on a GPU, model and context. */
+static void llama_memory(struct engine_ctx *c, struct engine_mem *m)
+{
+	char buf[128];
+	unsigned long long size, resident;
+	ssize_t n = c->statm >= 0 ? pread(c->statm, buf, sizeof buf - 1, 0) : -1;
+	struct sysinfo si;
+
+	m->used = 0;
+	if (c->gpu) {
+		m->used = llama_model_size(c->model) + llama_state_get_size(c->lctx);
+		ggml_backend_dev_t dev = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_GPU);
+		size_t free_b = 0, total = 0;
+		if (dev)
+			ggml_backend_dev_memory(dev, &free_b, &total);
+		m->free = free_b;
+		m->total = total;
+		return;
+	}
+	if (n > 0) {
+		buf[n] = '\0';
+		if (sscanf(buf, "%llu %llu", &size, &resident) == 2)
+			m->used = (uint64_t)resident * (uint64_t)sysconf(_SC_PAGESIZE);
+	}
+	m->free = m->total = 0;
+	if (sysinfo(&si) == 0) {
+		m->total = (uint64_t)si.totalram * si.mem_unit;
+		m->free = (uint64_t)(si.freeram + si.bufferram) * si.mem_unit;
+	}
+}
+
+static void llama_close(struct engine_ctx *c)
+{
+	if (c->lctx)
+		llama_free(c->lctx);
+	if (c->model)
+		llama_model_free(c->model);
+	if (c->statm >= 0)
+		close(c->statm);
+	free(c->chat_template);
+	free(c->name);
+	free(c);
+}
+
+static const struct engine engine_llama = {
+	.abi_version = ENGINE_ABI_VERSION,
+	.name = "llama",
+	.flags = ENGINE_TEXT,
+	.open = llama_open,
+	.load = llama_load,
+	.warmup = llama_warmup,
+	.infer = llama_infer,
+	.memory = llama_memory,
+	.close = llama_close,
+	.tokenize = llama_tokenize_op,
+	.detokenize = llama_detokenize_op,
+	.embed = llama_embed,
+};
+
+/* The one symbol the engine exports (objects of engines are built with hidden visibility). */
+__attribute__((visibility("default"))) const struct engine *modeld_engine(void);
+const struct engine *modeld_engine(void)
+{
+	return &engine_llama;
+}
