@@ -184,6 +184,8 @@ run: deps
 	@mkdir -p models
 	@$(BUILD)/mkmodel models/demo-a.safetensors --n 64 --a 5 --c 1
 	@$(BUILD)/mkmodel models/demo-b.safetensors --n 256 --a 7 --c 3 --eos 0
+	@if [ -x $(BUILD)/mkgguf ] && [ ! -f models/demo-llama.gguf ]; then \
+		$(BUILD)/mkgguf $(BUILD)/vocab/ggml-vocab-llama-spm.gguf models/demo-llama.gguf --name demo-llama; fi
 	$(BUILD)/modeld --models models
 
 # The suite runs twice: on the plain build, and on one with AddressSanitizer
@@ -221,6 +223,10 @@ bench-load: deps all $(BUILD)/bench_load $(BENCH_FILE)
 bench-load-sweep: deps all $(BUILD)/bench_load $(BENCH_FILE)
 	$(BUILD)/bench_load $(BENCH_FILE) --sweep
 
+# llama engine: tokens/s, time to first token and load through modeld beside libllama direct.
+bench-llama: deps all
+	BUILD=$(BUILD) /usr/bin/python3 bench/llama.py
+
 bench-switch: deps all $(BUILD)/bench_load
 	BUILD=$(BUILD) /usr/bin/python3 bench/switch.py
 
@@ -232,4 +238,4 @@ test-gpu: test-deps
 clean:
 	rm -rf $(BUILD) build-san build-fuzz
 
-.PHONY: all llama deps test-deps run test test-gpu bench-load bench-load-sweep bench-switch fuzz clean
+.PHONY: all llama deps test-deps run test test-gpu bench-load bench-load-sweep bench-switch bench-llama fuzz clean

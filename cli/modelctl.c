@@ -40,7 +40,9 @@ static int usage(void)
 		"  load MODEL [--slot S] [--no-wait]\n"
 		"  unload SLOT|MODEL [--force] [--no-wait]\n"
 		"  restart SLOT\n"
-		"  infer MODEL|--model M|--slot S [--max-tokens N] [--stream] [--wait-ms N] TOKEN...\n"
+		"  infer MODEL|--model M|--slot S [--max-tokens N] [--stream] [--wait-ms N]\n"
+		"        [--temperature T] [--seed N] [--stop TEXT] (--prompt TEXT | TOKEN...)\n"
+		"  tokenize MODEL TEXT           the token ids of TEXT (with the model's BOS)\n"
 		"  watch [--events state,progress,job,gpu,advisory]\n");
 	return EXIT_USAGE;
 }
@@ -94,9 +96,12 @@ static void on_side(struct ctl *c, const msgpack_object *m)
 	size_t n;
 
 	if (chunk) {
-		const msgpack_object *t = msg_get(chunk, "tokens");
+		const msgpack_object *t = msg_get(chunk, "tokens"), *text = msg_get(chunk, "text");
 		if (c->json) {
 			print_json_line(stdout, m);
+		} else if (text && text->type == MSGPACK_OBJECT_STR) {
+			fwrite(text->via.str.ptr, 1, text->via.str.size, stdout);
+			fflush(stdout);
 		} else if (t && t->type == MSGPACK_OBJECT_ARRAY) {
 			for (uint32_t i = 0; i < t->via.array.size; i++)
 				printf("%" PRIu64 " ", t->via.array.ptr[i].via.u64);
@@ -396,11 +401,24 @@ static int parse_u32(const char *s, uint64_t *out)
 	return 0;
 }
 
+/* A reply's text, else its tokens, on one line. */
+static void print_output(const msgpack_object *r)
+{
+	const msgpack_object *t = msg_get(r, "text");
+
+	if (t && t->type == MSGPACK_OBJECT_STR)
+		fwrite(t->via.str.ptr, 1, t->via.str.size, stdout);
+	else if ((t = msg_get(r, "tokens")) != NULL && t->type == MSGPACK_OBJECT_ARRAY)
+		for (uint32_t i = 0; i < t->via.array.size; i++)
+			printf("%s%" PRIu64, i ? " " : "", t->via.array.ptr[i].via.u64);
+	printf("\n");
+}
+
 static int cmd_infer(struct ctl *c, int argc, char **argv)
 {
-	const char *model = NULL, *slot = NULL;
-	uint64_t max_tokens = 16, wait_ms = 0, tokens[256];
-	bool stream = false, has_wait = false;
+	const char *model = NULL, *slot = NULL, *prompt = NULL, *stop = NULL, *temperature = NULL;
+	uint64_t max_tokens = 16, wait_ms = 0, seed = 0, tokens[256];
+	bool stream = false, has_wait = false, has_seed = false;
 	int ntokens = 0, status;
 
 	for (int i = 1; i < argc; i++) {
@@ -408,6 +426,12 @@ static int cmd_infer(struct ctl *c, int argc, char **argv)
 			slot = argv[++i];
 		else if (strcmp(argv[i], "--model") == 0 && i + 1 < argc)
 			model = argv[++i];
+		else if (strcmp(argv[i], "--prompt") == 0 && i + 1 < argc)
+			prompt = argv[++i];
+		else if (strcmp(argv[i], "--stop") == 0 && i + 1 < argc)
+			stop = argv[++i];
+		else if (strcmp(argv[i], "--temperature") == 0 && i + 1 < argc)
+			temperature = argv[++i];
 		else if (strcmp(argv[i], "--max-tokens") == 0 && i + 1 < argc) {
 			if (parse_u32(argv[++i], &max_tokens))
 				return usage();
@@ -415,6 +439,10 @@ static int cmd_infer(struct ctl *c, int argc, char **argv)
 			if (parse_u32(argv[++i], &wait_ms))
 				return usage();
 			has_wait = true;
+		} else if (strcmp(argv[i], "--seed") == 0 && i + 1 < argc) {
+			if (parse_u32(argv[++i], &seed))
+				return usage();
+			has_seed = true;
 		} else if (strcmp(argv[i], "--stream") == 0) {
 			stream = true;
 		} else if (!model && !slot && argv[i][0] != '-' && parse_u32(argv[i], &tokens[0])) {
@@ -425,7 +453,9 @@ static int cmd_infer(struct ctl *c, int argc, char **argv)
 			return usage();
 		}
 	}
-	if ((!model && !slot) || ntokens == 0)
+	char *end = NULL;
+	double temp = temperature ? strtod(temperature, &end) : 0;
+	if ((!model && !slot) || (ntokens == 0) == !prompt || (temperature && (end == temperature || *end)))
 		return usage();
 	struct msgw w;
 	uint64_t id = begin(c, &w, "infer");
@@ -433,27 +463,52 @@ static int cmd_infer(struct ctl *c, int argc, char **argv)
 		msgw_kstr(&w, "model", model);
 	if (slot)
 		msgw_kstr(&w, "slot", slot);
-	msgw_key(&w, "input");
-	msgw_array(&w);
-	for (int i = 0; i < ntokens; i++)
-		msgw_u64(&w, tokens[i]);
-	msgw_end(&w);
+	if (prompt) {
+		msgw_kstr(&w, "prompt", prompt);
+	} else {
+		msgw_key(&w, "input");
+		msgw_array(&w);
+		for (int i = 0; i < ntokens; i++)
+			msgw_u64(&w, tokens[i]);
+		msgw_end(&w);
+	}
+	if (stop)
+		msgw_kstr(&w, "stop", stop);
+	if (temperature) {
+		msgw_key(&w, "temperature");
+		msgw_f64(&w, temp);
+	}
+	if (has_seed)
+		msgw_ku64(&w, "seed", seed);
 	msgw_ku64(&w, "max_tokens", max_tokens);
 	msgw_kbool(&w, "stream", stream);
 	if (has_wait)
 		msgw_ku64(&w, "wait_ms", wait_ms);
-	const msgpack_object *r = call_ok(c, &w, id, &status), *t;
+	const msgpack_object *r = call_ok(c, &w, id, &status);
 	if (!r)
 		return status;
-	if (stream) {
+	if (stream)
 		printf("\n");
-		return 0;
-	}
-	if ((t = msg_get(r, "tokens")) != NULL && t->type == MSGPACK_OBJECT_ARRAY)
-		for (uint32_t i = 0; i < t->via.array.size; i++)
-			printf("%s%" PRIu64, i ? " " : "", t->via.array.ptr[i].via.u64);
-	printf("\n");
+	else
+		print_output(r);
 	return 0;
+}
+
+static int cmd_tokenize(struct ctl *c, int argc, char **argv)
+{
+	struct msgw w;
+	int status;
+
+	if (argc != 3)
+		return usage();
+	uint64_t id = begin(c, &w, "tokenize");
+	msgw_kstr(&w, "model", argv[1]);
+	msgw_kstr(&w, "text", argv[2]);
+	msgw_kbool(&w, "add_special", true);
+	const msgpack_object *r = call_ok(c, &w, id, &status);
+	if (r)
+		print_output(r);
+	return status;
 }
 
 static void print_event(const msgpack_object *m)
@@ -504,6 +559,7 @@ static const struct command {
 	{ "unload", cmd_unload },
 	{ "restart", cmd_restart },
 	{ "infer", cmd_infer },
+	{ "tokenize", cmd_tokenize },
 	{ "watch", cmd_watch },
 };
 

@@ -131,7 +131,7 @@ enum wmsg {
 	WM_PONG,		/* seq, mem_bytes, dev_free, dev_total */
 	WM_TOKENS,		/* req, tokens, text (engines with text) */
 	WM_DONE,		/* req; infer: tokens and text not yet sent, finish,
-				 * prompt_tokens; tokenize: tokens; detokenize: text;
+				 * prompt_tokens, first_ms; tokenize: tokens; detokenize: text;
 				 * embed: embeddings */
 	WM_INFER_FAILED,	/* req, code, message */
 };

@@ -175,7 +175,8 @@ static int read_finish(const msgpack_object *m, struct work_out *o)
 
 	if (rc == MSG_MISSING)
 		return 0;
-	if (rc || msg_u64(m, "prompt_tokens", &prompt) || prompt > UINT32_MAX)
+	if (rc || msg_u64(m, "prompt_tokens", &prompt) || prompt > UINT32_MAX ||
+	    msg_u64(m, "first_ms", &o->first_ms))
 		return -1;
 	for (size_t i = 0; i < sizeof reasons / sizeof reasons[0]; i++)
 		if (n == strlen(reasons[i]) && memcmp(v, reasons[i], n) == 0)

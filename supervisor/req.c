@@ -18,8 +18,9 @@ void req_add_output(struct req *r, const struct work_out *o, uint64_t now_ms)
 	if (!o)
 		return;
 	if (o->ntokens) {
+		/* a streamed token is timed as it comes; tokens that come all at once, by the worker */
 		if (!r->first_token_ms)
-			r->first_token_ms = now_ms;
+			r->first_token_ms = o->finish && r->sent_ms ? r->sent_ms + o->first_ms : now_ms;
 		r->tokens = grow(r->tokens, r->ntokens, o->ntokens, sizeof *r->tokens);
 		memcpy(r->tokens + r->ntokens, o->tokens, (size_t)o->ntokens * sizeof *o->tokens);
 		r->ntokens += o->ntokens;

@@ -30,6 +30,7 @@ struct work_out {
 	size_t ntext;
 	const char *finish;		/* infer: "stop" or "length"; NULL otherwise */
 	uint32_t prompt_tokens;
+	uint64_t first_ms;		/* with finish: from the worker's start to its first token */
 	const float *embeddings;	/* embed: count vectors of dim floats */
 	uint32_t count, dim;
 };
@@ -67,7 +68,8 @@ struct req {
 	size_t ntext;
 	char finish[8];
 	uint32_t prompt_tokens;
-	uint64_t first_token_ms;	/* when the first token came, 0 before */
+	uint64_t sent_ms;		/* when it went to the worker */
+	uint64_t first_token_ms;	/* when its first token was made, 0 before */
 	float *embeddings;
 	uint32_t count, dim;
 };

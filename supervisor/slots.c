@@ -82,6 +82,7 @@ static void env_send_infer(struct slot *s, struct req *r)
 		break;
 	}
 	msgw_ku64(&w, "req", r->seq);
+	r->sent_ms = clock_mono_ms();
 	to_worker(s, &w);
 }
 

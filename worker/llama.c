@@ -112,8 +112,8 @@ static int llama_open(struct engine_ctx **ctx, const struct engine_params *p, st
 	llama_log_set(llama_log, c);
 	llama_backend_init();
 	if (gpu && !has_gpu_backend())
-		return engine_fail(e, "load_failed", "this llama engine was built without the CUDA backend "
-				   "(build it with make LLAMA_CUDA=1) and does not fall back to the CPU");
+		return engine_fail(e, "load_failed", "this llama engine was built without ggml's CUDA "
+				   "backend, and does not fall back to the CPU");
 	return 0;
 }
 

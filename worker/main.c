@@ -47,6 +47,8 @@ struct job {
 	struct text text;
 	const char *finish;		/* infer's finish_reason, once known */
 	uint32_t prompt_tokens;
+	uint64_t start_ms;		/* when the request came */
+	uint64_t first_ms;		/* from then to its first token; 0 before one */
 };
 
 struct worker {
@@ -124,6 +126,7 @@ static void send_done(struct worker *w, struct msgw *m)
 	if (w->job.finish) {
 		msgw_kstr(m, "finish", w->job.finish);
 		msgw_ku64(m, "prompt_tokens", w->job.prompt_tokens);
+		msgw_ku64(m, "first_ms", w->job.first_ms);
 	}
 	msgw_end(m);
 	send_or_die(w, m);
@@ -225,7 +228,8 @@ static int on_piece(void *arg, const struct engine_piece *p)
 			abort();
 	}
 	j->pending[j->npending++] = p->token;
-	j->ntokens++;
+	if (j->ntokens++ == 0)
+		j->first_ms = clock_mono_ms() - j->start_ms;
 	if (p->text)
 		stopped = text_add(&j->text, p->text, p->len);
 	if (j->stream)
@@ -246,6 +250,8 @@ static void job_begin(struct worker *w, uint64_t req, bool stream, char *const *
 	j->ntokens = 0;
 	j->finish = NULL;
 	j->prompt_tokens = 0;
+	j->start_ms = clock_mono_ms();
+	j->first_ms = 0;
 	text_init(&j->text, stop, nstop);
 }
 
