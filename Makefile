@@ -157,7 +157,7 @@ $(BUILD)/mkmodel: $(call obj,tests/mkmodel.c)
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
 
 # --- unit tests (cmocka) ---
-UNIT_TESTS = msg frame slot safetensors config sandbox
+UNIT_TESTS = msg frame slot safetensors config sandbox ggufmeta
 UNIT_BINS  = $(patsubst %,$(BUILD)/test_%,$(UNIT_TESTS))
 
 $(BUILD)/test_msg: $(call obj,tests/unit/test_msg.c $(PROTO_SRC))
@@ -170,6 +170,8 @@ $(BUILD)/test_slot: $(call obj,tests/unit/test_slot.c supervisor/slot.c supervis
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_MSGPACK) $(LIB_CMOCKA)
 $(BUILD)/test_sandbox: $(call obj,tests/unit/test_sandbox.c worker/sandbox.c)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_SECCOMP) $(LIB_CMOCKA) -pthread
+$(BUILD)/test_ggufmeta: $(call obj,tests/unit/test_ggufmeta.c supervisor/ggufmeta.c)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_CMOCKA)
 $(BUILD)/test_config: $(call obj,tests/unit/test_config.c supervisor/config.c $(PROTO_SRC))
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_MSGPACK) $(LIB_INIH) $(LIB_CMOCKA) -lm
 
@@ -202,7 +204,8 @@ fuzz: deps
 	@mkdir -p build-fuzz
 	clang $(FUZZ_CFLAGS) -o build-fuzz/fuzz_frame tests/fuzz/fuzz_frame.c proto/frame.c proto/msg.c $(LIB_MSGPACK)
 	clang $(FUZZ_CFLAGS) -o build-fuzz/fuzz_safetensors tests/fuzz/fuzz_safetensors.c worker/safetensors.c worker/mlp.c $(LIB_JANSSON)
-	@for f in frame safetensors; do \
+	clang $(FUZZ_CFLAGS) -o build-fuzz/fuzz_gguf tests/fuzz/fuzz_gguf.c supervisor/ggufmeta.c
+	@for f in frame safetensors gguf; do \
 		mkdir -p build-fuzz/corpus-$$f; \
 		build-fuzz/fuzz_$$f -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 build-fuzz/corpus-$$f tests/fuzz/corpus/$$f || exit 1; \
 	done

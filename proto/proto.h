@@ -22,6 +22,17 @@
 /* The most tokens one infer may ask for, and the most it may give. */
 #define INFER_MAX_TOKENS 65536u
 #define INFER_MAX_INPUT 65536u
+/*
+ * Language models (the llama engine): the longest context used when none is
+ * configured, whatever the model was trained for; llama.cpp rounds a context
+ * up to a multiple of LM_CTX_PAD; and the memory check's margin for compute
+ * buffers, LM_COMPUTE_MARGIN plus 1/LM_COMPUTE_MARGIN_DIV of the weights.
+ */
+#define LM_CTX_DEFAULT_MAX 4096u
+#define LM_CTX_PAD 256u
+#define LM_COMPUTE_MARGIN (64u << 20)
+#define LM_COMPUTE_MARGIN_DIV 16u
+
 /* The most texts one embed may carry, and the longest vector a worker may answer. */
 #define EMBED_MAX_TEXTS 256u
 #define EMBED_MAX_DIM 65536u

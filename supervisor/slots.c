@@ -3,15 +3,18 @@
  * machines hands: workers (child.c), a timer each, replies (server.c) and
  * events (events.c).
  */
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/sysinfo.h>
+#include <unistd.h>
 
 #include "../proto/clock.h"
 #include "../proto/log.h"
 #include "devlock.h"
+#include "ggufmeta.h"
 #include "modeld.h"
 
 static struct slot_rt *rt_of(struct slot *s)
@@ -131,16 +134,47 @@ static uint64_t device_free(const struct slot *s)
 	return 0;
 }
 
-/* The need: the file's size plus what the engine added the last time this slot loaded. */
+/*
+ * What a GGUF model adds to its weights: the KV cache of its context (the
+ * model's ctx, else its trained context up to LM_CTX_DEFAULT_MAX, as the
+ * llama engine rounds it) and a margin for compute buffers. 0 when fd is not
+ * a GGUF file, or one whose metadata cannot be read (its load will say why).
+ */
+static uint64_t gguf_extra(const struct model *m, int fd, uint64_t weights)
+{
+	struct ggufmeta g;
+	char err[GGUFMETA_ERR_LEN];
+
+	if (ggufmeta_read(fd, &g, err) < 0)
+		return 0;
+	uint64_t ctx = m->ctx ? m->ctx : g.ctx_train && g.ctx_train < LM_CTX_DEFAULT_MAX ? g.ctx_train :
+		       LM_CTX_DEFAULT_MAX;
+	ctx = (ctx + LM_CTX_PAD - 1) / LM_CTX_PAD * LM_CTX_PAD;
+	return ggufmeta_kv_bytes(&g, ctx) + LM_COMPUTE_MARGIN + weights / LM_COMPUTE_MARGIN_DIV;
+}
+
+/*
+ * The need: the file's size plus what the engine added the last time this
+ * slot loaded it, or for a GGUF model its estimate, whichever is more.
+ */
 static int env_check_memory(struct slot *s, char *msg, size_t len)
 {
 	struct slot_rt *rt = rt_of(s);
 	struct stat st;
 	char need_s[32], free_s[32];
+	int fd;
 
-	if (s->conf->memory_check == MEMCHECK_OFF || stat(s->model->path, &st) < 0)
+	if (s->conf->memory_check == MEMCHECK_OFF ||
+	    (fd = open(s->model->path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)) < 0)
 		return 0;	/* a file that cannot be read fails at open, with its own message */
-	uint64_t need = (uint64_t)st.st_size + rt->overhead, avail = device_free(s);
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		close(fd);
+		return 0;
+	}
+	uint64_t extra = gguf_extra(s->model, fd, (uint64_t)st.st_size);
+	close(fd);
+	uint64_t need = (uint64_t)st.st_size + (extra > rt->overhead ? extra : rt->overhead);
+	uint64_t avail = device_free(s);
 	if (avail == 0 || need <= avail)
 		return 0;
 	log_bytes(need_s, sizeof need_s, need);

@@ -25,10 +25,9 @@
 #include <ggml-backend.h>
 #include <llama.h>
 
+#include "../proto/proto.h"
 #include "engine.h"
 
-/* The longest context used when none is configured, whatever the model was trained for. */
-#define LLAMA_CTX_DEFAULT_MAX 4096
 #define LLAMA_BATCH_DEFAULT 512
 #define LLAMA_PIECE_MAX 256
 #define LLAMA_REPEAT_LAST_N 64
@@ -147,7 +146,7 @@ static int make_context(struct engine_ctx *c, struct engine_error *e)
 	struct llama_context_params cp = llama_context_default_params();
 	uint32_t trained = (uint32_t)llama_model_n_ctx_train(c->model);
 
-	cp.n_ctx = c->p.ctx ? c->p.ctx : trained < LLAMA_CTX_DEFAULT_MAX ? trained : LLAMA_CTX_DEFAULT_MAX;
+	cp.n_ctx = c->p.ctx ? c->p.ctx : trained < LM_CTX_DEFAULT_MAX ? trained : LM_CTX_DEFAULT_MAX;
 	cp.n_batch = cp.n_ubatch = c->p.batch ? c->p.batch : LLAMA_BATCH_DEFAULT;
 	if (c->p.embedding && cp.n_batch < cp.n_ctx)	/* a text is embedded in one batch */
 		cp.n_batch = cp.n_ubatch = cp.n_ctx;
