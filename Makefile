@@ -83,7 +83,8 @@ $(BUILD)/gen/kernels_fatbin.o: $(BUILD)/gen/kernels_fatbin.c
 	$(CC) -c -o $@ $<
 
 
-PROGS = $(BUILD)/modeld $(BUILD)/modeld-worker $(BUILD)/modelctl $(BUILD)/mkmodel
+PROGS = $(BUILD)/modeld $(BUILD)/modeld-worker $(BUILD)/modelctl $(BUILD)/mkmodel \
+	$(BUILD)/test-engines/modeld-engine-old.so
 
 all: $(PROGS) llama
 
@@ -117,6 +118,8 @@ LLAMA_VOCAB  = $(LLAMA_DIR)/vocab/ggml-vocab-llama-spm.gguf
 endif
 LLAMA_LINK   = $(CXX) $(LDFLAGS) -fopenmp -o $@ $^ $(LLAMA_LIBS) -lm -pthread
 LLAMA_ENGINE = $(BUILD)/modeld-engine-llama.so
+# Why the engine is not built, for the worker to say when a GGUF model is loaded.
+LLAMA_MISSING = $(BUILD)/modeld-engine-llama.missing
 LLAMA_TOOLS  = $(BUILD)/mkgguf $(BUILD)/llama-direct
 $(call obj,tests/mkgguf.c tests/llama_direct.c) $(BUILD)/pic/worker/llama.o: CFLAGS += $(LLAMA_CFLAGS)
 
@@ -125,10 +128,11 @@ $(call obj,tests/mkgguf.c tests/llama_direct.c) $(BUILD)/pic/worker/llama.o: CFL
 llama:
 	@mkdir -p $(BUILD)
 	@if [ "$(LLAMA_PKGCONFIG)" = 1 ] || sh packaging/llama.sh $(LLAMA_DIR) $(LLAMA_NATIVE) >$(BUILD)/llama.log 2>&1; then \
-		$(MAKE) --no-print-directory $(LLAMA_ENGINE) $(LLAMA_TOOLS) && \
+		$(MAKE) --no-print-directory $(LLAMA_ENGINE) $(LLAMA_TOOLS) && rm -f $(LLAMA_MISSING) && \
 		{ [ -z "$(LLAMA_VOCAB)" ] || { mkdir -p $(BUILD)/vocab && cp $(LLAMA_VOCAB)* $(BUILD)/vocab/; }; }; \
 	else \
 		echo "the llama engine is not built: $$(tail -n 1 $(BUILD)/llama.log)"; \
+		echo "it was not built: $$(tail -n 1 $(BUILD)/llama.log)" > $(LLAMA_MISSING); \
 		rm -f $(LLAMA_ENGINE) $(LLAMA_TOOLS); \
 	fi
 
@@ -150,6 +154,11 @@ $(BUILD)/modeld-worker: $(call obj,$(WORK_SRC) $(PROTO_SRC)) $(WORK_OBJ_EXTRA)
 
 $(BUILD)/modelctl: $(call obj,$(CLI_SRC) $(PROTO_SRC))
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_MSGPACK) $(LIB_JANSSON)
+
+# An engine of an older interface, which the worker must refuse (tests).
+$(BUILD)/test-engines/modeld-engine-old.so: $(BUILD)/pic/tests/engine_old.o
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -shared -o $@ $^
 
 $(BUILD)/mkmodel: $(call obj,tests/mkmodel.c)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_JANSSON)

@@ -29,6 +29,25 @@ static bool name_ok(const char *name)
 	return true;
 }
 
+/*
+ * Why an engine is missing: the build leaves the reason it could not build
+ * one in modeld-engine-NAME.missing; else what dlopen said.
+ */
+static void missing(const char *name, const char *dir, struct engine_error *e)
+{
+	char path[PATH_MAX], why[200] = "";
+	const char *dl = dlerror();
+
+	snprintf(path, sizeof path, "%s/modeld-engine-%s.missing", dir, name);
+	FILE *f = fopen(path, "re");
+	if (f) {
+		if (fgets(why, sizeof why, f))
+			why[strcspn(why, "\n")] = '\0';
+		fclose(f);
+	}
+	engine_fail(e, "load_failed", "no engine called %s: %s", name, why[0] ? why : dl);
+}
+
 static const struct engine *engines_open(const char *name, const char *dir, struct engine_error *e)
 {
 	char path[PATH_MAX];
@@ -36,7 +55,7 @@ static const struct engine *engines_open(const char *name, const char *dir, stru
 	snprintf(path, sizeof path, "%s/modeld-engine-%s.so", dir, name);
 	void *lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
 	if (!lib) {
-		engine_fail(e, "load_failed", "no engine called %s: %s", name, dlerror());
+		missing(name, dir, e);
 		return NULL;
 	}
 	engine_entry_fn entry = (engine_entry_fn)dlsym(lib, ENGINE_SYMBOL);

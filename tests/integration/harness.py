@@ -171,6 +171,7 @@ class Daemon:
         for name, args in (models or {}).items():
             self.make_model(name, *args)
         for name, data in (files or {}).items():
+            os.makedirs(os.path.dirname(os.path.join(self.dir, name)), exist_ok=True)
             with open(os.path.join(self.dir, name), "wb") as f:
                 f.write(data)
             if data.startswith(b"#!"):
