@@ -239,12 +239,12 @@ static int on_piece(void *arg, const struct engine_piece *p)
 }
 
 /* A request begins: its id, and the reply as yet empty. */
-static void job_begin(struct worker *w, uint64_t req, bool stream, char *const *stop, uint32_t nstop)
+static void job_begin(struct worker *w, uint64_t req)
 {
 	struct job *j = &w->job;
 
 	j->req = req;
-	j->stream = stream;
+	j->stream = false;
 	j->cancel = false;
 	j->npending = 0;
 	j->ntokens = 0;
@@ -252,7 +252,7 @@ static void job_begin(struct worker *w, uint64_t req, bool stream, char *const *
 	j->prompt_tokens = 0;
 	j->start_ms = clock_mono_ms();
 	j->first_ms = 0;
-	text_init(&j->text, stop, nstop);
+	text_init(&j->text, NULL, 0);
 }
 
 static void job_end(struct worker *w)
@@ -293,16 +293,16 @@ static void do_infer(struct worker *w, const msgpack_object *msg)
 	struct engine_outcome out = { 0 };
 	struct engine_request rq;
 	char err[GEN_ERR_LEN];
-	uint64_t req = 0;
 	struct gen g;
 
-	if (msg_u64(msg, "req", &req) || req == 0 || gen_read(msg, &g, err))
+	if (gen_read(msg, &g, err))
 		malformed(WM_INFER);
 	struct engine_message *msgs = calloc(g.nmessages + 1, sizeof *msgs);
 	if (!msgs)
 		abort();
 	request_from_gen(&g, &rq, msgs);
-	job_begin(w, req, g.stream, g.stop, g.nstop);
+	w->job.stream = g.stream;
+	text_init(&w->job.text, g.stop, g.nstop);
 	if ((rq.prompt || rq.messages) && !(w->engine->flags & ENGINE_TEXT))
 		engine_fail(&e, "bad_request", "this model takes token ids (input), not text");
 	else if (w->engine->infer(w->ctx, &rq, on_piece, w, &out, &e) == 0 && w->job.cancel)
@@ -314,7 +314,6 @@ static void do_infer(struct worker *w, const msgpack_object *msg)
 		w->job.prompt_tokens = out.prompt_tokens;
 		flush_tokens(w, WM_DONE);
 	}
-	job_end(w);
 	free(msgs);
 	gen_free(&g);
 }
@@ -331,16 +330,14 @@ static bool has_text(struct worker *w, struct engine_error *e)
 static void do_tokenize(struct worker *w, const msgpack_object *msg)
 {
 	struct engine_error e = { 0 };
-	uint64_t req = 0;
 	bool add_special = false, parse_special = true;
 	char *text = NULL;
 	uint32_t *tokens = NULL;
 	size_t n = 0;
 
-	if (msg_u64(msg, "req", &req) || req == 0 || msg_strdup(msg, "text", &text) ||
-	    msg_bool(msg, "add_special", &add_special) || msg_bool(msg, "parse_special", &parse_special))
+	if (msg_strdup(msg, "text", &text) || msg_bool(msg, "add_special", &add_special) ||
+	    msg_bool(msg, "parse_special", &parse_special))
 		malformed(WM_TOKENIZE);
-	job_begin(w, req, false, NULL, 0);
 	if (!has_text(w, &e) ||
 	    w->engine->tokenize(w->ctx, text, add_special, parse_special, &tokens, &n, &e)) {
 		job_fail(w, &e);
@@ -351,7 +348,6 @@ static void do_tokenize(struct worker *w, const msgpack_object *msg)
 		msgw_u32s(&m, tokens, n);
 		send_done(w, &m);
 	}
-	job_end(w);
 	free(tokens);
 	free(text);
 }
@@ -359,14 +355,12 @@ static void do_tokenize(struct worker *w, const msgpack_object *msg)
 static void do_detokenize(struct worker *w, const msgpack_object *msg)
 {
 	struct engine_error e = { 0 };
-	uint64_t req = 0;
 	uint32_t *tokens = NULL;
 	size_t n = 0, len = 0;
 	char *text = NULL;
 
-	if (msg_u64(msg, "req", &req) || req == 0 || msg_u32s(msg, "tokens", &tokens, &n))
+	if (msg_u32s(msg, "tokens", &tokens, &n))
 		malformed(WM_DETOKENIZE);
-	job_begin(w, req, false, NULL, 0);
 	if (!has_text(w, &e) || w->engine->detokenize(w->ctx, tokens, n, &text, &len, &e)) {
 		job_fail(w, &e);
 	} else {
@@ -379,7 +373,6 @@ static void do_detokenize(struct worker *w, const msgpack_object *msg)
 		msgw_strn(&m, valid, len);
 		send_done(w, &m);
 	}
-	job_end(w);
 	free(tokens);
 	free(text);
 }
@@ -389,11 +382,9 @@ static void do_embed(struct worker *w, const msgpack_object *msg)
 {
 	struct engine_error e = { 0 };
 	const msgpack_object_array *texts;
-	uint64_t req = 0;
 
-	if (msg_u64(msg, "req", &req) || req == 0 || msg_array(msg, "texts", &texts))
+	if (msg_array(msg, "texts", &texts))
 		malformed(WM_EMBED);
-	job_begin(w, req, false, NULL, 0);
 	struct msgw m;
 	job_msg(w, &m, WM_DONE);
 	msgw_key(&m, "embeddings");
@@ -421,6 +412,22 @@ static void do_embed(struct worker *w, const msgpack_object *msg)
 		job_fail(w, &e);
 	} else {
 		send_done(w, &m);
+	}
+}
+
+/* A request: one of WM_INFER, WM_TOKENIZE, WM_DETOKENIZE and WM_EMBED, served to its end. */
+static void serve_request(struct worker *w, enum wmsg type, const msgpack_object *msg)
+{
+	uint64_t req = 0;
+
+	if (msg_u64(msg, "req", &req) || req == 0)
+		malformed(type);
+	job_begin(w, req);
+	switch (type) {
+	case WM_INFER: do_infer(w, msg); break;
+	case WM_TOKENIZE: do_tokenize(w, msg); break;
+	case WM_DETOKENIZE: do_detokenize(w, msg); break;
+	default: do_embed(w, msg); break;
 	}
 	job_end(w);
 }
@@ -567,13 +574,10 @@ static void serve(struct worker *w)
 
 	while (!w->stop && (rc = chan_read(&w->chan, -1, &msg)) == 1) {
 		msg_u64(msg, "t", &type);
-		switch (type) {
-		case WM_INFER: do_infer(w, msg); break;
-		case WM_TOKENIZE: do_tokenize(w, msg); break;
-		case WM_DETOKENIZE: do_detokenize(w, msg); break;
-		case WM_EMBED: do_embed(w, msg); break;
-		default: handle_interrupt(w, msg); break;
-		}
+		if (type == WM_INFER || type == WM_TOKENIZE || type == WM_DETOKENIZE || type == WM_EMBED)
+			serve_request(w, (enum wmsg)type, msg);
+		else
+			handle_interrupt(w, msg);
 	}
 	if (!w->stop && w->chan.error)
 		log_error("channel: %s", w->chan.error);

@@ -40,7 +40,9 @@ static const int allowed[] = {
 	/* memory */
 	SCMP_SYS(brk), SCMP_SYS(mmap), SCMP_SYS(munmap), SCMP_SYS(mremap),
 	SCMP_SYS(mprotect), SCMP_SYS(madvise),
-	/* threads, time and waiting (engines may run helper threads) */
+	/* threads, time and waiting: engines run helper threads (llama.cpp's
+	 * OpenMP pool starts at the first decode, after the filter, and was seen
+	 * under MODELD_SECCOMP_DEBUG to need nothing beyond these and clone) */
 	SCMP_SYS(futex), SCMP_SYS(sched_yield), SCMP_SYS(nanosleep),
 	SCMP_SYS(clock_nanosleep), SCMP_SYS(clock_gettime), SCMP_SYS(gettimeofday),
 	SCMP_SYS(getpid), SCMP_SYS(gettid), SCMP_SYS(sysinfo), SCMP_SYS(ioctl),
