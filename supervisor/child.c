@@ -59,6 +59,8 @@ static void child_signal(struct child *c, int sig)
 
 static void child_bad(struct child *c, const char *why)
 {
+	if (c->killed_for)	/* already killed, for a reason of its own: its channel breaks too */
+		return;
 	log_error("worker %d (slot %s): %s; killing it", (int)c->pid, c->rt->s.conf->name, why);
 	c->killed_for = "was killed for breaking the worker protocol";
 	child_signal(c, SIGKILL);

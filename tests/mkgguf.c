@@ -4,7 +4,7 @@
  * be had here; random weights give gibberish text, but real tokens, shapes
  * and speed).
  *
- *   mkgguf VOCAB.gguf OUT.gguf [--shape tiny|smollm|tinyllama] [--type f32|f16|q8_0|q4_0]
+ *   mkgguf VOCAB.gguf OUT.gguf [--shape tiny|small|smollm|tinyllama] [--type f32|f16|q8_0|q4_0]
  *          [--seed N] [--ctx N] [--chat-template NAME|none] [--name NAME]
  *
  * The tokenizer (every tokenizer.ggml.* key) is copied from VOCAB, one of
@@ -31,6 +31,7 @@ struct shape {
 
 static const struct shape shapes[] = {
 	{ "tiny", 64, 2, 4, 4, 256 },
+	{ "small", 256, 4, 4, 4, 1024 },		/* slow enough that a long prompt takes seconds */
 	{ "smollm", 576, 30, 9, 3, 1536 },		/* SmolLM2-135M */
 	{ "tinyllama", 2048, 22, 32, 4, 5632 },	/* TinyLlama-1.1B */
 };
@@ -187,7 +188,7 @@ static void parse(int argc, char **argv, struct opts *o)
 	*o = (struct opts){ .type = "f32", .chat_template = "chatml", .name = "random", .shape = &shapes[0],
 			    .seed = 1, .ctx = 2048 };
 	if (argc < 3)
-		die("usage: mkgguf VOCAB.gguf OUT.gguf [--shape tiny|smollm|tinyllama] [--type f32|f16|q8_0|"
+		die("usage: mkgguf VOCAB.gguf OUT.gguf [--shape tiny|small|smollm|tinyllama] [--type f32|f16|q8_0|"
 		    "q4_0] [--seed N] [--ctx N] [--chat-template NAME|none] [--name NAME]");
 	o->vocab = argv[1];
 	o->out = argv[2];
@@ -199,7 +200,7 @@ static void parse(int argc, char **argv, struct opts *o)
 				if (strcmp(shapes[j].name, v) == 0)
 					o->shape = &shapes[j];
 			if (!o->shape)
-				die("--shape %s: tiny, smollm or tinyllama", v);
+				die("--shape %s: tiny, small, smollm or tinyllama", v);
 		} else if (strcmp(k, "--type") == 0) {
 			o->type = v;
 		} else if (strcmp(k, "--seed") == 0) {

@@ -50,6 +50,11 @@ struct engine_params {
 	bool embedding;			/* the model serves embed */
 	/* The worker's log: level 0 error, 1 warning, 2 info, 3 debug. */
 	void (*log)(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+	/* To be called often (every few ms at least) during long computations
+	 * that emit nothing, such as a prompt's decode, so that the worker can
+	 * answer heartbeats; nonzero means stop: the request was cancelled. */
+	int (*tick)(void *arg);
+	void *tick_arg;
 };
 
 /* What an engine can do beyond generating from token ids. */

@@ -32,6 +32,7 @@
 #define LLAMA_PIECE_MAX 256
 #define LLAMA_REPEAT_LAST_N 64
 #define LLAMA_ERR_MAX 200
+#define LLAMA_DECODE_ABORTED 2	/* llama_decode's answer when the abort callback said stop */
 
 struct engine_ctx {
 	struct engine_params p;		/* its strings are the caller's, gone after load: */
@@ -141,6 +142,13 @@ static enum llama_pooling_type model_pooling(const struct llama_model *m)
 	       LLAMA_POOLING_TYPE_MEAN;
 }
 
+static bool on_compute(void *arg)
+{
+	struct engine_ctx *c = arg;
+
+	return c->p.tick(c->p.tick_arg) != 0;
+}
+
 static int make_context(struct engine_ctx *c, struct engine_error *e)
 {
 	struct llama_context_params cp = llama_context_default_params();
@@ -152,6 +160,8 @@ static int make_context(struct engine_ctx *c, struct engine_error *e)
 		cp.n_batch = cp.n_ubatch = cp.n_ctx;
 	cp.n_threads = cp.n_threads_batch = (int32_t)c->threads;
 	cp.no_perf = true;
+	cp.abort_callback = on_compute;	/* between the graph's nodes, on the calling thread */
+	cp.abort_callback_data = c;
 	cp.embeddings = c->p.embedding;
 	if (c->p.embedding)
 		cp.pooling_type = model_pooling(c->model);
@@ -197,16 +207,25 @@ static int llama_load(struct engine_ctx *c, int fd, engine_progress_fn progress,
 	return 0;
 }
 
-/* Clears the KV cache and decodes n tokens in batches; 0, or -1 with e. */
+/* Decodes n tokens after those in the KV cache; 0, or -1 with e (cancelled when a tick said so). */
+static int decode(struct engine_ctx *c, llama_token *t, int32_t n, struct engine_error *e)
+{
+	int rc = llama_decode(c->lctx, llama_batch_get_one(t, n));
+
+	if (rc == LLAMA_DECODE_ABORTED)
+		return engine_fail(e, "cancelled", "cancelled");
+	if (rc)
+		return engine_fail(e, "internal", "llama_decode failed (%d)", rc);
+	return 0;
+}
+
+/* Clears the KV cache and decodes n tokens in batches. */
 static int decode_prompt(struct engine_ctx *c, llama_token *t, int32_t n, struct engine_error *e)
 {
 	llama_memory_clear(llama_get_memory(c->lctx), true);
-	for (int32_t i = 0; i < n; i += (int32_t)c->n_batch) {
-		int32_t k = n - i < (int32_t)c->n_batch ? n - i : (int32_t)c->n_batch;
-		int rc = llama_decode(c->lctx, llama_batch_get_one(t + i, k));
-		if (rc)
-			return engine_fail(e, "internal", "llama_decode failed (%d)", rc);
-	}
+	for (int32_t i = 0; i < n; i += (int32_t)c->n_batch)
+		if (decode(c, t + i, n - i < (int32_t)c->n_batch ? n - i : (int32_t)c->n_batch, e))
+			return -1;
 	return 0;
 }
 
@@ -362,9 +381,8 @@ static int generate(struct engine_ctx *c, struct llama_gen *g, const struct engi
 		struct engine_piece p = { .token = (uint32_t)t, .text = piece, .len = len > 0 ? (size_t)len : 0 };
 		if (emit(arg, &p))
 			break;
-		int rc = llama_decode(c->lctx, llama_batch_get_one(&t, 1));
-		if (rc)
-			return engine_fail(e, "internal", "llama_decode failed (%d)", rc);
+		if (decode(c, &t, 1, e))
+			return -1;
 	}
 	return 0;
 }

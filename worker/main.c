@@ -35,6 +35,8 @@
 /* Seconds between progress reports are the supervisor's business; this
  * only keeps the channel from flooding on fast loads. */
 #define PROGRESS_EVERY_MS 50
+/* How often a busy engine's ticks look at the channel. */
+#define TICK_EVERY_MS 20
 
 /* The request being served: one at a time. */
 struct job {
@@ -58,6 +60,7 @@ struct worker {
 	struct job job;
 	bool stop;			/* leave as soon as the current work ends */
 	uint64_t last_progress_ms;
+	uint64_t last_tick_ms;
 	uid_t uid;			/* to drop to once loaded, or SANDBOX_KEEP_IDS */
 	gid_t gid;
 };
@@ -213,6 +216,19 @@ static int on_progress(void *arg, uint64_t bytes, uint64_t total)
 		service_channel(w);
 	}
 	return w->stop;
+}
+
+/* The engine is busy: serve the channel now and then (pings, cancel). */
+static int on_tick(void *arg)
+{
+	struct worker *w = arg;
+	uint64_t t = clock_mono_ms();
+
+	if (t - w->last_tick_ms >= TICK_EVERY_MS) {
+		w->last_tick_ms = t;
+		service_channel(w);
+	}
+	return w->job.cancel;
 }
 
 static int on_piece(void *arg, const struct engine_piece *p)
@@ -479,6 +495,8 @@ static int read_load(struct worker *w, struct load_args *a)
 	p->device = a->device;
 	p->model = a->model;
 	p->log = engine_log;
+	p->tick = on_tick;
+	p->tick_arg = w;
 	p->chat_template = a->chat_template;
 	p->loader_threads = (unsigned)setting(msg, "loader_threads", UINT_MAX);
 	p->loader_buffers = (unsigned)setting(msg, "loader_buffers", UINT_MAX);

@@ -34,6 +34,7 @@ def setUpModule():
         return
     fixture("chat.gguf", "--seed", 1)
     fixture("plain.gguf", "--seed", 2, "--chat-template", "none")
+    fixture("slow.gguf", "--shape", "small", "--ctx", 8192)
     with open(fixture("chat.gguf"), "rb") as f:
         whole = f.read()
     with open(os.path.join(FIX, "truncated.gguf"), "wb") as f:
@@ -253,3 +254,29 @@ class Llama(DaemonTest):
                 status[k] = v.strip()
         self.assertEqual(status["Seccomp"], "2")
         self.assertEqual(status["NoNewPrivs"], "1")
+
+
+@unittest.skipUnless(HAVE, "skipped: the llama engine is not built")
+class LongPrompt(DaemonTest):
+    """A prompt whose decode outlasts the heartbeat timeout many times over: the
+    worker answers pings from inside the decode, and is not taken for hung."""
+    config = """
+[slot cpu]
+heartbeat_interval = 0.1
+heartbeat_timeout = 0.5
+[model slow]
+path = {fix}/slow.gguf
+ctx = 8192
+batch = 8192
+threads = 2
+""".format(fix=FIX)
+    models = {}
+
+    def test_a_long_decode_keeps_the_heartbeat(self):
+        c = self.d.client()
+        c.sock.settimeout(SLOW)
+        c.ok("load", model="slow")
+        r = c.ok("infer", model="slow", prompt="word " * 7000, max_tokens=1, temperature=0)
+        self.assertGreater(r["usage"]["prompt_tokens"], 7000)
+        self.assertGreater(r["ttft_ms"], 1500)     # three heartbeat timeouts and more, in one decode
+        self.assertNotIn("heartbeat lost", self.d.read_log())
