@@ -166,7 +166,7 @@ $(BUILD)/mkmodel: $(call obj,tests/mkmodel.c)
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
 
 # --- unit tests (cmocka) ---
-UNIT_TESTS = msg frame slot safetensors config sandbox ggufmeta
+UNIT_TESTS = msg frame slot safetensors config sandbox ggufmeta text
 UNIT_BINS  = $(patsubst %,$(BUILD)/test_%,$(UNIT_TESTS))
 
 $(BUILD)/test_msg: $(call obj,tests/unit/test_msg.c $(PROTO_SRC))
@@ -180,6 +180,8 @@ $(BUILD)/test_slot: $(call obj,tests/unit/test_slot.c supervisor/slot.c supervis
 $(BUILD)/test_sandbox: $(call obj,tests/unit/test_sandbox.c worker/sandbox.c)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_SECCOMP) $(LIB_CMOCKA) -pthread
 $(BUILD)/test_ggufmeta: $(call obj,tests/unit/test_ggufmeta.c supervisor/ggufmeta.c)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_CMOCKA)
+$(BUILD)/test_text: $(call obj,tests/unit/test_text.c worker/text.c)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_CMOCKA)
 $(BUILD)/test_config: $(call obj,tests/unit/test_config.c supervisor/config.c $(PROTO_SRC))
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_MSGPACK) $(LIB_INIH) $(LIB_CMOCKA) -lm
