@@ -625,6 +625,7 @@ void config_free(struct config *c)
 	free(c->socket);
 	free(c->models_dir);
 	free(c->worker);
+	free(c->engine_dir);
 	memset(c, 0, sizeof *c);
 }
 

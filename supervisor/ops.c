@@ -514,7 +514,8 @@ void ops_dispatch(struct client *c, const msgpack_object *m)
 		server_reply_error(c, id, E_UNAUTHORIZED, "%s is for administrators", proto_op_name(op));
 		return;
 	}
-	if (md.shutting_down && (proto_op_is_admin(op) || op == OP_INFER || op == OP_EMBED)) {
+	bool work = op == OP_INFER || op == OP_TOKENIZE || op == OP_DETOKENIZE || op == OP_EMBED;
+	if (md.shutting_down && (proto_op_is_admin(op) || work)) {
 		server_reply_error(c, id, E_SHUTTING_DOWN, "modeld is shutting down");
 		return;
 	}

@@ -258,16 +258,16 @@ class Llama(DaemonTest):
 
 @unittest.skipUnless(HAVE, "skipped: the llama engine is not built")
 class LongPrompt(DaemonTest):
-    """A prompt whose decode outlasts the heartbeat timeout many times over: the
-    worker answers pings from inside the decode, and is not taken for hung."""
+    """A prompt whose decode (batches of the default 512 tokens) outlasts the
+    heartbeat timeout several times over: the worker answers pings from
+    inside the decode, and is not taken for hung."""
     config = """
 [slot cpu]
 heartbeat_interval = 0.1
-heartbeat_timeout = 0.5
+heartbeat_timeout = 0.75
 [model slow]
 path = {fix}/slow.gguf
 ctx = 8192
-batch = 8192
 threads = 2
 """.format(fix=FIX)
     models = {}
@@ -276,7 +276,7 @@ threads = 2
         c = self.d.client()
         c.sock.settimeout(SLOW)
         c.ok("load", model="slow")
-        r = c.ok("infer", model="slow", prompt="word " * 7000, max_tokens=1, temperature=0)
-        self.assertGreater(r["usage"]["prompt_tokens"], 7000)
-        self.assertGreater(r["ttft_ms"], 1500)     # three heartbeat timeouts and more, in one decode
+        r = c.ok("infer", model="slow", prompt="word " * 7500, max_tokens=1, temperature=0)
+        self.assertGreater(r["usage"]["prompt_tokens"], 7500)
+        self.assertGreater(r["ttft_ms"], 1500)     # two heartbeat timeouts and more, in one request
         self.assertNotIn("heartbeat lost", self.d.read_log())
