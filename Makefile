@@ -103,17 +103,29 @@ $(BUILD)/pic/%.o: %.c
 # the plain and the sanitizer builds). LLAMA_NATIVE=ON builds for this CPU
 # only. LLAMA_PKGCONFIG=1 uses an installed llama.cpp (pkg-config llama)
 # instead. Where neither can be had, everything else builds and GGUF models
-# fail to load, saying why.
-LLAMA_DIR       ?= build/llama
+# fail to load, saying why. LLAMA_CUDA=1 adds ggml's CUDA backend for
+# LLAMA_CUDA_ARCH (nvcc; long on a small host), into a directory of its own;
+# that engine then needs the CUDA runtime, cuBLAS and the driver to load.
 LLAMA_NATIVE    ?= OFF
 LLAMA_PKGCONFIG ?=
+LLAMA_CUDA      ?=
+LLAMA_CUDA_ARCH ?= 90-real
+ifeq ($(LLAMA_CUDA),1)
+LLAMA_DIR       ?= build/llama-cuda
+LLAMA_CUDA_ARGS  = $(LLAMA_CUDA_ARCH)
+LLAMA_CUDA_LIBS  = $(LLAMA_DIR)/prefix/lib/libggml-cuda.a -L$(CUDA_HOME)/lib64 -L$(CUDA_HOME)/lib64/stubs \
+		   -lcudart -lcublas -lcublasLt -lcuda
+else
+LLAMA_DIR       ?= build/llama
+endif
 ifeq ($(LLAMA_PKGCONFIG),1)
 LLAMA_CFLAGS = $(shell pkg-config --cflags llama)
 LLAMA_LIBS   = $(shell pkg-config --libs llama)
 LLAMA_VOCAB  =
 else
 LLAMA_CFLAGS = -I$(LLAMA_DIR)/prefix/include
-LLAMA_LIBS   = -Wl,--exclude-libs,ALL $(addprefix $(LLAMA_DIR)/prefix/lib/,libllama.a libggml.a libggml-cpu.a libggml-base.a)
+LLAMA_LIBS   = -Wl,--exclude-libs,ALL $(addprefix $(LLAMA_DIR)/prefix/lib/,libllama.a libggml.a libggml-cpu.a) \
+	       $(LLAMA_CUDA_LIBS) $(LLAMA_DIR)/prefix/lib/libggml-base.a
 LLAMA_VOCAB  = $(LLAMA_DIR)/vocab/ggml-vocab-llama-spm.gguf
 endif
 LLAMA_LINK   = $(CXX) $(LDFLAGS) -fopenmp -o $@ $^ $(LLAMA_LIBS) -lm -pthread
@@ -127,7 +139,7 @@ $(call obj,tests/mkgguf.c tests/llama_direct.c) $(BUILD)/pic/worker/llama.o: CFL
 # llama.cpp it says why and goes on.
 llama:
 	@mkdir -p $(BUILD)
-	@if [ "$(LLAMA_PKGCONFIG)" = 1 ] || sh packaging/llama.sh $(LLAMA_DIR) $(LLAMA_NATIVE) >$(BUILD)/llama.log 2>&1; then \
+	@if [ "$(LLAMA_PKGCONFIG)" = 1 ] || sh packaging/llama.sh $(LLAMA_DIR) $(LLAMA_NATIVE) $(LLAMA_CUDA_ARGS) >$(BUILD)/llama.log 2>&1; then \
 		$(MAKE) --no-print-directory $(LLAMA_ENGINE) $(LLAMA_TOOLS) && rm -f $(LLAMA_MISSING) && \
 		{ [ -z "$(LLAMA_VOCAB)" ] || { mkdir -p $(BUILD)/vocab && cp $(LLAMA_VOCAB)* $(BUILD)/vocab/; }; }; \
 	else \

@@ -6,21 +6,30 @@
 # bundle with `git archive`. The result is cached in DIR: a second run neither
 # fetches nor compiles.
 #
-# usage: llama.sh DIR [native]
+# usage: llama.sh DIR [GGML_NATIVE (ON|OFF, default OFF)] [CUDA_ARCHITECTURES]
+# With CUDA_ARCHITECTURES (such as 90-real) ggml's CUDA backend is built too,
+# with nvcc ($CUDACXX, else nvcc on PATH, else /usr/local/cuda/bin/nvcc).
 # Leaves DIR/prefix/{include,lib} and DIR/vocab/ggml-vocab-llama-spm.gguf
 # (with the release's tokenizer test vectors), and DIR/prefix/LICENSE.
 # Exits non-zero, saying why, when npm, git, cmake or the registry is missing.
 set -e
 dir=$1
 native=${2:-OFF}
+cuda=${3:-}
 pkg=node-llama-cpp@3.22.1
 sha=a0d9dd80eacd2ab1cfe71aee57ac8a806487fd70b3d2a38fbec637752d9e5c5f
-stamp="$dir/prefix/.built-$sha-native-$native"
+stamp="$dir/prefix/.built-$sha-native-$native${cuda:+-cuda-$cuda}"
 [ -f "$stamp" ] && exit 0
 
 for tool in npm git cmake c++; do
 	command -v $tool >/dev/null 2>&1 || { echo "llama.sh: $tool not found" >&2; exit 1; }
 done
+cuda_flags=
+if [ -n "$cuda" ]; then
+	nvcc=${CUDACXX:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
+	[ -x "$nvcc" ] || { echo "llama.sh: nvcc not found (CUDACXX)" >&2; exit 1; }
+	cuda_flags="-DGGML_CUDA=ON -DCMAKE_CUDA_COMPILER=$nvcc -DCMAKE_CUDA_ARCHITECTURES=$cuda -DGGML_CUDA_NCCL=OFF"
+fi
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
 tgz="$dir/node-llama-cpp-3.22.1.tgz"
@@ -42,11 +51,11 @@ rm -rf "$dir/package" "$dir/repo"
 
 gen=
 command -v ninja >/dev/null 2>&1 && gen="-G Ninja"
-# shellcheck disable=SC2086 # $gen is words on purpose
+# shellcheck disable=SC2086 # $gen and $cuda_flags are words on purpose
 cmake -S "$dir/src" -B "$dir/cmake-build" $gen -DCMAKE_BUILD_TYPE=Release \
 	-DCMAKE_POSITION_INDEPENDENT_CODE=ON -DBUILD_SHARED_LIBS=OFF -DGGML_NATIVE="$native" \
 	-DGGML_OPENMP=ON -DLLAMA_BUILD_COMMON=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_TOOLS=OFF \
-	-DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_OPENSSL=OFF -DGGML_CCACHE=OFF \
+	-DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_OPENSSL=OFF -DGGML_CCACHE=OFF $cuda_flags \
 	-DCMAKE_INSTALL_PREFIX="$dir/prefix" >"$dir/cmake.log" 2>&1 || { tail -20 "$dir/cmake.log" >&2; exit 1; }
 cmake --build "$dir/cmake-build" -j "$(nproc)" >>"$dir/cmake.log" 2>&1 || { tail -20 "$dir/cmake.log" >&2; exit 1; }
 cmake --install "$dir/cmake-build" >>"$dir/cmake.log" 2>&1

@@ -39,6 +39,7 @@ struct engine_ctx {
 	char *name;			/* the model's, for messages */
 	char *chat_template;		/* the configured one, or NULL */
 	bool gpu;
+	ggml_backend_dev_t devices[2];	/* the slot's GPU, NULL-terminated; none on cpu */
 	uint32_t threads;
 	struct llama_model *model;
 	struct llama_context *lctx;
@@ -83,12 +84,15 @@ static uint32_t host_cores(void)
 	return n > 0 ? (uint32_t)n : 1;
 }
 
-static bool has_gpu_backend(void)
+/* The n-th GPU ggml knows, or NULL. */
+static ggml_backend_dev_t gpu_device(unsigned n)
 {
-	for (size_t i = 0; i < ggml_backend_dev_count(); i++)
-		if (ggml_backend_dev_type(ggml_backend_dev_get(i)) == GGML_BACKEND_DEVICE_TYPE_GPU)
-			return true;
-	return false;
+	for (size_t i = 0; i < ggml_backend_dev_count(); i++) {
+		ggml_backend_dev_t d = ggml_backend_dev_get(i);
+		if (ggml_backend_dev_type(d) == GGML_BACKEND_DEVICE_TYPE_GPU && n-- == 0)
+			return d;
+	}
+	return NULL;
 }
 
 static int llama_open(struct engine_ctx **ctx, const struct engine_params *p, struct engine_error *e)
@@ -111,9 +115,11 @@ static int llama_open(struct engine_ctx **ctx, const struct engine_params *p, st
 	c->p.device = c->p.model = c->p.chat_template = NULL;
 	llama_log_set(llama_log, c);
 	llama_backend_init();
-	if (gpu && !has_gpu_backend())
+	if (gpu && !gpu_device(0))
 		return engine_fail(e, "load_failed", "this llama engine was built without ggml's CUDA "
-				   "backend, and does not fall back to the CPU");
+				   "backend (make LLAMA_CUDA=1), and does not fall back to the CPU");
+	if (gpu && !(c->devices[0] = gpu_device((unsigned)atoi(p->device + 5))))
+		return engine_fail(e, ENGINE_UNAVAILABLE, "ggml finds no GPU %s", p->device + 5);
 	return 0;
 }
 
@@ -159,6 +165,7 @@ static int make_context(struct engine_ctx *c, struct engine_error *e)
 	if (c->p.embedding && cp.n_batch < cp.n_ctx)	/* a text is embedded in one batch */
 		cp.n_batch = cp.n_ubatch = cp.n_ctx;
 	cp.n_threads = cp.n_threads_batch = (int32_t)c->threads;
+	cp.offload_kqv = cp.op_offload = c->gpu;	/* a cpu slot leaves every GPU alone */
 	cp.no_perf = true;
 	cp.abort_callback = on_compute;	/* between the graph's nodes, on the calling thread */
 	cp.abort_callback_data = c;
@@ -189,6 +196,9 @@ static int llama_load(struct engine_ctx *c, int fd, engine_progress_fn progress,
 	c->progress = progress;
 	c->progress_arg = arg;
 	mp.n_gpu_layers = c->gpu ? c->p.gpu_layers : 0;	/* negative: all of them */
+	mp.devices = c->devices;			/* the slot's GPU only; none on cpu */
+	mp.split_mode = LLAMA_SPLIT_MODE_NONE;
+	mp.main_gpu = 0;
 	mp.progress_callback = on_load_progress;
 	mp.progress_callback_user_data = c;
 	snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
@@ -492,10 +502,8 @@ static void llama_memory(struct engine_ctx *c, struct engine_mem *m)
 	m->used = 0;
 	if (c->gpu) {
 		m->used = llama_model_size(c->model) + llama_state_get_size(c->lctx);
-		ggml_backend_dev_t dev = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_GPU);
 		size_t free_b = 0, total = 0;
-		if (dev)
-			ggml_backend_dev_memory(dev, &free_b, &total);
+		ggml_backend_dev_memory(c->devices[0], &free_b, &total);
 		m->free = free_b;
 		m->total = total;
 		return;
