@@ -232,7 +232,7 @@ static int decode(struct engine_ctx *c, llama_token *t, int32_t n, struct engine
 /* Clears the KV cache and decodes n tokens in batches. */
 static int decode_prompt(struct engine_ctx *c, llama_token *t, int32_t n, struct engine_error *e)
 {
-	llama_memory_clear(llama_get_memory(c->lctx), true);
+	llama_memory_clear(llama_get_memory(c->lctx), false);	/* the cells, not the buffers: they are overwritten */
 	for (int32_t i = 0; i < n; i += (int32_t)c->n_batch)
 		if (decode(c, t + i, n - i < (int32_t)c->n_batch ? n - i : (int32_t)c->n_batch, e))
 			return -1;
