@@ -169,7 +169,7 @@ static int read_embeddings(const msgpack_object *m, struct work_out *o, float **
 /* finish must be one of the reasons the protocol names. */
 static int read_finish(const msgpack_object *m, struct work_out *o)
 {
-	static const char *const reasons[] = { "stop", "length" };
+	static const char *const reasons[] = { "stop", "length", "cancelled" };
 	const char *v;
 	size_t n;
 	uint64_t prompt = 0;

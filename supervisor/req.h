@@ -28,7 +28,7 @@ struct work_out {
 	uint32_t ntokens;
 	const char *text;		/* NULL: the engine has no text */
 	size_t ntext;
-	const char *finish;		/* infer: "stop" or "length"; NULL otherwise */
+	const char *finish;		/* infer: "stop", "length" or "cancelled"; NULL otherwise */
 	uint32_t prompt_tokens;
 	uint64_t first_ms;		/* with finish: from the worker's start to its first token */
 	const float *embeddings;	/* embed: count vectors of dim floats */
@@ -66,7 +66,7 @@ struct req {
 	uint32_t ntokens;
 	char *text;			/* NULL until the worker sends text */
 	size_t ntext;
-	char finish[8];
+	char finish[sizeof "cancelled"];
 	uint32_t prompt_tokens;
 	uint64_t sent_ms;		/* when it went to the worker */
 	uint64_t first_token_ms;	/* when its first token was made, 0 before */

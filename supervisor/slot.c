@@ -595,12 +595,20 @@ static void act_waited(struct slot *s, const struct slot_ev *ev)
 	req_end(s, ev->req, E_TIMEOUT, msg);
 }
 
+/*
+ * A running inference is asked to stop; the worker answers it with what it
+ * made, finish_reason cancelled. Anything else cancelled ends at once.
+ */
 static void act_cancel(struct slot *s, const struct slot_ev *ev)
 {
-	if (ev->req == s->active)
+	struct req *r = ev->req;
+
+	if (r == s->active && r->op == OP_INFER && s->inflight == r->seq)
+		s->env->cancel_infer(s, r->seq);
+	else if (r == s->active)
 		cancel_active(s, "cancelled");
 	else
-		req_end(s, ev->req, E_CANCELLED, "cancelled");
+		req_end(s, r, E_CANCELLED, "cancelled");
 }
 
 static void act_shutdown(struct slot *s, const struct slot_ev *ev)

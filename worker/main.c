@@ -277,7 +277,7 @@ static void job_end(struct worker *w)
 	w->job.req = 0;
 }
 
-/* The last of a request's reply; a cancelled one has been answered by modeld already. */
+/* The last of a request's reply, when it failed. */
 static void job_fail(struct worker *w, const struct engine_error *e)
 {
 	send_error(w, WM_INFER_FAILED, w->job.req, e);
@@ -321,12 +321,14 @@ static void do_infer(struct worker *w, const msgpack_object *msg)
 	text_init(&w->job.text, g.stop, g.nstop);
 	if ((rq.prompt || rq.messages) && !(w->engine->flags & ENGINE_TEXT))
 		engine_fail(&e, "bad_request", "this model takes token ids (input), not text");
-	else if (w->engine->infer(w->ctx, &rq, on_piece, w, &out, &e) == 0 && w->job.cancel)
-		engine_fail(&e, "cancelled", "cancelled");
+	else
+		w->engine->infer(w->ctx, &rq, on_piece, w, &out, &e);
+	if (w->job.cancel)		/* what was made before the cancel is the answer */
+		e.code[0] = '\0';
 	if (e.code[0]) {
 		job_fail(w, &e);
 	} else {
-		w->job.finish = out.eos || w->job.text.stopped ? "stop" : "length";
+		w->job.finish = w->job.cancel ? "cancelled" : out.eos || w->job.text.stopped ? "stop" : "length";
 		w->job.prompt_tokens = out.prompt_tokens;
 		flush_tokens(w, WM_DONE);
 	}

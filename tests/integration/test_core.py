@@ -409,9 +409,19 @@ class Protocol(DaemonTest):
                 chunks.append(m)
             else:
                 c.frames.append(m)
-        cancel = c.request("cancel", target=rid)
-        self.assertEqual(c.reply(rid)["error"]["code"], "cancelled")
-        self.assertTrue(c.reply(cancel)["cancelled"])
+        # the worker waits while the cancel reaches it, so that it cannot finish first
+        pid = slot_status(self.d.client())["pid"]
+        os.kill(pid, signal.SIGSTOP)
+        self.assertTrue(c.call("cancel", target=rid)["cancelled"])
+        os.kill(pid, signal.SIGCONT)
+        later = []
+        r = c.reply(rid, later)
+        self.assertEqual(r["finish_reason"], "cancelled")
+        # the answer is what was streamed before the worker stopped
+        streamed = [t for ch in [m["chunk"] for m in chunks] + later for t in ch["tokens"]]
+        self.assertEqual(r["tokens"], streamed)
+        self.assertLess(len(r["tokens"]), 60000)
+        self.assertEqual(r["usage"]["completion_tokens"], len(r["tokens"]))
         self.assertEqual(c.ok("infer", model="a", input=[2], max_tokens=3)["tokens"],
                          perm_tokens(16, 3, 1, 2, 3))
 

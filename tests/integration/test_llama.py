@@ -176,8 +176,17 @@ class Llama(DaemonTest):
         rid = c.request("infer", model="chat", prompt=PROMPT, max_tokens=4000, temperature=0, stream=True)
         wait_until(lambda: c._pump() or any(m.get("id") == rid and "chunk" in m for m in c.frames),
                    timeout=SLOW, what="a first chunk")
+        pid = self.d.workers()[0]      # waits while the cancel reaches it, so that it cannot finish first
+        os.kill(pid, signal.SIGSTOP)
         c.ok("cancel", target=rid)
-        self.assertEqual(c.reply(rid)["error"]["code"], "cancelled")
+        os.kill(pid, signal.SIGCONT)
+        chunks = []
+        r = c.reply(rid, chunks)
+        self.assertEqual(r["finish_reason"], "cancelled")
+        self.assertLess(len(r["tokens"]), 4000)
+        self.assertEqual([t for ch in chunks for t in ch["tokens"]], r["tokens"])
+        self.assertEqual("".join(ch["text"] for ch in chunks), r["text"])
+        self.assertEqual(r["usage"]["prompt_tokens"], self.greedy(c, max_tokens=1)["usage"]["prompt_tokens"])
         self.assertEqual(len(self.greedy(c, max_tokens=3)["tokens"]), 3)
 
     def test_chat_messages(self):
