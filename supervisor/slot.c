@@ -764,6 +764,9 @@ static void act_infer_end(struct slot *s, const struct slot_ev *ev)
 		s->keep_until_ms = now(s) + r->keep_alive_ms;
 	if (ev->type == SEV_INFER_DONE) {
 		req_add_output(r, ev->out, now(s));
+		/* text held back until the end (a split character, a possible stop) is streamed too */
+		if (r->gen.stream && ev->out && (ev->out->ntokens || ev->out->ntext))
+			s->env->chunk(s, r, ev->out);
 		req_end(s, r, E_NONE, NULL);
 	} else {
 		req_end(s, r, ev->code, ev->message);

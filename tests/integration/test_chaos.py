@@ -117,8 +117,10 @@ class Chaos(DaemonTest):
                 if "model" in msg:
                     self.assertEqual(model, msg["model"])
                 n, a, c = MODELS[model]
-                self.assertEqual(r["tokens"], perm_tokens(n, a, c, msg["input"][-1], msg["max_tokens"]),
-                                 (msg, r))
+                want = perm_tokens(n, a, c, msg["input"][-1], msg["max_tokens"])
+                if r["finish_reason"] == "cancelled":     # stopped while it ran: what it made
+                    want = want[:len(r["tokens"])]
+                self.assertEqual(r["tokens"], want, (msg, r))
 
     def test_nothing_is_lost(self):
         pid = self.d.proc.pid

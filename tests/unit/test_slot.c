@@ -18,7 +18,7 @@
 
 struct rec {
 	uint64_t now;
-	int spawns, stops, kills, infers, cancels;
+	int spawns, stops, kills, infers, cancels, chunks;
 	uint64_t armed;			/* last arm() value */
 	uint64_t req_armed;		/* last arm_req() value */
 	int memory;			/* what check_memory answers */
@@ -28,6 +28,7 @@ struct rec {
 	int nstates;
 	enum err last_code;
 	uint32_t last_ntokens;
+	char last_finish[sizeof "cancelled"];
 	int finished;
 	bool spawn_fails;
 };
@@ -62,10 +63,11 @@ static void r_finish(struct slot *s, struct req *r, enum err code, const char *m
 	rec.last_code = code;
 	rec.finished++;
 	rec.last_ntokens = r->ntokens;
+	memcpy(rec.last_finish, r->finish, sizeof rec.last_finish);
 	req_clear(r);
 	free(r);
 }
-static void r_chunk(struct slot *s, struct req *r, const struct work_out *o) { (void)s; (void)r; (void)o; }
+static void r_chunk(struct slot *s, struct req *r, const struct work_out *o) { (void)s; (void)r; (void)o; rec.chunks++; }
 static void r_state(const struct slot *s)
 {
 	if (rec.nstates < MAX_STATES)
@@ -319,15 +321,48 @@ static void test_crash_fails_the_running_request(void **state)
 	assert_int_equal(s.state, SS_RECONNECTING);
 }
 
+static void cancel(struct req *r)
+{
+	struct slot_ev ev = { .type = SEV_CANCEL, .req = r };
+	slot_event(&s, &ev);
+}
+
 static void test_cancel_stops_the_worker_request(void **state)
 {
 	(void)state;
 	load_ready(&ma);
 	struct req *r = request(SEV_INFER, OP_INFER, &ma);
-	struct slot_ev ev = { .type = SEV_CANCEL, .req = r };
-	slot_event(&s, &ev);
-	assert_int_equal(rec.cancels, 1);
+	struct req *queued = request(SEV_INFER, OP_INFER, &ma);
+	int before = rec.finished;
+	cancel(queued);			/* never ran: ends at once */
+	assert_int_equal(rec.finished, before + 1);
 	assert_int_equal(rec.last_code, E_CANCELLED);
+	cancel(r);			/* running: the worker is asked, and answers with what it made */
+	assert_int_equal(rec.cancels, 1);
+	assert_int_equal(rec.finished, before + 1);
+	uint32_t tokens[] = { 3 };
+	struct work_out out = { .tokens = tokens, .ntokens = 1, .finish = "cancelled" };
+	struct slot_ev done = { .type = SEV_INFER_DONE, .a = r->seq, .out = &out };
+	slot_event(&s, &done);
+	assert_int_equal(rec.finished, before + 2);
+	assert_int_equal(rec.last_code, E_NONE);
+	assert_int_equal(rec.last_ntokens, 1);
+	assert_string_equal(rec.last_finish, "cancelled");
+}
+
+static void test_a_stream_gets_the_text_its_end_released(void **state)
+{
+	(void)state;
+	load_ready(&ma);
+	struct req *r = new_req(OP_INFER, &ma);
+	r->gen.stream = true;
+	struct slot_ev ev = { .type = SEV_INFER, .req = r, .model = &ma };
+	slot_event(&s, &ev);
+	struct work_out end = { .text = "\xef\xbf\xbd", .ntext = 3, .finish = "length" };
+	struct slot_ev done = { .type = SEV_INFER_DONE, .a = r->seq, .out = &end };
+	slot_event(&s, &done);
+	assert_int_equal(rec.chunks, 1);
+	assert_int_equal(rec.last_code, E_NONE);
 }
 
 static void test_restart_goes_through_service_restarting(void **state)
@@ -635,6 +670,7 @@ int main(void)
 		cmocka_unit_test_setup(test_infer_runs_only_when_ready, setup),
 		cmocka_unit_test_setup(test_crash_fails_the_running_request, setup),
 		cmocka_unit_test_setup(test_cancel_stops_the_worker_request, setup),
+		cmocka_unit_test_setup(test_a_stream_gets_the_text_its_end_released, setup),
 		cmocka_unit_test_setup(test_restart_goes_through_service_restarting, setup),
 		cmocka_unit_test_setup(test_unavailable_device_retries, setup),
 		cmocka_unit_test_setup(test_shutdown_ends_every_request, setup),
