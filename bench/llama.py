@@ -87,7 +87,7 @@ def main():
             for i, (what, better) in enumerate((("load ms", "lower"), ("ttft ms", "lower"), ("tok/s", "higher"))):
                 m = statistics.median(r[i] for r in runs["modeld"])
                 x = statistics.median(r[i] for r in runs["direct"])
-                extra = "  (+%.2f ms)" % (m - x) if what == "ttft ms" else ""
+                extra = "  (%+.2f ms)" % (m - x) if what == "ttft ms" else ""
                 print("%-10s %-10s %10.2f %10.2f %7.3fx%s" % (shape, what, m, x, m / x, extra))
     finally:
         d.stop()
