@@ -1,6 +1,8 @@
 # modeld: supervisor, worker and CLI. `make` builds build/{modeld,modeld-worker,modelctl}.
 # `make run` and `make test` install what they need first (see README.md).
 
+.DEFAULT_GOAL := all
+
 CC      ?= cc
 BUILD   ?= build
 PKGS     = libevent msgpack inih jansson libseccomp
