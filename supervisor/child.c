@@ -429,16 +429,34 @@ static struct child *child_new(struct slot_rt *rt, pid_t pid, int chan)
 	return c;
 }
 
+int child_open_model(const struct model *m, uint64_t *size, char *err, size_t errlen)
+{
+	struct stat st;
+	/* O_NONBLOCK: opening a FIFO must not wait for a writer */
+	int fd = open(m->path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+
+	if (fd < 0) {
+		snprintf(err, errlen, "%s: cannot open %s: %s", m->name, m->path, strerror(errno));
+		return -1;
+	}
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		snprintf(err, errlen, "%s: %s is not a regular file", m->name, m->path);
+		close(fd);
+		return -1;
+	}
+	*size = (uint64_t)st.st_size;
+	return fd;
+}
+
 struct child *child_spawn(struct slot_rt *rt, char *err, size_t errlen)
 {
 	const struct model *m = rt->s.model;
 	int sv[2];
-	int weights = open(m->path, O_RDONLY | O_CLOEXEC);
+	uint64_t bytes;
+	int weights = child_open_model(m, &bytes, err, errlen);
 
-	if (weights < 0) {
-		snprintf(err, errlen, "%s: cannot open %s: %s", m->name, m->path, strerror(errno));
+	if (weights < 0)
 		return NULL;
-	}
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
 		snprintf(err, errlen, "socketpair: %s", strerror(errno));
 		close(weights);
@@ -457,8 +475,6 @@ struct child *child_spawn(struct slot_rt *rt, char *err, size_t errlen)
 	setpgid(pid, pid);	/* also here, so that signals to the group work at once */
 	if (send_load(sv[0], rt, weights) < 0)
 		log_warn("worker %d: cannot send the load message: %s", (int)pid, strerror(errno));
-	struct stat st;
-	uint64_t bytes = fstat(weights, &st) == 0 ? (uint64_t)st.st_size : 0;
 	close(weights);
 	log_info("slot %s: worker %d loading %s", rt->s.conf->name, (int)pid, m->name);
 	struct child *c = child_new(rt, pid, sv[0]);

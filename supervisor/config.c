@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <ini.h>
 
@@ -494,12 +495,21 @@ static void scan_models(struct config *c)
 		stem[n] = '\0';
 		if (!valid_name(stem) || config_model(c, stem) || c->nmodels == CONFIG_MAX_MODELS)
 			continue;
-		struct model *m = add_model(c, stem);
-		if (asprintf(&m->path, "%s/%s", c->models_dir, e->d_name) < 0)
+		char *path;
+		struct stat st;
+		if (asprintf(&path, "%s/%s", c->models_dir, e->d_name) < 0)
 			abort();
+		if (stat(path, &st) < 0 || !S_ISREG(st.st_mode)) {
+			/* a FIFO or a device would block the load that opens it */
+			log_warn("%s: not a regular file; not served", path);
+			free(path);
+			continue;
+		}
+		add_model(c, stem)->path = path;
 	}
 	closedir(d);
-	qsort(c->models + first, c->nmodels - first, sizeof *c->models, by_name);
+	if (c->nmodels > first)
+		qsort(c->models + first, c->nmodels - first, sizeof *c->models, by_name);
 }
 
 /* Relative model paths in a file are relative to the file's directory. */

@@ -77,6 +77,8 @@ struct slot_rt *slots_find(const char *name);
 struct slot_rt *slots_for_model(const struct model *m);
 
 /* child.c */
+/* The model's file and its size, opened without blocking; -1 with err unless it is a regular file. */
+int child_open_model(const struct model *m, uint64_t *size, char *err, size_t errlen);
 struct child *child_spawn(struct slot_rt *rt, char *err, size_t errlen);
 void child_stop(struct child *c, bool kill);
 void child_send(struct child *c, struct msgw *w);

@@ -3,11 +3,9 @@
  * machines hands: workers (child.c), a timer each, replies (server.c) and
  * events (events.c).
  */
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <sys/sysinfo.h>
 #include <unistd.h>
 
@@ -160,20 +158,15 @@ static uint64_t gguf_extra(const struct model *m, int fd, uint64_t weights)
 static int env_check_memory(struct slot *s, char *msg, size_t len)
 {
 	struct slot_rt *rt = rt_of(s);
-	struct stat st;
 	char need_s[32], free_s[32];
+	uint64_t size;
 	int fd;
 
-	if (s->conf->memory_check == MEMCHECK_OFF ||
-	    (fd = open(s->model->path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)) < 0)
-		return 0;	/* a file that cannot be read fails at open, with its own message */
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-		close(fd);
-		return 0;
-	}
-	uint64_t extra = gguf_extra(s->model, fd, (uint64_t)st.st_size);
+	if (s->conf->memory_check == MEMCHECK_OFF || (fd = child_open_model(s->model, &size, msg, len)) < 0)
+		return 0;	/* a file that cannot be read fails at spawn, with its own message */
+	uint64_t extra = gguf_extra(s->model, fd, size);
 	close(fd);
-	uint64_t need = (uint64_t)st.st_size + (extra > rt->overhead ? extra : rt->overhead);
+	uint64_t need = size + (extra > rt->overhead ? extra : rt->overhead);
 	uint64_t avail = device_free(s);
 	if (avail == 0 || need <= avail)
 		return 0;

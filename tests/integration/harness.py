@@ -164,10 +164,12 @@ class Client:
 class Daemon:
     """modeld in a temp dir. models: {name: mkmodel args}."""
 
-    def __init__(self, config=None, models=None, files=None, extra_args=()):
+    def __init__(self, config=None, models=None, files=None, extra_args=(), fifos=()):
         self.dir = tempfile.mkdtemp(prefix="modeld-test-")
         self.models_dir = os.path.join(self.dir, "models")
         os.mkdir(self.models_dir)
+        for name in fifos:
+            os.mkfifo(os.path.join(self.dir, name))
         for name, args in (models or {}).items():
             self.make_model(name, *args)
         for name, data in (files or {}).items():
@@ -258,9 +260,10 @@ class DaemonTest(unittest.TestCase):
     config = None
     models = {"a": ("--n", 16, "--a", 3, "--c", 1)}
     files = None
+    fifos = ()
 
     def setUp(self):
-        self.d = Daemon(self.config, self.models, self.files)
+        self.d = Daemon(self.config, self.models, self.files, fifos=self.fifos)
         self.addCleanup(self._cleanup)
 
     def assert_unavailable_and_retried(self, model, says):
