@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,12 +34,13 @@ struct child {
 	struct peer *peer;
 	struct event *ping;		/* heartbeat, every heartbeat_interval */
 	struct event *escalate;		/* stop message -> SIGTERM -> SIGKILL */
+	struct event *closed;		/* its channel closed: it must exit, or be killed */
 	uint64_t last_life_ms;
 	uint64_t ping_seq;
 	bool loaded;			/* loaded and warmed: the plain heartbeat timeout applies */
 	bool stopping;
 	bool sent_term;
-	const char *killed_for;		/* why modeld killed it, for the exit message */
+	char killed_for[SLOT_MESSAGE_LEN];	/* why modeld killed it, for the exit message; "" if not */
 	uint64_t file_bytes;		/* of the weights it was given */
 };
 
@@ -50,6 +52,12 @@ static void feed(struct child *c, struct slot_ev *ev)
 	slot_event(&c->rt->s, ev);
 }
 
+static void arm_ms(struct event *ev, uint64_t ms)
+{
+	struct timeval tv = clock_timeval(ms);
+	event_add(ev, &tv);
+}
+
 static void child_signal(struct child *c, int sig)
 {
 	/* The group: nothing the worker started survives it. */
@@ -57,13 +65,24 @@ static void child_signal(struct child *c, int sig)
 		kill(c->pid, sig);
 }
 
+/* Kills the worker once, for the reason its exit will be reported with. */
+static void child_kill_for(struct child *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void child_kill_for(struct child *c, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (c->killed_for[0])	/* already killed, for a reason of its own: its channel breaks too */
+		return;
+	va_start(ap, fmt);
+	vsnprintf(c->killed_for, sizeof c->killed_for, fmt, ap);
+	va_end(ap);
+	log_error("worker %d (slot %s) %s", (int)c->pid, c->rt->s.conf->name, c->killed_for);
+	child_signal(c, SIGKILL);
+}
+
 static void child_bad(struct child *c, const char *why)
 {
-	if (c->killed_for)	/* already killed, for a reason of its own: its channel breaks too */
-		return;
-	log_error("worker %d (slot %s): %s; killing it", (int)c->pid, c->rt->s.conf->name, why);
-	c->killed_for = "was killed for breaking the worker protocol";
-	child_signal(c, SIGKILL);
+	child_kill_for(c, "was killed for breaking the worker protocol: %s", why);
 }
 
 /* --- messages from the worker --- */
@@ -228,10 +247,15 @@ static void child_dispatch(struct peer *p, const msgpack_object *m, void *arg)
 	int rc;
 
 	if (m == NULL) {
-		if (peer_error(p))
+		/* A worker that is exiting closes its channel first: its exit,
+		 * reaped through SIGCHLD, says why. One that goes on running is
+		 * of no use and is killed. */
+		if (peer_protocol_error(p))
 			child_bad(c, peer_error(p));
+		else
+			arm_ms(c->closed, CHILD_CLOSED_GRACE_MS);
 		peer_free(p);
-		c->peer = NULL;		/* its exit arrives through SIGCHLD */
+		c->peer = NULL;
 		return;
 	}
 	c->last_life_ms = clock_mono_ms();
@@ -269,10 +293,7 @@ static void child_ping_cb(evutil_socket_t fd, short what, void *arg)
 	if (c->stopping || c->peer == NULL)
 		return;
 	if (clock_mono_ms() - c->last_life_ms > limit) {
-		log_warn("worker %d (slot %s): no heartbeat for %llu ms; killing it", (int)c->pid,
-			 conf->name, (unsigned long long)limit);
-		c->killed_for = "was killed: heartbeat lost";
-		child_signal(c, SIGKILL);
+		child_kill_for(c, "was killed: no heartbeat for %llu ms", (unsigned long long)limit);
 		event_del(c->ping);
 		return;
 	}
@@ -282,12 +303,6 @@ static void child_ping_cb(evutil_socket_t fd, short what, void *arg)
 	msgw_end(&w);
 	child_send(c, &w);
 	msgw_free(&w);
-}
-
-static void arm_ms(struct event *ev, uint64_t ms)
-{
-	struct timeval tv = clock_timeval(ms);
-	event_add(ev, &tv);
 }
 
 static void child_escalate_cb(evutil_socket_t fd, short what, void *arg)
@@ -306,6 +321,12 @@ static void child_escalate_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	log_warn("worker %d did not stop within %llu ms; SIGKILL", (int)c->pid, (unsigned long long)stop);
 	child_signal(c, SIGKILL);
+}
+
+static void child_closed_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd; (void)what;
+	child_kill_for(arg, "was killed: it closed its channel and went on running");
 }
 
 void child_stop(struct child *c, bool kill_now)
@@ -423,6 +444,7 @@ static struct child *child_new(struct slot_rt *rt, pid_t pid, int chan)
 	c->peer = peer_new(md.base, chan, FRAME_MAX_DEFAULT, CLIENT_MAX_OUTPUT, child_dispatch, c);
 	c->ping = event_new(md.base, -1, EV_PERSIST, child_ping_cb, c);
 	c->escalate = evtimer_new(md.base, child_escalate_cb, c);
+	c->closed = evtimer_new(md.base, child_closed_cb, c);
 	arm_ms(c->ping, rt->s.conf->heartbeat_interval_ms);
 	LIST_INSERT_HEAD(&children, c, link);
 	nchildren++;
@@ -486,7 +508,7 @@ struct child *child_spawn(struct slot_rt *rt, char *err, size_t errlen)
 
 static void describe_exit(const struct child *c, int status, char *buf, size_t len)
 {
-	if (c->killed_for)
+	if (c->killed_for[0])
 		snprintf(buf, len, "%s", c->killed_for);
 	else if (WIFEXITED(status))
 		snprintf(buf, len, "exited with status %d", WEXITSTATUS(status));
@@ -503,6 +525,7 @@ static void child_free(struct child *c)
 		peer_free(c->peer);
 	event_free(c->ping);
 	event_free(c->escalate);
+	event_free(c->closed);
 	LIST_REMOVE(c, link);
 	nchildren--;
 	free(c);
@@ -520,7 +543,7 @@ void child_reap(void)
 				break;
 		if (!c)
 			continue;
-		char how[128];
+		char how[SLOT_MESSAGE_LEN];
 		describe_exit(c, status, how, sizeof how);
 		log_info("worker %d (slot %s) %s", (int)pid, c->rt->s.conf->name, how);
 		kill(-pid, SIGKILL);	/* anything left in its group */

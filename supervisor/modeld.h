@@ -30,6 +30,8 @@
 #define HEARTBEAT_LOADING_FACTOR 3
 /* Between the stop message and SIGTERM, at most. */
 #define CHILD_STOP_GRACE_MS 2000
+/* A worker whose channel closed is killed if it has not exited this long after. */
+#define CHILD_CLOSED_GRACE_MS 2000
 /* Progress events per load: at most one per this many ms. */
 #define PROGRESS_EVENT_MS 100
 /* Shutdown waits for workers up to the longest stop_timeout plus this. */

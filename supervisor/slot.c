@@ -1093,6 +1093,7 @@ void slot_write_details(const struct slot *s, struct msgw *w)
 		write_model(w, "model", s->model);
 		msgw_ku64(w, "attempt", s->attempt);
 		msgw_ku64(w, "retry_in_ms", s->retry_at_ms > t ? s->retry_at_ms - t : 0);
+		msgw_kstr(w, "message", s->message);	/* how the worker died */
 		break;
 	case SS_UNAVAILABLE:
 		write_model(w, "model", s->model);

@@ -161,6 +161,13 @@ class Client:
             timeout, "state " + state)
 
 
+def fake_worker(mode):
+    """The bytes of a worker that misbehaves as fakeworker.py's mode says."""
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "fakeworker.py")) as f:
+        body = f.read()
+    return ("#!/usr/bin/python3\nMODE = %r\n" % mode + body).encode()
+
+
 class Daemon:
     """modeld in a temp dir. models: {name: mkmodel args}."""
 

@@ -354,7 +354,7 @@ class Heartbeat(DaemonTest):
         c.ok("subscribe", events=["state"])
         os.kill(pid, signal.SIGSTOP)
         c.wait_state("reconnecting")
-        self.assertIn("worker %d (slot cpu): no heartbeat for" % pid, self.d.read_log())
+        self.assertIn("worker %d (slot cpu) was killed: no heartbeat for" % pid, self.d.read_log())
         c.wait_state("ready")
         self.assertFalse(pid_alive(pid))
 

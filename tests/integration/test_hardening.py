@@ -1,7 +1,15 @@
 """What hostile or careless input, peers and hosts must not do to modeld."""
+import os
+import signal
 import unittest
 
-from harness import DaemonTest
+from harness import DaemonTest, fake_worker, pid_alive, wait_until
+
+A = ("--n", 16, "--a", 3, "--c", 1)
+
+
+def fake_config(slot=""):
+    return "[modeld]\nworker = @DIR@/fake-worker\n[slot cpu]\nrestart_backoff_min = 0.01\n" + slot
 
 
 class NoModels(DaemonTest):
@@ -27,6 +35,34 @@ class NotRegularFiles(DaemonTest):
         self.assertEqual(r["error"]["code"], "load_failed")
         self.assertIn("pipe.safetensors is not a regular file", r["error"]["message"])
         self.assertEqual(c.ok("load", model="a")["model"], "a")
+
+
+class WorkerDeaths(DaemonTest):
+    """A dead worker's slot says how it died."""
+
+    def test_a_worker_killed_from_outside_is_said_to_be(self):
+        c = self.d.client()
+        c.ok("load", model="a")
+        pid = c.ok("status", slot="cpu")["slots"][0]["pid"]
+        c.ok("subscribe", events=["state"])
+        os.kill(pid, signal.SIGKILL)
+        e = c.wait_state("reconnecting")
+        self.assertIn("signal 9", e["message"])
+        self.assertNotIn("protocol", e["message"])
+
+
+class ClosedChannel(DaemonTest):
+    files = {"fake-worker": fake_worker("closes")}
+    config = fake_config()
+
+    def test_a_worker_that_closes_its_channel_is_killed(self):
+        c = self.d.client()
+        c.ok("subscribe", events=["state"])
+        c.ok("load", model="a")
+        pid = c.ok("status", slot="cpu")["slots"][0]["pid"]
+        e = c.wait_state("reconnecting")
+        self.assertIn("closed its channel", e["message"])
+        wait_until(lambda: not pid_alive(pid), what="the worker to be gone")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,70 @@
+"""A stand-in for modeld-worker that misbehaves in one chosen way.
+
+A test writes a copy of this file as the daemon's worker, with MODE set on
+the line before it (see harness.fake_worker):
+- silent: never answers its load;
+- closes: loads, then closes its channel and goes on running;
+- stalls: loads and answers heartbeats, but never answers an inference;
+- stranger: answers an inference with tokens for a request it was not given;
+- excess: answers an inference with more tokens than it asked for.
+"""
+import socket
+import struct
+import sys
+import time
+
+import msgpack
+
+WM_PING, WM_INFER = 101, 102
+WM_LOADED, WM_WARMED, WM_PONG, WM_TOKENS, WM_DONE = 201, 202, 204, 205, 206
+MODE = globals().get("MODE", "silent")
+
+if sys.argv[1:2] == ["--probe"]:
+    sys.exit(0)                 # finds no GPU
+chan = socket.socket(fileno=3)
+pending = b""
+
+
+def recv():
+    global pending
+    while True:
+        if len(pending) >= 4:
+            n = struct.unpack(">I", pending[:4])[0]
+            if len(pending) >= 4 + n:
+                m, pending = msgpack.unpackb(pending[4:4 + n], raw=False), pending[4 + n:]
+                return m
+        data = chan.recv(65536)     # the load's weights fd is dropped with its ancillary data
+        if not data:
+            sys.exit(0)
+        pending += data
+
+
+def send(t, **fields):
+    fields["t"] = t
+    b = msgpack.packb(fields)
+    chan.sendall(struct.pack(">I", len(b)) + b)
+
+
+def answer(m):
+    if MODE == "stranger":
+        send(WM_TOKENS, req=m["req"] + 1000, tokens=[1])
+    elif MODE == "excess":
+        send(WM_DONE, req=m["req"], tokens=[1] * (m["max_tokens"] + 1), finish="length",
+             prompt_tokens=1, first_ms=0)
+
+
+load = recv()
+if MODE == "silent":
+    time.sleep(600)
+send(WM_LOADED, mem_bytes=0)
+if load.get("warmup"):
+    send(WM_WARMED, warmup_ms=0)
+if MODE == "closes":
+    chan.close()
+    time.sleep(600)
+while True:
+    m = recv()
+    if m["t"] == WM_PING:
+        send(WM_PONG, seq=m["seq"], mem_bytes=0, dev_free=0, dev_total=0)
+    elif m["t"] == WM_INFER:
+        answer(m)
