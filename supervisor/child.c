@@ -80,6 +80,11 @@ static void child_kill_for(struct child *c, const char *fmt, ...)
 	child_signal(c, SIGKILL);
 }
 
+void child_kill(struct child *c, const char *why)
+{
+	child_kill_for(c, "was killed: %s", why);
+}
+
 static void child_bad(struct child *c, const char *why)
 {
 	child_kill_for(c, "was killed for breaking the worker protocol: %s", why);

@@ -83,6 +83,8 @@ struct slot_rt *slots_for_model(const struct model *m);
 int child_open_model(const struct model *m, uint64_t *size, char *err, size_t errlen);
 struct child *child_spawn(struct slot_rt *rt, char *err, size_t errlen);
 void child_stop(struct child *c, bool kill);
+/* Kills a worker that failed; its exit is reported as "was killed: why". */
+void child_kill(struct child *c, const char *why);
 void child_send(struct child *c, struct msgw *w);
 pid_t child_pid(const struct child *c);
 void child_reap(void);

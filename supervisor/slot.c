@@ -363,6 +363,7 @@ static void enter_ready(struct slot *s)
 {
 	s->env->arm(s, 0);
 	s->attempt = 0;
+	s->failed_loads = 0;
 	s->message[0] = '\0';
 	s->keep_until_ms = 0;
 	drop_device(s);		/* the load and warmup are done */
@@ -678,6 +679,7 @@ static void act_failed(struct slot *s, const struct slot_ev *ev)
 	set_state(s, SS_UNAVAILABLE);
 }
 
+/* The load's requesters hear of it now; the worker's death is a failed load like any other. */
 static void act_load_timeout(struct slot *s, const struct slot_ev *ev)
 {
 	(void)ev;
@@ -685,8 +687,8 @@ static void act_load_timeout(struct slot *s, const struct slot_ev *ev)
 
 	snprintf(msg, sizeof msg, "%s: %s timed out after %.1f s", model_name(s->model),
 		 s->state == SS_WARMING ? "warmup" : "load", (double)s->model->load_timeout_ms / 1000);
-	s->env->stop(s, true);
-	enter_error(s, E_TIMEOUT, msg);
+	end_load_waiters(s, E_TIMEOUT, msg);
+	s->env->kill(s, msg);
 }
 
 static void act_retry(struct slot *s, const struct slot_ev *ev)
@@ -852,12 +854,18 @@ static void tally_death(struct slot *s, uint64_t t)
 		s->deaths[s->ndeaths++] = t;
 }
 
-/* An unexpected exit: back off and retry, or give up after too many. */
+/*
+ * An unexpected exit: back off and retry, or give up after restart_limit
+ * deaths within restart_window, or as many loads in a row that never
+ * reached ready however slowly they failed.
+ */
 static void act_crashed(struct slot *s, const struct slot_ev *ev)
 {
 	uint64_t t = now(s);
 	char msg[SLOT_MESSAGE_LEN];
 
+	if (s->state != SS_READY)
+		s->failed_loads++;
 	log_warn("slot %s: worker for %s %s", s->conf->name, model_name(s->model), ev->message);
 	worker_gone(s, ev->message);
 	s->env->arm(s, 0);
@@ -866,6 +874,12 @@ static void act_crashed(struct slot *s, const struct slot_ev *ev)
 		s->backoff_ms = s->conf->restart_backoff_min_ms;
 	}
 	tally_death(s, t);
+	if (s->failed_loads >= s->conf->restart_limit) {
+		snprintf(msg, sizeof msg, "%u loads in a row failed; last: worker %s", s->failed_loads,
+			 ev->message);
+		enter_error(s, E_WORKER_CRASHED, msg);
+		return;
+	}
 	if (s->ndeaths >= s->conf->restart_limit) {
 		snprintf(msg, sizeof msg, "worker died %u times within %.1f s; last: %s", s->ndeaths,
 			 (double)s->conf->restart_window_ms / 1000, ev->message);

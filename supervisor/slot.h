@@ -77,6 +77,8 @@ struct slot_env {
 	int (*spawn)(struct slot *s, char *err, size_t errlen);
 	/* Stops the worker: gracefully, or at once with kill. */
 	void (*stop)(struct slot *s, bool kill);
+	/* Kills the worker, which has failed: why is how its death is reported. */
+	void (*kill)(struct slot *s, const char *why);
 	void (*send_infer)(struct slot *s, struct req *r);
 	void (*cancel_infer)(struct slot *s, uint64_t seq);
 	/* Arms the slot's one timer ms from now; 0 disarms it. */
@@ -140,6 +142,7 @@ struct slot {
 	/* crash recovery */
 	uint64_t deaths[SLOT_MAX_DEATHS];
 	unsigned ndeaths;
+	unsigned failed_loads;		/* deaths in a row before a load reached ready */
 	unsigned attempt;
 	uint64_t backoff_ms;
 	uint64_t retry_at_ms;

@@ -44,6 +44,12 @@ static void env_stop(struct slot *s, bool kill)
 		child_stop(rt_of(s)->child, kill);
 }
 
+static void env_kill(struct slot *s, const char *why)
+{
+	if (rt_of(s)->child)
+		child_kill(rt_of(s)->child, why);
+}
+
 /* Ends w and sends it to the slot's worker, if it has one. */
 static void to_worker(struct slot *s, struct msgw *w)
 {
@@ -253,6 +259,7 @@ static const struct slot_env env = {
 	.now_ms = env_now,
 	.spawn = env_spawn,
 	.stop = env_stop,
+	.kill = env_kill,
 	.send_infer = env_send_infer,
 	.cancel_infer = env_cancel_infer,
 	.arm = env_arm,

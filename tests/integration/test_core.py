@@ -361,14 +361,19 @@ class Heartbeat(DaemonTest):
 
 class LoadTimeout(DaemonTest):
     models = {"big": BIG}
-    config = "[model big]\npath = models/big.safetensors\nload_timeout = 0.05\n"
+    config = ("[slot cpu]\nrestart_limit = 2\nrestart_backoff_min = 0.01\n"
+              "[model big]\npath = models/big.safetensors\nload_timeout = 0.05\n")
 
-    def test_a_slow_load_is_killed(self):
+    def test_a_slow_load_is_killed_and_retried_up_to_the_limit(self):
         c = self.d.client()
+        c.ok("subscribe", events=["state"])
         r = c.call("load", model="big")
         self.assertEqual(r["error"]["code"], "timeout")
         self.assertIn("timed out", r["error"]["message"])
-        self.assertEqual(slot_status(c)["state"], "error")
+        e = c.wait_state("reconnecting")
+        self.assertIn("load timed out", e["message"])
+        e = c.wait_state("error")
+        self.assertIn("2 loads in a row failed", e["message"])
         wait_until(lambda: self.d.workers() == [], what="the timed-out worker reaped")
 
 

@@ -65,5 +65,20 @@ class ClosedChannel(DaemonTest):
         wait_until(lambda: not pid_alive(pid), what="the worker to be gone")
 
 
+class SilentLoad(DaemonTest):
+    """Each death comes later than the last one's restart_window: only counting failed loads stops it."""
+    files = {"fake-worker": fake_worker("silent")}
+    config = fake_config("restart_limit = 3\nrestart_window = 0.05\nheartbeat_interval = 0.02\n"
+                         "heartbeat_timeout = 0.03\n")
+
+    def test_a_load_that_never_answers_is_retried_up_to_the_limit(self):
+        c = self.d.client()
+        c.ok("subscribe", events=["state"])
+        c.request("load", model="a")
+        e = c.wait_state("error")
+        self.assertIn("3 loads in a row failed", e["message"])
+        self.assertIn("no heartbeat", e["message"])
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -47,6 +47,7 @@ static int r_spawn(struct slot *s, char *err, size_t n)
 	return 0;
 }
 static void r_stop(struct slot *s, bool kill) { (void)s; if (kill) rec.kills++; else rec.stops++; }
+static void r_kill(struct slot *s, const char *why) { (void)s; (void)why; rec.kills++; }
 static void r_send_infer(struct slot *s, struct req *r) { (void)s; (void)r; rec.infers++; }
 static void r_cancel(struct slot *s, uint64_t seq) { (void)s; (void)seq; rec.cancels++; }
 static void r_arm(struct slot *s, uint64_t ms) { (void)s; rec.armed = ms; }
@@ -86,7 +87,7 @@ static bool r_forward(struct slot *s, struct req *r) { (void)s; (void)r; return 
 
 static const struct slot_env env = {
 	.lock = r_lock, .unlock = r_unlock, .device_busy = r_device_busy, .forward = r_forward,
-	.now_ms = r_now, .spawn = r_spawn, .stop = r_stop, .send_infer = r_send_infer,
+	.now_ms = r_now, .spawn = r_spawn, .stop = r_stop, .kill = r_kill, .send_infer = r_send_infer,
 	.cancel_infer = r_cancel, .arm = r_arm, .arm_req = r_arm_req, .check_memory = r_check_memory, .finish = r_finish, .chunk = r_chunk,
 	.state_changed = r_state, .progress = r_progress, .job = r_job, .new_job = r_new_job,
 };
@@ -245,14 +246,26 @@ static void test_load_failure_is_error(void **state)
 	load_ready(&mb);
 }
 
-static void test_load_timeout_kills_and_errors(void **state)
+static void test_load_timeouts_count_toward_the_restart_limit(void **state)
 {
 	(void)state;
 	request(SEV_LOAD, OP_LOAD, &ma);
-	feed(SEV_DEADLINE, 0, 0);
+	for (unsigned i = 0; i < conf.restart_limit; i++) {
+		assert_int_equal(s.state, SS_LOADING);
+		int finished = rec.finished;
+		feed(SEV_DEADLINE, 0, 0);
+		assert_int_equal(rec.kills, (int)i + 1);
+		/* the requester hears of the first timeout, and only of it */
+		assert_int_equal(rec.finished, finished + (i == 0));
+		if (i == 0)
+			assert_int_equal(rec.last_code, E_TIMEOUT);
+		rec.now += conf.restart_window_ms;	/* slow deaths: the window alone never trips */
+		feed(SEV_EXITED, 0, 0);
+		if (s.state == SS_RECONNECTING)
+			feed(SEV_DEADLINE, 0, 0);
+	}
 	assert_int_equal(s.state, SS_ERROR);
-	assert_int_equal(rec.kills, 1);
-	assert_int_equal(rec.last_code, E_TIMEOUT);
+	assert_non_null(strstr(s.message, "3 loads in a row failed"));
 }
 
 static void test_crash_reconnects_with_backoff(void **state)
@@ -664,7 +677,7 @@ int main(void)
 		cmocka_unit_test_setup(test_load_of_another_model_supersedes, setup),
 		cmocka_unit_test_setup(test_unload_during_load_cancels, setup),
 		cmocka_unit_test_setup(test_load_failure_is_error, setup),
-		cmocka_unit_test_setup(test_load_timeout_kills_and_errors, setup),
+		cmocka_unit_test_setup(test_load_timeouts_count_toward_the_restart_limit, setup),
 		cmocka_unit_test_setup(test_crash_reconnects_with_backoff, setup),
 		cmocka_unit_test_setup(test_too_many_deaths_is_error, setup),
 		cmocka_unit_test_setup(test_infer_runs_only_when_ready, setup),
