@@ -134,6 +134,9 @@ static int read_failure(const msgpack_object *m, struct slot_ev *ev, char *msg, 
 		return -1;
 	ev->unavailable = ncode == strlen("unavailable") && memcmp(code, "unavailable", ncode) == 0;
 	ev->code = ev->unavailable ? E_LOAD_FAILED : proto_err_parse(code, ncode);
+	if (!ev->unavailable && (strlen(proto_err_name(ev->code)) != ncode ||
+				 memcmp(proto_err_name(ev->code), code, ncode) != 0))
+		return -1;	/* not a code the protocol names */
 	snprintf(msg, len, "%.*s", (int)ntext, text);
 	ev->message = msg;
 	return 0;

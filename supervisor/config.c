@@ -72,6 +72,7 @@ static const struct key slot_keys[] = {
 	{ "switch_debounce", K_SECONDS, S(switch_debounce_ms), 0, 0, NO_LINE },
 	{ "drain_timeout", K_SECONDS, S(drain_timeout_ms), 0, 0, NO_LINE },
 	{ "idle_timeout", K_SECONDS, S(idle_timeout_ms), 0, 0, NO_LINE },
+	{ "stall_timeout", K_SECONDS, S(stall_timeout_ms), 0, 0, NO_LINE },
 	{ "fallback_model", K_NAME, S(fallback_model), 0, 0, S(fallback_model_line) },
 	{ "memory_check", K_MEMCHECK, S(memory_check), 0, 0, NO_LINE },
 	{ "cpu_fallback", K_NAME, S(cpu_fallback), 0, 0, S(cpu_fallback_line) },
@@ -289,6 +290,7 @@ static void slot_defaults(struct slot_conf *s, const char *name)
 	s->heartbeat_timeout_ms = 5000;
 	s->max_queue = 256;
 	s->drain_timeout_ms = 30000;
+	s->stall_timeout_ms = 300000;
 	s->memory_check = MEMCHECK_WARN;
 }
 

@@ -56,6 +56,7 @@ struct slot_conf {
 	uint64_t switch_debounce_ms;
 	uint64_t drain_timeout_ms;
 	uint64_t idle_timeout_ms;	/* 0: never evict */
+	uint64_t stall_timeout_ms;	/* a request at the worker with no token this long: killed; 0: never */
 	char *fallback_model;
 	int fallback_model_line;
 	enum memory_check memory_check;

@@ -352,9 +352,10 @@ static void dispatch_next(struct slot *s)
 		TAILQ_REMOVE(&s->queue, r, link);
 		r->list = NULL;
 		s->env->arm_req(s, r, 0);
-		s->env->arm(s, 0);	/* not idle */
+		s->env->arm(s, s->conf->stall_timeout_ms);	/* not idle; a stall deadline */
 		s->active = r;
 		s->inflight = r->seq;
+		s->progress_ms = now(s);
 		s->env->send_infer(s, r);
 	}
 }
@@ -724,13 +725,33 @@ static void act_switch_deadline(struct slot *s, const struct slot_ev *ev)
 	continue_switch(s);
 }
 
-/* ready's timer: idle_timeout without requests (or keep-alive) unloads the model. */
+/* No word from the worker on its request for stall_timeout: it is hung, and killed (its request gets worker_crashed). */
+static void check_stall(struct slot *s, uint64_t t)
+{
+	char msg[SLOT_MESSAGE_LEN];
+	uint64_t due = s->progress_ms + s->conf->stall_timeout_ms;
+
+	if (s->conf->stall_timeout_ms == 0)
+		return;
+	if (t < due) {
+		s->env->arm(s, due - t);	/* re-armed lazily: tokens do not touch the timer */
+		return;
+	}
+	snprintf(msg, sizeof msg, "no token for %.1f s", (double)s->conf->stall_timeout_ms / 1000);
+	s->env->kill(s, msg);
+}
+
+/* ready's timer: a stalled request, or idle_timeout without requests (or keep-alive) unloads the model. */
 static void act_idle(struct slot *s, const struct slot_ev *ev)
 {
 	(void)ev;
 	uint64_t t = now(s);
 
-	if (s->inflight || !TAILQ_EMPTY(&s->queue))
+	if (s->inflight) {
+		check_stall(s, t);
+		return;
+	}
+	if (!TAILQ_EMPTY(&s->queue))
 		return;
 	if (t < s->keep_until_ms) {
 		s->env->arm(s, s->keep_until_ms - t);
@@ -740,12 +761,37 @@ static void act_idle(struct slot *s, const struct slot_ev *ev)
 	begin_unload(s, NULL, false, true);
 }
 
+/*
+ * What a worker says of a request must be about the one it was given, and
+ * an inference's tokens no more than it asked for; else the worker is
+ * broken, and killed. Returns whether the message may be used.
+ */
+static bool worker_kept_to(struct slot *s, const struct slot_ev *ev)
+{
+	char msg[SLOT_MESSAGE_LEN];
+	struct req *r = s->active;
+
+	if (ev->a != s->inflight) {
+		snprintf(msg, sizeof msg, "it broke the worker protocol: it answered request %llu, "
+			 "which it was not given", (unsigned long long)ev->a);
+	} else if (r && r->seq == ev->a && r->op == OP_INFER && ev->out &&
+		   (uint64_t)r->ntokens + ev->out->ntokens > r->gen.max_tokens) {
+		snprintf(msg, sizeof msg, "it broke the worker protocol: %u tokens for a request of %u",
+			 r->ntokens + ev->out->ntokens, r->gen.max_tokens);
+	} else {
+		s->progress_ms = now(s);
+		return true;
+	}
+	s->env->kill(s, msg);
+	return false;
+}
+
 static void act_tokens(struct slot *s, const struct slot_ev *ev)
 {
 	struct req *r = s->active;
 
-	if (!r || r->seq != ev->a)
-		return;		/* cancelled meanwhile */
+	if (!worker_kept_to(s, ev) || !r || r->seq != ev->a)
+		return;		/* or cancelled meanwhile */
 	req_add_output(r, ev->out, now(s));
 	if (r->gen.stream)
 		s->env->chunk(s, r, ev->out);
@@ -756,7 +802,7 @@ static void act_infer_end(struct slot *s, const struct slot_ev *ev)
 {
 	struct req *r = s->active;
 
-	if (ev->a != s->inflight)
+	if (!worker_kept_to(s, ev))
 		return;
 	s->inflight = 0;
 	drop_device(s);

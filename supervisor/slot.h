@@ -151,6 +151,7 @@ struct slot {
 	struct req_list unload_waiters;
 	struct req_list queue;		/* infer requests not yet at the worker */
 	struct req *active;		/* the infer request at the worker */
+	uint64_t progress_ms;		/* when the worker last sent it anything */
 	uint64_t inflight;		/* seq of the request the worker is running, 0 if idle */
 	bool shutting_down;
 };

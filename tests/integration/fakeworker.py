@@ -6,7 +6,8 @@ the line before it (see harness.fake_worker):
 - closes: loads, then closes its channel and goes on running;
 - stalls: loads and answers heartbeats, but never answers an inference;
 - stranger: answers an inference with tokens for a request it was not given;
-- excess: answers an inference with more tokens than it asked for.
+- excess: answers an inference with more tokens than it asked for;
+- bogus: fails an inference with an error code the protocol does not have.
 """
 import socket
 import struct
@@ -16,7 +17,7 @@ import time
 import msgpack
 
 WM_PING, WM_INFER = 101, 102
-WM_LOADED, WM_WARMED, WM_PONG, WM_TOKENS, WM_DONE = 201, 202, 204, 205, 206
+WM_LOADED, WM_WARMED, WM_PONG, WM_TOKENS, WM_DONE, WM_INFER_FAILED = 201, 202, 204, 205, 206, 207
 MODE = globals().get("MODE", "silent")
 
 if sys.argv[1:2] == ["--probe"]:
@@ -51,6 +52,8 @@ def answer(m):
     elif MODE == "excess":
         send(WM_DONE, req=m["req"], tokens=[1] * (m["max_tokens"] + 1), finish="length",
              prompt_tokens=1, first_ms=0)
+    elif MODE == "bogus":
+        send(WM_INFER_FAILED, req=m["req"], code="bogus", message="no such code")
 
 
 load = recv()

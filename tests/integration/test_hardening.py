@@ -1,9 +1,10 @@
 """What hostile or careless input, peers and hosts must not do to modeld."""
 import os
+import shutil
 import signal
 import unittest
 
-from harness import DaemonTest, fake_worker, pid_alive, wait_until
+from harness import Daemon, DaemonTest, fake_worker, pid_alive, wait_until
 
 A = ("--n", 16, "--a", 3, "--c", 1)
 
@@ -78,6 +79,43 @@ class SilentLoad(DaemonTest):
         e = c.wait_state("error")
         self.assertIn("3 loads in a row failed", e["message"])
         self.assertIn("no heartbeat", e["message"])
+
+
+class Stall(DaemonTest):
+    files = {"fake-worker": fake_worker("stalls")}
+    config = fake_config("stall_timeout = 0.2\n")
+
+    def test_a_request_the_worker_never_answers_gets_worker_crashed(self):
+        c = self.d.client()
+        c.ok("load", model="a")
+        e = c.call("infer", model="a", input=[1], max_tokens=3)["error"]
+        self.assertEqual(e["code"], "worker_crashed")
+        self.assertIn("no token for 0.2 s", e["message"])
+
+
+class Breach(unittest.TestCase):
+    """A worker that says what it must not is killed, and its request gets worker_crashed."""
+
+    def check(self, mode, says):
+        d = Daemon(fake_config(), {"a": A}, {"fake-worker": fake_worker(mode)})
+        try:
+            c = d.client()
+            c.ok("load", model="a")
+            e = c.call("infer", model="a", input=[1], max_tokens=3)["error"]
+            self.assertEqual(e["code"], "worker_crashed", mode)
+            self.assertIn(says, e["message"], mode)
+        finally:
+            self.assertEqual(d.stop(), 0)
+            shutil.rmtree(d.dir, ignore_errors=True)
+
+    def test_tokens_for_a_request_it_was_not_given(self):
+        self.check("stranger", "which it was not given")
+
+    def test_more_tokens_than_asked(self):
+        self.check("excess", "4 tokens for a request of 3")
+
+    def test_an_error_code_the_protocol_does_not_have(self):
+        self.check("bogus", "malformed or unexpected")
 
 
 if __name__ == "__main__":

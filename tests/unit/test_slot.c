@@ -128,6 +128,7 @@ static struct req *new_req(enum op op, const struct model *m)
 	r->op = op;
 	r->model = m;
 	r->wait = true;
+	r->gen.max_tokens = 16;
 	r->seq = ++seq;
 	r->slot = &s;
 	return r;
@@ -361,6 +362,44 @@ static void test_cancel_stops_the_worker_request(void **state)
 	assert_int_equal(rec.last_code, E_NONE);
 	assert_int_equal(rec.last_ntokens, 1);
 	assert_string_equal(rec.last_finish, "cancelled");
+}
+
+static void test_a_request_with_no_token_for_stall_timeout_kills_the_worker(void **state)
+{
+	(void)state;
+	conf.stall_timeout_ms = 1000;
+	load_ready(&ma);
+	struct req *r = request(SEV_INFER, OP_INFER, &ma);
+	assert_int_equal(rec.armed, 1000);
+	uint32_t tokens[] = { 3 };
+	struct work_out out = { .tokens = tokens, .ntokens = 1 };
+	rec.now += 600;
+	struct slot_ev tok = { .type = SEV_TOKENS, .a = r->seq, .out = &out };
+	slot_event(&s, &tok);
+	rec.now += 600;
+	feed(SEV_DEADLINE, 0, 0);		/* 600 ms since the last token: not stalled */
+	assert_int_equal(rec.kills, 0);
+	assert_int_equal(rec.armed, 400);
+	rec.now += 400;
+	feed(SEV_DEADLINE, 0, 0);
+	assert_int_equal(rec.kills, 1);
+	conf.stall_timeout_ms = 0;
+}
+
+static void test_a_worker_that_answers_what_it_was_not_asked_is_killed(void **state)
+{
+	(void)state;
+	load_ready(&ma);
+	struct req *r = request(SEV_INFER, OP_INFER, &ma);
+	uint32_t tokens[17] = { 0 };
+	struct work_out out = { .tokens = tokens, .ntokens = 1 };
+	struct slot_ev stranger = { .type = SEV_TOKENS, .a = r->seq + 1, .out = &out };
+	slot_event(&s, &stranger);
+	assert_int_equal(rec.kills, 1);
+	out.ntokens = 17;		/* it asked for 16 */
+	struct slot_ev excess = { .type = SEV_INFER_DONE, .a = r->seq, .out = &out };
+	slot_event(&s, &excess);
+	assert_int_equal(rec.kills, 2);
 }
 
 static void test_a_stream_gets_the_text_its_end_released(void **state)
@@ -684,6 +723,8 @@ int main(void)
 		cmocka_unit_test_setup(test_crash_fails_the_running_request, setup),
 		cmocka_unit_test_setup(test_cancel_stops_the_worker_request, setup),
 		cmocka_unit_test_setup(test_a_stream_gets_the_text_its_end_released, setup),
+		cmocka_unit_test_setup(test_a_request_with_no_token_for_stall_timeout_kills_the_worker, setup),
+		cmocka_unit_test_setup(test_a_worker_that_answers_what_it_was_not_asked_is_killed, setup),
 		cmocka_unit_test_setup(test_restart_goes_through_service_restarting, setup),
 		cmocka_unit_test_setup(test_unavailable_device_retries, setup),
 		cmocka_unit_test_setup(test_shutdown_ends_every_request, setup),
