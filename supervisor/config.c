@@ -36,7 +36,7 @@ struct key {
 	const char *name;
 	enum key_type type;
 	size_t offset;
-	unsigned long long min, max;	/* for K_UINT and K_SIZE */
+	unsigned long long min, max;	/* for K_UINT and K_SIZE; min for K_SECONDS, in ms */
 	size_t line_offset;		/* where to note the line, if the key names something */
 };
 
@@ -61,11 +61,11 @@ static const struct key slot_keys[] = {
 	{ "device", K_DEVICE, S(device), 0, 0, NO_LINE },
 	{ "default_model", K_NAME, S(default_model), 0, 0, S(default_model_line) },
 	{ "stop_timeout", K_SECONDS, S(stop_timeout_ms), 0, 0, NO_LINE },
-	{ "restart_backoff_min", K_SECONDS, S(restart_backoff_min_ms), 0, 0, NO_LINE },
-	{ "restart_backoff_max", K_SECONDS, S(restart_backoff_max_ms), 0, 0, NO_LINE },
+	{ "restart_backoff_min", K_SECONDS, S(restart_backoff_min_ms), 0, 0, S(backoff_line) },
+	{ "restart_backoff_max", K_SECONDS, S(restart_backoff_max_ms), 0, 0, S(backoff_line) },
 	{ "restart_limit", K_UINT, S(restart_limit), 1, 1000, NO_LINE },
 	{ "restart_window", K_SECONDS, S(restart_window_ms), 0, 0, NO_LINE },
-	{ "heartbeat_interval", K_SECONDS, S(heartbeat_interval_ms), 0, 0, NO_LINE },
+	{ "heartbeat_interval", K_SECONDS, S(heartbeat_interval_ms), 1, 0, NO_LINE },
 	{ "heartbeat_timeout", K_SECONDS, S(heartbeat_timeout_ms), 0, 0, NO_LINE },
 	{ "max_queue", K_UINT, S(max_queue), 1, 1000000, NO_LINE },
 	{ "autoload", K_BOOL, S(autoload), 0, 0, NO_LINE },
@@ -100,6 +100,11 @@ static const struct key model_keys[] = {
 };
 #undef M
 
+/* A section's keys are counted in a 64-bit mask, to find one set twice. */
+_Static_assert(sizeof modeld_keys / sizeof modeld_keys[0] <= 64, "too many [modeld] keys");
+_Static_assert(sizeof slot_keys / sizeof slot_keys[0] <= 64, "too many [slot] keys");
+_Static_assert(sizeof model_keys / sizeof model_keys[0] <= 64, "too many [model] keys");
+
 static const struct key device_keys[] = {
 	{ "exclusive", K_BOOL, offsetof(struct device_conf, exclusive), 0, 0, NO_LINE },
 };
@@ -114,21 +119,26 @@ struct parse {
 	void *target;			/* the struct of the current section */
 	const struct key *keys;
 	size_t nkeys;
+	uint64_t seen;			/* the keys of the current section set so far, by index */
 	char err[CONFIG_ERR_LEN];	/* the first error */
 };
 
 static int perr(struct parse *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int perr(struct parse *p, const char *fmt, ...)
 {
-	char what[CONFIG_ERR_LEN - 128];
+	char what[CONFIG_ERR_LEN - 128], shown[CONFIG_ERR_LEN - 128];
 	va_list ap;
+	size_t n = 0;
 
 	if (p->err[0])
 		return 0;
 	va_start(ap, fmt);
 	vsnprintf(what, sizeof what, fmt, ap);
 	va_end(ap);
-	snprintf(p->err, sizeof p->err, "%s:%d: %s", p->file, p->line, what);
+	/* values are echoed: control characters must not reach a terminal or a log raw */
+	for (const unsigned char *c = (const unsigned char *)what; *c && n + 5 < sizeof shown; c++)
+		n += (size_t)snprintf(shown + n, sizeof shown - n, *c < 0x20 || *c == 0x7f ? "\\x%02x" : "%c", *c);
+	snprintf(p->err, sizeof p->err, "%s:%d: %s", p->file, p->line, shown);
 	return 0;
 }
 
@@ -164,12 +174,18 @@ static bool valid_device(const char *s)
 	return !errno && *end == '\0' && n < 64;
 }
 
-static int parse_seconds(const char *v, uint64_t *ms)
+/* Decimal seconds, such as 30 or 0.25: not hex, exponents, inf or nan, which strtod would take. */
+static int parse_seconds(const char *v, uint64_t min_ms, uint64_t *ms)
 {
 	char *end;
+	size_t digits = strspn(v, "0123456789");
+
+	if (digits == 0 || (v[digits] && (v[digits] != '.' || strspn(v + digits + 1, "0123456789") !=
+					  strlen(v + digits + 1))))
+		return -1;
 	errno = 0;
 	double d = strtod(v, &end);
-	if (errno || end == v || *end || !isfinite(d) || d < 0 || d > CONFIG_MAX_SECONDS)
+	if (errno || *end || d > CONFIG_MAX_SECONDS || (uint64_t)llround(d * 1000) < min_ms)
 		return -1;
 	*ms = (uint64_t)llround(d * 1000);
 	return 0;
@@ -210,9 +226,9 @@ static int set_key(struct parse *p, const struct key *k, const char *v)
 		*(char **)f = xstrdup(v);
 		break;
 	case K_SECONDS:
-		if (parse_seconds(v, f))
-			return perr(p, "%s: \"%s\" is not a number of seconds (0 to %g)", k->name,
-				    v, CONFIG_MAX_SECONDS);
+		if (parse_seconds(v, k->min, f))
+			return perr(p, "%s: \"%s\" is not a decimal number of seconds (%g to %g)", k->name,
+				    v, (double)k->min / 1000, CONFIG_MAX_SECONDS);
 		break;
 	case K_UINT:
 	case K_SIZE:
@@ -329,6 +345,7 @@ static int enter_section(struct parse *p, const char *section)
 	const char *name = strchr(section, ' ');
 
 	snprintf(p->section, sizeof p->section, "%s", section);
+	p->seen = 0;
 	if (strcmp(section, "modeld") == 0) {
 		p->target = p->c;
 		p->keys = modeld_keys;
@@ -385,9 +402,14 @@ static int on_entry(void *user, const char *section, const char *name, const cha
 		return perr(p, "\"%s\" is outside any section", name);
 	if (strcmp(section, p->section) != 0 && !enter_section(p, section))
 		return 0;
-	for (size_t i = 0; i < p->nkeys; i++)
-		if (strcmp(p->keys[i].name, name) == 0)
-			return set_key(p, &p->keys[i], value);
+	for (size_t i = 0; i < p->nkeys; i++) {
+		if (strcmp(p->keys[i].name, name) != 0)
+			continue;
+		if (p->seen & (1ull << i))
+			return perr(p, "[%s]: %s is set twice", section, name);
+		p->seen |= 1ull << i;
+		return set_key(p, &p->keys[i], value);
+	}
 	return perr(p, "[%s]: unknown key \"%s\"", section, name);
 }
 
@@ -405,10 +427,17 @@ static char *reader(char *str, int num, void *arg)
 {
 	struct line_reader *lr = arg;
 	char *r = fgets(str, num, lr->f), *close;
+	size_t len;
 
 	if (!r)
 		return NULL;
 	lr->p->line++;
+	len = strlen(r);
+	if (len == (size_t)num - 1 && r[len - 1] != '\n' && !feof(lr->f)) {
+		/* inih would take the rest as a line of its own */
+		perr(lr->p, "the line is longer than %d bytes", num - 2);
+		return NULL;
+	}
 	while (isspace((unsigned char)*r))
 		r++;
 	if (*r == '[' && (close = strchr(r, ']')) != NULL) {
@@ -581,9 +610,9 @@ int config_finish(struct config *c, char err[CONFIG_ERR_LEN])
 				 (unsigned long long)(pinned >> 20), LOADER_PINNED_MAX >> 20);
 			return -1;
 		}
-		if (s->restart_backoff_min_ms > s->restart_backoff_max_ms || s->heartbeat_interval_ms == 0) {
-			snprintf(err, CONFIG_ERR_LEN, "%s: [slot %s]: restart_backoff_min is over "
-				 "restart_backoff_max, or heartbeat_interval is 0", file, s->name);
+		if (s->restart_backoff_min_ms > s->restart_backoff_max_ms) {
+			snprintf(err, CONFIG_ERR_LEN, "%s:%d: [slot %s]: restart_backoff_min is over "
+				 "restart_backoff_max", file, s->backoff_line, s->name);
 			return -1;
 		}
 	}

@@ -68,6 +68,7 @@ struct slot_conf {
 	unsigned loader_buffers;
 	size_t loader_chunk;
 	int loader_line;		/* the last loader_ key's */
+	int backoff_line;		/* the last restart_backoff_ key's */
 };
 
 struct device_conf {

@@ -72,12 +72,23 @@ static void test_full_config(void **state)
 	config_free(&c);
 }
 
+#define LONG_COMMENT "a comment longer than the line buffer of inih, whose tail was once taken " \
+	"for a line of its own, and so for a setting: max_clients = 1 ................................" \
+	"..........................................................................................."
+
 static void test_errors_name_file_and_line(void **state)
 {
 	(void)state;
 	static const struct { const char *text; int line; const char *says; } cases[] = {
 		{ "[modeld]\nsocket = a\nbogus = 1\n", 3, "unknown key \"bogus\"" },
-		{ "[slot a]\nstop_timeout = soon\n", 2, "not a number of seconds" },
+		{ "[slot a]\nstop_timeout = soon\n", 2, "not a decimal number of seconds" },
+		{ "[slot a]\nstop_timeout = 0x10\n", 2, "not a decimal number of seconds" },
+		{ "[slot a]\nstop_timeout = 1e3\n", 2, "not a decimal number of seconds" },
+		{ "[slot a]\n\nheartbeat_interval = 0\n", 3, "heartbeat_interval: \"0\" is not a decimal number of seconds (0.001" },
+		{ "[slot a]\nrestart_backoff_min = 60\n", 2, "restart_backoff_min is over restart_backoff_max" },
+		{ "[slot a]\nrestart_limit = 2\nrestart_limit = 3\n", 3, "restart_limit is set twice" },
+		{ "[modeld]\n; " LONG_COMMENT "\nmax_clients = 1\n", 2, "the line is longer than" },
+		{ "[slot a]\ndevice = \x1b[2J\n", 2, "device: \"\\x1b[2J\" is not cpu" },
 		{ "[slot a]\nrestart_limit = 0\n", 2, "not an integer from 1" },
 		{ "[slot a]\ndevice = gpu0\n", 2, "not cpu or cuda:N" },
 		{ "\n[thing x]\nk = v\n", 2, "sections are" },
@@ -103,7 +114,7 @@ static void test_errors_name_file_and_line(void **state)
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		struct config c;
-		char want[128];
+		char want[160];
 		const char *err = load(&c, cases[i].text);
 		snprintf(want, sizeof want, "%s:%d: ", path, cases[i].line);
 		if (strncmp(err, want, strlen(want)) != 0 || !strstr(err, cases[i].says))
