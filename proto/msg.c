@@ -86,11 +86,55 @@ void msgw_f32s(struct msgw *w, const float *v, size_t n)
 	msgw_end(w);
 }
 
+/* The length of the valid UTF-8 character (RFC 3629) that s starts with, or 0. */
+static size_t utf8_char_len(const unsigned char *s, size_t n)
+{
+	size_t len = s[0] < 0x80 ? 1 : s[0] >= 0xc2 && s[0] <= 0xdf ? 2 : s[0] >= 0xe0 && s[0] <= 0xef ? 3 :
+		     s[0] >= 0xf0 && s[0] <= 0xf4 ? 4 : 0;
+
+	if (len == 0 || len > n)
+		return 0;
+	for (size_t i = 1; i < len; i++)
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+	/* overlong forms, surrogates and code points past U+10FFFF */
+	if ((s[0] == 0xe0 && s[1] < 0xa0) || (s[0] == 0xed && s[1] > 0x9f) ||
+	    (s[0] == 0xf0 && s[1] < 0x90) || (s[0] == 0xf4 && s[1] > 0x8f))
+		return 0;
+	return len;
+}
+
+/* How many bytes of s, from its start, are whole valid characters. */
+static size_t utf8_valid_run(const char *s, size_t n)
+{
+	size_t i = 0, len;
+
+	while (i < n && (len = utf8_char_len((const unsigned char *)s + i, n - i)) > 0)
+		i += len;
+	return i;
+}
+
+/*
+ * Strings go out as valid UTF-8, whatever they came from (a client's op
+ * name cut short, the text of arbitrary token ids): each byte that is not
+ * part of a valid character is written as U+FFFD.
+ */
 void msgw_strn(struct msgw *w, const char *s, size_t n)
 {
+	static const char replacement[] = "\xef\xbf\xbd";
+	size_t run = utf8_valid_run(s, n), bad = 0;
+
 	count_item(w);
-	msgpack_pack_str(&w->pk, n);
-	msgpack_pack_str_body(&w->pk, s, n);
+	for (size_t i = run; i < n; i++, bad++)
+		i += utf8_valid_run(s + i + 1, n - i - 1);
+	msgpack_pack_str(&w->pk, n + bad * (sizeof replacement - 2));
+	for (size_t i = 0; i < n; i++) {
+		run = utf8_valid_run(s + i, n - i);
+		msgpack_pack_str_body(&w->pk, s + i, run);
+		i += run;
+		if (i < n)
+			msgpack_pack_str_body(&w->pk, replacement, sizeof replacement - 1);
+	}
 }
 
 void msgw_str(struct msgw *w, const char *s)

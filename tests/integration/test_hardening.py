@@ -38,6 +38,14 @@ class NotRegularFiles(DaemonTest):
         self.assertEqual(c.ok("load", model="a")["model"], "a")
 
 
+class Replies(DaemonTest):
+    def test_an_echoed_op_name_cut_short_is_still_utf8(self):
+        c = self.d.client()
+        r = c.call("x" + "\u00e9" * 40)     # the echo keeps 64 bytes: the last is half an e-acute
+        self.assertEqual(r["error"]["code"], "unknown_op")
+        self.assertEqual(r["error"]["message"], "no op called x" + "\u00e9" * 31 + "\ufffd")
+
+
 class WorkerDeaths(DaemonTest):
     """A dead worker's slot says how it died."""
 

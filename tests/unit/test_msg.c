@@ -25,6 +25,33 @@ static const msgpack_object *decode(struct msgw *w, msgpack_unpacked *u)
 	return &u->data;
 }
 
+static void test_strings_go_out_as_valid_utf8(void **state)
+{
+	(void)state;
+	static const struct { const char *in, *out; } cases[] = {
+		{ "plain", "plain" },
+		{ "\xc3\xa9t\xc3\xa9", "\xc3\xa9t\xc3\xa9" },				/* été */
+		{ "cut \xc3", "cut \xef\xbf\xbd" },					/* a character cut short */
+		{ "a\xff" "b\xe2\x82", "a\xef\xbf\xbd" "b\xef\xbf\xbd\xef\xbf\xbd" },
+		{ "\xc0\xaf", "\xef\xbf\xbd\xef\xbf\xbd" },				/* overlong / */
+		{ "\xed\xa0\x80", "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd" },	/* a surrogate */
+		{ "\xf0\x9f\x98\x80", "\xf0\x9f\x98\x80" },			/* U+1F600 */
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		struct msgw w;
+		msgpack_unpacked u;
+
+		msgw_init(&w);
+		msgw_str(&w, cases[i].in);
+		const msgpack_object *o = decode(&w, &u);
+		assert_int_equal(o->type, MSGPACK_OBJECT_STR);
+		assert_int_equal(o->via.str.size, strlen(cases[i].out));
+		assert_memory_equal(o->via.str.ptr, cases[i].out, strlen(cases[i].out));
+		msgpack_unpacked_destroy(&u);
+		msgw_free(&w);
+	}
+}
+
 static void test_nested_containers_count_themselves(void **state)
 {
 	(void)state;
@@ -125,6 +152,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_nested_containers_count_themselves),
+		cmocka_unit_test(test_strings_go_out_as_valid_utf8),
 		cmocka_unit_test(test_readers_tell_missing_from_wrong_type),
 		cmocka_unit_test(test_names_round_trip),
 	};
