@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "../proto/clock.h"
@@ -182,6 +183,33 @@ fail:
 	return -1;
 }
 
+/*
+ * Every descriptor the hard limit allows, and no more clients than they
+ * leave room for once the reserve and the slots' workers are counted.
+ */
+static void fit_fd_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rlim_t want = rl.rlim_max;
+		rl.rlim_cur = want;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+			log_warn("cannot raise the descriptor limit to %llu: %s", (unsigned long long)want,
+				 strerror(errno));
+		getrlimit(RLIMIT_NOFILE, &rl);
+	}
+	uint64_t reserve = FD_RESERVE + (uint64_t)md.conf.nslots * FD_PER_SLOT;
+	uint64_t room = rl.rlim_cur > reserve ? rl.rlim_cur - reserve : 1;
+	if (md.conf.max_clients > room) {
+		log_warn("max_clients %u is more than %llu descriptors allow; using %llu", md.conf.max_clients,
+			 (unsigned long long)rl.rlim_cur, (unsigned long long)room);
+		md.conf.max_clients = (unsigned)room;
+	}
+}
+
 static void add_signal(int sig, event_callback_fn cb, struct event **slot)
 {
 	*slot = evsignal_new(md.base, sig, cb, NULL);
@@ -200,6 +228,7 @@ int main(int argc, char **argv)
 		return 1;
 	log_init("modeld", (enum log_level)md.conf.log_level, o.use_syslog);
 	signal(SIGPIPE, SIG_IGN);
+	fit_fd_limit();
 	md.uid = getuid();
 	md.base = event_base_new();
 	if (!md.base) {

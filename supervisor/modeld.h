@@ -34,6 +34,13 @@
 #define CHILD_CLOSED_GRACE_MS 2000
 /* Progress events per load: at most one per this many ms. */
 #define PROGRESS_EVENT_MS 100
+/* Descriptors kept from clients: stdio, the log, the listener, the event loop, a spawn's. */
+#define FD_RESERVE 32
+/* And per slot: its worker's channel. */
+#define FD_PER_SLOT 1
+/* Out of descriptors, accepting pauses this long; the condition is logged at most every ACCEPT_LOG_MS. */
+#define ACCEPT_PAUSE_MS 250
+#define ACCEPT_LOG_MS 10000
 /* Shutdown waits for workers up to the longest stop_timeout plus this. */
 #define SHUTDOWN_SLACK_MS 1000
 

@@ -39,6 +39,7 @@ struct client {
 static LIST_HEAD(, client) clients = LIST_HEAD_INITIALIZER(clients);
 static unsigned nclients;
 static struct evconnlistener *listener;
+static struct event *accept_resume;	/* accepting again after running out of descriptors */
 
 void server_send(struct client *c, struct msgw *w)
 {
@@ -309,6 +310,63 @@ static void client_dispatch(struct peer *p, const msgpack_object *msg, void *arg
 	client_gone(c);
 }
 
+/* Whether a condition that may recur at every accept is due to be logged again. */
+static bool log_due(uint64_t *last_ms)
+{
+	uint64_t t = clock_mono_ms();
+
+	if (*last_ms && t - *last_ms < ACCEPT_LOG_MS)
+		return false;
+	*last_ms = t;
+	return true;
+}
+
+/* A connection that is not taken hears why, in one error frame, before it is closed. */
+static void refuse(int fd, enum err code, const char *why)
+{
+	static uint64_t logged_ms;
+	struct msgw w;
+	size_t len;
+
+	if (log_due(&logged_ms))
+		log_warn("refusing clients: %s", why);
+	write_error(&w, 0, code, why);
+	const void *frame = msgw_frame(&w, &len);
+	if (send(fd, frame, len, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+		log_debug("a refused client: %s", strerror(errno));
+	msgw_free(&w);
+	close(fd);
+}
+
+static void accept_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd; (void)what; (void)arg;
+	if (listener)
+		evconnlistener_enable(listener);
+}
+
+/*
+ * Out of descriptors, the pending connection stays pending and the socket
+ * stays readable: accepting pauses a while instead of spinning on EMFILE.
+ */
+static void accept_error_cb(struct evconnlistener *l, void *arg)
+{
+	(void)arg;
+	static uint64_t logged_ms;
+	int err = EVUTIL_SOCKET_ERROR();
+	struct timeval pause = clock_timeval(ACCEPT_PAUSE_MS);
+
+	if (err != EMFILE && err != ENFILE && err != ENOBUFS && err != ENOMEM) {
+		log_warn("accept: %s", strerror(err));
+		return;
+	}
+	if (log_due(&logged_ms))
+		log_error("accept: %s; not accepting for %d ms at a time while it lasts", strerror(err),
+			  ACCEPT_PAUSE_MS);
+	evconnlistener_disable(l);
+	event_add(accept_resume, &pause);
+}
+
 static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int len,
 		      void *arg)
 {
@@ -316,9 +374,12 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
 	struct ucred cred = { 0 };
 	socklen_t clen = sizeof cred;
 
-	if (nclients >= md.conf.max_clients || md.shutting_down) {
-		log_warn("refusing a client: %s", md.shutting_down ? "shutting down" : "max_clients reached");
-		close(fd);
+	if (md.shutting_down) {
+		refuse(fd, E_SHUTTING_DOWN, "modeld is shutting down");
+		return;
+	}
+	if (nclients >= md.conf.max_clients) {
+		refuse(fd, E_BUSY, "max_clients reached");
 		return;
 	}
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0) {
@@ -391,6 +452,8 @@ int server_listen(const char *path, mode_t mode, char *err, size_t errlen)
 		close(fd);
 		return -1;
 	}
+	evconnlistener_set_error_cb(listener, accept_error_cb);
+	accept_resume = evtimer_new(md.base, accept_resume_cb, NULL);
 	return 0;
 }
 
@@ -400,6 +463,7 @@ void server_close(void)
 	if (listener) {
 		evconnlistener_free(listener);
 		listener = NULL;
+		event_free(accept_resume);
 		unlink(md.socket_path);
 	}
 }

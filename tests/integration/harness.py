@@ -171,7 +171,7 @@ def fake_worker(mode):
 class Daemon:
     """modeld in a temp dir. models: {name: mkmodel args}."""
 
-    def __init__(self, config=None, models=None, files=None, extra_args=(), fifos=()):
+    def __init__(self, config=None, models=None, files=None, extra_args=(), fifos=(), **popen):
         self.dir = tempfile.mkdtemp(prefix="modeld-test-")
         self.models_dir = os.path.join(self.dir, "models")
         os.mkdir(self.models_dir)
@@ -196,7 +196,7 @@ class Daemon:
             cmd += ["-c", self.config]
         cmd += list(extra_args)
         self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, **popen)
         wait_until(self._ready, what="modeld to listen")
 
     def make_model(self, name, *args):

@@ -440,6 +440,9 @@ class Limits(DaemonTest):
         a = wait_until(self._connect, what="a first place")
         wait_until(self._connect, what="a second place")
         c = self.d.client()
+        e = c.recv()["error"]          # it is told why, then closed
+        self.assertEqual(e["code"], "busy")
+        self.assertIn("max_clients", e["message"])
         with self.assertRaises((EOFError, OSError)):
             c.call("hello", proto=1)
         a.close()

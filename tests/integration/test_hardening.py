@@ -1,7 +1,9 @@
 """What hostile or careless input, peers and hosts must not do to modeld."""
 import os
+import resource
 import shutil
 import signal
+import socket
 import unittest
 
 from harness import Daemon, DaemonTest, fake_worker, pid_alive, wait_until
@@ -36,6 +38,41 @@ class NotRegularFiles(DaemonTest):
         self.assertEqual(r["error"]["code"], "load_failed")
         self.assertIn("pipe.safetensors is not a regular file", r["error"]["message"])
         self.assertEqual(c.ok("load", model="a")["model"], "a")
+
+
+def fd_limit(n):
+    """A preexec_fn: the child gets at most n descriptors, soft and hard."""
+    return lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+
+
+class Descriptors(unittest.TestCase):
+    def start(self, limit, held=()):
+        d = Daemon(None, {"a": A}, preexec_fn=fd_limit(limit), pass_fds=held)
+        self.addCleanup(shutil.rmtree, d.dir, True)
+        self.addCleanup(d.stop)
+        return d
+
+    def test_max_clients_is_clamped_to_the_descriptor_limit(self):
+        d = self.start(64)
+        self.assertIn("max_clients 1024 is more than 64 descriptors allow; using 31", d.read_log())
+
+    def test_out_of_descriptors_modeld_pauses_accepting_and_recovers(self):
+        # Descriptors modeld inherits and keeps: fewer left than max_clients assumes.
+        held = [os.open("/dev/null", os.O_RDONLY) for _ in range(40)]
+        for fd in held:
+            self.addCleanup(os.close, fd)
+        d = self.start(64, held)
+        waiting = []
+        for _ in range(40):
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(d.sock)           # queued in the backlog, accepted or not
+            waiting.append(s)
+        wait_until(lambda: "not accepting for" in d.read_log(), what="accepting to pause")
+        for s in waiting:
+            s.close()
+        self.assertEqual(d.client().ok("status")["ok"], True)     # accepting again
+        log = d.read_log()
+        self.assertEqual(log.count("Too many open files"), 1, log[-2000:])
 
 
 class Replies(DaemonTest):
