@@ -7,6 +7,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,21 +31,38 @@ struct ctl {
 	bool bar_drawn;
 };
 
-static int usage(void)
+static const char usage_text[] =
+	"usage: modelctl [-s SOCKET] [--json] COMMAND [ARGS]\n"
+	"       modelctl --help | --version\n"
+	"  status [SLOT]                 slots and their states\n"
+	"  models                        configured models, and where they are loaded\n"
+	"  devices                       devices with total and free memory\n"
+	"  load MODEL [--slot S] [--no-wait]\n"
+	"  unload SLOT|MODEL [--force] [--no-wait]\n"
+	"  restart SLOT\n"
+	"  infer MODEL|--model M|--slot S [--max-tokens N] [--stream] [--wait-ms N]\n"
+	"        [--temperature T] [--seed N] [--stop TEXT] (--prompt TEXT | TOKEN...)\n"
+	"  tokenize MODEL TEXT           the token ids of TEXT (with the model's BOS)\n"
+	"  watch [--events state,progress,job,gpu,advisory]\n";
+
+/* A usage error: what is wrong, and where to look; returns the exit status 2. */
+static int bad_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int bad_usage(const char *fmt, ...)
 {
-	fprintf(stderr,
-		"usage: modelctl [-s SOCKET] [--json] COMMAND [ARGS]\n"
-		"  status [SLOT]                 slots and their states\n"
-		"  models                        configured models, and where they are loaded\n"
-		"  devices                       devices with total and free memory\n"
-		"  load MODEL [--slot S] [--no-wait]\n"
-		"  unload SLOT|MODEL [--force] [--no-wait]\n"
-		"  restart SLOT\n"
-		"  infer MODEL|--model M|--slot S [--max-tokens N] [--stream] [--wait-ms N]\n"
-		"        [--temperature T] [--seed N] [--stop TEXT] (--prompt TEXT | TOKEN...)\n"
-		"  tokenize MODEL TEXT           the token ids of TEXT (with the model's BOS)\n"
-		"  watch [--events state,progress,job,gpu,advisory]\n");
+	va_list ap;
+
+	fputs("modelctl: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputs("\nTry 'modelctl --help'.\n", stderr);
 	return EXIT_USAGE;
+}
+
+/* An argument a command does not take. */
+static int unexpected(const char *command, const char *arg)
+{
+	return bad_usage("%s: unexpected argument \"%s\"", command, arg);
 }
 
 static int connect_to(struct ctl *c, const char *path)
@@ -187,88 +205,122 @@ static const msgpack_object *call_ok(struct ctl *c, struct msgw *w, uint64_t id,
 	return r;
 }
 
-static void print_fields(const msgpack_object *m, const char *const *keys)
-{
-	for (int i = 0; keys[i]; i++) {
-		if (i)
-			fputs("  ", stdout);
-		print_value(stdout, msg_get(m, keys[i]));
-	}
-	fputc('\n', stdout);
-}
-
-/* Prints the keys of m not named in skip, as key=value. */
-static void print_rest(const msgpack_object *m, const char *const *skip)
+/* The keys of m not named in skip, as " key=value" (sizes in human units). */
+static void print_rest(FILE *f, const msgpack_object *m, const char *const *skip)
 {
 	for (uint32_t i = 0; i < m->via.map.size; i++) {
 		const msgpack_object_kv *kv = &m->via.map.ptr[i];
+		char key[64];
 		bool skipped = false;
+		snprintf(key, sizeof key, "%.*s", (int)kv->key.via.str.size, kv->key.via.str.ptr);
 		for (int k = 0; skip[k] && !skipped; k++)
-			skipped = strlen(skip[k]) == kv->key.via.str.size &&
-				  memcmp(skip[k], kv->key.via.str.ptr, kv->key.via.str.size) == 0;
+			skipped = strcmp(skip[k], key) == 0;
 		if (skipped || kv->val.type == MSGPACK_OBJECT_NIL)
 			continue;
-		printf("  %.*s=", (int)kv->key.via.str.size, kv->key.via.str.ptr);
-		print_value(stdout, &kv->val);
+		fprintf(f, " %s=", key);
+		print_field(f, m, key);
 	}
+}
+
+/* A DETAILS cell: print_rest's text. */
+static void rest_cell(struct table *t, const msgpack_object *m, const char *const *skip)
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+
+	if (!f)
+		abort();
+	print_rest(f, m, skip);
+	fclose(f);
+	table_text(t, text[0] ? text + 1 : text);
+	free(text);
+}
+
+/* A column: the key it shows and its header. */
+struct column {
+	const char *key, *header;
+};
+
+/* Prints list (an array of maps) as a table of cols, and with details, the other keys. */
+static void print_table(const msgpack_object *list, const struct column *cols, bool details)
+{
+	const char *headers[8], *skip[8];
+	struct table t;
+	size_t n = 0;
+
+	for (; cols[n].key; n++) {
+		headers[n] = cols[n].header;
+		skip[n] = cols[n].key;
+	}
+	if (details)
+		headers[n] = "DETAILS";
+	headers[n + details] = NULL;
+	skip[n] = "since_ms";
+	skip[n + 1] = NULL;
+	table_init(&t, headers);
+	for (uint32_t i = 0; i < list->via.array.size; i++) {
+		const msgpack_object *row = &list->via.array.ptr[i];
+		for (size_t k = 0; k < n; k++)
+			table_cell(&t, row, cols[k].key);
+		if (details)
+			rest_cell(&t, row, skip);
+	}
+	table_print(stdout, &t);
 }
 
 static int cmd_status(struct ctl *c, int argc, char **argv)
 {
-	static const char *const cols[] = { "name", "device", "state", "model", "pid", NULL };
-	static const char *const skip[] = { "name", "device", "state", "model", "pid", "since_ms", NULL };
+	static const struct column cols[] = {
+		{ "name", "SLOT" }, { "device", "DEVICE" }, { "state", "STATE" }, { "model", "MODEL" },
+		{ "pid", "PID" }, { NULL, NULL },
+	};
 	struct msgw w;
 	int status;
 
 	if (argc > 2)
-		return usage();
+		return unexpected("status", argv[2]);
 	uint64_t id = begin(c, &w, "status");
 	if (argc == 2)
 		msgw_kstr(&w, "slot", argv[1]);
 	const msgpack_object *r = call_ok(c, &w, id, &status), *slots;
 	if (!r || !(slots = msg_get(r, "slots")) || slots->type != MSGPACK_OBJECT_ARRAY)
 		return status;
-	for (uint32_t i = 0; i < slots->via.array.size; i++) {
-		const msgpack_object *s = &slots->via.array.ptr[i];
-		for (int k = 0; cols[k]; k++) {
-			print_value(stdout, msg_get(s, cols[k]));
-			fputs(cols[k + 1] ? "  " : "", stdout);
-		}
-		print_rest(s, skip);
-		fputc('\n', stdout);
-	}
+	print_table(slots, cols, true);
 	return 0;
 }
 
-static int cmd_list(struct ctl *c, int argc, const char *op, const char *key,
-		    const char *const *cols)
+static int cmd_list(struct ctl *c, int argc, char **argv, const char *op, const struct column *cols)
 {
 	struct msgw w;
 	int status;
 
 	if (argc != 1)
-		return usage();
+		return unexpected(op, argv[1]);
 	uint64_t id = begin(c, &w, op);
 	const msgpack_object *r = call_ok(c, &w, id, &status), *list;
-	if (!r || !(list = msg_get(r, key)) || list->type != MSGPACK_OBJECT_ARRAY)
+	if (!r || !(list = msg_get(r, op)) || list->type != MSGPACK_OBJECT_ARRAY)
 		return status;
-	for (uint32_t i = 0; i < list->via.array.size; i++)
-		print_fields(&list->via.array.ptr[i], cols);
+	print_table(list, cols, false);
 	return 0;
 }
 
 static int cmd_models(struct ctl *c, int argc, char **argv)
 {
-	(void)argv;
-	static const char *const cols[] = { "name", "bytes", "engine", "slot", "loaded_in", NULL };
-	return cmd_list(c, argc, "models", "models", cols);
+	static const struct column cols[] = {
+		{ "name", "MODEL" }, { "bytes", "SIZE" }, { "engine", "ENGINE" }, { "slot", "SLOT" },
+		{ "loaded_in", "LOADED IN" }, { NULL, NULL },
+	};
+	return cmd_list(c, argc, argv, "models", cols);
 }
 
 static int cmd_devices(struct ctl *c, int argc, char **argv)
 {
-	(void)argv;
-	static const char *const cols[] = { "name", "kind", "label", "total_bytes", "free_bytes", NULL };
-	return cmd_list(c, argc, "devices", "devices", cols);
+	static const struct column cols[] = {
+		{ "name", "DEVICE" }, { "kind", "KIND" }, { "label", "LABEL" }, { "total_bytes", "TOTAL" },
+		{ "free_bytes", "FREE" }, { NULL, NULL },
+	};
+	return cmd_list(c, argc, argv, "devices", cols);
 }
 
 static int subscribe(struct ctl *c, const char *events)
@@ -308,10 +360,10 @@ static int cmd_load(struct ctl *c, int argc, char **argv)
 		else if (!model && argv[i][0] != '-')
 			model = argv[i];
 		else
-			return usage();
+			return unexpected("load", argv[i]);
 	}
 	if (!model)
-		return usage();
+		return bad_usage("load: which MODEL?");
 	if (wait && (status = subscribe(c, "progress")) != 0)
 		return status;
 	c->slot_filter = slot;
@@ -343,10 +395,10 @@ static int cmd_unload(struct ctl *c, int argc, char **argv)
 		else if (!name && argv[i][0] != '-')
 			name = argv[i];
 		else
-			return usage();
+			return unexpected("unload", argv[i]);
 	}
 	if (!name)
-		return usage();
+		return bad_usage("unload: which SLOT or MODEL?");
 	for (int as_model = 0; as_model < 2; as_model++) {
 		struct msgw w;
 		uint64_t id = begin(c, &w, "unload");
@@ -381,13 +433,18 @@ static int cmd_restart(struct ctl *c, int argc, char **argv)
 	int status;
 
 	if (argc != 2)
-		return usage();
+		return argc < 2 ? bad_usage("restart: which SLOT?") : unexpected("restart", argv[2]);
 	uint64_t id = begin(c, &w, "restart");
 	msgw_kstr(&w, "slot", argv[1]);
 	const msgpack_object *r = call_ok(c, &w, id, &status);
 	if (r)
 		print_template(stdout, "slot {slot}: {state}\n", r);
 	return status;
+}
+
+static int not_a_number(const char *option, const char *value)
+{
+	return bad_usage("%s: \"%s\" is not a number from 0 to %u", option, value, UINT32_MAX);
 }
 
 static int parse_u32(const char *s, uint64_t *out)
@@ -434,14 +491,14 @@ static int cmd_infer(struct ctl *c, int argc, char **argv)
 			temperature = argv[++i];
 		else if (strcmp(argv[i], "--max-tokens") == 0 && i + 1 < argc) {
 			if (parse_u32(argv[++i], &max_tokens))
-				return usage();
+				return not_a_number(argv[i - 1], argv[i]);
 		} else if (strcmp(argv[i], "--wait-ms") == 0 && i + 1 < argc) {
 			if (parse_u32(argv[++i], &wait_ms))
-				return usage();
+				return not_a_number(argv[i - 1], argv[i]);
 			has_wait = true;
 		} else if (strcmp(argv[i], "--seed") == 0 && i + 1 < argc) {
 			if (parse_u32(argv[++i], &seed))
-				return usage();
+				return not_a_number(argv[i - 1], argv[i]);
 			has_seed = true;
 		} else if (strcmp(argv[i], "--stream") == 0) {
 			stream = true;
@@ -450,13 +507,17 @@ static int cmd_infer(struct ctl *c, int argc, char **argv)
 		} else if (ntokens < 256 && parse_u32(argv[i], &tokens[ntokens]) == 0) {
 			ntokens++;
 		} else {
-			return usage();
+			return ntokens == 256 ? bad_usage("infer: at most 256 TOKENs") : unexpected("infer", argv[i]);
 		}
 	}
 	char *end = NULL;
 	double temp = temperature ? strtod(temperature, &end) : 0;
-	if ((!model && !slot) || (ntokens == 0) == !prompt || (temperature && (end == temperature || *end)))
-		return usage();
+	if (!model && !slot)
+		return bad_usage("infer: which MODEL (or --slot)?");
+	if ((ntokens == 0) == !prompt)
+		return bad_usage(prompt ? "infer: --prompt TEXT or TOKENs, not both" : "infer: --prompt TEXT or TOKENs?");
+	if (temperature && (end == temperature || *end))
+		return bad_usage("--temperature: \"%s\" is not a number", temperature);
 	struct msgw w;
 	uint64_t id = begin(c, &w, "infer");
 	if (model)
@@ -500,7 +561,7 @@ static int cmd_tokenize(struct ctl *c, int argc, char **argv)
 	int status;
 
 	if (argc != 3)
-		return usage();
+		return argc < 3 ? bad_usage("tokenize: give MODEL and TEXT") : unexpected("tokenize", argv[3]);
 	uint64_t id = begin(c, &w, "tokenize");
 	msgw_kstr(&w, "model", argv[1]);
 	msgw_kstr(&w, "text", argv[2]);
@@ -519,7 +580,7 @@ static void print_event(const msgpack_object *m)
 	msg_u64(m, "seq", &seq);
 	printf("%" PRIu64 " ", seq);
 	print_value(stdout, msg_get(m, "event"));
-	print_rest(m, skip);
+	print_rest(stdout, m, skip);
 	printf("\n");
 	fflush(stdout);
 }
@@ -534,7 +595,7 @@ static int cmd_watch(struct ctl *c, int argc, char **argv)
 		if (strcmp(argv[i], "--events") == 0 && i + 1 < argc)
 			events = argv[++i];
 		else
-			return usage();
+			return unexpected("watch", argv[i]);
 	}
 	if ((status = subscribe(c, events)) != 0)
 		return status;
@@ -582,12 +643,18 @@ int main(int argc, char **argv)
 		if ((strcmp(argv[i], "-s") == 0 || strcmp(argv[i], "--socket") == 0) && i + 1 < argc) {
 			path = argv[i + 1];
 			i += 2;
+		} else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+			fputs(usage_text, stdout);
+			return 0;
+		} else if (strcmp(argv[i], "--version") == 0) {
+			printf("modelctl %s\n", MODELD_VERSION);
+			return 0;
 		} else {
-			return usage();
+			return bad_usage("unknown option \"%s\"", argv[i]);
 		}
 	}
 	if (i == argc)
-		return usage();
+		return bad_usage("which COMMAND?");
 	for (size_t k = 0; k < sizeof commands / sizeof commands[0]; k++) {
 		if (strcmp(argv[i], commands[k].name) != 0)
 			continue;
@@ -602,5 +669,5 @@ int main(int argc, char **argv)
 		chan_free(&c.chan);
 		return rc;
 	}
-	return usage();
+	return bad_usage("no command called \"%s\"", argv[i]);
 }

@@ -1,5 +1,7 @@
 /* print.c: see print.h. */
 #include <inttypes.h>
+#include <stdbool.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "../proto/log.h"
@@ -95,4 +97,70 @@ void print_bar(FILE *f, const char *label, uint64_t done, uint64_t total)
 	log_bytes(all, sizeof all, total);
 	fprintf(f, "\r%s [%s] %s / %s ", label, bar, have, all);
 	fflush(f);
+}
+
+void table_init(struct table *t, const char *const *headers)
+{
+	*t = (struct table){ 0 };
+	while (headers[t->ncols])
+		table_text(t, headers[t->ncols++]);
+}
+
+void table_text(struct table *t, const char *s)
+{
+	t->cells = realloc(t->cells, (t->ncells + 1) * sizeof *t->cells);
+	if (!t->cells || !(t->cells[t->ncells++] = strdup(s)))
+		abort();
+}
+
+static bool ends_with(const char *s, const char *end)
+{
+	size_t n = strlen(s), m = strlen(end);
+	return n >= m && strcmp(s + n - m, end) == 0;
+}
+
+void print_field(FILE *f, const msgpack_object *m, const char *key)
+{
+	const msgpack_object *v = msg_get(m, key);
+
+	if (v && v->type == MSGPACK_OBJECT_POSITIVE_INTEGER && ends_with(key, "bytes")) {
+		char human[32];
+		log_bytes(human, sizeof human, v->via.u64);
+		fputs(human, f);
+	} else {
+		print_value(f, v);
+	}
+}
+
+void table_cell(struct table *t, const msgpack_object *m, const char *key)
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+
+	if (!f)
+		abort();
+	print_field(f, m, key);
+	fclose(f);
+	table_text(t, text);
+	free(text);
+}
+
+void table_print(FILE *f, struct table *t)
+{
+	size_t *width = calloc(t->ncols, sizeof *width);
+
+	if (!width)
+		abort();
+	for (size_t i = 0; i < t->ncells; i++)
+		if (strlen(t->cells[i]) > width[i % t->ncols])
+			width[i % t->ncols] = strlen(t->cells[i]);
+	for (size_t i = 0; i < t->ncells; i++) {
+		size_t col = i % t->ncols;
+		bool last = col == t->ncols - 1;
+		fprintf(f, "%-*s%s", last ? 0 : (int)width[col], t->cells[i], last ? "\n" : "  ");
+		free(t->cells[i]);
+	}
+	free(t->cells);
+	free(width);
 }

@@ -622,7 +622,8 @@ class Modelctl(DaemonTest):
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertIn("empty", p.stdout)
         p = self.d.ctl("devices")
-        self.assertIn("cpu", p.stdout)
+        self.assertEqual(p.stdout.split()[:5], ["DEVICE", "KIND", "LABEL", "TOTAL", "FREE"])
+        self.assertRegex(p.stdout, r"\ncpu +cpu +host memory +[\d.]+ [KMGT]?i?B ")
 
     def test_exit_status(self):
         p = self.d.ctl("infer", "a", "1")
@@ -631,8 +632,18 @@ class Modelctl(DaemonTest):
         p = self.d.ctl("restart", "nosuch")
         self.assertEqual(p.returncode, 1)
         self.assertIn("unknown_slot", p.stderr)
-        self.assertEqual(self.d.ctl("frobnicate").returncode, 2)
-        self.assertEqual(self.d.ctl("infer").returncode, 2)
+        for args, says in ((["frobnicate"], 'no command called "frobnicate"'),
+                           (["infer"], "which MODEL"),
+                           (["load", "a", "extra"], 'load: unexpected argument "extra"'),
+                           (["infer", "a", "--max-tokens", "many", "1"], '--max-tokens: "many" is not a number'),
+                           (["--bogus", "status"], 'unknown option "--bogus"')):
+            p = self.d.ctl(*args)
+            self.assertEqual(p.returncode, 2, args)
+            self.assertIn(says, p.stderr, args)
+        p = self.d.ctl("--help")
+        self.assertEqual((p.returncode, p.stderr), (0, ""))
+        self.assertIn("usage: modelctl", p.stdout)
+        self.assertRegex(self.d.ctl("--version").stdout, r"^modelctl \d+\.\d+\.\d+\n$")
 
     def test_watch_prints_one_json_object_per_line(self):
         import select
