@@ -161,6 +161,21 @@ class Client:
             timeout, "state " + state)
 
 
+GATED_WORKER = "modeld-worker-gated"
+
+
+def gated_worker():
+    """The bytes of a worker that loads only once the test has called open_gate: a load that lasts
+    as long as the test needs, whatever the machine's speed."""
+    return ('#!/bin/sh\n[ "$1" = --probe ] || while [ ! -e "$(dirname "$0")/go" ]; do sleep 0.01; done\n'
+            'exec %s "$@"\n' % os.path.join(BUILD, "modeld-worker")).encode()
+
+
+def open_gate(d):
+    """Lets the gated workers of d load."""
+    open(os.path.join(d.dir, "go"), "w").close()
+
+
 def fake_worker(mode):
     """The bytes of a worker that misbehaves as fakeworker.py's mode says."""
     with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "fakeworker.py")) as f:

@@ -10,12 +10,12 @@ import unittest
 
 import msgpack
 
-from harness import (DEADLINE, MODELCTL, MODELD, Client, Daemon, DaemonTest, perm_tokens,
-                     pid_alive, wait_until)
+from harness import (DEADLINE, GATED_WORKER, MODELCTL, MODELD, Client, Daemon, DaemonTest, gated_worker,
+                     open_gate, perm_tokens, pid_alive, wait_until)
 
 A = ("--n", 16, "--a", 3, "--c", 1)
 B = ("--n", 32, "--a", 5, "--c", 2)
-BIG = ("--n", 8, "--a", 3, "--c", 1, "--pad", 3 * 10**9)   # sparse: slow to read, free on disk
+BIG = ("--n", 8, "--a", 3, "--c", 1)    # loaded by a gated worker: as slowly as a test needs
 
 
 def slot_status(c, slot="cpu"):
@@ -129,7 +129,7 @@ Client.request_raw = _request_raw
 
 
 class Lifecycle(DaemonTest):
-    models = {"a": A, "b": B, "big": BIG}
+    models = {"a": A, "b": B}
 
     def test_switch_events_in_order_and_old_worker_reaped_first(self):
         c = self.d.client()
@@ -183,21 +183,6 @@ class Lifecycle(DaemonTest):
         self.assertEqual(c.ok("infer", model="a", input=[3], max_tokens=4)["tokens"],
                          perm_tokens(16, 3, 1, 3, 4))
 
-    def test_kill_while_loading_reconnects(self):
-        c = self.d.client()
-        c.ok("subscribe", events=["state", "progress"])
-        rid = c.request("load", model="big")
-        c.wait_event(lambda e: e["event"] == "progress" and 0 < e["bytes"] < e["total"],
-                     what="progress mid-load")
-        pid = slot_status(c)["pid"]
-        os.kill(pid, signal.SIGKILL)
-        c.wait_state("reconnecting")
-        c.wait_state("loading_model")
-        c.wait_state("ready", timeout=60)
-        r = c.reply(rid)      # the load request waited through the restart
-        self.assertTrue(r["ok"], r)
-        self.assertNotEqual(slot_status(c)["pid"], pid)
-
     def test_running_request_gets_worker_crashed(self):
         c = self.d.client()
         c.ok("load", model="a")
@@ -208,16 +193,6 @@ class Lifecycle(DaemonTest):
         os.kill(pid, signal.SIGKILL)
         r = c.reply(rid)
         self.assertEqual(r["error"]["code"], "worker_crashed")
-
-    def test_unload_during_load_cancels_it(self):
-        c = self.d.client()
-        c.ok("subscribe", events=["progress"])
-        rid = c.request("load", model="big")
-        c.wait_event(lambda e: e["event"] == "progress" and e["bytes"] < e["total"])
-        r = c.ok("unload", slot="cpu")
-        self.assertEqual(r["state"], "empty")
-        self.assertEqual(c.reply(rid)["error"]["code"], "cancelled")
-        self.assertEqual(self.d.workers(), [])
 
     def test_load_without_wait_reports_job_events(self):
         c = self.d.client()
@@ -265,6 +240,40 @@ _MALFORMED = {
     "no_arch": (_safetensors({"tok_embed": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}},
                              bytes(4)), "modeld.arch"),
 }
+
+
+class HeldLoads(DaemonTest):
+    """Loads that last until the test opens the gate, however fast the machine."""
+    models = {"big": BIG}
+    files = {GATED_WORKER: gated_worker()}
+    config = "[modeld]\nworker = @DIR@/%s\n[slot cpu]\nrestart_backoff_min = 0.01\n" % GATED_WORKER
+
+    def loading(self, c):
+        c.ok("subscribe", events=["state"])
+        rid = c.request("load", model="big")
+        c.wait_state("loading_model")
+        return rid
+
+    def test_kill_while_loading_reconnects(self):
+        c = self.d.client()
+        rid = self.loading(c)
+        pid = slot_status(c)["pid"]
+        os.kill(pid, signal.SIGKILL)
+        c.wait_state("reconnecting")
+        c.wait_state("loading_model")
+        open_gate(self.d)
+        c.wait_state("ready")
+        r = c.reply(rid)      # the load request waited through the restart
+        self.assertTrue(r["ok"], r)
+        self.assertNotEqual(slot_status(c)["pid"], pid)
+
+    def test_unload_during_load_cancels_it(self):
+        c = self.d.client()
+        rid = self.loading(c)
+        r = c.ok("unload", slot="cpu")
+        self.assertEqual(r["state"], "empty")
+        self.assertEqual(c.reply(rid)["error"]["code"], "cancelled")
+        wait_until(lambda: self.d.workers() == [], what="the loading worker to be gone")
 
 
 class BadModels(DaemonTest):
@@ -361,7 +370,9 @@ class Heartbeat(DaemonTest):
 
 class LoadTimeout(DaemonTest):
     models = {"big": BIG}
-    config = ("[slot cpu]\nrestart_limit = 2\nrestart_backoff_min = 0.01\n"
+    files = {GATED_WORKER: gated_worker()}     # never opened: every load times out
+    config = ("[modeld]\nworker = @DIR@/%s\n" % GATED_WORKER +
+              "[slot cpu]\nrestart_limit = 2\nrestart_backoff_min = 0.01\n"
               "[model big]\npath = models/big.safetensors\nload_timeout = 0.05\n")
 
     def test_a_slow_load_is_killed_and_retried_up_to_the_limit(self):

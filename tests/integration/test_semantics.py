@@ -5,11 +5,13 @@ import subprocess
 import time
 import unittest
 
-from harness import BUILD, DaemonTest, perm_tokens, pid_alive, wait_until
+from harness import (BUILD, GATED_WORKER, DaemonTest, gated_worker, open_gate, perm_tokens, pid_alive,
+                     wait_until)
 
 A = ("--n", 16, "--a", 3, "--c", 1)
 B = ("--n", 32, "--a", 5, "--c", 2)
-BIG = ("--n", 8, "--a", 3, "--c", 1, "--pad", 3 * 10**9)      # sparse: seconds to read
+BIG = ("--n", 8, "--a", 3, "--c", 1)          # loaded by a gated worker: as slowly as a test needs
+GATED = "[modeld]\nworker = @DIR@/%s\n" % GATED_WORKER
 HUGE = ("--n", 8, "--a", 3, "--c", 1, "--pad", 8 * 10**12)    # sparse: more than this host has
 
 
@@ -18,29 +20,23 @@ def status(c):
 
 
 def hold_loading(test, c):
-    """Starts loading `big` and stops its worker mid-load: the slot stays in
-    loading_model until the returned pid gets SIGCONT."""
-    c.ok("subscribe", events=["progress"])
+    """Starts loading `big` with the gate closed: the slot stays in loading_model until
+    open_gate(test.d)."""
     c.ok("load", model="big", wait=False)
-    c.wait_event(lambda e: e["event"] == "progress" and 0 < e["bytes"] < e["total"],
-                 what="big loading")
-    c.ok("unsubscribe")
-    pid = status(c)["pid"]
-    os.kill(pid, signal.SIGSTOP)
-    test.addCleanup(lambda: pid_alive(pid) and os.kill(pid, signal.SIGCONT))
-    return pid
+    wait_until(lambda: status(c)["state"] == "loading_model", what="big loading")
 
 
 class Waiting(DaemonTest):
     models = {"a": A, "big": BIG}
-    config = "[slot cpu]\nmax_queue = 3\nheartbeat_timeout = 30\n"
+    files = {GATED_WORKER: gated_worker()}
+    config = GATED + "[slot cpu]\nmax_queue = 3\nheartbeat_timeout = 30\n"
 
     def test_a_request_waits_for_ready(self):
         c = self.d.client()
-        pid = hold_loading(self, c)
+        hold_loading(self, c)
         rid = c.request("infer", model="big", input=[1], max_tokens=3, wait_ms=60000)
         wait_until(lambda: status(self.d.client())["queue"] == 1, what="the request to queue")
-        os.kill(pid, signal.SIGCONT)
+        open_gate(self.d)
         r = c.reply(rid)
         self.assertTrue(r["ok"], r)
         self.assertEqual(r["tokens"], perm_tokens(8, 3, 1, 1, 3))
@@ -63,10 +59,10 @@ class Waiting(DaemonTest):
 
     def test_the_queue_is_bounded(self):
         c = self.d.client()
-        pid = hold_loading(self, c)
+        hold_loading(self, c)
         ids = [c.request("infer", model="big", input=[i], max_tokens=1, wait_ms=60000) for i in range(4)]
         self.assertEqual(c.reply(ids[3])["error"]["code"], "busy")
-        os.kill(pid, signal.SIGCONT)
+        open_gate(self.d)
         for i in range(3):       # the others are served, in order
             self.assertEqual(c.reply(ids[i])["tokens"], perm_tokens(8, 3, 1, i, 1))
 
@@ -111,10 +107,12 @@ class NoAutoload(DaemonTest):
 
 class Coalescing(DaemonTest):
     models = {"a": A, "b": B, "big": BIG}
-    config = "[slot cpu]\nswitch_debounce = 0.3\n"
+    files = {GATED_WORKER: gated_worker()}
+    config = GATED + "[slot cpu]\nswitch_debounce = 0.3\nheartbeat_timeout = 30\n"
 
     def test_a_burst_of_loads_costs_one_load(self):
         c = self.d.client()
+        open_gate(self.d)
         c.ok("load", model="a")
         c.ok("subscribe", events=["job", "state"])
         ids = [c.request("load", model=m) for m in ("b", "a", "b", "a", "b")]
@@ -130,6 +128,8 @@ class Coalescing(DaemonTest):
         c = self.d.client()
         first = c.request("load", model="big")
         second = c.request("load", model="big")
+        wait_until(lambda: status(self.d.client())["state"] == "loading_model", what="big loading")
+        open_gate(self.d)
         r1, r2 = c.reply(first), c.reply(second)
         self.assertTrue(r1["ok"] and r2["ok"], (r1, r2))
         self.assertEqual(r1["job"], r2["job"])
@@ -137,17 +137,19 @@ class Coalescing(DaemonTest):
 
 class Superseding(DaemonTest):
     models = {"a": A, "big": BIG}
+    files = {GATED_WORKER: gated_worker()}
+    config = GATED
 
     def test_a_superseded_load_is_aborted(self):
         c = self.d.client()
-        c.ok("subscribe", events=["progress"])
         slow = c.request("load", model="big")
-        c.wait_event(lambda e: e["event"] == "progress" and e["bytes"] < e["total"])
+        wait_until(lambda: status(self.d.client())["state"] == "loading_model", what="big loading")
         pid = status(c)["pid"]
-        r = c.ok("load", model="a")
+        fast = c.request("load", model="a")
         self.assertEqual(c.reply(slow)["error"]["code"], "superseded")
-        self.assertFalse(pid_alive(pid))
-        self.assertEqual(r["model"], "a")
+        wait_until(lambda: not pid_alive(pid), what="the superseded worker to be gone")
+        open_gate(self.d)
+        self.assertEqual(c.reply(fast)["model"], "a")
 
 
 class Draining(DaemonTest):
