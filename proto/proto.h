@@ -122,7 +122,7 @@ char *proto_default_socket(void);
 
 enum wmsg {
 	/* supervisor -> worker */
-	WM_LOAD = 100,		/* model, engine, engine_dir, device, warmup; optional:
+	WM_LOAD = 100,		/* proto, model, engine, engine_dir, device, warmup; optional:
 				 * loader_threads, loader_buffers, loader_chunk, ctx,
 				 * gpu_layers, threads, batch, chat_template, embedding,
 				 * uid, gid; the weights fd rides along */
@@ -136,7 +136,7 @@ enum wmsg {
 
 	/* worker -> supervisor */
 	WM_PROGRESS = 200,	/* bytes, total */
-	WM_LOADED,		/* mem_bytes */
+	WM_LOADED,		/* proto, mem_bytes */
 	WM_WARMED,		/* warmup_ms */
 	WM_FAILED,		/* code, message: load or warmup failed */
 	WM_PONG,		/* seq, mem_bytes, dev_free, dev_total */

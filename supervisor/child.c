@@ -104,9 +104,16 @@ static int on_progress(struct child *c, const msgpack_object *m)
 static int on_loaded(struct child *c, const msgpack_object *m)
 {
 	struct slot_ev ev = { .type = SEV_LOADED };
-	uint64_t mem = 0;
-	if (msg_u64(m, "mem_bytes", &mem))
+	uint64_t mem = 0, proto = 0;
+	if (msg_u64(m, "mem_bytes", &mem) || msg_u64(m, "proto", &proto))
 		return -1;
+	if (proto != WPROTO_VERSION) {
+		char why[96];
+		snprintf(why, sizeof why, "it speaks worker protocol %llu, modeld %d (not from the same build?)",
+			 (unsigned long long)proto, WPROTO_VERSION);
+		child_bad(c, why);
+		return 0;
+	}
 	c->loaded = c->rt->s.model->warmup == 0;	/* else once warmed: both are quiet stretches */
 	c->rt->s.mem_bytes = mem;
 	c->rt->overhead = mem > c->file_bytes ? mem - c->file_bytes : 0;
@@ -248,6 +255,36 @@ static int on_infer_failed(struct child *c, const msgpack_object *m)
 	return 0;
 }
 
+/* The keys each message of a worker may have: anything else is a breach. */
+static const char *const wm_keys[][9] = {
+	[WM_PROGRESS - WM_PROGRESS] = { "t", "bytes", "total" },
+	[WM_LOADED - WM_PROGRESS] = { "t", "proto", "mem_bytes" },
+	[WM_WARMED - WM_PROGRESS] = { "t", "warmup_ms" },
+	[WM_FAILED - WM_PROGRESS] = { "t", "code", "message" },
+	[WM_PONG - WM_PROGRESS] = { "t", "seq", "mem_bytes", "dev_free", "dev_total" },
+	[WM_TOKENS - WM_PROGRESS] = { "t", "req", "tokens", "text" },
+	[WM_DONE - WM_PROGRESS] = { "t", "req", "tokens", "text", "finish", "prompt_tokens", "first_ms",
+				    "embeddings" },
+	[WM_INFER_FAILED - WM_PROGRESS] = { "t", "req", "code", "message" },
+};
+
+/* The first key of m that a message of its type may not have, or NULL. */
+static const msgpack_object *unknown_key(const msgpack_object *m, uint64_t type)
+{
+	const char *const *keys = wm_keys[type - WM_PROGRESS];
+
+	for (uint32_t i = 0; i < m->via.map.size; i++) {
+		const msgpack_object *k = &m->via.map.ptr[i].key;
+		bool known = false;
+		for (int j = 0; keys[j] && !known; j++)
+			known = k->type == MSGPACK_OBJECT_STR && k->via.str.size == strlen(keys[j]) &&
+				memcmp(k->via.str.ptr, keys[j], k->via.str.size) == 0;
+		if (!known)
+			return k;
+	}
+	return NULL;
+}
+
 static void child_dispatch(struct peer *p, const msgpack_object *m, void *arg)
 {
 	struct child *c = arg;
@@ -269,6 +306,16 @@ static void child_dispatch(struct peer *p, const msgpack_object *m, void *arg)
 	c->last_life_ms = clock_mono_ms();
 	if (msg_u64(m, "t", &type)) {
 		child_bad(c, "message without a type");
+		return;
+	}
+	const msgpack_object *key;
+	if (type >= WM_PROGRESS && type <= WM_INFER_FAILED && (key = unknown_key(m, type)) != NULL) {
+		char why[128];
+		bool named = key->type == MSGPACK_OBJECT_STR;
+		snprintf(why, sizeof why, "%s with a key it may not have: \"%.*s\"", proto_wmsg_name((int)type),
+			 named ? (int)(key->via.str.size > 32 ? 32 : key->via.str.size) : 0,
+			 named ? key->via.str.ptr : "");
+		child_bad(c, why);
 		return;
 	}
 	switch (type) {
@@ -413,6 +460,7 @@ static int send_load(int chan, const struct slot_rt *rt, int weights)
 	size_t len;
 
 	msgw_wmsg(&w, WM_LOAD);
+	msgw_ku64(&w, "proto", WPROTO_VERSION);
 	msgw_kstr(&w, "model", m->name);
 	msgw_kstr(&w, "engine", engine_for(m, conf->device, weights));
 	msgw_kstr(&w, "engine_dir", md.engine_dir);

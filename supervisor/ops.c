@@ -537,8 +537,8 @@ void ops_dispatch(struct client *c, const msgpack_object *m)
 	case OP_RELOAD:
 		server_reply_error(c, id, E_INTERNAL, "reload is not available in this version");
 		break;
-	default:
-		server_reply_error(c, id, E_INTERNAL, "op %s has no handler", proto_op_name(op));
-		break;
+	case OP__COUNT:
+	case OP_UNKNOWN:
+		break;		/* answered above: no op has these; a new op without a case does not compile */
 	}
 }

@@ -5,8 +5,8 @@
  * An engine runs one model in one worker process. The worker calls, in
  * order: open, load, (the sandbox is entered here: no file may be opened
  * after load returns), warmup, then infer, tokenize, detokenize and embed
- * any number of times, one at a time, memory at any time after load, and
- * close. Engines built as shared objects (modeld-engine-NAME.so in the
+ * any number of times, one at a time, and close; memory at any time after
+ * open, during load too (heartbeats ask for it). Engines built as shared objects (modeld-engine-NAME.so in the
  * engine directory) export ENGINE_SYMBOL, a `const struct engine
  * *modeld_engine(void)`; the worker loads them before the sandbox and
  * refuses one whose abi_version is not ENGINE_ABI_VERSION.

@@ -501,7 +501,7 @@ static void llama_memory(struct engine_ctx *c, struct engine_mem *m)
 
 	m->used = 0;
 	if (c->gpu) {
-		m->used = llama_model_size(c->model) + llama_state_get_size(c->lctx);
+		m->used = c->model && c->lctx ? llama_model_size(c->model) + llama_state_get_size(c->lctx) : 0;
 		size_t free_b = 0, total = 0;
 		ggml_backend_dev_memory(c->devices[0], &free_b, &total);
 		m->free = free_b;

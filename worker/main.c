@@ -466,6 +466,7 @@ static void engine_log(int level, const char *fmt, ...)
 struct load_args {
 	char *engine, *engine_dir, *device, *model, *chat_template;
 	uint64_t warmup;
+	uint64_t proto;			/* the worker protocol modeld speaks; 0 from one that does not say */
 	struct engine_params params;
 };
 
@@ -489,7 +490,8 @@ static int read_load(struct worker *w, struct load_args *a)
 	if (chan_read(&w->chan, -1, &msg) != 1 || msg_u64(msg, "t", &type) || type != WM_LOAD ||
 	    msg_strdup(msg, "engine", &a->engine) || msg_strdup(msg, "engine_dir", &a->engine_dir) ||
 	    msg_strdup(msg, "device", &a->device) || msg_strdup(msg, "model", &a->model) ||
-	    msg_u64(msg, "warmup", &a->warmup) || msg_strdup(msg, "chat_template", &a->chat_template) == MSG_BAD_TYPE ||
+	    msg_u64(msg, "warmup", &a->warmup) || msg_u64(msg, "proto", &a->proto) == MSG_BAD_TYPE ||
+	    msg_strdup(msg, "chat_template", &a->chat_template) == MSG_BAD_TYPE ||
 	    msg_bool(msg, "embedding", &p->embedding) == MSG_BAD_TYPE) {
 		log_error("expected WM_LOAD from modeld");
 		exit(1);
@@ -535,6 +537,7 @@ static void report_loaded(struct worker *w)
 
 	w->engine->memory(w->ctx, &mem);
 	msgw_wmsg(&m, WM_LOADED);
+	msgw_ku64(&m, "proto", WPROTO_VERSION);
 	msgw_ku64(&m, "mem_bytes", mem.used);
 	msgw_end(&m);
 	send_or_die(w, &m);
@@ -548,6 +551,11 @@ static void load_model(struct worker *w)
 	char err[256];
 	int fd = read_load(w, &a);
 
+	if (a.proto != WPROTO_VERSION) {
+		engine_fail(&e, "load_failed", "modeld-worker speaks worker protocol %d and modeld %llu: "
+			    "install them from the same build", WPROTO_VERSION, (unsigned long long)a.proto);
+		goto failed;
+	}
 	w->engine = engines_find(a.engine, a.engine_dir, &e);
 	if (!w->engine) {
 		/* A device whose engine is not built here is as unusable as one without a driver. */

@@ -7,7 +7,9 @@ the line before it (see harness.fake_worker):
 - stalls: loads and answers heartbeats, but never answers an inference;
 - stranger: answers an inference with tokens for a request it was not given;
 - excess: answers an inference with more tokens than it asked for;
-- bogus: fails an inference with an error code the protocol does not have.
+- bogus: fails an inference with an error code the protocol does not have;
+- old: speaks another version of the worker protocol;
+- chatty: says it loaded, with a key that message does not have.
 """
 import socket
 import struct
@@ -59,7 +61,12 @@ def answer(m):
 load = recv()
 if MODE == "silent":
     time.sleep(600)
-send(WM_LOADED, mem_bytes=0)
+if MODE == "old":
+    send(WM_LOADED, proto=load["proto"] - 1, mem_bytes=0)
+elif MODE == "chatty":
+    send(WM_LOADED, proto=load["proto"], mem_bytes=0, colour="blue")
+else:
+    send(WM_LOADED, proto=load["proto"], mem_bytes=0)
 if load.get("warmup"):
     send(WM_WARMED, warmup_ms=0)
 if MODE == "closes":

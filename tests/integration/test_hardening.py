@@ -162,6 +162,20 @@ class Breach(unittest.TestCase):
     def test_an_error_code_the_protocol_does_not_have(self):
         self.check("bogus", "malformed or unexpected")
 
+    def loads(self, mode):
+        d = Daemon(fake_config("restart_limit = 1\n"), {"a": A}, {"fake-worker": fake_worker(mode)})
+        try:
+            return d.client().call("load", model="a")
+        finally:
+            self.assertEqual(d.stop(), 0)
+            shutil.rmtree(d.dir, ignore_errors=True)
+
+    def test_another_version_of_the_worker_protocol(self):
+        self.assertIn("it speaks worker protocol 1, modeld 2", self.loads("old")["error"]["message"])
+
+    def test_a_key_a_message_may_not_have(self):
+        self.assertIn('WM_LOADED with a key it may not have: "colour"', self.loads("chatty")["error"]["message"])
+
 
 if __name__ == "__main__":
     unittest.main()
