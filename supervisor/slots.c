@@ -97,6 +97,7 @@ static void env_cancel_infer(struct slot *s, uint64_t seq)
 {
 	struct msgw w;
 
+	log_debug("slot %s: the worker is asked to stop request %llu", s->conf->name, (unsigned long long)seq);
 	msgw_wmsg(&w, WM_CANCEL);
 	msgw_ku64(&w, "req", seq);
 	to_worker(s, &w);

@@ -408,9 +408,15 @@ class Protocol(DaemonTest):
     def test_a_client_that_leaves_mid_stream_costs_nothing(self):
         c = self.d.client()
         c.ok("load", model="a")
+        pid = slot_status(c)["pid"]
+        os.kill(pid, signal.SIGSTOP)        # the stream cannot end before its client leaves
         gone = self.d.client()
         gone.request("infer", model="a", input=[1], max_tokens=60000, stream=True)
+        wait_until(lambda: slot_status(c)["active"] == 1, what="the stream at the worker")
         gone.close()
+        wait_until(lambda: "the worker is asked to stop request" in self.d.read_log(),
+                   what="the stream to be cancelled")
+        os.kill(pid, signal.SIGCONT)
         self.assertEqual(c.ok("infer", model="a", input=[2], max_tokens=3)["tokens"],
                          perm_tokens(16, 3, 1, 2, 3))
 
@@ -531,7 +537,7 @@ AS_NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
 
 
 @unittest.skipUnless(os.geteuid() == 0 and shutil.which("setpriv"), "needs root and setpriv")
-class WhoMayCall(DaemonTest):
+class AsNobody(DaemonTest):
     models = {"a": A}
     config = "[modeld]\nsocket_mode = 0666\n"
 
@@ -540,6 +546,8 @@ class WhoMayCall(DaemonTest):
         return subprocess.run(AS_NOBODY + [MODELCTL, "-s", self.d.sock] + list(args),
                               capture_output=True, text=True, timeout=DEADLINE)
 
+
+class WhoMayCall(AsNobody):
     def test_others_may_look_but_not_administer(self):
         self.assertEqual(self.ctl_as_nobody("status").returncode, 0)
         p = self.ctl_as_nobody("load", "a")
@@ -548,10 +556,10 @@ class WhoMayCall(DaemonTest):
 
 
 @unittest.skipUnless(os.geteuid() == 0 and shutil.which("setpriv"), "needs root and setpriv")
-class AdminGroup(WhoMayCall):
+class AdminGroup(AsNobody):
     config = "[modeld]\nsocket_mode = 0666\nadmin_group = nogroup\n"
 
-    def test_others_may_look_but_not_administer(self):
+    def test_members_of_the_admin_group_may_administer(self):
         p = self.ctl_as_nobody("load", "a")
         self.assertEqual(p.returncode, 0, p.stderr)
 
