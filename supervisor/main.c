@@ -26,8 +26,9 @@ static struct event *shutdown_deadline;
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: modeld [-c FILE] [-s SOCKET] [--models DIR] [--worker PATH] [-l LEVEL] [--syslog]\n"
+	fprintf(f, "usage: modeld [-c FILE] [-s SOCKET] [--models DIR] [--worker PATH] [-l LEVEL] [--syslog] [-t]\n"
 		   "  -c, --config FILE   read FILE (INI); default: the embedded configuration\n"
+		   "  -t, --test-config   check the configuration, say whether it is good, and exit\n"
 		   "  -s, --socket PATH   control socket (overrides the config's socket)\n"
 		   "  -m, --models DIR    models directory (default ./models)\n"
 		   "  -w, --worker PATH   the modeld-worker binary (default: next to modeld)\n"
@@ -111,6 +112,7 @@ static void on_sighup(evutil_socket_t sig, short what, void *arg)
 struct options {
 	const char *config, *socket, *models, *worker, *level;
 	int use_syslog;
+	bool test_config;
 };
 
 static int parse_args(int argc, char **argv, struct options *o)
@@ -122,12 +124,13 @@ static int parse_args(int argc, char **argv, struct options *o)
 		{ "worker", required_argument, NULL, 'w' },
 		{ "log-level", required_argument, NULL, 'l' },
 		{ "syslog", no_argument, NULL, 'S' },
+		{ "test-config", no_argument, NULL, 't' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
 	int ch;
 
-	while ((ch = getopt_long(argc, argv, "c:s:m:w:l:h", longopts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "c:s:m:w:l:th", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'c': o->config = optarg; break;
 		case 's': o->socket = optarg; break;
@@ -135,6 +138,7 @@ static int parse_args(int argc, char **argv, struct options *o)
 		case 'w': o->worker = optarg; break;
 		case 'l': o->level = optarg; break;
 		case 'S': o->use_syslog = 1; break;
+		case 't': o->test_config = true; break;
 		case 'h': usage(stdout); exit(0);
 		default: usage(stderr); return -1;
 		}
@@ -168,6 +172,10 @@ static int configure(const struct options *o)
 	}
 	if (config_finish(&md.conf, err) < 0)
 		goto fail;
+	if (o->test_config) {
+		printf("modeld: %s: the configuration is good\n", o->config ? o->config : "(default)");
+		exit(0);
+	}
 	md.socket_path = o->socket ? strdup(o->socket) : md.conf.socket ? strdup(md.conf.socket) : proto_default_socket();
 	md.worker_path = o->worker ? strdup(o->worker) : md.conf.worker ? strdup(md.conf.worker) : default_worker();
 	if (access(md.worker_path, X_OK) < 0) {

@@ -1,12 +1,16 @@
 """What hostile or careless input, peers and hosts must not do to modeld."""
+import glob
 import os
+import re
 import resource
 import shutil
 import signal
 import socket
+import subprocess
+import tempfile
 import unittest
 
-from harness import Daemon, DaemonTest, fake_worker, pid_alive, wait_until
+from harness import DEADLINE, MODELD, Daemon, DaemonTest, fake_worker, pid_alive, wait_until
 
 A = ("--n", 16, "--a", 3, "--c", 1)
 
@@ -81,6 +85,25 @@ class Replies(DaemonTest):
         r = c.call("x" + "\u00e9" * 40)     # the echo keeps 64 bytes: the last is half an e-acute
         self.assertEqual(r["error"]["code"], "unknown_op")
         self.assertEqual(r["error"]["message"], "no op called x" + "\u00e9" * 31 + "\ufffd")
+
+
+class DocExamples(unittest.TestCase):
+    """Every configuration example in the documentation is one modeld accepts as written."""
+
+    def test_every_ini_example_is_a_good_configuration(self):
+        top = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+        pages = glob.glob(os.path.join(top, "docs", "*.md")) + [os.path.join(top, "README.md")]
+        examples = [(page, text) for page in pages
+                    for text in re.findall(r"```ini\n(.*?)```", open(page).read(), re.S)]
+        self.assertGreaterEqual(len(examples), 2)
+        for page, text in examples:
+            with tempfile.NamedTemporaryFile("w", suffix=".ini") as f:
+                f.write(text)
+                f.flush()
+                p = subprocess.run([MODELD, "-t", "-c", f.name], capture_output=True, text=True,
+                                   timeout=DEADLINE)
+            self.assertEqual(p.returncode, 0, "%s: %s" % (page, p.stderr))
+            self.assertIn("the configuration is good", p.stdout)
 
 
 class WorkerDeaths(DaemonTest):
