@@ -22,5 +22,18 @@ done
 echo "installing:$missing"
 sudo=
 [ "$(id -u)" -ne 0 ] && sudo=sudo
-$sudo apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $missing
+
+# On a fresh machine another apt (unattended-upgrades) may hold dpkg's or the
+# lists' lock: apt waits for dpkg's lock itself, and a run that still fails
+# is tried again a few times before giving up.
+apt_get() {
+	tries=1
+	until $sudo env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 "$@"; do
+		[ $tries -ge 10 ] && return 1
+		echo "apt-get $1 failed (is another apt running?); trying again in 10 s" >&2
+		tries=$((tries + 1))
+		sleep 10
+	done
+}
+apt_get update -qq
+apt_get install -y -qq $missing
