@@ -658,7 +658,7 @@ int main(int argc, char **argv)
 	for (size_t k = 0; k < sizeof commands / sizeof commands[0]; k++) {
 		if (strcmp(argv[i], commands[k].name) != 0)
 			continue;
-		char *sock = path ? strdup(path) : proto_default_socket();
+		char *sock = path ? strdup(path) : proto_client_socket();
 		c.tty = isatty(STDERR_FILENO);
 		int rc = connect_to(&c, sock);
 		free(sock);

@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "proto.h"
@@ -105,9 +106,24 @@ char *proto_default_socket(void)
 	else if (xdg && *xdg)
 		n = asprintf(&path, "%s/modeld.sock", xdg);
 	else
-		n = asprintf(&path, "%s", geteuid() == 0 ? "/run/modeld/modeld.sock" : "./modeld.sock");
+		n = asprintf(&path, "%s", geteuid() == 0 ? PROTO_SYSTEM_SOCKET : "./modeld.sock");
 	if (n < 0)
 		abort();
+	return path;
+}
+
+char *proto_client_socket(void)
+{
+	char *path = proto_default_socket();
+	struct stat st;
+
+	/* a user's client finds the system's daemon when there is none of its own */
+	if (!getenv("MODELD_SOCKET") && stat(path, &st) < 0 && stat(PROTO_SYSTEM_SOCKET, &st) == 0) {
+		free(path);
+		path = strdup(PROTO_SYSTEM_SOCKET);
+		if (!path)
+			abort();
+	}
 	return path;
 }
 

@@ -115,6 +115,10 @@ int proto_op_is_admin(enum op op);
  * ./modeld.sock. The caller frees the string.
  */
 char *proto_default_socket(void);
+/* The socket a client connects to: the default, or when that does not exist
+ * and $MODELD_SOCKET is unset, the system daemon's. The caller frees it. */
+char *proto_client_socket(void);
+#define PROTO_SYSTEM_SOCKET "/run/modeld/modeld.sock"
 
 /* Worker channel. */
 #define WPROTO_VERSION 2
