@@ -501,6 +501,12 @@ void ops_dispatch(struct client *c, const msgpack_object *m)
 		server_reply_error(c, 0, E_BAD_REQUEST, "id must be an unsigned integer >= 1");
 		return;
 	}
+	if (server_find_req(c, id)) {
+		/* its replies could not be told from the first one's */
+		server_reply_error(c, id, E_BAD_REQUEST, "id %llu is still in use by a request not yet answered",
+				   (unsigned long long)id);
+		return;
+	}
 	if (msg_str(m, "op", &name, &len) != MSG_OK) {
 		server_reply_error(c, id, E_BAD_REQUEST, "op is required (a string)");
 		return;

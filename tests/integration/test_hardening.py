@@ -79,6 +79,23 @@ class Descriptors(unittest.TestCase):
         self.assertEqual(log.count("Too many open files"), 1, log[-2000:])
 
 
+class Ids(DaemonTest):
+    def test_an_id_still_in_flight_is_refused(self):
+        c = self.d.client()
+        c.send({"id": 7, "op": "load", "model": "nosuch-yet", "slot": "cpu"})  # answered at once
+        self.assertEqual(c.reply(7)["error"]["code"], "unknown_model")
+        c.ok("load", model="a")
+        pid = c.ok("status", slot="cpu")["slots"][0]["pid"]
+        os.kill(pid, signal.SIGSTOP)        # request 50 stays in flight
+        self.addCleanup(os.kill, pid, signal.SIGCONT)
+        c.send({"id": 50, "op": "infer", "model": "a", "input": [1], "max_tokens": 3})
+        c.send({"id": 50, "op": "status"})
+        first = c.recv()
+        self.assertEqual(first["id"], 50)
+        self.assertEqual(first["error"]["code"], "bad_request")
+        self.assertIn("id 50 is still in use", first["error"]["message"])
+
+
 class Replies(DaemonTest):
     def test_an_echoed_op_name_cut_short_is_still_utf8(self):
         c = self.d.client()
