@@ -194,8 +194,8 @@ static void enter_error(struct slot *s, enum err code, const char *message)
 	drop_device(s);
 	s->next = NULL;
 	end_load_waiters(s, code, message);
-	job_note(s, &s->load_job, "load", s->model, "failed", message);
 	set_state(s, SS_ERROR);
+	job_note(s, &s->load_job, "load", s->model, "failed", message);
 	if (s->fallback && s->model != s->fallback && !s->shutting_down) {
 		log_info("slot %s: loading the fallback model %s", s->conf->name, s->fallback->name);
 		s->next = s->fallback;
@@ -270,8 +270,8 @@ static void enter_empty(struct slot *s)
 	s->env->arm(s, 0);
 	drop_device(s);
 	end_load_waiters(s, E_CANCELLED, "the slot was unloaded");
-	job_note(s, &s->unload_job, "unload", last, "done", NULL);
 	set_state(s, SS_EMPTY);
+	job_note(s, &s->unload_job, "unload", last, "done", NULL);	/* a job ends after the state it reached */
 	s->model = NULL;
 	end_all(s, &s->unload_waiters, E_NONE, NULL);
 	settle_queue(s, last);
@@ -369,7 +369,7 @@ static void enter_ready(struct slot *s)
 	s->keep_until_ms = 0;
 	drop_device(s);		/* the load and warmup are done */
 	set_state(s, SS_READY);
-	job_note(s, &s->load_job, "load", s->model, "done", NULL);
+	job_note(s, &s->load_job, "load", s->model, "done", NULL);	/* a job ends after the state it reached */
 	end_load_waiters(s, E_NONE, NULL);
 	dispatch_next(s);	/* requests that waited for this load */
 	settle_idle(s);

@@ -96,6 +96,17 @@ class Ids(DaemonTest):
         self.assertIn("id 50 is still in use", first["error"]["message"])
 
 
+class EventOrder(DaemonTest):
+    def test_a_job_ends_after_the_state_it_reached(self):
+        c = self.d.client()
+        c.ok("subscribe", events=["state", "job"])
+        for op, args, state in (("load", {"model": "a"}, "ready"), ("unload", {"slot": "cpu"}, "empty")):
+            c.ok(op, **args)
+            evs = c.events_until(lambda e: e["event"] == "job" and e["op"] == op and e["status"] == "done")
+            states = [e for e in evs if e["event"] == "state"]
+            self.assertEqual(states[-1]["state"], state, evs)
+
+
 class Replies(DaemonTest):
     def test_an_echoed_op_name_cut_short_is_still_utf8(self):
         c = self.d.client()
