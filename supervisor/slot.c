@@ -597,20 +597,58 @@ static void act_waited(struct slot *s, const struct slot_ev *ev)
 	req_end(s, ev->req, E_TIMEOUT, msg);
 }
 
+/* Whether a request in the queue waits for model m. */
+static bool queued_for(const struct slot *s, const struct model *m)
+{
+	const struct req *q;
+
+	TAILQ_FOREACH(q, &s->queue, link)
+		if (q->model == m)
+			return true;
+	return false;
+}
+
+/*
+ * The last requester of a load cancelled it: nobody wants the model, unless
+ * an inference waits for it. A load under way or being retried is given up
+ * as by an unload; a load that waits for the old worker to go is dropped,
+ * and the slot ends empty.
+ */
+static void abandon_load(struct slot *s)
+{
+	const struct model *m = s->next ? s->next : s->model;
+
+	if (!TAILQ_EMPTY(&s->load_waiters) || queued_for(s, m))
+		return;
+	if (s->state == SS_LOADING || s->state == SS_WARMING || s->state == SS_RECONNECTING ||
+	    s->state == SS_UNAVAILABLE) {
+		begin_unload(s, NULL, false, false);
+	} else if (s->next) {
+		job_note(s, &s->load_job, "load", s->next, "failed", "cancelled");
+		s->next = NULL;
+	}
+}
+
 /*
  * A running inference is asked to stop; the worker answers it with what it
- * made, finish_reason cancelled. Anything else cancelled ends at once.
+ * made, finish_reason cancelled. Anything else cancelled ends at once, and
+ * a load that no one waits for any more is abandoned.
  */
 static void act_cancel(struct slot *s, const struct slot_ev *ev)
 {
 	struct req *r = ev->req;
+	bool load_waiter = r->list == &s->load_waiters;
 
-	if (r == s->active && r->op == OP_INFER && s->inflight == r->seq)
+	if (r == s->active && r->op == OP_INFER && s->inflight == r->seq) {
 		s->env->cancel_infer(s, r->seq);
-	else if (r == s->active)
+		return;
+	}
+	if (r == s->active)
 		cancel_active(s, "cancelled");
 	else
 		req_end(s, r, E_CANCELLED, "cancelled");
+	if (load_waiter)
+		abandon_load(s);
 }
 
 static void act_shutdown(struct slot *s, const struct slot_ev *ev)

@@ -267,6 +267,19 @@ class HeldLoads(DaemonTest):
         self.assertTrue(r["ok"], r)
         self.assertNotEqual(slot_status(c)["pid"], pid)
 
+    def test_a_load_whose_last_requester_cancels_is_given_up(self):
+        c = self.d.client()
+        rid = self.loading(c)
+        other = self.d.client()
+        other_rid = other.request("load", model="big")     # joins it
+        other.ok("status")                                  # answered after the load was taken
+        self.assertTrue(c.call("cancel", target=rid)["cancelled"])
+        self.assertEqual(c.reply(rid)["error"]["code"], "cancelled")
+        self.assertEqual(slot_status(c)["state"], "loading_model")     # another still wants it
+        self.assertTrue(other.call("cancel", target=other_rid)["cancelled"])
+        c.wait_state("empty")
+        wait_until(lambda: self.d.workers() == [], what="the loading worker to be gone")
+
     def test_unload_during_load_cancels_it(self):
         c = self.d.client()
         rid = self.loading(c)
