@@ -234,7 +234,7 @@ static void start_load(struct slot *s)
 	s->load_started_ms = now(s);
 	if (s->load_job == 0)
 		s->load_job = s->env->new_job(s->env->arg);
-	if (s->env->check_memory(s, err, sizeof err) < 0) {
+	if (s->env->check_memory(s, s->model, 0, err, sizeof err) < 0) {
 		enter_error(s, E_INSUFFICIENT_MEMORY, err);
 		return;
 	}
@@ -302,8 +302,35 @@ static void proceed_switch(struct slot *s)
 }
 
 /* switching_model: wait out the debounce window, then drain, then go on. */
+/*
+ * With memory_check = refuse, a model that will not fit even once the
+ * current one is gone is refused before that one is unloaded: r, and the
+ * inferences queued for it, get insufficient_memory; the slot keeps what
+ * it has.
+ */
+static bool refused_before_unload(struct slot *s, const struct model *m, struct req *r)
+{
+	char err[SLOT_MESSAGE_LEN];
+	struct req *q, *next;
+
+	if (!s->has_worker || s->conf->memory_check != MEMCHECK_REFUSE ||
+	    s->env->check_memory(s, m, s->mem_bytes, err, sizeof err) >= 0)
+		return false;
+	log_warn("slot %s: %s; keeping %s", s->conf->name, err, model_name(s->model));
+	if (r)
+		req_end(s, r, E_INSUFFICIENT_MEMORY, err);
+	for (q = TAILQ_FIRST(&s->queue); q; q = next) {
+		next = TAILQ_NEXT(q, link);
+		if (q->model == m)
+			req_end(s, q, E_INSUFFICIENT_MEMORY, err);
+	}
+	return true;
+}
+
 static void begin_switch(struct slot *s, const struct model *m, struct req *r)
 {
+	if (refused_before_unload(s, m, r))
+		return;
 	s->env->arm(s, 0);
 	s->from = s->has_worker ? s->model : NULL;
 	new_target(s, m);
@@ -340,6 +367,8 @@ static void dispatch_next(struct slot *s)
 		if (r->model && r->model != s->model) {
 			if (s->conf->autoload) {
 				begin_switch(s, r->model, NULL);
+				if (s->state == SS_READY)
+					continue;	/* refused for memory: those requests ended */
 				return;
 			}
 			snprintf(msg, sizeof msg, "model %s is not loaded in slot %s", r->model->name,

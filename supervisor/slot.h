@@ -86,10 +86,11 @@ struct slot_env {
 	/* Arms r's wait timer (SEV_WAITED after ms); 0 disarms it. */
 	void (*arm_req)(struct slot *s, struct req *r, uint64_t ms);
 	/*
-	 * The memory check before loading s->model: 0 go on, 1 go on with an
-	 * advisory (published by the env), -1 refuse (message in msg).
+	 * The memory check before loading m, counting freed bytes that an
+	 * unload would give back: 0 go on, 1 go on with an advisory (published
+	 * by the env), -1 refuse (message in msg).
 	 */
-	int (*check_memory)(struct slot *s, char *msg, size_t len);
+	int (*check_memory)(struct slot *s, const struct model *m, uint64_t freed, char *msg, size_t len);
 	/*
 	 * The device lock, for op ("load", "infer"): true when s holds it now,
 	 * else s waits and SEV_LOCKED follows. Devices that are not exclusive

@@ -162,25 +162,25 @@ static uint64_t gguf_extra(const struct model *m, int fd, uint64_t weights)
  * The need: the file's size plus what the engine added the last time this
  * slot loaded it, or for a GGUF model its estimate, whichever is more.
  */
-static int env_check_memory(struct slot *s, char *msg, size_t len)
+static int env_check_memory(struct slot *s, const struct model *m, uint64_t freed, char *msg, size_t len)
 {
 	struct slot_rt *rt = rt_of(s);
 	char need_s[32], free_s[32];
 	uint64_t size;
 	int fd;
 
-	if (s->conf->memory_check == MEMCHECK_OFF || (fd = child_open_model(s->model, &size, msg, len)) < 0)
+	if (s->conf->memory_check == MEMCHECK_OFF || (fd = child_open_model(m, &size, msg, len)) < 0)
 		return 0;	/* a file that cannot be read fails at spawn, with its own message */
-	uint64_t extra = gguf_extra(s->model, fd, size);
+	uint64_t extra = gguf_extra(m, fd, size);
 	close(fd);
 	uint64_t need = size + (extra > rt->overhead ? extra : rt->overhead);
 	uint64_t avail = device_free(s);
-	if (avail == 0 || need <= avail)
+	if (avail == 0 || need <= avail + freed)
 		return 0;
 	log_bytes(need_s, sizeof need_s, need);
-	log_bytes(free_s, sizeof free_s, avail);
-	snprintf(msg, len, "%s needs about %s; %s has %s free", s->model->name, need_s,
-		 s->conf->device, free_s);
+	log_bytes(free_s, sizeof free_s, avail + freed);
+	snprintf(msg, len, "%s needs about %s; %s has %s free%s", m->name, need_s, s->conf->device, free_s,
+		 freed ? " once the current model is unloaded" : "");
 	if (s->conf->memory_check == MEMCHECK_REFUSE)
 		return -1;
 	log_warn("slot %s: %s (memory_check = warn: loading anyway)", s->conf->name, msg);

@@ -52,9 +52,9 @@ static void r_send_infer(struct slot *s, struct req *r) { (void)s; (void)r; rec.
 static void r_cancel(struct slot *s, uint64_t seq) { (void)s; (void)seq; rec.cancels++; }
 static void r_arm(struct slot *s, uint64_t ms) { (void)s; rec.armed = ms; }
 static void r_arm_req(struct slot *s, struct req *r, uint64_t ms) { (void)s; (void)r; rec.req_armed = ms; }
-static int r_check_memory(struct slot *s, char *msg, size_t n)
+static int r_check_memory(struct slot *s, const struct model *m, uint64_t freed, char *msg, size_t n)
 {
-	(void)s;
+	(void)s; (void)m; (void)freed;
 	snprintf(msg, n, "short of memory");
 	return rec.memory;
 }
@@ -402,6 +402,23 @@ static void test_a_worker_that_answers_what_it_was_not_asked_is_killed(void **st
 	assert_int_equal(rec.kills, 2);
 }
 
+static void test_memory_refuse_keeps_the_current_model(void **state)
+{
+	(void)state;
+	load_ready(&ma);
+	conf.memory_check = MEMCHECK_REFUSE;
+	rec.memory = -1;
+	request(SEV_LOAD, OP_LOAD, &mb);
+	assert_int_equal(rec.last_code, E_INSUFFICIENT_MEMORY);
+	assert_int_equal(s.state, SS_READY);
+	assert_ptr_equal(s.model, &ma);
+	assert_int_equal(rec.stops + rec.kills, 0);
+	rec.memory = 0;
+	request(SEV_LOAD, OP_LOAD, &mb);
+	assert_int_equal(s.state, SS_UNLOADING);
+	conf.memory_check = MEMCHECK_WARN;
+}
+
 static void test_a_stream_gets_the_text_its_end_released(void **state)
 {
 	(void)state;
@@ -723,6 +740,7 @@ int main(void)
 		cmocka_unit_test_setup(test_crash_fails_the_running_request, setup),
 		cmocka_unit_test_setup(test_cancel_stops_the_worker_request, setup),
 		cmocka_unit_test_setup(test_a_stream_gets_the_text_its_end_released, setup),
+		cmocka_unit_test_setup(test_memory_refuse_keeps_the_current_model, setup),
 		cmocka_unit_test_setup(test_a_request_with_no_token_for_stall_timeout_kills_the_worker, setup),
 		cmocka_unit_test_setup(test_a_worker_that_answers_what_it_was_not_asked_is_killed, setup),
 		cmocka_unit_test_setup(test_restart_goes_through_service_restarting, setup),
