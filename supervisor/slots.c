@@ -207,12 +207,15 @@ static bool env_device_busy(struct slot *s)
 	return l && devlock_busy(l);
 }
 
+/* Only a fallback slot that holds the very model the request is for may serve it. */
 static bool env_forward(struct slot *s, struct req *r)
 {
 	struct slot_rt *to = s->conf->cpu_fallback ? slots_find(s->conf->cpu_fallback) : NULL;
+	const struct model *m = r->model ? r->model : s->model;
 
-	if (!to)
+	if (!to || !m || to->s.model != m || to->s.state != SS_READY)
 		return false;
+	r->model = m;
 	log_debug("slot %s: device busy; request %llu goes to %s", s->conf->name,
 		  (unsigned long long)r->id, to->s.conf->name);
 	struct slot_ev ev = { .type = SEV_INFER, .req = r, .model = r->model };

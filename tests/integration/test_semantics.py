@@ -329,6 +329,18 @@ class DeviceLock(DaemonTest):
         os.kill(pid, signal.SIGCONT)
         c.reply(first)
 
+    def test_try_is_never_served_by_a_fallback_with_another_model(self):
+        c = self.d.client()
+        c.ok("load", model="b", slot="c")
+        c.ok("load", model="a", slot="g1")
+        c.ok("subscribe", events=["gpu"])
+        first, pid = self.hold(c, "g2", "b")
+        for args in ({"slot": "g1"}, {"model": "a", "slot": "g1"}):
+            r = c.call("infer", input=[3], max_tokens=2, gpu="try", **args)
+            self.assertEqual(r["error"]["code"], "busy", args)
+        os.kill(pid, signal.SIGCONT)
+        c.reply(first)
+
 
 class UnusableDevice(DaemonTest):
     models = {"a": A}
