@@ -38,6 +38,7 @@ static const char *const err_names[E__COUNT] = {
 	[E_UNAUTHORIZED] = "unauthorized",
 	[E_TOO_LARGE] = "too_large",
 	[E_SHUTTING_DOWN] = "shutting_down",
+	[E_SERVICE_UNAVAILABLE] = "service_unavailable",
 	[E_INTERNAL] = "internal",
 };
 

@@ -740,7 +740,9 @@ static void act_failed(struct slot *s, const struct slot_ev *ev)
 		return;
 	}
 	snprintf(s->message, sizeof s->message, "%s", ev->message ? ev->message : "device unusable");
-	end_load_waiters(s, E_LOAD_FAILED, msg);
+	/* the requesters and the job end here; the retries are the slot's own */
+	end_load_waiters(s, E_SERVICE_UNAVAILABLE, msg);
+	job_note(s, &s->load_job, "load", s->model, "failed", msg);
 	s->env->arm(s, s->backoff_ms);
 	s->retry_at_ms = now(s) + s->backoff_ms;
 	back_off(s);

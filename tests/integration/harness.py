@@ -289,18 +289,27 @@ class DaemonTest(unittest.TestCase):
         self.addCleanup(self._cleanup)
 
     def assert_unavailable_and_retried(self, model, says):
-        """A load of model fails, the slot goes to service_unavailable with a
-        message holding says, and is retried through reconnecting. Returns
-        the client, subscribed to state events."""
+        """A load of model fails with service_unavailable, the slot goes to
+        service_unavailable with a message holding says, and is retried
+        through reconnecting; no job is announced again once it ended.
+        Returns the client, subscribed to state and job events."""
         c = self.d.client()
-        c.ok("subscribe", events=["state"])
+        c.ok("subscribe", events=["state", "job"])
         r = c.call("load", model=model)
-        self.assertEqual(r["error"]["code"], "load_failed")
-        e = c.wait_state("service_unavailable")
-        self.assertIn(says, e["message"])
-        c.wait_state("reconnecting")
-        c.wait_state("loading_model")
-        c.wait_state("service_unavailable")
+        self.assertEqual(r["error"]["code"], "service_unavailable")
+        self.assertIn(says, r["error"]["message"])
+
+        def state(name):
+            return lambda e: e["event"] == "state" and e["state"] == name
+        evs = c.events_until(state("service_unavailable"), what="service_unavailable")
+        self.assertIn(says, evs[-1]["message"])
+        for name in ("reconnecting", "loading_model", "service_unavailable"):
+            evs += c.events_until(state(name), what=name)
+        ended = set()
+        for e in (e for e in evs if e["event"] == "job"):
+            self.assertNotIn(e["job"], ended, "job %d announced again after it ended" % e["job"])
+            if e["status"] in ("done", "failed"):
+                ended.add(e["job"])
         return c
 
     def _cleanup(self):
