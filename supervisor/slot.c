@@ -1227,6 +1227,8 @@ void slot_write_details(const struct slot *s, struct msgw *w)
 	case SS_UNAVAILABLE:
 		write_model(w, "model", s->model);
 		msgw_kstr(w, "message", s->message);
+		msgw_ku64(w, "attempt", s->attempt);		/* tries so far; the next comes in retry_in_ms */
+		msgw_ku64(w, "retry_in_ms", s->retry_at_ms > t ? s->retry_at_ms - t : 0);
 		break;
 	case SS_EMPTY:
 	case SS_INITIALIZING:

@@ -303,6 +303,7 @@ class DaemonTest(unittest.TestCase):
             return lambda e: e["event"] == "state" and e["state"] == name
         evs = c.events_until(state("service_unavailable"), what="service_unavailable")
         self.assertIn(says, evs[-1]["message"])
+        self.assertGreater(evs[-1]["retry_in_ms"], 0)       # when the next try comes
         for name in ("reconnecting", "loading_model", "service_unavailable"):
             evs += c.events_until(state(name), what=name)
         ended = set()
