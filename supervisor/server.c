@@ -160,7 +160,8 @@ static void write_results(struct msgw *w, const struct slot *s, const struct req
 			msgw_ku64(w, "load_ms", s->load_ms);
 			msgw_ku64(w, "warmup_ms", s->warmup_ms);
 		}
-		msgw_ku64(w, "job", r->job);
+		if (r->job)	/* none for a model that was ready already */
+			msgw_ku64(w, "job", r->job);
 		break;
 	case OP_INFER:
 		write_infer(w, s, r);

@@ -107,6 +107,15 @@ class EventOrder(DaemonTest):
             self.assertEqual(states[-1]["state"], state, evs)
 
 
+class Jobs(DaemonTest):
+    def test_only_work_makes_a_job(self):
+        c = self.d.client()
+        self.assertGreater(c.ok("load", model="a")["job"], 0)
+        self.assertNotIn("job", c.ok("load", model="a"))        # ready already
+        self.assertGreater(c.ok("unload", slot="cpu")["job"], 0)
+        self.assertNotIn("job", c.ok("unload", slot="cpu"))     # empty already
+
+
 class Replies(DaemonTest):
     def test_an_echoed_op_name_cut_short_is_still_utf8(self):
         c = self.d.client()
