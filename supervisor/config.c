@@ -29,7 +29,7 @@ static const char *const model_suffixes[] = { ".safetensors", ".gguf" };
 
 enum key_type {
 	K_STR, K_SECONDS, K_UINT, K_SIZE, K_MODE, K_LOGLEVEL, K_DEVICE, K_ENGINE, K_NAME, K_BOOL,
-	K_MEMCHECK, K_GROUP, K_USER,
+	K_MEMCHECK, K_GROUP, K_USER, K_AUTOLOAD,
 };
 
 struct key {
@@ -68,7 +68,7 @@ static const struct key slot_keys[] = {
 	{ "heartbeat_interval", K_SECONDS, S(heartbeat_interval_ms), 1, 0, NO_LINE },
 	{ "heartbeat_timeout", K_SECONDS, S(heartbeat_timeout_ms), 0, 0, NO_LINE },
 	{ "max_queue", K_UINT, S(max_queue), 1, 1000000, NO_LINE },
-	{ "autoload", K_BOOL, S(autoload), 0, 0, NO_LINE },
+	{ "autoload", K_AUTOLOAD, S(autoload), 0, 0, NO_LINE },
 	{ "switch_debounce", K_SECONDS, S(switch_debounce_ms), 0, 0, NO_LINE },
 	{ "drain_timeout", K_SECONDS, S(drain_timeout_ms), 0, 0, NO_LINE },
 	{ "idle_timeout", K_SECONDS, S(idle_timeout_ms), 0, 0, NO_LINE },
@@ -201,12 +201,22 @@ static int parse_ull(const char *v, int base, unsigned long long *out)
 	return errno || *end ? -1 : 0;
 }
 
+/* 1 for yes, 0 for no, -1 for neither. */
+static int parse_bool(const char *v)
+{
+	if (!strcmp(v, "yes") || !strcmp(v, "true") || !strcmp(v, "1") || !strcmp(v, "on"))
+		return 1;
+	if (!strcmp(v, "no") || !strcmp(v, "false") || !strcmp(v, "0") || !strcmp(v, "off"))
+		return 0;
+	return -1;
+}
+
 /* Stores value into the field k describes. 1 ok, 0 error (reported). */
 static int set_key(struct parse *p, const struct key *k, const char *v)
 {
 	void *f = (char *)p->target + k->offset;
 	unsigned long long n;
-	int level;
+	int level, yes;
 
 	switch (k->type) {
 	case K_NAME:
@@ -252,12 +262,14 @@ static int set_key(struct parse *p, const struct key *k, const char *v)
 		*(int *)f = level;
 		break;
 	case K_BOOL:
-		if (!strcmp(v, "yes") || !strcmp(v, "true") || !strcmp(v, "1") || !strcmp(v, "on"))
-			*(bool *)f = true;
-		else if (!strcmp(v, "no") || !strcmp(v, "false") || !strcmp(v, "0") || !strcmp(v, "off"))
-			*(bool *)f = false;
-		else
+		if ((yes = parse_bool(v)) < 0)
 			return perr(p, "%s: \"%s\" is not yes or no", k->name, v);
+		*(bool *)f = yes;
+		break;
+	case K_AUTOLOAD:
+		if ((yes = parse_bool(v)) < 0 && strcmp(v, "admin") != 0)
+			return perr(p, "autoload: \"%s\" is not yes, no or admin", v);
+		*(enum autoload *)f = yes < 0 ? AUTOLOAD_ADMIN : yes ? AUTOLOAD_YES : AUTOLOAD_NO;
 		break;
 	case K_MEMCHECK:
 		if (strcmp(v, "warn") && strcmp(v, "refuse") && strcmp(v, "off"))

@@ -38,6 +38,8 @@
 #define CONFIG_ENGINE_MAX 32
 #define CONFIG_GPU_LAYERS_ALL UINT_MAX	/* gpu_layers unset: all on a GPU, none on the cpu */
 enum memory_check { MEMCHECK_WARN, MEMCHECK_REFUSE, MEMCHECK_OFF };
+/* Whose inferences may load the model they name: nobody's, anyone's, administrators' only. */
+enum autoload { AUTOLOAD_NO, AUTOLOAD_YES, AUTOLOAD_ADMIN };
 
 struct slot_conf {
 	char *name;
@@ -52,7 +54,7 @@ struct slot_conf {
 	uint64_t heartbeat_interval_ms;
 	uint64_t heartbeat_timeout_ms;
 	unsigned max_queue;
-	bool autoload;
+	enum autoload autoload;
 	uint64_t switch_debounce_ms;
 	uint64_t drain_timeout_ms;
 	uint64_t idle_timeout_ms;	/* 0: never evict */

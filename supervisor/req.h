@@ -48,6 +48,7 @@ struct req {
 	uint64_t job;
 	bool wait;
 	bool force;
+	bool admin;			/* its client may administer: autoload = admin lets it load */
 	uint64_t started_ms;
 	/* infer */
 	uint64_t wait_ms;		/* the longest it may wait in a queue */

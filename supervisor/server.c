@@ -97,6 +97,7 @@ struct req *server_new_req(struct client *c, uint64_t id, enum op op)
 	r->id = id;
 	r->op = op;
 	r->client = c;
+	r->admin = c->admin;
 	r->seq = ++md.next_seq;
 	r->started_ms = clock_mono_ms();
 	TAILQ_INSERT_TAIL(&c->reqs, r, client_link);

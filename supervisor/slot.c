@@ -185,6 +185,12 @@ static void drop_device(struct slot *s)
 
 static void start_load(struct slot *s);
 
+/* Whether r's inference may load the model it names, switching if need be. */
+static bool may_autoload(const struct slot *s, const struct req *r)
+{
+	return s->conf->autoload == AUTOLOAD_YES || (s->conf->autoload == AUTOLOAD_ADMIN && r->admin);
+}
+
 /* Errors end the load's waiters; queued requests wait on (a fallback, an admin load). */
 static void enter_error(struct slot *s, enum err code, const char *message)
 {
@@ -253,7 +259,7 @@ static void settle_queue(struct slot *s, const struct model *last)
 	struct req *r = TAILQ_FIRST(&s->queue);
 	const struct model *want = r ? (r->model ? r->model : last) : NULL;
 
-	if (r && want && (s->evicting || s->conf->autoload)) {
+	if (r && want && (s->evicting || may_autoload(s, r))) {
 		/* A request that raced an idle eviction waits for a fresh load. */
 		s->evicting = false;
 		begin_switch(s, want, NULL);
@@ -365,7 +371,7 @@ static void dispatch_next(struct slot *s)
 
 	while (!s->inflight && (r = TAILQ_FIRST(&s->queue)) != NULL) {
 		if (r->model && r->model != s->model) {
-			if (s->conf->autoload) {
+			if (may_autoload(s, r)) {
 				begin_switch(s, r->model, NULL);
 				if (s->state == SS_READY)
 					continue;	/* refused for memory: those requests ended */
@@ -572,7 +578,7 @@ static bool wrong_model(struct slot *s, struct req *r)
 
 	if (!r->model || r->model == heading(s))
 		return false;
-	if (s->conf->autoload) {
+	if (may_autoload(s, r)) {
 		struct slot_ev load = { .type = SEV_LOAD, .model = r->model };
 		slot_event(s, &load);
 		return false;
@@ -608,7 +614,7 @@ static void act_infer_wait(struct slot *s, const struct slot_ev *ev)
 
 static void act_infer_empty(struct slot *s, const struct slot_ev *ev)
 {
-	if (!s->conf->autoload || !ev->req->model || ev->req->wait_ms == 0) {
+	if (!may_autoload(s, ev->req) || !ev->req->model || ev->req->wait_ms == 0) {
 		act_not_loaded(s, ev);
 		return;
 	}

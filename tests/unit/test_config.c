@@ -102,7 +102,7 @@ static void test_errors_name_file_and_line(void **state)
 		{ "[slot a]\n[slot a]\n", 2, "defined twice" },
 		{ "[modeld]\nthis is not a pair\n", 2, "not a section header" },
 		{ "[modeld]\nsocket_mode = 0999\n", 2, "octal" },
-		{ "[slot a]\nautoload = maybe\n", 2, "not yes or no" },
+		{ "[slot a]\nautoload = maybe\n", 2, "not yes, no or admin" },
 		{ "[slot a]\nmemory_check = sometimes\n", 2, "not warn, refuse or off" },
 		{ "[slot a]\n\nlock = grp\n", 3, "no [device grp]" },
 		{ "[slot a]\ncpu_fallback = a\n", 2, "no other slot a" },

@@ -108,7 +108,7 @@ static int setup(void **state)
 	(void)state;
 	memset(&rec, 0, sizeof rec);
 	conf.switch_debounce_ms = conf.idle_timeout_ms = 0;
-	conf.autoload = false;
+	conf.autoload = AUTOLOAD_NO;
 	slot_init(&s, &conf, NULL, &env);
 	struct slot_ev ev = { .type = SEV_START };
 	slot_event(&s, &ev);
@@ -625,11 +625,28 @@ static void test_idle_eviction_and_keep_alive(void **state)
 static void test_autoload_loads_what_infer_names(void **state)
 {
 	(void)state;
-	conf.autoload = true;
+	conf.autoload = AUTOLOAD_YES;
 	infer_waiting(&mb, 1000);
 	assert_int_equal(s.state, SS_LOADING);
 	feed(SEV_LOADED, 1, 16);
 	assert_int_equal(rec.infers, 1);
+}
+
+static void test_autoload_admin_lets_only_administrators_switch(void **state)
+{
+	(void)state;
+	conf.autoload = AUTOLOAD_ADMIN;
+	load_ready(&ma);
+	infer_waiting(&mb, 1000);		/* not an admin's */
+	assert_int_equal(rec.last_code, E_NOT_LOADED);
+	assert_int_equal(s.state, SS_READY);
+	struct req *r = new_req(OP_INFER, &mb);
+	r->wait_ms = 1000;
+	r->admin = true;
+	struct slot_ev ev = { .type = SEV_INFER, .req = r, .model = &mb };
+	slot_event(&s, &ev);
+	assert_int_not_equal(s.state, SS_READY);	/* switching to mb */
+	assert_ptr_equal(s.next, &mb);
 }
 
 static void test_fallback_loads_after_a_failure(void **state)
@@ -756,6 +773,7 @@ int main(void)
 		cmocka_unit_test_setup(test_debounce_coalesces_a_burst, setup),
 		cmocka_unit_test_setup(test_idle_eviction_and_keep_alive, setup),
 		cmocka_unit_test_setup(test_autoload_loads_what_infer_names, setup),
+		cmocka_unit_test_setup(test_autoload_admin_lets_only_administrators_switch, setup),
 		cmocka_unit_test_setup(test_fallback_loads_after_a_failure, setup),
 		cmocka_unit_test_setup(test_memory_refusal_is_an_error, setup),
 		cmocka_unit_test_setup(test_a_load_waits_for_the_device, setup),
