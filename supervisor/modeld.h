@@ -24,6 +24,8 @@
 #include "req.h"
 #include "slot.h"
 
+/* The smallest max_frame a client may ask for: room for any error reply. */
+#define CLIENT_MIN_FRAME 1024u
 /* The most a client may leave unread before it is dropped. */
 #define CLIENT_MAX_OUTPUT (8u << 20)
 /* While loading, progress counts as life: the heartbeat timeout is stretched by this. */
@@ -116,6 +118,8 @@ struct req *server_find_req(struct client *c, uint64_t id);
 /* Frees a request that was answered before it reached a slot. */
 void server_discard(struct req *r);
 void server_subscribe(struct client *c, unsigned mask);
+/* The largest frame body c accepts, as its hello said. */
+void server_set_max_frame(struct client *c, size_t max);
 bool server_is_admin(const struct client *c);
 
 /* ops.c */

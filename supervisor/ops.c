@@ -85,20 +85,27 @@ static void submit(struct slot_rt *rt, struct req *r, enum slot_event t)
 
 static void op_hello(struct client *c, uint64_t id, const msgpack_object *m)
 {
-	uint64_t proto = 0;
+	uint64_t proto = 0, max = 0;
 	struct msgw w;
 
-	if (!arg_u64(c, id, m, "proto", true, &proto))
+	if (!arg_u64(c, id, m, "proto", true, &proto) || !arg_u64(c, id, m, "max_frame", false, &max))
 		return;
+	if (max && max < CLIENT_MIN_FRAME) {
+		server_reply_error(c, id, E_BAD_REQUEST, "max_frame must be at least %u", CLIENT_MIN_FRAME);
+		return;
+	}
 	if (proto != PROTO_VERSION) {
 		server_reply_error(c, id, E_UNSUPPORTED_PROTO, "this server speaks protocol %d, not %llu",
 				   PROTO_VERSION, (unsigned long long)proto);
 		return;
 	}
+	if (max)
+		server_set_max_frame(c, (size_t)max);
 	server_reply_begin(&w, id);
 	msgw_ku64(&w, "proto", PROTO_VERSION);
 	msgw_kstr(&w, "server", PROTO_SERVER_NAME);
 	msgw_kstr(&w, "version", MODELD_VERSION);
+	msgw_ku64(&w, "max_frame", md.conf.max_frame);	/* the largest frame this server accepts */
 	server_reply_send(c, &w);
 }
 

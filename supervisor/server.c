@@ -34,6 +34,7 @@ struct client {
 	bool admin;
 	unsigned subs;			/* bit mask of enum event_kind */
 	struct req_list reqs;		/* waiting for their final reply */
+	size_t max_frame;		/* the largest frame body it accepts (hello); SIZE_MAX: it did not say */
 };
 
 static LIST_HEAD(, client) clients = LIST_HEAD_INITIALIZER(clients);
@@ -41,9 +42,49 @@ static unsigned nclients;
 static struct evconnlistener *listener;
 static struct event *accept_resume;	/* accepting again after running out of descriptors */
 
+static void write_error(struct msgw *w, uint64_t id, enum err code, const char *message);
+
+/* The frame body's id, and whether it is a stream chunk (rather than a final reply). */
+static uint64_t frame_id(const void *frame, size_t len, bool *chunk)
+{
+	msgpack_unpacked u;
+	size_t off = 0;
+	uint64_t id = 0;
+
+	msgpack_unpacked_init(&u);
+	if (msgpack_unpack_next(&u, (const char *)frame + FRAME_HEADER_LEN, len - FRAME_HEADER_LEN, &off) ==
+	    MSGPACK_UNPACK_SUCCESS)
+		msg_u64(&u.data, "id", &id);
+	*chunk = msg_get(&u.data, "chunk") != NULL;
+	msgpack_unpacked_destroy(&u);
+	return id;
+}
+
+/*
+ * No frame larger than the client said it accepts goes to it: a final reply
+ * is replaced by too_large under its id; a chunk is left out (the final
+ * reply holds its tokens and text too).
+ */
 void server_send(struct client *c, struct msgw *w)
 {
-	peer_send(c->peer, w);
+	size_t len;
+	const void *frame = msgw_frame(w, &len);
+	bool chunk;
+
+	if (len - FRAME_HEADER_LEN <= c->max_frame) {
+		peer_send(c->peer, w);
+		return;
+	}
+	uint64_t id = frame_id(frame, len, &chunk);
+	if (chunk)
+		return;
+	char msg[160];
+	struct msgw e;
+	snprintf(msg, sizeof msg, "the reply is %zu bytes, over the %zu this client accepts (hello's max_frame)",
+		 len - FRAME_HEADER_LEN, c->max_frame);
+	write_error(&e, id, E_TOO_LARGE, msg);
+	peer_send(c->peer, &e);
+	msgw_free(&e);
 }
 
 void server_reply_send(struct client *c, struct msgw *w)
@@ -235,14 +276,22 @@ void server_chunk(struct req *r, const struct work_out *o)
 void server_broadcast(int kind, struct msgw *w)
 {
 	struct client *c;
+	size_t len;
+
+	msgw_frame(w, &len);
 	LIST_FOREACH(c, &clients, link)
-		if (c->subs & (1u << kind))
+		if ((c->subs & (1u << kind)) && len - FRAME_HEADER_LEN <= c->max_frame)
 			peer_send(c->peer, w);
 }
 
 void server_subscribe(struct client *c, unsigned mask)
 {
 	c->subs = mask;
+}
+
+void server_set_max_frame(struct client *c, size_t max)
+{
+	c->max_frame = max;
 }
 
 bool server_is_admin(const struct client *c)
@@ -394,6 +443,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
 	c->uid = cred.uid;
 	c->pid = cred.pid;
 	c->admin = peer_is_admin(&cred);
+	c->max_frame = SIZE_MAX;
 	TAILQ_INIT(&c->reqs);
 	c->peer = peer_new(md.base, fd, md.conf.max_frame, CLIENT_MAX_OUTPUT, client_dispatch, c);
 	LIST_INSERT_HEAD(&clients, c, link);

@@ -116,6 +116,21 @@ class Jobs(DaemonTest):
         self.assertNotIn("job", c.ok("unload", slot="cpu"))     # empty already
 
 
+class ClientFrameLimit(DaemonTest):
+    def test_no_frame_over_what_the_client_accepts(self):
+        c = self.d.client()
+        hello = c.ok("hello", proto=1, max_frame=1024)
+        self.assertEqual(hello["max_frame"], 1024 * 1024)         # what the server accepts
+        c.ok("load", model="a")
+        self.assertEqual(len(c.ok("infer", model="a", input=[1], max_tokens=50)["tokens"]), 50)
+        chunks = []
+        r = c.reply(c.request("infer", model="a", input=[1], max_tokens=1000, stream=True), chunks)
+        self.assertEqual(r["error"]["code"], "too_large")
+        self.assertIn("over the 1024 this client accepts", r["error"]["message"])
+        self.assertEqual(len(chunks), 1000)     # each chunk fitted
+        self.assertEqual(c.call("hello", proto=1, max_frame=10)["error"]["code"], "bad_request")
+
+
 class Replies(DaemonTest):
     def test_an_echoed_op_name_cut_short_is_still_utf8(self):
         c = self.d.client()
