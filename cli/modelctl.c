@@ -165,21 +165,22 @@ static const msgpack_object *call(struct ctl *c, struct msgw *w, uint64_t id)
 	uint64_t rid;
 
 	msgw_end(w);
-	int rc = chan_send(&c->chan, w);
+	/* a send to a server that refused the connection fails: its reason may still be there to read */
+	int send_error = chan_send(&c->chan, w) < 0 ? errno : 0;
 	msgw_free(w);
-	if (rc < 0) {
-		fprintf(stderr, "modelctl: send: %s\n", strerror(errno));
-		return NULL;
-	}
 	while (chan_read(&c->chan, -1, &m) == 1) {
-		if (msg_u64(m, "id", &rid) == MSG_OK && rid == id && msg_get(m, "ok")) {
+		/* id 0: about the connection itself (refused, a bad frame, closed for idling) */
+		if (msg_u64(m, "id", &rid) == MSG_OK && (rid == id || rid == 0) && msg_get(m, "ok")) {
 			clear_bar(c);
 			return m;
 		}
 		on_side(c, m);
 	}
 	clear_bar(c);
-	fprintf(stderr, "modelctl: connection closed: %s\n", c->chan.error ? c->chan.error : "by modeld");
+	if (send_error)
+		fprintf(stderr, "modelctl: send: %s\n", strerror(send_error));
+	else
+		fprintf(stderr, "modelctl: connection closed: %s\n", c->chan.error ? c->chan.error : "by modeld");
 	return NULL;
 }
 

@@ -54,6 +54,9 @@ static const struct key modeld_keys[] = {
 	{ "log_level", K_LOGLEVEL, offsetof(struct config, log_level), 0, 0, NO_LINE },
 	{ "max_frame", K_SIZE, offsetof(struct config, max_frame), 64, 64u << 20, NO_LINE },
 	{ "max_clients", K_UINT, offsetof(struct config, max_clients), 1, 65536, NO_LINE },
+	{ "max_clients_per_uid", K_UINT, offsetof(struct config, max_clients_per_uid), 1, 65536, NO_LINE },
+	{ "admin_reserve", K_UINT, offsetof(struct config, admin_reserve), 0, 65536, NO_LINE },
+	{ "client_idle_timeout", K_SECONDS, offsetof(struct config, client_idle_timeout_ms), 0, 0, NO_LINE },
 };
 
 #define S(f) offsetof(struct slot_conf, f)
@@ -496,6 +499,9 @@ void config_init(struct config *c)
 	c->log_level = LOG_LVL_INFO;
 	c->max_frame = FRAME_MAX_DEFAULT;
 	c->max_clients = 1024;
+	c->max_clients_per_uid = 256;
+	c->admin_reserve = 16;
+	c->client_idle_timeout_ms = 600000;
 }
 
 static bool has_suffix(const char *s, const char *suffix)

@@ -3,7 +3,7 @@
  *
  *   [modeld]      socket, socket_mode, socket_group, admin_group, models_dir,
  *                 worker, engine_dir, worker_user, log_level, max_frame,
- *                 max_clients
+ *                 max_clients, max_clients_per_uid, admin_reserve, client_idle_timeout
  *   [slot NAME]   device, default_model, stop_timeout, restart_backoff_min,
  *                 restart_backoff_max, restart_limit, restart_window,
  *                 heartbeat_interval, heartbeat_timeout, max_queue, autoload,
@@ -111,6 +111,9 @@ struct config {
 	int log_level;
 	size_t max_frame;
 	unsigned max_clients;
+	unsigned max_clients_per_uid;	/* so that one user cannot take every place */
+	unsigned admin_reserve;		/* places of max_clients that only administrators may take */
+	uint64_t client_idle_timeout_ms;	/* a client with nothing outstanding and no subscription is closed after this; 0: never */
 	struct slot_conf *slots;
 	size_t nslots;
 	struct model *models;

@@ -35,12 +35,14 @@ struct client {
 	unsigned subs;			/* bit mask of enum event_kind */
 	struct req_list reqs;		/* waiting for their final reply */
 	size_t max_frame;		/* the largest frame body it accepts (hello); SIZE_MAX: it did not say */
+	uint64_t active_ms;		/* when it last sent a request */
 };
 
 static LIST_HEAD(, client) clients = LIST_HEAD_INITIALIZER(clients);
 static unsigned nclients;
 static struct evconnlistener *listener;
 static struct event *accept_resume;	/* accepting again after running out of descriptors */
+static struct event *idle_sweep;	/* closes clients idle for client_idle_timeout */
 
 static void write_error(struct msgw *w, uint64_t id, enum err code, const char *message);
 
@@ -346,6 +348,7 @@ static void client_dispatch(struct peer *p, const msgpack_object *msg, void *arg
 	struct client *c = arg;
 
 	if (msg) {
+		c->active_ms = clock_mono_ms();
 		ops_dispatch(c, msg);
 		return;
 	}
@@ -418,6 +421,48 @@ static void accept_error_cb(struct evconnlistener *l, void *arg)
 	event_add(accept_resume, &pause);
 }
 
+/*
+ * Why a new client of uid may not have a place, or NULL: one user may not
+ * take every place, and the last admin_reserve places (at most a quarter
+ * of max_clients) are kept for administrators.
+ */
+static const char *no_place_for(uid_t uid, bool admin)
+{
+	unsigned reserve = md.conf.admin_reserve < md.conf.max_clients / 4 ? md.conf.admin_reserve :
+		md.conf.max_clients / 4;
+	unsigned same_uid = 0;
+	struct client *c;
+
+	if (nclients >= md.conf.max_clients)
+		return "max_clients reached";
+	if (!admin && nclients + reserve >= md.conf.max_clients)
+		return "the places left are kept for administrators (admin_reserve)";
+	LIST_FOREACH(c, &clients, link)
+		same_uid += c->uid == uid;
+	if (same_uid >= md.conf.max_clients_per_uid)
+		return "max_clients_per_uid reached for this user";
+	return NULL;
+}
+
+/* Clients with nothing outstanding and no subscription, silent for client_idle_timeout, are closed. */
+static void idle_sweep_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd; (void)what; (void)arg;
+	uint64_t t = clock_mono_ms();
+	struct client *c, *next;
+
+	for (c = LIST_FIRST(&clients); c; c = next) {
+		next = LIST_NEXT(c, link);
+		if (!TAILQ_EMPTY(&c->reqs) || c->subs || t - c->active_ms < md.conf.client_idle_timeout_ms)
+			continue;
+		log_info("client pid %d: idle; closing it", (int)c->pid);
+		server_reply_error(c, 0, E_TIMEOUT, "closed after %.1f s without a request",
+				   (double)md.conf.client_idle_timeout_ms / 1000);
+		peer_free_after_flush(c->peer);
+		client_gone(c);
+	}
+}
+
 static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int len,
 		      void *arg)
 {
@@ -429,12 +474,14 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
 		refuse(fd, E_SHUTTING_DOWN, "modeld is shutting down");
 		return;
 	}
-	if (nclients >= md.conf.max_clients) {
-		refuse(fd, E_BUSY, "max_clients reached");
-		return;
-	}
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0) {
 		close(fd);
+		return;
+	}
+	bool admin = peer_is_admin(&cred);
+	const char *why = no_place_for(cred.uid, admin);
+	if (why) {
+		refuse(fd, E_BUSY, why);
 		return;
 	}
 	struct client *c = calloc(1, sizeof *c);
@@ -442,7 +489,8 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
 		abort();
 	c->uid = cred.uid;
 	c->pid = cred.pid;
-	c->admin = peer_is_admin(&cred);
+	c->admin = admin;
+	c->active_ms = clock_mono_ms();
 	c->max_frame = SIZE_MAX;
 	TAILQ_INIT(&c->reqs);
 	c->peer = peer_new(md.base, fd, md.conf.max_frame, CLIENT_MAX_OUTPUT, client_dispatch, c);
@@ -506,6 +554,12 @@ int server_listen(const char *path, mode_t mode, char *err, size_t errlen)
 	}
 	evconnlistener_set_error_cb(listener, accept_error_cb);
 	accept_resume = evtimer_new(md.base, accept_resume_cb, NULL);
+	if (md.conf.client_idle_timeout_ms) {
+		/* a client is closed between one and one and a quarter timeouts after its last request */
+		struct timeval every = clock_timeval(md.conf.client_idle_timeout_ms / 4 + 1);
+		idle_sweep = event_new(md.base, -1, EV_PERSIST, idle_sweep_cb, NULL);
+		event_add(idle_sweep, &every);
+	}
 	return 0;
 }
 
@@ -516,6 +570,9 @@ void server_close(void)
 		evconnlistener_free(listener);
 		listener = NULL;
 		event_free(accept_resume);
+		if (idle_sweep)
+			event_free(idle_sweep);
+		idle_sweep = NULL;
 		unlink(md.socket_path);
 	}
 }

@@ -10,7 +10,7 @@ import subprocess
 import tempfile
 import unittest
 
-from harness import DEADLINE, MODELD, Daemon, DaemonTest, fake_worker, pid_alive, wait_until
+from harness import DEADLINE, MODELCTL, MODELD, Daemon, DaemonTest, fake_worker, pid_alive, wait_until
 
 A = ("--n", 16, "--a", 3, "--c", 1)
 
@@ -131,6 +131,58 @@ class ClientFrameLimit(DaemonTest):
         self.assertEqual(c.call("hello", proto=1, max_frame=10)["error"]["code"], "bad_request")
 
 
+class Places(DaemonTest):
+    config = "[modeld]\nmax_clients_per_uid = 2\n"
+
+    def connected(self):
+        c = self.d.client()
+        try:
+            return c if c.call("hello", proto=1)["ok"] else None
+        except (EOFError, OSError):
+            return None
+
+    def test_one_user_cannot_take_every_place(self):
+        # the start-up probe's connection may count for a moment: take places as they free
+        wait_until(self.connected, what="a first place")
+        wait_until(self.connected, what="a second place")
+        e = self.d.client().recv()["error"]
+        self.assertEqual(e["code"], "busy")
+        self.assertIn("max_clients_per_uid", e["message"])
+
+
+
+class IdleClients(DaemonTest):
+    config = "[modeld]\nclient_idle_timeout = 0.2\n"
+
+    def test_an_idle_client_is_closed_and_a_subscriber_is_not(self):
+        idle = self.d.client()
+        listening = self.d.client()
+        listening.ok("subscribe", events=["state"])
+        e = idle.recv()["error"]                       # comes once it has idled long enough
+        self.assertEqual(e["code"], "timeout")
+        self.assertIn("without a request", e["message"])
+        with self.assertRaises((EOFError, OSError)):
+            idle.recv()
+        self.assertTrue(listening.ok("status")["ok"])
+
+
+@unittest.skipUnless(os.geteuid() == 0 and shutil.which("setpriv"), "needs root and setpriv")
+class AdminReserve(DaemonTest):
+    config = "[modeld]\nsocket_mode = 0666\nmax_clients = 8\nadmin_reserve = 2\nclient_idle_timeout = 0\n"
+
+    def test_the_last_places_are_kept_for_administrators(self):
+        os.chmod(self.d.dir, 0o755)
+        held = [self.d.client() for _ in range(6)]
+        for c in held:
+            c.ok("hello", proto=1)          # all six have their places
+        p = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                            MODELCTL, "-s", self.d.sock, "status"],
+                           capture_output=True, text=True, timeout=DEADLINE)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("kept for administrators", p.stderr)
+        self.assertTrue(self.d.client().ok("status")["ok"])     # an administrator still gets in
+
+
 class Replies(DaemonTest):
     def test_an_echoed_op_name_cut_short_is_still_utf8(self):
         c = self.d.client()
@@ -145,8 +197,10 @@ class DocExamples(unittest.TestCase):
     def test_every_ini_example_is_a_good_configuration(self):
         top = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
         pages = glob.glob(os.path.join(top, "docs", "*.md")) + [os.path.join(top, "README.md")]
-        examples = [(page, text) for page in pages
-                    for text in re.findall(r"```ini\n(.*?)```", open(page).read(), re.S)]
+        examples = []
+        for page in pages:
+            with open(page) as f:
+                examples += [(page, text) for text in re.findall(r"```ini\n(.*?)```", f.read(), re.S)]
         self.assertGreaterEqual(len(examples), 2)
         for page, text in examples:
             with tempfile.NamedTemporaryFile("w", suffix=".ini") as f:
