@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sched.h>
@@ -45,13 +46,22 @@ static const int allowed[] = {
 	 * under MODELD_SECCOMP_DEBUG to need nothing beyond these and clone) */
 	SCMP_SYS(futex), SCMP_SYS(sched_yield), SCMP_SYS(nanosleep),
 	SCMP_SYS(clock_nanosleep), SCMP_SYS(clock_gettime), SCMP_SYS(gettimeofday),
-	SCMP_SYS(getpid), SCMP_SYS(gettid), SCMP_SYS(sysinfo), SCMP_SYS(ioctl),
+	SCMP_SYS(getpid), SCMP_SYS(gettid), SCMP_SYS(sysinfo),
 	SCMP_SYS(set_robust_list), SCMP_SYS(rseq),	/* what a new thread does first */
 	SCMP_SYS(sched_getaffinity), SCMP_SYS(sigaltstack),	/* runtimes set threads up */
 	/* signals and the way out */
 	SCMP_SYS(rt_sigaction), SCMP_SYS(rt_sigprocmask), SCMP_SYS(rt_sigreturn),
 	SCMP_SYS(restart_syscall), SCMP_SYS(exit), SCMP_SYS(exit_group),
 };
+
+/*
+ * ioctl requests refused whatever the descriptor: a worker has no terminal
+ * (its stdio is /dev/null and a pipe), and these would reach one anyway
+ * (push input into it, take it over, redirect the console). The kernel
+ * reads the request as 32 bits, so the comparison ignores the upper ones.
+ * Every other request is allowed: the GPU driver's are many and its own.
+ */
+static const unsigned long tty_ioctls[] = { TIOCSTI, TIOCLINUX, TIOCCONS, TIOCSCTTY, TIOCSETD };
 
 #define SANDBOX_MAX_SYSCALL 512
 static const char *syscall_names[SANDBOX_MAX_SYSCALL];
@@ -108,6 +118,14 @@ static int sandbox_filter(int debug)
 	if (rc == 0)
 		rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(clone), 1,
 				      SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_THREAD, CLONE_THREAD));
+	/* a refusal wins over an allow that also matches; an unconditional allow would win over both */
+	for (size_t i = 0; rc == 0 && i < sizeof tty_ioctls / sizeof tty_ioctls[0]; i++)
+		rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(ioctl), 1,
+				      SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffUL, tty_ioctls[i]));
+	if (rc == 0)
+		rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1, SCMP_A1(SCMP_CMP_LT, TIOCSTI));
+	if (rc == 0)
+		rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1, SCMP_A1(SCMP_CMP_GT, TIOCSTI));
 	if (rc == 0)
 		rc = seccomp_load(ctx);
 	seccomp_release(ctx);

@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -63,6 +64,23 @@ static int make_process(void)
 	if (pid == 0)
 		_exit(0);
 	return 3;	/* not reached: the filter kills the caller */
+}
+
+static int sv[2];	/* made before the sandbox, which allows no new socket */
+
+/* Terminal ioctls are refused, with their upper 32 bits set too; others pass. */
+static int tty_ioctl(void)
+{
+	char c = 'x';
+	int n = -1;
+
+	if (ioctl(sv[0], TIOCSTI, &c) == 0 || errno != EPERM)
+		return 11;
+	if (syscall(SYS_ioctl, sv[0], TIOCSTI | (1UL << 32), &c) == 0 || errno != EPERM)
+		return 12;
+	if (ioctl(sv[0], TIOCLINUX, &c) == 0 || errno != EPERM)
+		return 13;
+	return ioctl(sv[0], FIONREAD, &n) == 0 && n == 0 ? 0 : 14;
 }
 
 static int run_exec(void)
@@ -127,6 +145,17 @@ static void test_files_and_sockets_fail_softly(void **state)
 	assert_int_equal(WEXITSTATUS(st), 0);
 }
 
+static void test_terminal_ioctls_are_refused(void **state)
+{
+	(void)state;
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	int st = in_sandbox(tty_ioctl);
+	close(sv[0]);
+	close(sv[1]);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+}
+
 static void test_processes_and_exec_kill(void **state)
 {
 	(void)state;
@@ -145,6 +174,7 @@ int main(void)
 		cmocka_unit_test(test_the_drivers_calls_are_allowed),
 		cmocka_unit_test(test_files_and_sockets_fail_softly),
 		cmocka_unit_test(test_processes_and_exec_kill),
+		cmocka_unit_test(test_terminal_ioctls_are_refused),
 	};
 	return cmocka_run_group_tests_name("sandbox", tests, NULL, NULL);
 }
