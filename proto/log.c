@@ -63,6 +63,30 @@ void log_msg(enum log_level level, const char *fmt, ...)
 		return;
 }
 
+void log_relay(const char *line, size_t len)
+{
+	char out[1200];
+	const char *from = memmem(line, len, "] ", 2);
+	int prio = LOG_INFO;
+
+	if (!log_syslog) {
+		int n = snprintf(out, sizeof out, "%.*s\n", (int)(len < sizeof out - 2 ? len : sizeof out - 2), line);
+		if (write(STDERR_FILENO, out, (size_t)n) < 0)
+			log_syslog = 0;		/* nowhere to say it */
+		return;
+	}
+	from = from ? from + 2 : line;
+	for (size_t i = 0; i < sizeof level_names / sizeof level_names[0]; i++) {
+		size_t n = strlen(level_names[i]);
+		if ((size_t)(line + len - from) > n && memcmp(from, level_names[i], n) == 0 && from[n] == ':')
+			prio = syslog_prio[i];
+	}
+	/* the relayed line keeps the sender's ident and pid; the timestamp is syslog's */
+	const char *who = memchr(line, ' ', len);
+	who = who ? who + 1 : line;
+	syslog(prio, "%.*s", (int)(line + len - who), who);
+}
+
 void log_bytes(char *buf, size_t len, uint64_t n)
 {
 	static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB" };

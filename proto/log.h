@@ -12,6 +12,10 @@ void log_init(const char *ident, enum log_level level, int use_syslog);
 int log_level_parse(const char *s);
 void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Passes on a line another process logged ("... ident[pid] level: text"), to stderr as it is or to syslog
+ * at its level. */
+void log_relay(const char *line, size_t len);
+
 /* A byte count for people: 1536 -> "1.5 KiB". */
 void log_bytes(char *buf, size_t len, uint64_t n);
 

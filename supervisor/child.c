@@ -21,6 +21,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+
 #include "../proto/clock.h"
 #include "../proto/frame.h"
 #include "../proto/log.h"
@@ -35,6 +38,7 @@ struct child {
 	struct event *ping;		/* heartbeat, every heartbeat_interval */
 	struct event *escalate;		/* stop message -> SIGTERM -> SIGKILL */
 	struct event *closed;		/* its channel closed: it must exit, or be killed */
+	struct bufferevent *log;	/* its stderr, a pipe: lines go to modeld's log */
 	uint64_t last_life_ms;
 	uint64_t ping_seq;
 	bool loaded;			/* loaded and warmed: the plain heartbeat timeout applies */
@@ -415,18 +419,54 @@ pid_t child_pid(const struct child *c)
 	return c->pid;
 }
 
+/* --- its log --- */
+
+/* The whole lines in in (and with all, the rest too) go to modeld's log. */
+static void relay_lines(struct evbuffer *in, bool all)
+{
+	char *line;
+	size_t n;
+
+	while ((line = evbuffer_readln(in, &n, EVBUFFER_EOL_LF)) != NULL) {
+		log_relay(line, n);
+		free(line);
+	}
+	if (all && (n = evbuffer_get_length(in)) > 0) {
+		line = (char *)evbuffer_pullup(in, (ev_ssize_t)n);
+		log_relay(line, n);
+		evbuffer_drain(in, n);
+	}
+}
+
+static void child_log_cb(struct bufferevent *bev, void *arg)
+{
+	(void)arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+
+	relay_lines(in, evbuffer_get_length(in) > CHILD_LOG_LINE_MAX);
+}
+
 /* --- spawning --- */
 
-static void exec_worker(int chan, const char *path, pid_t parent)
+/*
+ * In the forked child: the worker gets /dev/null for stdin and stdout, the
+ * log pipe for stderr, its channel on fd 3 and nothing else (the weights
+ * come over the channel); no terminal to reach, no descriptor of modeld's.
+ */
+static void exec_worker(int chan, int log, const char *path, pid_t parent)
 {
 	char ppid[16];
 
 	setpgid(0, 0);
+	if (dup2(md.devnull, STDIN_FILENO) < 0 || dup2(md.devnull, STDOUT_FILENO) < 0 ||
+	    dup2(log, STDERR_FILENO) < 0)
+		_exit(126);
 	if (chan == WORKER_CHANNEL_FD) {
 		fcntl(chan, F_SETFD, 0);
 	} else if (dup2(chan, WORKER_CHANNEL_FD) < 0) {
 		_exit(126);
 	}
+	close_range(WORKER_CHANNEL_FD + 1, ~0U, 0);
 	sigset_t none;
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
@@ -529,7 +569,7 @@ int child_open_model(const struct model *m, uint64_t *size, char *err, size_t er
 struct child *child_spawn(struct slot_rt *rt, char *err, size_t errlen)
 {
 	const struct model *m = rt->s.model;
-	int sv[2];
+	int sv[2], logp[2];
 	uint64_t bytes;
 	int weights = child_open_model(m, &bytes, err, errlen);
 
@@ -540,13 +580,22 @@ struct child *child_spawn(struct slot_rt *rt, char *err, size_t errlen)
 		close(weights);
 		return NULL;
 	}
+	if (pipe2(logp, O_CLOEXEC) < 0) {
+		snprintf(err, errlen, "pipe: %s", strerror(errno));
+		close(sv[0]);
+		close(sv[1]);
+		close(weights);
+		return NULL;
+	}
 	pid_t parent = getpid(), pid = fork();
 	if (pid == 0)
-		exec_worker(sv[1], md.worker_path, parent);
+		exec_worker(sv[1], logp[1], md.worker_path, parent);
 	close(sv[1]);
+	close(logp[1]);
 	if (pid < 0) {
 		snprintf(err, errlen, "fork: %s", strerror(errno));
 		close(sv[0]);
+		close(logp[0]);
 		close(weights);
 		return NULL;
 	}
@@ -557,6 +606,10 @@ struct child *child_spawn(struct slot_rt *rt, char *err, size_t errlen)
 	log_info("slot %s: worker %d loading %s", rt->s.conf->name, (int)pid, m->name);
 	struct child *c = child_new(rt, pid, sv[0]);
 	c->file_bytes = bytes;
+	evutil_make_socket_nonblocking(logp[0]);
+	c->log = bufferevent_socket_new(md.base, logp[0], BEV_OPT_CLOSE_ON_FREE);
+	bufferevent_setcb(c->log, child_log_cb, NULL, NULL, c);
+	bufferevent_enable(c->log, EV_READ);
 	return c;
 }
 
@@ -577,6 +630,16 @@ static void describe_exit(const struct child *c, int status, char *buf, size_t l
 
 static void child_free(struct child *c)
 {
+	if (c->log) {
+		/* what it wrote last, before it exited, is read now */
+		char buf[4096];
+		ssize_t n;
+		struct evbuffer *in = bufferevent_get_input(c->log);
+		while ((n = read(bufferevent_getfd(c->log), buf, sizeof buf)) > 0)
+			evbuffer_add(in, buf, (size_t)n);
+		relay_lines(in, true);
+		bufferevent_free(c->log);
+	}
 	if (c->peer)
 		peer_free(c->peer);
 	event_free(c->ping);

@@ -6,6 +6,7 @@
  * control socket; never touches a device itself.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
 #include <signal.h>
@@ -237,6 +238,11 @@ int main(int argc, char **argv)
 	log_init("modeld", (enum log_level)md.conf.log_level, o.use_syslog);
 	signal(SIGPIPE, SIG_IGN);
 	fit_fd_limit();
+	md.devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (md.devnull < 0) {
+		log_error("/dev/null: %s", strerror(errno));
+		return 1;
+	}
 	md.uid = getuid();
 	md.base = event_base_new();
 	if (!md.base) {

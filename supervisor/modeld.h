@@ -32,6 +32,8 @@
 #define HEARTBEAT_LOADING_FACTOR 3
 /* Between the stop message and SIGTERM, at most. */
 #define CHILD_STOP_GRACE_MS 2000
+/* A worker's log line longer than this is passed on in pieces. */
+#define CHILD_LOG_LINE_MAX 4096
 /* A worker whose channel closed is killed if it has not exited this long after. */
 #define CHILD_CLOSED_GRACE_MS 2000
 /* Progress events per load: at most one per this many ms. */
@@ -73,6 +75,7 @@ struct modeld {
 	uint64_t event_seq;
 	bool shutting_down;
 	uid_t uid;
+	int devnull;			/* workers' stdin and stdout */
 	struct gpu *gpus;		/* found at start (probe.c) */
 	size_t ngpus;
 };

@@ -183,6 +183,29 @@ class AdminReserve(DaemonTest):
         self.assertTrue(self.d.client().ok("status")["ok"])     # an administrator still gets in
 
 
+class WorkerDescriptors(unittest.TestCase):
+    """A worker holds its channel, /dev/null and its log pipe: nothing of modeld's, no terminal."""
+
+    def test_a_worker_has_only_its_own_descriptors(self):
+        held = os.open("/dev/zero", os.O_RDONLY)       # modeld inherits it; its workers must not
+        self.addCleanup(os.close, held)
+        d = Daemon(None, {"a": A}, {"models/broken.safetensors": b"\xff" * 64}, pass_fds=(held,))
+        self.addCleanup(shutil.rmtree, d.dir, True)
+        self.addCleanup(d.stop)
+        c = d.client()
+        c.ok("load", model="a")
+        pid = c.ok("status", slot="cpu")["slots"][0]["pid"]
+        fds = {int(f): os.readlink("/proc/%d/fd/%s" % (pid, f)) for f in os.listdir("/proc/%d/fd" % pid)}
+        self.assertEqual(sorted(fds), [0, 1, 2, 3], fds)
+        self.assertEqual((fds[0], fds[1]), ("/dev/null", "/dev/null"))
+        self.assertTrue(fds[2].startswith("pipe:"), fds)
+        self.assertTrue(fds[3].startswith("socket:"), fds)
+        # what a worker logs reaches modeld's log, through the pipe
+        self.assertEqual(c.call("load", model="broken")["error"]["code"], "load_failed")
+        wait_until(lambda: re.search(r"modeld-worker\[\d+\] error: broken: ", d.read_log()),
+                   what="the worker's error line in modeld's log")
+
+
 class Replies(DaemonTest):
     def test_an_echoed_op_name_cut_short_is_still_utf8(self):
         c = self.d.client()
