@@ -650,18 +650,50 @@ static void child_free(struct child *c)
 	free(c);
 }
 
+static struct child *child_of_pid(pid_t pid)
+{
+	struct child *c;
+
+	LIST_FOREACH(c, &children, link)
+		if (c->pid == pid)
+			return c;
+	return NULL;
+}
+
+/*
+ * modeld is its workers' subreaper: what a worker started and left behind,
+ * even in a session of its own, becomes modeld's child when the worker
+ * ends, and is killed here. Children are read from /proc.
+ */
+static void kill_orphans(void)
+{
+	char path[64];
+	long pid;
+	FILE *f;
+
+	snprintf(path, sizeof path, "/proc/self/task/%d/children", (int)getpid());
+	if (!(f = fopen(path, "re")))
+		return;
+	while (fscanf(f, "%ld", &pid) == 1) {
+		if (child_of_pid((pid_t)pid))
+			continue;
+		log_warn("process %ld, left behind by a worker, is killed", pid);
+		kill((pid_t)pid, SIGKILL);
+	}
+	fclose(f);
+}
+
 void child_reap(void)
 {
 	int status;
 	pid_t pid;
+	bool reaped = false;
 
 	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-		struct child *c;
-		LIST_FOREACH(c, &children, link)
-			if (c->pid == pid)
-				break;
+		struct child *c = child_of_pid(pid);
 		if (!c)
-			continue;
+			continue;	/* an orphan of a worker, killed before */
+		reaped = true;
 		char how[SLOT_MESSAGE_LEN];
 		describe_exit(c, status, how, sizeof how);
 		log_info("worker %d (slot %s) %s", (int)pid, c->rt->s.conf->name, how);
@@ -672,6 +704,8 @@ void child_reap(void)
 		struct slot_ev ev = { .type = SEV_EXITED, .message = how };
 		slot_event(&rt->s, &ev);
 	}
+	if (reaped)
+		kill_orphans();
 }
 
 unsigned child_count(void)

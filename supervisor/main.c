@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -238,6 +239,9 @@ int main(int argc, char **argv)
 	log_init("modeld", (enum log_level)md.conf.log_level, o.use_syslog);
 	signal(SIGPIPE, SIG_IGN);
 	fit_fd_limit();
+	/* what workers leave behind comes back to modeld, to be killed (child.c) */
+	if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0)
+		log_warn("cannot become the workers' subreaper: %s", strerror(errno));
 	md.devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
 	if (md.devnull < 0) {
 		log_error("/dev/null: %s", strerror(errno));

@@ -9,7 +9,9 @@ the line before it (see harness.fake_worker):
 - excess: answers an inference with more tokens than it asked for;
 - bogus: fails an inference with an error code the protocol does not have;
 - old: speaks another version of the worker protocol;
-- chatty: says it loaded, with a key that message does not have.
+- chatty: says it loaded, with a key that message does not have;
+- spawner: starts a process in a session of its own (its pid in the file
+  "orphan" beside the worker) and then serves as a silent but loaded worker.
 """
 import socket
 import struct
@@ -59,6 +61,12 @@ def answer(m):
 
 
 load = recv()
+if MODE == "spawner":
+    import os
+    import subprocess
+    orphan = subprocess.Popen(["sleep", "600"], start_new_session=True)
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "orphan"), "w") as f:
+        f.write(str(orphan.pid))
 if MODE == "silent":
     time.sleep(600)
 if MODE == "old":

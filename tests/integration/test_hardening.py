@@ -183,6 +183,23 @@ class AdminReserve(DaemonTest):
         self.assertTrue(self.d.client().ok("status")["ok"])     # an administrator still gets in
 
 
+class LeftBehind(DaemonTest):
+    files = {"fake-worker": fake_worker("spawner")}
+    config = fake_config("heartbeat_timeout = 30\n")
+
+    def test_what_a_worker_started_dies_with_it(self):
+        c = self.d.client()
+        c.ok("subscribe", events=["state"])
+        c.ok("load", model="a")
+        pid = c.ok("status", slot="cpu")["slots"][0]["pid"]
+        with open(os.path.join(self.d.dir, "orphan")) as f:     # written before it said it loaded
+            orphan = int(f.read())
+        self.assertTrue(pid_alive(orphan))
+        os.kill(pid, signal.SIGKILL)        # its own session: a kill of the worker's group misses it
+        c.wait_state("reconnecting")
+        wait_until(lambda: not pid_alive(orphan), what="the orphan to be killed")
+
+
 class WorkerDescriptors(unittest.TestCase):
     """A worker holds its channel, /dev/null and its log pipe: nothing of modeld's, no terminal."""
 
