@@ -180,7 +180,7 @@ $(BUILD)/mkmodel: $(call obj,tests/mkmodel.c)
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
 
 # --- unit tests (cmocka) ---
-UNIT_TESTS = msg frame slot safetensors config sandbox ggufmeta text
+UNIT_TESTS = msg frame slot slot_random safetensors config sandbox ggufmeta text
 UNIT_BINS  = $(patsubst %,$(BUILD)/test_%,$(UNIT_TESTS))
 
 $(BUILD)/test_msg: $(call obj,tests/unit/test_msg.c $(PROTO_SRC))
@@ -190,6 +190,8 @@ $(BUILD)/test_frame: $(call obj,tests/unit/test_frame.c $(PROTO_SRC))
 $(BUILD)/test_safetensors: $(call obj,tests/unit/test_safetensors.c worker/safetensors.c worker/mlp.c)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_JANSSON) $(LIB_CMOCKA)
 $(BUILD)/test_slot: $(call obj,tests/unit/test_slot.c supervisor/slot.c supervisor/req.c $(PROTO_SRC))
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_MSGPACK) $(LIB_CMOCKA)
+$(BUILD)/test_slot_random: $(call obj,tests/unit/test_slot_random.c supervisor/slot.c supervisor/req.c $(PROTO_SRC))
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_MSGPACK) $(LIB_CMOCKA)
 $(BUILD)/test_sandbox: $(call obj,tests/unit/test_sandbox.c worker/sandbox.c)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_SECCOMP) $(LIB_CMOCKA) -pthread

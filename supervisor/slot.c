@@ -40,15 +40,6 @@ static const char *model_name(const struct model *m)
 	return m ? m->name : "(none)";
 }
 
-static void set_state(struct slot *s, enum slot_state st)
-{
-	log_info("slot %s: %s -> %s (%s)", s->conf->name, state_names[s->state], state_names[st],
-		 model_name(st == SS_UNLOADING || st == SS_SWITCHING ? s->next : s->model));
-	s->state = st;
-	s->since_ms = now(s);
-	s->env->state_changed(s);
-}
-
 /* The one way a request leaves the slot: out of its list, then its reply. */
 static void req_end(struct slot *s, struct req *r, enum err code, const char *message)
 {
@@ -59,6 +50,37 @@ static void req_end(struct slot *s, struct req *r, enum err code, const char *me
 	if (s->active == r)
 		s->active = NULL;
 	s->env->finish(s, r, code, message);
+}
+
+/*
+ * Requests queued in ready behind a running one with wait_ms 0 asked not to
+ * wait for a slot that is not ready: when it stops being ready, they end
+ * (they have no timer that would end them).
+ */
+static void end_those_that_would_not_wait(struct slot *s)
+{
+	char msg[96];
+	struct req *r, *next;
+
+	snprintf(msg, sizeof msg, "slot %s is %s", s->conf->name, state_names[s->state]);
+	for (r = TAILQ_FIRST(&s->queue); r; r = next) {
+		next = TAILQ_NEXT(r, link);
+		if (r->wait_ms == 0)
+			req_end(s, r, E_NOT_READY, msg);
+	}
+}
+
+static void set_state(struct slot *s, enum slot_state st)
+{
+	enum slot_state was = s->state;
+
+	log_info("slot %s: %s -> %s (%s)", s->conf->name, state_names[s->state], state_names[st],
+		 model_name(st == SS_UNLOADING || st == SS_SWITCHING ? s->next : s->model));
+	s->state = st;
+	s->since_ms = now(s);
+	s->env->state_changed(s);
+	if (was == SS_READY)
+		end_those_that_would_not_wait(s);
 }
 
 static void end_all(struct slot *s, struct req_list *l, enum err code, const char *message)
@@ -283,6 +305,14 @@ static void enter_empty(struct slot *s)
 	settle_queue(s, last);
 }
 
+/* The old worker is gone and a load comes next: an unload asked for meanwhile is done. */
+static void unload_done_then_load(struct slot *s)
+{
+	job_note(s, &s->unload_job, "unload", s->model, "done", NULL);
+	end_all(s, &s->unload_waiters, E_NONE, NULL);
+	start_load(s);
+}
+
 /* The old worker goes (if any), then the next model loads (if any). */
 static void continue_switch(struct slot *s)
 {
@@ -291,7 +321,7 @@ static void continue_switch(struct slot *s)
 		s->env->stop(s, false);
 		enter(s, SS_UNLOADING);
 	} else if (s->next) {
-		start_load(s);
+		unload_done_then_load(s);
 	} else {
 		enter_empty(s);
 	}
@@ -571,14 +601,17 @@ static void queue_request(struct slot *s, struct req *r)
 	s->env->arm_req(s, r, r->wait_ms);
 }
 
-/* An infer for a model the slot is not heading to: autoload it, or not_loaded. */
+/*
+ * An infer for a model the slot is not heading to: autoload it, or
+ * not_loaded (also when it would not wait for the load: wait_ms 0).
+ */
 static bool wrong_model(struct slot *s, struct req *r)
 {
 	char msg[160];
 
 	if (!r->model || r->model == heading(s))
 		return false;
-	if (may_autoload(s, r)) {
+	if (may_autoload(s, r) && r->wait_ms > 0) {
 		struct slot_ev load = { .type = SEV_LOAD, .model = r->model };
 		slot_event(s, &load);
 		return false;
@@ -948,9 +981,7 @@ static void act_exited_unloading(struct slot *s, const struct slot_ev *ev)
 {
 	worker_gone(s, ev->message);
 	if (s->next) {
-		job_note(s, &s->unload_job, "unload", s->model, "done", NULL);
-		end_all(s, &s->unload_waiters, E_NONE, NULL);
-		start_load(s);
+		unload_done_then_load(s);
 	} else {
 		enter_empty(s);
 	}

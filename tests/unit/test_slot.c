@@ -554,6 +554,34 @@ static void test_a_switch_drains_running_streams(void **state)
 	assert_int_equal(rec.infers, 2);	/* the queued one ran on b */
 }
 
+static void test_requests_that_would_not_wait_end_when_ready_ends(void **state)
+{
+	(void)state;
+	load_ready(&ma);
+	infer_waiting(&ma, 1000);		/* at the worker */
+	infer_waiting(&ma, 0);			/* behind it, with no timer */
+	int before = rec.finished;
+	feed(SEV_EXITED, 0, 0);
+	assert_int_equal(rec.finished, before + 2);	/* worker_crashed, then not_ready */
+	assert_int_equal(rec.last_code, E_NOT_READY);
+	assert_int_equal(slot_queue_length(&s), 0);
+}
+
+static void test_an_unload_overtaken_by_a_load_ends_when_the_worker_is_gone(void **state)
+{
+	(void)state;
+	load_ready(&ma);
+	infer_waiting(&ma, 1000);
+	request(SEV_UNLOAD, OP_UNLOAD, NULL);		/* drains the stream */
+	assert_int_equal(s.state, SS_SWITCHING);
+	request(SEV_LOAD, OP_LOAD, &mb);		/* latest wins */
+	int before = rec.finished;
+	feed(SEV_EXITED, 0, 0);				/* the worker dies while draining */
+	assert_int_equal(s.state, SS_LOADING);
+	assert_int_equal(rec.finished, before + 2);	/* the stream, and the unload */
+	assert_int_equal(rec.last_code, E_NONE);
+}
+
 static void test_drain_timeout_cancels_streams(void **state)
 {
 	(void)state;
@@ -769,6 +797,8 @@ int main(void)
 		cmocka_unit_test_setup(test_the_queue_is_bounded, setup),
 		cmocka_unit_test_setup(test_a_switch_drains_running_streams, setup),
 		cmocka_unit_test_setup(test_drain_timeout_cancels_streams, setup),
+		cmocka_unit_test_setup(test_requests_that_would_not_wait_end_when_ready_ends, setup),
+		cmocka_unit_test_setup(test_an_unload_overtaken_by_a_load_ends_when_the_worker_is_gone, setup),
 		cmocka_unit_test_setup(test_forced_unload_cancels_at_once, setup),
 		cmocka_unit_test_setup(test_debounce_coalesces_a_burst, setup),
 		cmocka_unit_test_setup(test_idle_eviction_and_keep_alive, setup),
