@@ -83,20 +83,47 @@ static void submit(struct slot_rt *rt, struct req *r, enum slot_event t)
 	slot_event(&rt->s, &ev);
 }
 
+/* What this server does beyond protocol 1 as first written; hello lists them. */
+static const char *const capabilities[] = {
+	"text", "chat", "tokenize", "embed", "cancel_partial", "max_frame", "autoload_admin",
+};
+
+/* Whether the client speaks this server's protocol: proto is a version, or an array of them. */
+static bool speaks_ours(const msgpack_object *proto)
+{
+	if (proto->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+		return proto->via.u64 == PROTO_VERSION;
+	for (uint32_t i = 0; proto->type == MSGPACK_OBJECT_ARRAY && i < proto->via.array.size; i++)
+		if (proto->via.array.ptr[i].type == MSGPACK_OBJECT_POSITIVE_INTEGER &&
+		    proto->via.array.ptr[i].via.u64 == PROTO_VERSION)
+			return true;
+	return false;
+}
+
 static void op_hello(struct client *c, uint64_t id, const msgpack_object *m)
 {
-	uint64_t proto = 0, max = 0;
+	const msgpack_object *proto = msg_get(m, "proto");
+	uint64_t max = 0;
 	struct msgw w;
 
-	if (!arg_u64(c, id, m, "proto", true, &proto) || !arg_u64(c, id, m, "max_frame", false, &max))
+	if (!arg_u64(c, id, m, "max_frame", false, &max))
 		return;
+	if (!proto || (proto->type != MSGPACK_OBJECT_POSITIVE_INTEGER && proto->type != MSGPACK_OBJECT_ARRAY)) {
+		server_reply_error(c, id, E_BAD_REQUEST, "proto is required: a version, or an array of the "
+				   "versions the client speaks");
+		return;
+	}
 	if (max && max < CLIENT_MIN_FRAME) {
 		server_reply_error(c, id, E_BAD_REQUEST, "max_frame must be at least %u", CLIENT_MIN_FRAME);
 		return;
 	}
-	if (proto != PROTO_VERSION) {
-		server_reply_error(c, id, E_UNSUPPORTED_PROTO, "this server speaks protocol %d, not %llu",
-				   PROTO_VERSION, (unsigned long long)proto);
+	if (!speaks_ours(proto)) {
+		if (proto->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+			server_reply_error(c, id, E_UNSUPPORTED_PROTO, "this server speaks protocol %d, not %llu",
+					   PROTO_VERSION, (unsigned long long)proto->via.u64);
+		else
+			server_reply_error(c, id, E_UNSUPPORTED_PROTO, "this server speaks protocol %d, none of "
+					   "those given", PROTO_VERSION);
 		return;
 	}
 	if (max)
@@ -106,6 +133,11 @@ static void op_hello(struct client *c, uint64_t id, const msgpack_object *m)
 	msgw_kstr(&w, "server", PROTO_SERVER_NAME);
 	msgw_kstr(&w, "version", MODELD_VERSION);
 	msgw_ku64(&w, "max_frame", md.conf.max_frame);	/* the largest frame this server accepts */
+	msgw_key(&w, "capabilities");
+	msgw_array(&w);
+	for (size_t i = 0; i < sizeof capabilities / sizeof capabilities[0]; i++)
+		msgw_str(&w, capabilities[i]);
+	msgw_end(&w);
 	server_reply_send(c, &w);
 }
 

@@ -92,6 +92,8 @@ class Inference(DaemonTest):
             ({"op": "infer", "model": "a", "input": [1], "max_tokens": -1}, "bad_request", "max_tokens"),
             ({"op": "infer", "model": "a", "input": [1], "max_tokens": 1, "stream": 1}, "bad_request", "stream"),
             ({"op": "hello", "proto": 2}, "unsupported_proto", "2"),
+            ({"op": "hello", "proto": [2, 3]}, "unsupported_proto", "none of those"),
+            ({"op": "hello"}, "bad_request", "proto"),
             ({"op": "subscribe", "events": ["nope"]}, "bad_request", "events"),
             ({"op": 5}, "bad_request", "op"),
         ]
@@ -106,6 +108,9 @@ class Inference(DaemonTest):
     def test_inventory(self):
         c = self.d.client()
         self.assertEqual(c.ok("hello", proto=1)["server"], "modeld")
+        hello = c.ok("hello", proto=[3, 1])      # the versions the client speaks
+        self.assertEqual(hello["proto"], 1)
+        self.assertIn("text", hello["capabilities"])
         c.ok("load", model="a")
         models = {m["name"]: m for m in c.ok("models")["models"]}
         self.assertEqual(set(models), {"a", "b", "h", "bf"})
