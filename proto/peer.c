@@ -23,6 +23,9 @@ struct peer {
 	bool free_when_drained;
 	bool free_pending;	/* `later` frees the peer */
 	int in_dispatch;
+	peer_drained_fn drained;	/* called once when output falls to drained_at */
+	void *drained_arg;
+	size_t drained_at;
 };
 
 static void peer_really_free(struct peer *p)
@@ -63,7 +66,7 @@ static void peer_later_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd; (void)what;
 	struct peer *p = arg;
 
-	if (p->free_pending) {
+	if (p->free_pending || p->free_when_drained) {	/* the second: its flush ran out of time */
 		peer_really_free(p);
 		return;
 	}
@@ -104,9 +107,18 @@ static void peer_read_cb(struct bufferevent *bev, void *arg)
 static void peer_write_cb(struct bufferevent *bev, void *arg)
 {
 	struct peer *p = arg;
+	size_t owed = evbuffer_get_length(bufferevent_get_output(bev));
 
-	if (p->free_when_drained && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+	if (p->free_when_drained && owed == 0) {
 		peer_free(p);
+		return;
+	}
+	if (p->drained && owed <= p->drained_at) {
+		peer_drained_fn fn = p->drained;
+		p->drained = NULL;
+		bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
+		fn(p, p->drained_arg);
+	}
 }
 
 static void peer_event_cb(struct bufferevent *bev, short what, void *arg)
@@ -160,11 +172,29 @@ void peer_send(struct peer *p, struct msgw *w)
 
 void peer_free_after_flush(struct peer *p)
 {
+	struct timeval limit = { PEER_FLUSH_SECONDS, 0 };
+
 	p->free_when_drained = true;
 	p->notice_pending = false;
+	p->drained = NULL;
 	bufferevent_disable(p->bev, EV_READ);
 	if (evbuffer_get_length(bufferevent_get_output(p->bev)) == 0)
 		peer_free(p);
+	else
+		event_add(p->later, &limit);	/* a peer that does not read is not waited for */
+}
+
+size_t peer_owed(const struct peer *p)
+{
+	return evbuffer_get_length(bufferevent_get_output(p->bev));
+}
+
+void peer_when_drained(struct peer *p, size_t at, peer_drained_fn fn, void *arg)
+{
+	p->drained = fn;
+	p->drained_arg = arg;
+	p->drained_at = at;
+	bufferevent_setwatermark(p->bev, EV_WRITE, at, 0);
 }
 
 const char *peer_error(const struct peer *p)

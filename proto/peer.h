@@ -22,13 +22,22 @@
 
 struct peer;
 typedef void (*peer_dispatch_fn)(struct peer *p, const msgpack_object *msg, void *arg);
+typedef void (*peer_drained_fn)(struct peer *p, void *arg);
+
+/* peer_free_after_flush frees a peer that has not read its output within this. */
+#define PEER_FLUSH_SECONDS 5
 
 struct peer *peer_new(struct event_base *base, int fd, size_t max_frame, size_t max_output,
 		      peer_dispatch_fn dispatch, void *arg);
 /* Queues the frame of w. Over the output limit, the peer is dropped instead. */
 void peer_send(struct peer *p, struct msgw *w);
-/* Stops reading; frees the peer once its queued output is written (or fails). */
+/* Stops reading; frees the peer once its queued output is written (or fails, or
+ * PEER_FLUSH_SECONDS have passed). */
 void peer_free_after_flush(struct peer *p);
+/* Bytes queued for the peer, not yet written to it. */
+size_t peer_owed(const struct peer *p);
+/* Calls fn once, when what is owed falls to at bytes or below. */
+void peer_when_drained(struct peer *p, size_t at, peer_drained_fn fn, void *arg);
 const char *peer_error(const struct peer *p);
 /* True when the peer went away for sending something that is not a frame. */
 bool peer_protocol_error(const struct peer *p);

@@ -5,19 +5,24 @@
 #include "../proto/clock.h"
 #include "modeld.h"
 
-static void begin(struct msgw *w, enum event_kind kind)
+static void begin_seq(struct msgw *w, enum event_kind kind, uint64_t seq)
 {
 	msgw_init(w);
 	msgw_map(w);
 	msgw_kstr(w, "event", proto_event_name(kind));
-	msgw_ku64(w, "seq", ++md.event_seq);
+	msgw_ku64(w, "seq", seq);
 	msgw_ku64(w, "ts_ms", clock_wall_ms());
 }
 
-static void publish(enum event_kind kind, struct msgw *w)
+static void begin(struct msgw *w, enum event_kind kind)
+{
+	begin_seq(w, kind, ++md.event_seq);
+}
+
+static void publish(enum event_kind kind, const struct slot *s, struct msgw *w)
 {
 	msgw_end(w);
-	server_broadcast(kind, w);
+	server_broadcast(kind, s, w);
 	msgw_free(w);
 }
 
@@ -26,9 +31,19 @@ void events_state(const struct slot *s)
 	struct msgw w;
 
 	begin(&w, EVK_STATE);
+	((struct slot_rt *)s)->state_seq = md.event_seq;	/* a slot is the first member of its slot_rt */
 	msgw_kstr(&w, "slot", s->conf->name);
 	slot_write_details(s, &w);
-	publish(EVK_STATE, &w);
+	publish(EVK_STATE, s, &w);
+}
+
+void events_state_again(const struct slot *s, struct msgw *w)
+{
+	begin_seq(w, EVK_STATE, ((const struct slot_rt *)s)->state_seq);
+	msgw_kstr(w, "slot", s->conf->name);
+	slot_write_details(s, w);
+	msgw_kbool(w, "coalesced", true);
+	msgw_end(w);
 }
 
 void events_progress(struct slot *s)
@@ -41,7 +56,7 @@ void events_progress(struct slot *s)
 	msgw_ku64(&w, "job", s->load_job);
 	msgw_ku64(&w, "bytes", s->bytes);
 	msgw_ku64(&w, "total", s->total);
-	publish(EVK_PROGRESS, &w);
+	publish(EVK_PROGRESS, s, &w);
 }
 
 void events_job(const struct slot *s, uint64_t job, const char *op, const struct model *m,
@@ -56,7 +71,7 @@ void events_job(const struct slot *s, uint64_t job, const char *op, const struct
 	msgw_kstr(&w, "model", m ? m->name : NULL);
 	msgw_kstr(&w, "status", status);
 	msgw_kstr(&w, "message", message);
-	publish(EVK_JOB, &w);
+	publish(EVK_JOB, s, &w);
 }
 
 void events_advisory(const struct slot *s, const char *message)
@@ -67,7 +82,7 @@ void events_advisory(const struct slot *s, const char *message)
 	msgw_kstr(&w, "slot", s->conf->name);
 	msgw_kstr(&w, "model", s->model ? s->model->name : NULL);
 	msgw_kstr(&w, "message", message);
-	publish(EVK_ADVISORY, &w);
+	publish(EVK_ADVISORY, s, &w);
 }
 
 void events_gpu(const char *device, const struct slot *s, const char *op, const char *status)
@@ -79,5 +94,5 @@ void events_gpu(const char *device, const struct slot *s, const char *op, const 
 	msgw_kstr(&w, "slot", s->conf->name);
 	msgw_kstr(&w, "op", op);
 	msgw_kstr(&w, "status", status);
-	publish(EVK_GPU, &w);
+	publish(EVK_GPU, s, &w);
 }

@@ -26,6 +26,10 @@
 
 /* The smallest max_frame a client may ask for: room for any error reply. */
 #define CLIENT_MIN_FRAME 1024u
+/* A subscriber owing this much is behind: its state events are coalesced, its progress events left out. */
+#define SUBSCRIBER_BEHIND (64u << 10)
+/* A subscriber owing more events than this is dropped, told why. */
+#define SUBSCRIBER_MAX_OWED (1u << 20)
 /* The most a client may leave unread before it is dropped. */
 #define CLIENT_MAX_OUTPUT (8u << 20)
 /* While loading, progress counts as life: the heartbeat timeout is stretched by this. */
@@ -60,6 +64,7 @@ struct slot_rt {
 	uint64_t dev_free, dev_total;	/* from the worker's last heartbeat */
 	uint64_t overhead;		/* memory the engine held beyond the file, last load */
 	struct devlock *lock;		/* of its device, when that is exclusive */
+	uint64_t state_seq;		/* seq of its last state event */
 };
 
 struct modeld {
@@ -107,7 +112,8 @@ void child_kill_all(void);
 struct client;
 int server_listen(const char *path, mode_t mode, char *err, size_t errlen);
 void server_close(void);
-void server_broadcast(int kind, struct msgw *w);
+/* An event to its subscribers; s: the slot it is about (state events of a subscriber behind are coalesced by it). */
+void server_broadcast(int kind, const struct slot *s, struct msgw *w);
 void server_finish(struct slot *s, struct req *r, enum err code, const char *message);
 void server_chunk(struct req *r, const struct work_out *o);
 void server_reply_error(struct client *c, uint64_t id, enum err code, const char *fmt, ...)
@@ -131,6 +137,9 @@ void ops_write_slot(struct msgw *w, const struct slot_rt *rt);
 
 /* events.c */
 void events_state(const struct slot *s);
+/* The slot's state now, marked coalesced, under the seq of its last state event: for a subscriber whose state
+ * events were held back while it was behind. w is ended, for sending. */
+void events_state_again(const struct slot *s, struct msgw *w);
 void events_progress(struct slot *s);
 void events_advisory(const struct slot *s, const char *message);
 void events_gpu(const char *device, const struct slot *s, const char *op, const char *status);

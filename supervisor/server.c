@@ -36,6 +36,7 @@ struct client {
 	struct req_list reqs;		/* waiting for their final reply */
 	size_t max_frame;		/* the largest frame body it accepts (hello); SIZE_MAX: it did not say */
 	uint64_t active_ms;		/* when it last sent a request */
+	uint64_t stale;			/* slots (by index) whose state events were held back */
 };
 
 static LIST_HEAD(, client) clients = LIST_HEAD_INITIALIZER(clients);
@@ -275,15 +276,64 @@ void server_chunk(struct req *r, const struct work_out *o)
 	msgw_free(&w);
 }
 
-void server_broadcast(int kind, struct msgw *w)
+/* The subscriber read its backlog: the latest state of each slot held back, once. */
+static void caught_up(struct peer *p, void *arg)
 {
-	struct client *c;
+	(void)p;
+	struct client *c = arg;
+	struct msgw w;
+
+	for (size_t i = 0; i < md.nslots; i++) {
+		if (!(c->stale & (1ull << i)))
+			continue;
+		events_state_again(&md.slots[i].s, &w);
+		peer_send(c->peer, &w);
+		msgw_free(&w);
+	}
+	c->stale = 0;
+}
+
+static void client_gone(struct client *c);
+
+/* The stale mask has a bit per slot. */
+_Static_assert(CONFIG_MAX_SLOTS <= 64, "a client's stale mask is 64 bits");
+
+/*
+ * What a subscriber may owe is bounded: behind, it gets a slot's state
+ * events coalesced into one when it catches up and no progress events; past
+ * SUBSCRIBER_MAX_OWED it is dropped, with an error frame that says why.
+ */
+static void deliver_event(struct client *c, int kind, const struct slot *s, struct msgw *w, size_t len)
+{
+	size_t owed = peer_owed(c->peer);
+
+	if (owed < SUBSCRIBER_BEHIND && !c->stale) {
+		peer_send(c->peer, w);
+	} else if (kind == EVK_STATE && s) {
+		if (!c->stale)
+			peer_when_drained(c->peer, SUBSCRIBER_BEHIND / 2, caught_up, c);
+		c->stale |= 1ull << ((const struct slot_rt *)s - md.slots);
+	} else if (kind != EVK_PROGRESS && owed + len <= SUBSCRIBER_MAX_OWED) {
+		peer_send(c->peer, w);
+	} else if (kind != EVK_PROGRESS) {
+		log_warn("client pid %d: %zu bytes of events unread; dropping it", (int)c->pid, owed);
+		server_reply_error(c, 0, E_BUSY, "dropped: %zu bytes of events were left unread", owed);
+		peer_free_after_flush(c->peer);
+		client_gone(c);
+	}
+}
+
+void server_broadcast(int kind, const struct slot *s, struct msgw *w)
+{
+	struct client *c, *next;
 	size_t len;
 
 	msgw_frame(w, &len);
-	LIST_FOREACH(c, &clients, link)
+	for (c = LIST_FIRST(&clients); c; c = next) {
+		next = LIST_NEXT(c, link);
 		if ((c->subs & (1u << kind)) && len - FRAME_HEADER_LEN <= c->max_frame)
-			peer_send(c->peer, w);
+			deliver_event(c, kind, s, w, len);
+	}
 }
 
 void server_subscribe(struct client *c, unsigned mask)

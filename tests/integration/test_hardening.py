@@ -223,6 +223,49 @@ class WorkerDescriptors(unittest.TestCase):
                    what="the worker's error line in modeld's log")
 
 
+class SlowSubscribers(DaemonTest):
+    """What a subscriber that does not read may owe is bounded. Inferences on a slot with a device lock
+    make two gpu events each: a flood of events that costs the test little."""
+    models = {"a": A, "b": ("--n", 32, "--a", 5, "--c", 2)}
+    config = "[device grp]\nexclusive = yes\n[slot cpu]\nlock = grp\nmax_queue = 100000\n"
+
+    def flood(self, c, n):
+        ids = [c.request("infer", model="a", input=[1], max_tokens=1) for _ in range(n)]
+        for i in ids:
+            c.reply(i)
+
+    def test_one_behind_gets_each_slots_state_once_when_it_catches_up(self):
+        c = self.d.client()
+        c.ok("load", model="a")
+        slow = self.d.client()
+        slow.ok("subscribe", events=["state", "gpu"])
+        self.flood(c, 5000)         # about 1 MB of events it does not read yet: behind, not dropped
+        for m in ("b", "a", "b"):
+            c.ok("load", model=m)
+        while True:                 # it reads at last
+            m = slow.recv()
+            self.assertNotIn("error", m)
+            if m.get("event") == "state":
+                break
+        self.assertTrue(m["coalesced"])
+        self.assertEqual((m["state"], m["model"]), ("ready", "b"))     # the latest, not the history
+
+    def test_one_too_far_behind_is_dropped_and_told_why(self):
+        c = self.d.client()
+        c.ok("load", model="a")
+        slow = self.d.client()
+        slow.ok("subscribe", events=["gpu"])
+        self.flood(c, 20000)
+        while True:
+            m = slow.recv()
+            if "error" in m:
+                break
+        self.assertEqual(m["error"]["code"], "busy")
+        self.assertIn("events were left unread", m["error"]["message"])
+        with self.assertRaises((EOFError, OSError)):
+            slow.recv()
+
+
 class Replies(DaemonTest):
     def test_an_echoed_op_name_cut_short_is_still_utf8(self):
         c = self.d.client()
