@@ -132,18 +132,29 @@ void print_field(FILE *f, const msgpack_object *m, const char *key)
 	}
 }
 
-void table_cell(struct table *t, const msgpack_object *m, const char *key)
+FILE *table_begin_cell(struct table *t)
 {
-	char *text = NULL;
-	size_t len = 0;
-	FILE *f = open_memstream(&text, &len);
-
+	t->text = NULL;
+	t->len = 0;
+	FILE *f = open_memstream(&t->text, &t->len);
 	if (!f)
 		abort();
-	print_field(f, m, key);
+	return f;
+}
+
+void table_end_cell(struct table *t, FILE *f)
+{
 	fclose(f);
-	table_text(t, text);
-	free(text);
+	table_text(t, t->text + strspn(t->text, " "));
+	free(t->text);
+}
+
+void table_cell(struct table *t, const msgpack_object *m, const char *key)
+{
+	FILE *f = table_begin_cell(t);
+
+	print_field(f, m, key);
+	table_end_cell(t, f);
 }
 
 void table_print(FILE *f, struct table *t)

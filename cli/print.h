@@ -25,12 +25,17 @@ void print_bar(FILE *f, const char *label, uint64_t done, uint64_t total);
 struct table {
 	size_t ncols, ncells;
 	char **cells;			/* row by row, the header first */
+	char *text;			/* the cell being written */
+	size_t len;
 };
 void table_init(struct table *t, const char *const *headers);
 /* The next cell: the value of key in m, as print_field writes it. */
 void table_cell(struct table *t, const msgpack_object *m, const char *key);
 /* The next cell, as given. */
 void table_text(struct table *t, const char *s);
+/* The next cell, written to the stream this returns until table_end_cell (leading spaces dropped). */
+FILE *table_begin_cell(struct table *t);
+void table_end_cell(struct table *t, FILE *f);
 /* Prints the table and frees it. */
 void table_print(FILE *f, struct table *t);
 

@@ -315,12 +315,16 @@ class DeviceLock(DaemonTest):
         self.assertTrue(c.reply(load)["ok"])
         c.reply(first)
 
-    def test_try_goes_to_the_cpu_fallback_or_fails_busy(self):
-        c = self.d.client()
-        c.ok("load", model="a", slot="c")
+    def fallback_holds(self, c, model):
+        """c's fallback slot holds model, g1 holds a, and g2 holds the lock. Returns hold's (id, pid)."""
+        c.ok("load", model=model, slot="c")
         c.ok("load", model="a", slot="g1")
         c.ok("subscribe", events=["gpu"])
-        first, pid = self.hold(c, "g2", "b")
+        return self.hold(c, "g2", "b")
+
+    def test_try_goes_to_the_cpu_fallback_or_fails_busy(self):
+        c = self.d.client()
+        first, pid = self.fallback_holds(c, "a")
         r = c.ok("infer", slot="g1", input=[3], max_tokens=2, gpu="try")
         self.assertEqual(r["slot"], "c")
         self.assertEqual(r["tokens"], perm_tokens(16, 3, 1, 3, 2))
@@ -331,10 +335,7 @@ class DeviceLock(DaemonTest):
 
     def test_try_is_never_served_by_a_fallback_with_another_model(self):
         c = self.d.client()
-        c.ok("load", model="b", slot="c")
-        c.ok("load", model="a", slot="g1")
-        c.ok("subscribe", events=["gpu"])
-        first, pid = self.hold(c, "g2", "b")
+        first, pid = self.fallback_holds(c, "b")
         for args in ({"slot": "g1"}, {"model": "a", "slot": "g1"}):
             r = c.call("infer", input=[3], max_tokens=2, gpu="try", **args)
             self.assertEqual(r["error"]["code"], "busy", args)
