@@ -227,12 +227,17 @@ test: test-deps
 # libFuzzer harnesses for what parses untrusted bytes (needs clang; not part of make test).
 FUZZ_SECONDS ?= 60
 FUZZ_CFLAGS = -g -O1 -std=gnu11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined $(shell pkg-config --cflags msgpack jansson)
-fuzz: deps
+fuzz:
+	@sh packaging/install-deps.sh fuzz
 	@mkdir -p build-fuzz
 	clang $(FUZZ_CFLAGS) -o build-fuzz/fuzz_frame tests/fuzz/fuzz_frame.c proto/frame.c proto/msg.c $(LIB_MSGPACK)
 	clang $(FUZZ_CFLAGS) -o build-fuzz/fuzz_safetensors tests/fuzz/fuzz_safetensors.c worker/safetensors.c worker/mlp.c $(LIB_JANSSON)
 	clang $(FUZZ_CFLAGS) -o build-fuzz/fuzz_gguf tests/fuzz/fuzz_gguf.c supervisor/ggufmeta.c
-	@for f in frame safetensors gguf; do \
+	clang $(FUZZ_CFLAGS) -o build-fuzz/fuzz_config tests/fuzz/fuzz_config.c supervisor/config.c proto/log.c \
+		proto/proto.c $(LIB_INIH) -lm
+	clang $(FUZZ_CFLAGS) -o build-fuzz/fuzz_gen tests/fuzz/fuzz_gen.c proto/gen.c proto/msg.c proto/proto.c \
+		proto/log.c $(LIB_MSGPACK)
+	@for f in frame safetensors gguf config gen; do \
 		mkdir -p build-fuzz/corpus-$$f; \
 		build-fuzz/fuzz_$$f -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 build-fuzz/corpus-$$f tests/fuzz/corpus/$$f || exit 1; \
 	done

@@ -1,13 +1,14 @@
 #!/bin/sh
 # Installs the Debian packages modeld needs, when any is missing.
-# usage: install-deps.sh build|test
+# usage: install-deps.sh build|test|fuzz
 set -e
 build="gcc make pkg-config libevent-dev libmsgpack-dev libinih-dev libjansson-dev libseccomp-dev"
 test="$build libcmocka-dev python3 python3-msgpack"
 case "$1" in
 build) want=$build ;;
 test) want=$test ;;
-*) echo "usage: $0 build|test" >&2; exit 2 ;;
+fuzz) want="$build clang" ;;
+*) echo "usage: $0 build|test|fuzz" >&2; exit 2 ;;
 esac
 missing=
 for p in $want; do
