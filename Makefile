@@ -235,7 +235,7 @@ fuzz:
 	clang $(FUZZ_CFLAGS) -o build-fuzz/fuzz_gguf tests/fuzz/fuzz_gguf.c supervisor/ggufmeta.c
 	clang $(FUZZ_CFLAGS) -o build-fuzz/fuzz_config tests/fuzz/fuzz_config.c supervisor/config.c proto/log.c \
 		proto/proto.c $(LIB_INIH) -lm
-	clang $(FUZZ_CFLAGS) -o build-fuzz/fuzz_gen tests/fuzz/fuzz_gen.c proto/gen.c proto/msg.c proto/proto.c \
+	clang $(FUZZ_CFLAGS) -o build-fuzz/fuzz_gen tests/fuzz/fuzz_gen.c proto/gen.c proto/frame.c proto/msg.c proto/proto.c \
 		proto/log.c $(LIB_MSGPACK)
 	@for f in frame safetensors gguf config gen; do \
 		mkdir -p build-fuzz/corpus-$$f; \
