@@ -1179,7 +1179,7 @@ static const slot_action actions[SS__COUNT][SEV__COUNT] = {
 	},
 };
 
-void slot_event(struct slot *s, const struct slot_ev *ev)
+static void run_action(struct slot *s, const struct slot_ev *ev)
 {
 	slot_action act = actions[s->state][ev->type];
 
@@ -1191,6 +1191,25 @@ void slot_event(struct slot *s, const struct slot_ev *ev)
 		return;
 	}
 	act(s, ev);
+}
+
+/*
+ * An event that an action raises (an inference that autoloads its model)
+ * waits until that action is done: actions never run inside each other.
+ */
+void slot_event(struct slot *s, const struct slot_ev *ev)
+{
+	if (s->in_action) {
+		assert(s->npending < SLOT_MAX_PENDING);
+		s->pending[s->npending++] = *ev;
+		return;
+	}
+	s->in_action = true;
+	run_action(s, ev);
+	for (unsigned i = 0; i < s->npending; i++)	/* one may raise more */
+		run_action(s, &s->pending[i]);
+	s->npending = 0;
+	s->in_action = false;
 }
 
 void slot_init(struct slot *s, const struct slot_conf *conf, const struct model *fallback,

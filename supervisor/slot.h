@@ -116,6 +116,7 @@ struct slot_env {
 };
 
 #define SLOT_MAX_DEATHS 64
+#define SLOT_MAX_PENDING 8
 #define SLOT_MESSAGE_LEN 256
 
 struct slot {
@@ -155,6 +156,10 @@ struct slot {
 	uint64_t progress_ms;		/* when the worker last sent it anything */
 	uint64_t inflight;		/* seq of the request the worker is running, 0 if idle */
 	bool shutting_down;
+	/* events raised by an action, run after it */
+	bool in_action;
+	struct slot_ev pending[SLOT_MAX_PENDING];
+	unsigned npending;
 };
 
 void slot_init(struct slot *s, const struct slot_conf *conf, const struct model *fallback,
