@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <pwd.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -152,6 +153,24 @@ static int parse_args(int argc, char **argv, struct options *o)
 	return 0;
 }
 
+/*
+ * Workers never keep root: as root without worker_user they run as
+ * WORKER_DEFAULT_USER, which holds nothing and may do nothing.
+ */
+static void default_worker_user(struct config *c)
+{
+	struct passwd *pw;
+
+	if (geteuid() != 0 || c->worker_uid != CONFIG_NO_USER)
+		return;
+	if (!(pw = getpwnam(WORKER_DEFAULT_USER))) {
+		log_warn("no user %s: workers keep root (set worker_user)", WORKER_DEFAULT_USER);
+		return;
+	}
+	c->worker_uid = pw->pw_uid;
+	c->worker_gid = pw->pw_gid;
+}
+
 /* Builds md.conf from the defaults, the file and the command line. */
 static int configure(const struct options *o)
 {
@@ -185,6 +204,7 @@ static int configure(const struct options *o)
 		goto fail;
 	}
 	md.engine_dir = md.conf.engine_dir ? strdup(md.conf.engine_dir) : dir_of(md.worker_path);
+	default_worker_user(&md.conf);
 	probe_gpus(md.worker_path, &md.gpus, &md.ngpus);
 	config_default_slots(&md.conf, md.ngpus);
 	return 0;

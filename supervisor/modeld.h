@@ -42,6 +42,8 @@
 #define CHILD_CLOSED_GRACE_MS 2000
 /* Progress events per load: at most one per this many ms. */
 #define PROGRESS_EVENT_MS 100
+/* Whom workers run as when modeld is root and worker_user is not set. */
+#define WORKER_DEFAULT_USER "nobody"
 /* Descriptors kept from clients: stdio, the log, the listener, the event loop, a spawn's. */
 #define FD_RESERVE 32
 /* And per slot: its worker's channel. */

@@ -61,7 +61,7 @@ struct worker {
 	bool stop;			/* leave as soon as the current work ends */
 	uint64_t last_progress_ms;
 	uint64_t last_tick_ms;
-	uid_t uid;			/* to drop to once loaded, or SANDBOX_KEEP_IDS */
+	uid_t uid;			/* to drop to before loading, or SANDBOX_KEEP_IDS */
 	gid_t gid;
 };
 
@@ -556,6 +556,11 @@ static void load_model(struct worker *w)
 			    "install them from the same build", WPROTO_VERSION, (unsigned long long)a.proto);
 		goto failed;
 	}
+	/* nothing from outside (engine, weights) is touched with modeld's privileges */
+	if (w->uid != SANDBOX_KEEP_IDS && sandbox_drop_ids(w->uid, w->gid, err, sizeof err)) {
+		engine_fail(&e, "load_failed", "%s", err);
+		goto failed;
+	}
 	w->engine = engines_find(a.engine, a.engine_dir, &e);
 	if (!w->engine) {
 		/* A device whose engine is not built here is as unusable as one without a driver. */
@@ -569,7 +574,7 @@ static void load_model(struct worker *w)
 		goto failed;
 	close(fd);
 	report_loaded(w);
-	if (sandbox_enter(getenv("MODELD_SECCOMP_DEBUG") != NULL, w->uid, w->gid, err, sizeof err)) {
+	if (sandbox_enter(getenv("MODELD_SECCOMP_DEBUG") != NULL, err, sizeof err)) {
 		engine_fail(&e, "load_failed", "sandbox: %s", err);
 		goto failed;
 	}

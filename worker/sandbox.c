@@ -137,30 +137,29 @@ static int sandbox_filter(int debug)
  * credentials clears the parent-death signal, so it is set again: a worker
  * must never outlive modeld.
  */
-static int sandbox_drop_ids(uid_t uid, gid_t gid)
+int sandbox_drop_ids(uid_t uid, gid_t gid, char *err, size_t errlen)
 {
 	uid_t r, e, s;
 	pid_t parent = getppid();
 
 	if (setgroups(0, NULL) || setresgid(gid, gid, gid) || setresuid(uid, uid, uid))
-		return -1;
+		goto fail;
 	if (getresuid(&r, &e, &s) || r != uid || e != uid || s != uid || setuid(0) == 0) {
 		errno = EPERM;
-		return -1;
+		goto fail;
 	}
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL) || getppid() != parent)
-		return -1;
+		goto fail;
 	return 0;
+fail:
+	snprintf(err, errlen, "cannot drop to uid %d: %s", (int)uid, strerror(errno));
+	return -1;
 }
 
-int sandbox_enter(int debug, uid_t uid, gid_t gid, char *err, size_t errlen)
+int sandbox_enter(int debug, char *err, size_t errlen)
 {
 	int rc;
 
-	if (uid != SANDBOX_KEEP_IDS && sandbox_drop_ids(uid, gid)) {
-		snprintf(err, errlen, "cannot drop to uid %d: %s", (int)uid, strerror(errno));
-		return -1;
-	}
 	if (debug && sandbox_debug_setup()) {
 		snprintf(err, errlen, "cannot set up the seccomp debug trap: %s", strerror(errno));
 		return -1;

@@ -13,12 +13,19 @@
 #define SANDBOX_KEEP_IDS ((uid_t)-1)
 
 /*
- * In this order: drops to uid/gid (unless SANDBOX_KEEP_IDS), sets
- * no_new_privs and rlimits, and installs the seccomp allow-list.
+ * Drops to uid/gid for good (all three ids, no supplementary groups, and so
+ * no capabilities), before anything from outside is parsed. 0, or -1 with
+ * err filled.
+ */
+int sandbox_drop_ids(uid_t uid, gid_t gid, char *err, size_t errlen);
+
+/*
+ * In this order: sets no_new_privs and rlimits, and installs the seccomp
+ * allow-list.
  * debug: a refused call is logged by name and fails with ENOSYS instead of
  * killing the worker (MODELD_SECCOMP_DEBUG=1 in the worker's environment).
  * Returns 0, or -1 with err filled.
  */
-int sandbox_enter(int debug, uid_t uid, gid_t gid, char *err, size_t errlen);
+int sandbox_enter(int debug, char *err, size_t errlen);
 
 #endif

@@ -200,6 +200,20 @@ class LeftBehind(DaemonTest):
         wait_until(lambda: not pid_alive(orphan), what="the orphan to be killed")
 
 
+@unittest.skipUnless(os.geteuid() == 0, "needs root")
+class WorkersNeverKeepRoot(DaemonTest):
+    def test_without_worker_user_a_worker_runs_as_nobody_with_no_capabilities(self):
+        c = self.d.client()
+        c.ok("load", model="a")
+        pid = c.ok("status", slot="cpu")["slots"][0]["pid"]
+        with open("/proc/%d/status" % pid) as f:
+            st = {l.split(":")[0]: l.split()[1:] for l in f}
+        nobody = str(__import__("pwd").getpwnam("nobody").pw_uid)
+        self.assertEqual(st["Uid"], [nobody] * 4)
+        self.assertEqual(st["CapEff"], ["0000000000000000"])
+        self.assertEqual(st["CapPrm"], ["0000000000000000"])
+
+
 class WorkerDescriptors(unittest.TestCase):
     """A worker holds its channel, /dev/null and its log pipe: nothing of modeld's, no terminal."""
 

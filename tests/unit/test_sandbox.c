@@ -24,7 +24,7 @@ static int in_sandbox(int (*fn)(void))
 	pid_t pid = fork();
 	if (pid == 0) {
 		char err[128];
-		if (sandbox_enter(0, SANDBOX_KEEP_IDS, 0, err, sizeof err) < 0)
+		if (sandbox_enter(0, err, sizeof err) < 0)
 			_exit(100);
 		_exit(fn());
 	}
