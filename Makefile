@@ -177,7 +177,7 @@ $(BUILD)/test-engines/modeld-engine-old.so: $(BUILD)/pic/tests/engine_old.o
 $(BUILD)/mkmodel: $(call obj,tests/mkmodel.c)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_JANSSON)
 
--include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD)/obj $(BUILD)/pic -name '*.d' 2>/dev/null)
 
 # --- unit tests (cmocka) ---
 UNIT_TESTS = msg frame slot slot_random safetensors config sandbox ggufmeta text

@@ -122,7 +122,7 @@ char *proto_client_socket(void);
 #define PROTO_SYSTEM_SOCKET "/run/modeld/modeld.sock"
 
 /* Worker channel. */
-#define WPROTO_VERSION 2
+#define WPROTO_VERSION 3
 #define WORKER_CHANNEL_FD 3
 
 enum wmsg {
@@ -141,7 +141,7 @@ enum wmsg {
 
 	/* worker -> supervisor */
 	WM_PROGRESS = 200,	/* bytes, total */
-	WM_LOADED,		/* proto, mem_bytes */
+	WM_LOADED,		/* proto, mem_bytes, vocab */
 	WM_WARMED,		/* warmup_ms */
 	WM_FAILED,		/* code, message: load or warmup failed */
 	WM_PONG,		/* seq, mem_bytes, dev_free, dev_total */

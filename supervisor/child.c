@@ -108,8 +108,8 @@ static int on_progress(struct child *c, const msgpack_object *m)
 static int on_loaded(struct child *c, const msgpack_object *m)
 {
 	struct slot_ev ev = { .type = SEV_LOADED };
-	uint64_t mem = 0, proto = 0;
-	if (msg_u64(m, "mem_bytes", &mem) || msg_u64(m, "proto", &proto))
+	uint64_t mem = 0, proto = 0, vocab = 0;
+	if (msg_u64(m, "proto", &proto))
 		return -1;
 	if (proto != WPROTO_VERSION) {
 		char why[96];
@@ -118,6 +118,9 @@ static int on_loaded(struct child *c, const msgpack_object *m)
 		child_bad(c, why);
 		return 0;
 	}
+	if (msg_u64(m, "mem_bytes", &mem) || msg_u64(m, "vocab", &vocab) || vocab == 0 || vocab > UINT32_MAX)
+		return -1;
+	c->rt->s.vocab = (uint32_t)vocab;
 	c->loaded = c->rt->s.model->warmup == 0;	/* else once warmed: both are quiet stretches */
 	c->rt->s.mem_bytes = mem;
 	c->rt->overhead = mem > c->file_bytes ? mem - c->file_bytes : 0;
@@ -262,7 +265,7 @@ static int on_infer_failed(struct child *c, const msgpack_object *m)
 /* The keys each message of a worker may have: anything else is a breach. */
 static const char *const wm_keys[][9] = {
 	[WM_PROGRESS - WM_PROGRESS] = { "t", "bytes", "total" },
-	[WM_LOADED - WM_PROGRESS] = { "t", "proto", "mem_bytes" },
+	[WM_LOADED - WM_PROGRESS] = { "t", "proto", "mem_bytes", "vocab" },
 	[WM_WARMED - WM_PROGRESS] = { "t", "warmup_ms" },
 	[WM_FAILED - WM_PROGRESS] = { "t", "code", "message" },
 	[WM_PONG - WM_PROGRESS] = { "t", "seq", "mem_bytes", "dev_free", "dev_total" },

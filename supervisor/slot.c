@@ -874,10 +874,20 @@ static void act_idle(struct slot *s, const struct slot_ev *ev)
  * an inference's tokens no more than it asked for; else the worker is
  * broken, and killed. Returns whether the message may be used.
  */
+/* The first token of o that the model does not have, or -1. */
+static long long outside_vocab(const struct slot *s, const struct work_out *o)
+{
+	for (uint32_t i = 0; s->vocab && i < o->ntokens; i++)
+		if (o->tokens[i] >= s->vocab)
+			return o->tokens[i];
+	return -1;
+}
+
 static bool worker_kept_to(struct slot *s, const struct slot_ev *ev)
 {
 	char msg[SLOT_MESSAGE_LEN];
 	struct req *r = s->active;
+	long long stranger;
 
 	if (ev->a != s->inflight) {
 		snprintf(msg, sizeof msg, "it broke the worker protocol: it answered request %llu, "
@@ -886,6 +896,9 @@ static bool worker_kept_to(struct slot *s, const struct slot_ev *ev)
 		   (uint64_t)r->ntokens + ev->out->ntokens > r->gen.max_tokens) {
 		snprintf(msg, sizeof msg, "it broke the worker protocol: %u tokens for a request of %u",
 			 r->ntokens + ev->out->ntokens, r->gen.max_tokens);
+	} else if (ev->out && (stranger = outside_vocab(s, ev->out)) >= 0) {
+		snprintf(msg, sizeof msg, "it broke the worker protocol: token %lld is outside the model's "
+			 "vocabulary of %u", stranger, s->vocab);
 	} else {
 		s->progress_ms = now(s);
 		return true;

@@ -141,6 +141,7 @@ struct slot {
 	uint64_t bytes, total;
 	uint64_t load_started_ms, load_ms, warmup_ms;
 	uint64_t mem_bytes;
+	uint32_t vocab;			/* the loaded model's token ids are below this */
 	/* crash recovery */
 	uint64_t deaths[SLOT_MAX_DEATHS];
 	unsigned ndeaths;

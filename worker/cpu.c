@@ -160,6 +160,11 @@ static void cpu_close(struct engine_ctx *c)
 	free(c);
 }
 
+static uint32_t cpu_vocab(struct engine_ctx *c)
+{
+	return c->desc.vocab;
+}
+
 const struct engine engine_cpu = {
 	.abi_version = ENGINE_ABI_VERSION,
 	.name = "cpu",
@@ -168,5 +173,6 @@ const struct engine engine_cpu = {
 	.warmup = cpu_warmup,
 	.infer = cpu_infer,
 	.memory = cpu_memory,
+	.vocab = cpu_vocab,
 	.close = cpu_close,
 };

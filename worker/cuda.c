@@ -484,6 +484,11 @@ int cuda_probe(FILE *f, struct engine_error *e)
 	return 0;
 }
 
+static uint32_t cuda_vocab(struct engine_ctx *c)
+{
+	return c->desc.vocab;
+}
+
 const struct engine engine_cuda = {
 	.abi_version = ENGINE_ABI_VERSION,
 	.name = "cuda",
@@ -492,5 +497,6 @@ const struct engine engine_cuda = {
 	.warmup = cuda_warmup,
 	.infer = cuda_infer,
 	.memory = cuda_memory,
+	.vocab = cuda_vocab,
 	.close = cuda_close,
 };

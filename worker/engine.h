@@ -1,5 +1,5 @@
 /*
- * engine.h: the interface between modeld-worker and an engine, version 2.
+ * engine.h: the interface between modeld-worker and an engine, version 3.
  * This file is the whole contract for an engine author.
  *
  * An engine runs one model in one worker process. The worker calls, in
@@ -24,7 +24,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define ENGINE_ABI_VERSION 2
+#define ENGINE_ABI_VERSION 3
 #define ENGINE_SYMBOL "modeld_engine"
 #define ENGINE_WARMUP_TOKENS 4
 #define ENGINE_UNAVAILABLE "unavailable"
@@ -131,6 +131,8 @@ struct engine {
 	int (*infer)(struct engine_ctx *ctx, const struct engine_request *rq, engine_piece_fn emit,
 		     void *arg, struct engine_outcome *out, struct engine_error *e);
 	void (*memory)(struct engine_ctx *ctx, struct engine_mem *m);
+	/* After load: how many token ids the model knows; every token it makes is below that. */
+	uint32_t (*vocab)(struct engine_ctx *ctx);
 	void (*close)(struct engine_ctx *ctx);
 	/* With ENGINE_TEXT: text to token ids and back. add_special adds the BOS (or
 	 * whatever the model adds); parse_special reads special tokens written as

@@ -533,6 +533,11 @@ static void llama_close(struct engine_ctx *c)
 	free(c);
 }
 
+static uint32_t llama_vocab_size(struct engine_ctx *c)
+{
+	return (uint32_t)llama_vocab_n_tokens(c->vocab);
+}
+
 static const struct engine engine_llama = {
 	.abi_version = ENGINE_ABI_VERSION,
 	.name = "llama",
@@ -542,6 +547,7 @@ static const struct engine engine_llama = {
 	.warmup = llama_warmup,
 	.infer = llama_infer,
 	.memory = llama_memory,
+	.vocab = llama_vocab_size,
 	.close = llama_close,
 	.tokenize = llama_tokenize_op,
 	.detokenize = llama_detokenize_op,

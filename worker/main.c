@@ -539,6 +539,7 @@ static void report_loaded(struct worker *w)
 	msgw_wmsg(&m, WM_LOADED);
 	msgw_ku64(&m, "proto", WPROTO_VERSION);
 	msgw_ku64(&m, "mem_bytes", mem.used);
+	msgw_ku64(&m, "vocab", w->engine->vocab(w->ctx));
 	msgw_end(&m);
 	send_or_die(w, &m);
 }

@@ -7,6 +7,7 @@ the line before it (see harness.fake_worker):
 - stalls: loads and answers heartbeats, but never answers an inference;
 - stranger: answers an inference with tokens for a request it was not given;
 - excess: answers an inference with more tokens than it asked for;
+- outsider: answers an inference with a token outside its vocabulary of 16;
 - bogus: fails an inference with an error code the protocol does not have;
 - old: speaks another version of the worker protocol;
 - chatty: says it loaded, with a key that message does not have;
@@ -56,6 +57,8 @@ def answer(m):
     elif MODE == "excess":
         send(WM_DONE, req=m["req"], tokens=[1] * (m["max_tokens"] + 1), finish="length",
              prompt_tokens=1, first_ms=0)
+    elif MODE == "outsider":
+        send(WM_TOKENS, req=m["req"], tokens=[999])
     elif MODE == "bogus":
         send(WM_INFER_FAILED, req=m["req"], code="bogus", message="no such code")
 
@@ -70,11 +73,11 @@ if MODE == "spawner":
 if MODE == "silent":
     time.sleep(600)
 if MODE == "old":
-    send(WM_LOADED, proto=load["proto"] - 1, mem_bytes=0)
+    send(WM_LOADED, proto=load["proto"] - 1, mem_bytes=0, vocab=16)
 elif MODE == "chatty":
-    send(WM_LOADED, proto=load["proto"], mem_bytes=0, colour="blue")
+    send(WM_LOADED, proto=load["proto"], mem_bytes=0, vocab=16, colour="blue")
 else:
-    send(WM_LOADED, proto=load["proto"], mem_bytes=0)
+    send(WM_LOADED, proto=load["proto"], mem_bytes=0, vocab=16)
 if load.get("warmup"):
     send(WM_WARMED, warmup_ms=0)
 if MODE == "closes":

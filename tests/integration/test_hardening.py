@@ -385,6 +385,9 @@ class Breach(unittest.TestCase):
     def test_more_tokens_than_asked(self):
         self.check("excess", "4 tokens for a request of 3")
 
+    def test_a_token_outside_the_vocabulary(self):
+        self.check("outsider", "token 999 is outside the model's vocabulary of 16")
+
     def test_an_error_code_the_protocol_does_not_have(self):
         self.check("bogus", "malformed or unexpected")
 
@@ -397,7 +400,8 @@ class Breach(unittest.TestCase):
             shutil.rmtree(d.dir, ignore_errors=True)
 
     def test_another_version_of_the_worker_protocol(self):
-        self.assertIn("it speaks worker protocol 1, modeld 2", self.loads("old")["error"]["message"])
+        said = re.search(r"it speaks worker protocol (\d+), modeld (\d+)", self.loads("old")["error"]["message"])
+        self.assertEqual(int(said.group(1)), int(said.group(2)) - 1)
 
     def test_a_key_a_message_may_not_have(self):
         self.assertIn('WM_LOADED with a key it may not have: "colour"', self.loads("chatty")["error"]["message"])
