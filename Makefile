@@ -237,7 +237,9 @@ fuzz:
 		proto/proto.c $(LIB_INIH) -lm
 	clang $(FUZZ_CFLAGS) -o build-fuzz/fuzz_gen tests/fuzz/fuzz_gen.c proto/gen.c proto/frame.c proto/msg.c proto/proto.c \
 		proto/log.c $(LIB_MSGPACK)
-	@for f in frame safetensors gguf config gen; do \
+	clang $(FUZZ_CFLAGS) -o build-fuzz/fuzz_wmsg tests/fuzz/fuzz_wmsg.c supervisor/wmsg.c proto/frame.c proto/msg.c \
+		proto/proto.c $(LIB_MSGPACK)
+	@for f in frame safetensors gguf config gen wmsg; do \
 		mkdir -p build-fuzz/corpus-$$f; \
 		build-fuzz/fuzz_$$f -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 build-fuzz/corpus-$$f tests/fuzz/corpus/$$f || exit 1; \
 	done

@@ -29,6 +29,7 @@
 #include "../proto/log.h"
 #include "../proto/peer.h"
 #include "modeld.h"
+#include "wmsg.h"
 
 struct child {
 	LIST_ENTRY(child) link;
@@ -96,207 +97,67 @@ static void child_bad(struct child *c, const char *why)
 
 /* --- messages from the worker --- */
 
-static int on_progress(struct child *c, const msgpack_object *m)
-{
-	struct slot_ev ev = { .type = SEV_PROGRESS };
-	if (msg_u64(m, "bytes", &ev.a) || msg_u64(m, "total", &ev.b) || ev.a > ev.b)
-		return -1;
-	feed(c, &ev);
-	return 0;
-}
-
-static int on_loaded(struct child *c, const msgpack_object *m)
+static void on_loaded(struct child *c, const struct wmsg_in *w)
 {
 	struct slot_ev ev = { .type = SEV_LOADED };
-	uint64_t mem = 0, proto = 0, vocab = 0;
-	if (msg_u64(m, "proto", &proto))
-		return -1;
-	if (proto != WPROTO_VERSION) {
+
+	if (w->proto != WPROTO_VERSION) {
 		char why[96];
 		snprintf(why, sizeof why, "it speaks worker protocol %llu, modeld %d (not from the same build?)",
-			 (unsigned long long)proto, WPROTO_VERSION);
+			 (unsigned long long)w->proto, WPROTO_VERSION);
 		child_bad(c, why);
-		return 0;
+		return;
 	}
-	if (msg_u64(m, "mem_bytes", &mem) || msg_u64(m, "vocab", &vocab) || vocab == 0 || vocab > UINT32_MAX)
-		return -1;
-	c->rt->s.vocab = (uint32_t)vocab;
+	c->rt->s.vocab = (uint32_t)w->vocab;
 	c->loaded = c->rt->s.model->warmup == 0;	/* else once warmed: both are quiet stretches */
-	c->rt->s.mem_bytes = mem;
-	c->rt->overhead = mem > c->file_bytes ? mem - c->file_bytes : 0;
+	c->rt->s.mem_bytes = w->mem_bytes;
+	c->rt->overhead = w->mem_bytes > c->file_bytes ? w->mem_bytes - c->file_bytes : 0;
 	feed(c, &ev);
-	return 0;
 }
 
-static int on_warmed(struct child *c, const msgpack_object *m)
+/* What a worker's message, read and checked (wmsg.c), means for its slot. */
+static void on_message(struct child *c, const struct wmsg_in *w)
 {
-	struct slot_ev ev = { .type = SEV_WARMED };
-	if (msg_u64(m, "warmup_ms", &ev.a))
-		return -1;
-	c->loaded = true;
-	feed(c, &ev);
-	return 0;
-}
+	struct slot_ev ev = { .a = w->req, .out = &w->out, .code = w->code, .unavailable = w->unavailable,
+			      .message = w->message };
 
-/* code and message of a failure; the code must be one of the protocol's. */
-static int read_failure(const msgpack_object *m, struct slot_ev *ev, char *msg, size_t len)
-{
-	const char *code, *text;
-	size_t ncode, ntext;
-
-	if (msg_str(m, "code", &code, &ncode) || msg_str(m, "message", &text, &ntext))
-		return -1;
-	ev->unavailable = ncode == strlen("unavailable") && memcmp(code, "unavailable", ncode) == 0;
-	ev->code = ev->unavailable ? E_LOAD_FAILED : proto_err_parse(code, ncode);
-	if (!ev->unavailable && (strlen(proto_err_name(ev->code)) != ncode ||
-				 memcmp(proto_err_name(ev->code), code, ncode) != 0))
-		return -1;	/* not a code the protocol names */
-	snprintf(msg, len, "%.*s", (int)ntext, text);
-	ev->message = msg;
-	return 0;
-}
-
-static int on_failed(struct child *c, const msgpack_object *m)
-{
-	struct slot_ev ev = { .type = SEV_FAILED };
-	char text[SLOT_MESSAGE_LEN];
-	if (read_failure(m, &ev, text, sizeof text))
-		return -1;
-	feed(c, &ev);
-	return 0;
-}
-
-static int on_pong(struct child *c, const msgpack_object *m)
-{
-	uint64_t mem;
-	if (msg_u64(m, "mem_bytes", &mem) || msg_u64(m, "dev_free", &c->rt->dev_free) ||
-	    msg_u64(m, "dev_total", &c->rt->dev_total))
-		return -1;
-	c->rt->s.mem_bytes = mem;
-	return 0;
-}
-
-/* embed's vectors: count arrays of dim numbers each, flattened into *out. */
-static int read_embeddings(const msgpack_object *m, struct work_out *o, float **out)
-{
-	const msgpack_object_array *a;
-	int rc = msg_array(m, "embeddings", &a);
-
-	if (rc == MSG_MISSING)
-		return 0;
-	if (rc || a->size > EMBED_MAX_TEXTS || (a->size && (a->ptr[0].type != MSGPACK_OBJECT_ARRAY ||
-	    a->ptr[0].via.array.size == 0 || a->ptr[0].via.array.size > EMBED_MAX_DIM)))
-		return -1;
-	o->count = a->size;
-	o->dim = a->size ? a->ptr[0].via.array.size : 0;
-	*out = malloc((size_t)o->count * o->dim * sizeof **out + 1);
-	if (!*out)
-		abort();
-	for (uint32_t i = 0; i < o->count; i++) {
-		const msgpack_object *v = &a->ptr[i];
-		if (v->type != MSGPACK_OBJECT_ARRAY || v->via.array.size != o->dim)
-			return -1;
-		for (uint32_t j = 0; j < o->dim; j++) {
-			const msgpack_object *x = &v->via.array.ptr[j];
-			if (x->type != MSGPACK_OBJECT_FLOAT32 && x->type != MSGPACK_OBJECT_FLOAT64)
-				return -1;
-			(*out)[(size_t)i * o->dim + j] = (float)x->via.f64;
-		}
+	switch (w->type) {
+	case WM_PROGRESS:
+		feed(c, &(struct slot_ev){ .type = SEV_PROGRESS, .a = w->bytes, .b = w->total });
+		return;
+	case WM_LOADED:
+		on_loaded(c, w);
+		return;
+	case WM_WARMED:
+		c->loaded = true;
+		feed(c, &(struct slot_ev){ .type = SEV_WARMED, .a = w->warmup_ms });
+		return;
+	case WM_PONG:
+		c->rt->s.mem_bytes = w->mem_bytes;
+		c->rt->dev_free = w->dev_free;
+		c->rt->dev_total = w->dev_total;
+		return;
+	case WM_FAILED:
+		ev.type = SEV_FAILED;
+		break;
+	case WM_TOKENS:
+		ev.type = SEV_TOKENS;
+		break;
+	case WM_DONE:
+		ev.type = SEV_INFER_DONE;
+		break;
+	default:	/* WM_INFER_FAILED */
+		ev.type = SEV_INFER_FAILED;
+		break;
 	}
-	o->embeddings = *out;
-	return 0;
-}
-
-/* finish must be one of the reasons the protocol names. */
-static int read_finish(const msgpack_object *m, struct work_out *o)
-{
-	static const char *const reasons[] = { "stop", "length", "cancelled" };
-	const char *v;
-	size_t n;
-	uint64_t prompt = 0;
-	int rc = msg_str(m, "finish", &v, &n);
-
-	if (rc == MSG_MISSING)
-		return 0;
-	if (rc || msg_u64(m, "prompt_tokens", &prompt) || prompt > UINT32_MAX ||
-	    msg_u64(m, "first_ms", &o->first_ms))
-		return -1;
-	for (size_t i = 0; i < sizeof reasons / sizeof reasons[0]; i++)
-		if (n == strlen(reasons[i]) && memcmp(v, reasons[i], n) == 0)
-			o->finish = reasons[i];
-	o->prompt_tokens = (uint32_t)prompt;
-	return o->finish ? 0 : -1;
-}
-
-static int on_tokens(struct child *c, const msgpack_object *m, enum slot_event type)
-{
-	struct work_out o = { 0 };
-	struct slot_ev ev = { .type = type, .out = &o };
-	uint32_t *tokens = NULL;
-	float *embeddings = NULL;
-	size_t n = 0;
-	int rc = -1;
-
-	/* o.text stays NULL when the engine sends none */
-	if (msg_u64(m, "req", &ev.a) || msg_u32s(m, "tokens", &tokens, &n) == MSG_BAD_TYPE ||
-	    n > INFER_MAX_TOKENS || msg_str(m, "text", &o.text, &o.ntext) == MSG_BAD_TYPE ||
-	    (type == SEV_INFER_DONE && (read_finish(m, &o) || read_embeddings(m, &o, &embeddings))))
-		goto out;
-	o.tokens = tokens;
-	o.ntokens = (uint32_t)n;
 	feed(c, &ev);
-	rc = 0;
-out:
-	free(tokens);
-	free(embeddings);
-	return rc;
-}
-
-static int on_infer_failed(struct child *c, const msgpack_object *m)
-{
-	struct slot_ev ev = { .type = SEV_INFER_FAILED };
-	char text[SLOT_MESSAGE_LEN];
-	if (msg_u64(m, "req", &ev.a) || read_failure(m, &ev, text, sizeof text))
-		return -1;
-	feed(c, &ev);
-	return 0;
-}
-
-/* The keys each message of a worker may have: anything else is a breach. */
-static const char *const wm_keys[][9] = {
-	[WM_PROGRESS - WM_PROGRESS] = { "t", "bytes", "total" },
-	[WM_LOADED - WM_PROGRESS] = { "t", "proto", "mem_bytes", "vocab" },
-	[WM_WARMED - WM_PROGRESS] = { "t", "warmup_ms" },
-	[WM_FAILED - WM_PROGRESS] = { "t", "code", "message" },
-	[WM_PONG - WM_PROGRESS] = { "t", "seq", "mem_bytes", "dev_free", "dev_total" },
-	[WM_TOKENS - WM_PROGRESS] = { "t", "req", "tokens", "text" },
-	[WM_DONE - WM_PROGRESS] = { "t", "req", "tokens", "text", "finish", "prompt_tokens", "first_ms",
-				    "embeddings" },
-	[WM_INFER_FAILED - WM_PROGRESS] = { "t", "req", "code", "message" },
-};
-
-/* The first key of m that a message of its type may not have, or NULL. */
-static const msgpack_object *unknown_key(const msgpack_object *m, uint64_t type)
-{
-	const char *const *keys = wm_keys[type - WM_PROGRESS];
-
-	for (uint32_t i = 0; i < m->via.map.size; i++) {
-		const msgpack_object *k = &m->via.map.ptr[i].key;
-		bool known = false;
-		for (int j = 0; keys[j] && !known; j++)
-			known = k->type == MSGPACK_OBJECT_STR && k->via.str.size == strlen(keys[j]) &&
-				memcmp(k->via.str.ptr, keys[j], k->via.str.size) == 0;
-		if (!known)
-			return k;
-	}
-	return NULL;
 }
 
 static void child_dispatch(struct peer *p, const msgpack_object *m, void *arg)
 {
 	struct child *c = arg;
-	uint64_t type = 0;
-	int rc;
+	struct wmsg_in w;
+	char why[128];
 
 	if (m == NULL) {
 		/* A worker that is exiting closes its channel first: its exit,
@@ -311,36 +172,11 @@ static void child_dispatch(struct peer *p, const msgpack_object *m, void *arg)
 		return;
 	}
 	c->last_life_ms = clock_mono_ms();
-	if (msg_u64(m, "t", &type)) {
-		child_bad(c, "message without a type");
-		return;
-	}
-	const msgpack_object *key;
-	if (type >= WM_PROGRESS && type <= WM_INFER_FAILED && (key = unknown_key(m, type)) != NULL) {
-		char why[128];
-		bool named = key->type == MSGPACK_OBJECT_STR;
-		snprintf(why, sizeof why, "%s with a key it may not have: \"%.*s\"", proto_wmsg_name((int)type),
-			 named ? (int)(key->via.str.size > 32 ? 32 : key->via.str.size) : 0,
-			 named ? key->via.str.ptr : "");
+	if (wmsg_read(m, &w, why, sizeof why) == 0)
+		on_message(c, &w);
+	else
 		child_bad(c, why);
-		return;
-	}
-	switch (type) {
-	case WM_PROGRESS: rc = on_progress(c, m); break;
-	case WM_LOADED: rc = on_loaded(c, m); break;
-	case WM_WARMED: rc = on_warmed(c, m); break;
-	case WM_FAILED: rc = on_failed(c, m); break;
-	case WM_PONG: rc = on_pong(c, m); break;
-	case WM_TOKENS: rc = on_tokens(c, m, SEV_TOKENS); break;
-	case WM_DONE: rc = on_tokens(c, m, SEV_INFER_DONE); break;
-	case WM_INFER_FAILED: rc = on_infer_failed(c, m); break;
-	default: rc = -1; break;
-	}
-	if (rc < 0) {
-		char why[64];
-		snprintf(why, sizeof why, "malformed or unexpected %s", proto_wmsg_name((int)type));
-		child_bad(c, why);
-	}
+	wmsg_free(&w);
 }
 
 /* --- heartbeats and stopping --- */
