@@ -29,7 +29,7 @@
 /* A subscriber owing this much is behind: its state events are coalesced, its progress events left out. */
 #define SUBSCRIBER_BEHIND (64u << 10)
 /* A subscriber owing more events than this is dropped, told why. */
-#define SUBSCRIBER_MAX_OWED (1u << 20)
+#define SUBSCRIBER_MAX_OWED (256u << 10)
 /* The most a client may leave unread before it is dropped. */
 #define CLIENT_MAX_OUTPUT (8u << 20)
 /* While loading, progress counts as life: the heartbeat timeout is stretched by this. */
