@@ -26,7 +26,7 @@
 
 /* The smallest max_frame a client may ask for: room for any error reply. */
 #define CLIENT_MIN_FRAME 1024u
-/* A subscriber owing this much is behind: its state events are coalesced, its progress events left out. */
+/* A subscriber owing this much is behind: its state events are coalesced, its progress and job events left out. */
 #define SUBSCRIBER_BEHIND (64u << 10)
 /* A subscriber owing more events than this is dropped, told why. */
 #define SUBSCRIBER_MAX_OWED (256u << 10)

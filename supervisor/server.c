@@ -300,7 +300,8 @@ _Static_assert(CONFIG_MAX_SLOTS <= 64, "a client's stale mask is 64 bits");
 
 /*
  * What a subscriber may owe is bounded: behind, it gets a slot's state
- * events coalesced into one when it catches up and no progress events; past
+ * events coalesced into one when it catches up, and no progress or job
+ * events (the coalesced state says where each slot ended up); past
  * SUBSCRIBER_MAX_OWED it is dropped, with an error frame that says why.
  */
 static void deliver_event(struct client *c, int kind, const struct slot *s, struct msgw *w, size_t len)
@@ -313,9 +314,11 @@ static void deliver_event(struct client *c, int kind, const struct slot *s, stru
 		if (!c->stale)
 			peer_when_drained(c->peer, SUBSCRIBER_BEHIND / 2, caught_up, c);
 		c->stale |= 1ull << ((const struct slot_rt *)s - md.slots);
-	} else if (kind != EVK_PROGRESS && owed + len <= SUBSCRIBER_MAX_OWED) {
+	} else if (kind == EVK_PROGRESS || kind == EVK_JOB) {
+		/* superseded by the coalesced state */
+	} else if (owed + len <= SUBSCRIBER_MAX_OWED) {
 		peer_send(c->peer, w);
-	} else if (kind != EVK_PROGRESS) {
+	} else {
 		log_warn("client pid %d: %zu bytes of events unread; dropping it", (int)c->pid, owed);
 		server_reply_error(c, 0, E_BUSY, "dropped: %zu bytes of events were left unread", owed);
 		peer_free_after_flush(c->peer);
