@@ -55,12 +55,15 @@ static const int allowed[] = {
 };
 
 /*
- * ioctl requests refused whatever the descriptor: a worker has no terminal
- * (its stdio is /dev/null and a pipe), and these would reach one anyway
- * (push input into it, take it over, redirect the console). The kernel
- * reads the request as 32 bits, so the comparison ignores the upper ones.
- * Every other request is allowed: the GPU driver's are many and its own.
+ * ioctl goes only to the descriptors a device driver opened: a loaded
+ * worker's own are 0 to 3 (/dev/null, its log pipe, its channel), and an
+ * ioctl on one of them fails as on a file that is not a terminal. Terminal
+ * requests (push input, take a terminal over, redirect the console) are
+ * refused whatever the descriptor. The kernel reads the request as 32 bits,
+ * so that comparison ignores the upper ones. Every other request to a
+ * driver's descriptor passes: the GPU driver's are many and its own.
  */
+#define SANDBOX_FIRST_DRIVER_FD 4
 static const unsigned long tty_ioctls[] = { TIOCSTI, TIOCLINUX, TIOCCONS, TIOCSCTTY, TIOCSETD };
 
 #define SANDBOX_MAX_SYSCALL 512
@@ -123,9 +126,14 @@ static int sandbox_filter(int debug)
 		rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(ioctl), 1,
 				      SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffUL, tty_ioctls[i]));
 	if (rc == 0)
-		rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1, SCMP_A1(SCMP_CMP_LT, TIOCSTI));
+		rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOTTY), SCMP_SYS(ioctl), 1,
+				      SCMP_A0_32(SCMP_CMP_LT, SANDBOX_FIRST_DRIVER_FD));
 	if (rc == 0)
-		rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1, SCMP_A1(SCMP_CMP_GT, TIOCSTI));
+		rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 2,
+				      SCMP_A0_32(SCMP_CMP_GE, SANDBOX_FIRST_DRIVER_FD), SCMP_A1(SCMP_CMP_LT, TIOCSTI));
+	if (rc == 0)
+		rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 2,
+				      SCMP_A0_32(SCMP_CMP_GE, SANDBOX_FIRST_DRIVER_FD), SCMP_A1(SCMP_CMP_GT, TIOCSTI));
 	if (rc == 0)
 		rc = seccomp_load(ctx);
 	seccomp_release(ctx);

@@ -68,19 +68,26 @@ static int make_process(void)
 
 static int sv[2];	/* made before the sandbox, which allows no new socket */
 
-/* Terminal ioctls are refused, with their upper 32 bits set too; others pass. */
+/*
+ * Terminal ioctls are refused, with their upper 32 bits set too; others
+ * pass on a driver's descriptor (here, DRIVER_FD) and fail on the worker's
+ * own 0 to 3 as on a file that is not a terminal.
+ */
+#define DRIVER_FD 40
 static int tty_ioctl(void)
 {
 	char c = 'x';
 	int n = -1;
 
-	if (ioctl(sv[0], TIOCSTI, &c) == 0 || errno != EPERM)
+	if (ioctl(DRIVER_FD, TIOCSTI, &c) == 0 || errno != EPERM)
 		return 11;
-	if (syscall(SYS_ioctl, sv[0], TIOCSTI | (1UL << 32), &c) == 0 || errno != EPERM)
+	if (syscall(SYS_ioctl, DRIVER_FD, TIOCSTI | (1UL << 32), &c) == 0 || errno != EPERM)
 		return 12;
-	if (ioctl(sv[0], TIOCLINUX, &c) == 0 || errno != EPERM)
+	if (ioctl(DRIVER_FD, TIOCLINUX, &c) == 0 || errno != EPERM)
 		return 13;
-	return ioctl(sv[0], FIONREAD, &n) == 0 && n == 0 ? 0 : 14;
+	if (ioctl(2, FIONREAD, &n) == 0 || errno != ENOTTY)
+		return 15;
+	return ioctl(DRIVER_FD, FIONREAD, &n) == 0 && n == 0 ? 0 : 14;
 }
 
 static int run_exec(void)
@@ -149,7 +156,9 @@ static void test_terminal_ioctls_are_refused(void **state)
 {
 	(void)state;
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	assert_int_equal(dup2(sv[0], DRIVER_FD), DRIVER_FD);
 	int st = in_sandbox(tty_ioctl);
+	close(DRIVER_FD);
 	close(sv[0]);
 	close(sv[1]);
 	assert_true(WIFEXITED(st));
