@@ -264,6 +264,9 @@ bench-load-sweep: deps all $(BUILD)/bench_load $(BENCH_FILE)
 bench-llama: deps all
 	BUILD=$(BUILD) /usr/bin/python3 bench/llama.py
 
+bench-subscribers: deps all
+	BUILD=$(BUILD) /usr/bin/python3 bench/subscribers.py
+
 bench-switch: deps all $(BUILD)/bench_load
 	BUILD=$(BUILD) /usr/bin/python3 bench/switch.py
 
@@ -275,4 +278,4 @@ test-gpu: test-deps
 clean:
 	rm -rf $(BUILD) build-san build-fuzz
 
-.PHONY: all llama deps test-deps run test test-gpu bench-load bench-load-sweep bench-switch bench-llama fuzz clean
+.PHONY: all llama deps test-deps run test test-gpu bench-load bench-load-sweep bench-switch bench-llama bench-subscribers fuzz clean
