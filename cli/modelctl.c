@@ -23,6 +23,8 @@
 #define EXIT_USAGE 2
 
 struct ctl {
+	char *socket;		/* connected to on the first request, once the arguments are checked */
+	bool connected;
 	struct chan chan;
 	uint64_t next_id;
 	bool json;
@@ -165,6 +167,11 @@ static const msgpack_object *call(struct ctl *c, struct msgw *w, uint64_t id)
 	uint64_t rid;
 
 	msgw_end(w);
+	if (!c->connected && connect_to(c, c->socket) < 0) {
+		msgw_free(w);
+		return NULL;
+	}
+	c->connected = true;
 	/* a send to a server that refused the connection fails: its reason may still be there to read */
 	int send_error = chan_send(&c->chan, w) < 0 ? errno : 0;
 	msgw_free(w);
@@ -653,15 +660,14 @@ int main(int argc, char **argv)
 	for (size_t k = 0; k < sizeof commands / sizeof commands[0]; k++) {
 		if (strcmp(argv[i], commands[k].name) != 0)
 			continue;
-		char *sock = path ? strdup(path) : proto_client_socket();
+		c.socket = path ? strdup(path) : proto_client_socket();
 		c.tty = isatty(STDERR_FILENO);
-		int rc = connect_to(&c, sock);
-		free(sock);
-		if (rc < 0)
-			return 1;
-		rc = commands[k].run(&c, argc - i, argv + i);
-		close(c.chan.fd);
-		chan_free(&c.chan);
+		int rc = commands[k].run(&c, argc - i, argv + i);
+		if (c.connected) {
+			close(c.chan.fd);
+			chan_free(&c.chan);
+		}
+		free(c.socket);
 		return rc;
 	}
 	return bad_usage("no command called \"%s\"", argv[i]);

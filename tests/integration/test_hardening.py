@@ -284,6 +284,18 @@ class SlowSubscribers(DaemonTest):
             slow.recv()
 
 
+class ModelctlWithoutDaemon(unittest.TestCase):
+    def test_arguments_are_checked_before_it_connects(self):
+        p = subprocess.run([MODELCTL, "-s", "/nonexistent/modeld.sock", "load"], capture_output=True,
+                           text=True, timeout=DEADLINE)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("which MODEL", p.stderr)
+        p = subprocess.run([MODELCTL, "-s", "/nonexistent/modeld.sock", "status"], capture_output=True,
+                           text=True, timeout=DEADLINE)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("cannot connect to /nonexistent/modeld.sock", p.stderr)
+
+
 class Replies(DaemonTest):
     def test_an_echoed_op_name_cut_short_is_still_utf8(self):
         c = self.d.client()
