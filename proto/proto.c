@@ -91,11 +91,6 @@ int proto_event_parse(const char *s, size_t len)
 	return lookup(event_names, EVK__COUNT, s, len);
 }
 
-int proto_op_is_admin(enum op op)
-{
-	return op == OP_LOAD || op == OP_UNLOAD || op == OP_RESTART || op == OP_RELOAD;
-}
-
 char *proto_default_socket(void)
 {
 	const char *env = getenv("MODELD_SOCKET"), *xdg = getenv("XDG_RUNTIME_DIR");

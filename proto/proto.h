@@ -109,7 +109,6 @@ const char *proto_err_name(enum err e);
 enum err proto_err_parse(const char *s, size_t len);
 const char *proto_event_name(enum event_kind k);
 int proto_event_parse(const char *s, size_t len);
-int proto_op_is_admin(enum op op);
 /*
  * The control socket when none is named: $MODELD_SOCKET, else
  * $XDG_RUNTIME_DIR/modeld.sock, else /run/modeld/modeld.sock for root, else

@@ -283,6 +283,7 @@ int main(int argc, char **argv)
 	}
 	log_info("listening on %s; %zu slot(s), %zu model(s); worker %s", md.socket_path, md.conf.nslots,
 		 md.conf.nmodels, md.worker_path);
+	ops_check();
 	slots_init();
 	slots_start();
 	event_base_dispatch(md.base);

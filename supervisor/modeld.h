@@ -135,6 +135,10 @@ bool server_is_admin(const struct client *c);
 
 /* ops.c */
 void ops_dispatch(struct client *c, const msgpack_object *msg);
+/* Whether only administrators may call op. */
+bool ops_is_admin(enum op op);
+/* Aborts, naming it, if an op has no handler: at start, so that no request finds one missing. */
+void ops_check(void);
 void ops_write_slot(struct msgw *w, const struct slot_rt *rt);
 
 /* events.c */

@@ -530,6 +530,73 @@ static void op_unsubscribe(struct client *c, uint64_t id, const msgpack_object *
 	server_reply_send(c, &w);
 }
 
+static void op_infer(struct client *c, uint64_t id, const msgpack_object *m)
+{
+	submit_work(c, id, m, OP_INFER, infer_args);
+}
+
+static void op_tokenize(struct client *c, uint64_t id, const msgpack_object *m)
+{
+	submit_work(c, id, m, OP_TOKENIZE, tokenize_args);
+}
+
+static void op_detokenize(struct client *c, uint64_t id, const msgpack_object *m)
+{
+	submit_work(c, id, m, OP_DETOKENIZE, detokenize_args);
+}
+
+static void op_embed(struct client *c, uint64_t id, const msgpack_object *m)
+{
+	submit_work(c, id, m, OP_EMBED, embed_args);
+}
+
+static void op_reload(struct client *c, uint64_t id, const msgpack_object *m)
+{
+	(void)m;
+	server_reply_error(c, id, E_INTERNAL, "reload is not available in this version");
+}
+
+/*
+ * Every op: its handler, whether only administrators may call it, and
+ * whether it is work for a model (refused once modeld shuts down, as admin
+ * ops are). ops_check, at start, makes sure no op lacks a handler.
+ */
+static const struct op_entry {
+	void (*run)(struct client *c, uint64_t id, const msgpack_object *m);
+	bool admin;
+	bool work;
+} op_table[OP__COUNT] = {
+	[OP_HELLO] = { op_hello, false, false },
+	[OP_STATUS] = { op_status, false, false },
+	[OP_MODELS] = { op_models, false, false },
+	[OP_DEVICES] = { op_devices, false, false },
+	[OP_LOAD] = { op_load, true, false },
+	[OP_UNLOAD] = { op_unload, true, false },
+	[OP_RESTART] = { op_restart, true, false },
+	[OP_INFER] = { op_infer, false, true },
+	[OP_TOKENIZE] = { op_tokenize, false, true },
+	[OP_DETOKENIZE] = { op_detokenize, false, true },
+	[OP_EMBED] = { op_embed, false, true },
+	[OP_CANCEL] = { op_cancel, false, false },
+	[OP_SUBSCRIBE] = { op_subscribe, false, false },
+	[OP_UNSUBSCRIBE] = { op_unsubscribe, false, false },
+	[OP_RELOAD] = { op_reload, true, false },
+};
+
+bool ops_is_admin(enum op op)
+{
+	return op >= 0 && op < OP__COUNT && op_table[op].admin;
+}
+
+void ops_check(void)
+{
+	for (int op = 0; op < OP__COUNT; op++)
+		if (!op_table[op].run) {
+			log_error("op %s has no handler", proto_op_name((enum op)op));
+			abort();
+		}
+}
+
 void ops_dispatch(struct client *c, const msgpack_object *m)
 {
 	uint64_t id = 0;
@@ -555,35 +622,14 @@ void ops_dispatch(struct client *c, const msgpack_object *m)
 		server_reply_error(c, id, E_UNKNOWN_OP, "no op called %.*s", (int)(len > 64 ? 64 : len), name);
 		return;
 	}
-	if (proto_op_is_admin(op) && !server_is_admin(c)) {
+	const struct op_entry *e = &op_table[op];
+	if (e->admin && !server_is_admin(c)) {
 		server_reply_error(c, id, E_UNAUTHORIZED, "%s is for administrators", proto_op_name(op));
 		return;
 	}
-	bool work = op == OP_INFER || op == OP_TOKENIZE || op == OP_DETOKENIZE || op == OP_EMBED;
-	if (md.shutting_down && (proto_op_is_admin(op) || work)) {
+	if (md.shutting_down && (e->admin || e->work)) {
 		server_reply_error(c, id, E_SHUTTING_DOWN, "modeld is shutting down");
 		return;
 	}
-	switch (op) {
-	case OP_HELLO: op_hello(c, id, m); break;
-	case OP_STATUS: op_status(c, id, m); break;
-	case OP_MODELS: op_models(c, id, m); break;
-	case OP_DEVICES: op_devices(c, id, m); break;
-	case OP_LOAD: op_load(c, id, m); break;
-	case OP_UNLOAD: op_unload(c, id, m); break;
-	case OP_RESTART: op_restart(c, id, m); break;
-	case OP_INFER: submit_work(c, id, m, op, infer_args); break;
-	case OP_TOKENIZE: submit_work(c, id, m, op, tokenize_args); break;
-	case OP_DETOKENIZE: submit_work(c, id, m, op, detokenize_args); break;
-	case OP_EMBED: submit_work(c, id, m, op, embed_args); break;
-	case OP_CANCEL: op_cancel(c, id, m); break;
-	case OP_SUBSCRIBE: op_subscribe(c, id, m); break;
-	case OP_UNSUBSCRIBE: op_unsubscribe(c, id, m); break;
-	case OP_RELOAD:
-		server_reply_error(c, id, E_INTERNAL, "reload is not available in this version");
-		break;
-	case OP__COUNT:
-	case OP_UNKNOWN:
-		break;		/* answered above: no op has these; a new op without a case does not compile */
-	}
+	e->run(c, id, m);
 }

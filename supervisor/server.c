@@ -386,7 +386,7 @@ static void client_gone(struct client *c)
 	while ((r = TAILQ_FIRST(&c->reqs)) != NULL) {
 		TAILQ_REMOVE(&c->reqs, r, client_link);
 		r->client = NULL;
-		if (r->slot && !proto_op_is_admin(r->op)) {
+		if (r->slot && !ops_is_admin(r->op)) {
 			struct slot_ev ev = { .type = SEV_CANCEL, .req = r };
 			slot_event(r->slot, &ev);
 		}
