@@ -37,6 +37,7 @@ struct client {
 	size_t max_frame;		/* the largest frame body it accepts (hello); SIZE_MAX: it did not say */
 	uint64_t active_ms;		/* when it last sent a request */
 	uint64_t stale;			/* slots (by index) whose state events were held back */
+	struct client *next_dropped;	/* server_broadcast's list of subscribers to let go */
 };
 
 static LIST_HEAD(, client) clients = LIST_HEAD_INITIALIZER(clients);
@@ -304,7 +305,8 @@ _Static_assert(CONFIG_MAX_SLOTS <= 64, "a client's stale mask is 64 bits");
  * events (the coalesced state says where each slot ended up); past
  * SUBSCRIBER_MAX_OWED it is dropped, with an error frame that says why.
  */
-static void deliver_event(struct client *c, int kind, const struct slot *s, struct msgw *w, size_t len)
+/* Returns false when c must be dropped (told why already); the caller drops it once it is done with the list. */
+static bool deliver_event(struct client *c, int kind, const struct slot *s, struct msgw *w, size_t len)
 {
 	size_t owed = peer_owed(c->peer);
 
@@ -322,20 +324,27 @@ static void deliver_event(struct client *c, int kind, const struct slot *s, stru
 		log_warn("client pid %d: %zu bytes of events unread; dropping it", (int)c->pid, owed);
 		server_reply_error(c, 0, E_BUSY, "dropped: %zu bytes of events were left unread", owed);
 		peer_free_after_flush(c->peer);
-		client_gone(c);
+		return false;
 	}
+	return true;
 }
 
 void server_broadcast(int kind, const struct slot *s, struct msgw *w)
 {
-	struct client *c, *next;
+	struct client *c, *next, *dropped = NULL;
 	size_t len;
 
 	msgw_frame(w, &len);
-	for (c = LIST_FIRST(&clients); c; c = next) {
-		next = LIST_NEXT(c, link);
-		if ((c->subs & (1u << kind)) && len - FRAME_HEADER_LEN <= c->max_frame)
-			deliver_event(c, kind, s, w, len);
+	LIST_FOREACH(c, &clients, link)
+		if ((c->subs & (1u << kind)) && len - FRAME_HEADER_LEN <= c->max_frame &&
+		    !deliver_event(c, kind, s, w, len)) {
+			c->next_dropped = dropped;
+			dropped = c;
+		}
+	/* after the walk: letting a client go cancels its requests, which may publish events */
+	for (c = dropped; c; c = next) {
+		next = c->next_dropped;
+		client_gone(c);
 	}
 }
 
