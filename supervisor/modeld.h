@@ -135,6 +135,8 @@ bool server_is_admin(const struct client *c);
 
 /* ops.c */
 void ops_dispatch(struct client *c, const msgpack_object *msg);
+/* The results of r, a request that waited in slot s and ended well, after "slot". */
+void ops_write_result(struct msgw *w, const struct slot *s, const struct req *r);
 /* Whether only administrators may call op. */
 bool ops_is_admin(enum op op);
 /* Aborts, naming it, if an op has no handler: at start, so that no request finds one missing. */

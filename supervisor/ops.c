@@ -530,6 +530,73 @@ static void op_unsubscribe(struct client *c, uint64_t id, const msgpack_object *
 	server_reply_send(c, &w);
 }
 
+/* --- what each op answers once its request ends well --- */
+
+static void write_load(struct msgw *w, const struct slot *s, const struct req *r)
+{
+	msgw_kstr(w, "model", r->model->name);
+	if (r->wait) {
+		msgw_ku64(w, "load_ms", s->load_ms);
+		msgw_ku64(w, "warmup_ms", s->warmup_ms);
+	}
+	if (r->job)	/* none for a model that was ready already */
+		msgw_ku64(w, "job", r->job);
+}
+
+/* unload, restart: the state the slot is in; an unload that did work has its job */
+static void write_state(struct msgw *w, const struct slot *s, const struct req *r)
+{
+	msgw_kstr(w, "state", slot_state_name(s->state));
+	if (r->job)
+		msgw_ku64(w, "job", r->job);
+}
+
+/* infer's answer: tokens, text (engines with text), how it ended, usage and timing. */
+static void write_infer(struct msgw *w, const struct slot *s, const struct req *r)
+{
+	uint64_t now = clock_mono_ms();
+
+	msgw_kstr(w, "model", s->model ? s->model->name : NULL);
+	msgw_key(w, "tokens");
+	msgw_u32s(w, r->tokens, r->ntokens);
+	if (r->text) {
+		msgw_key(w, "text");
+		msgw_strn(w, r->text, r->ntext);
+	}
+	msgw_kstr(w, "finish_reason", r->finish[0] ? r->finish : NULL);
+	msgw_key(w, "usage");
+	msgw_map(w);
+	msgw_ku64(w, "prompt_tokens", r->prompt_tokens);
+	msgw_ku64(w, "completion_tokens", r->ntokens);
+	msgw_end(w);
+	msgw_ku64(w, "ttft_ms", (r->first_token_ms ? r->first_token_ms : now) - r->started_ms);
+	msgw_ku64(w, "ms", now - r->started_ms);
+}
+
+static void write_tokens(struct msgw *w, const struct slot *s, const struct req *r)
+{
+	(void)s;
+	msgw_key(w, "tokens");
+	msgw_u32s(w, r->tokens, r->ntokens);
+}
+
+static void write_text(struct msgw *w, const struct slot *s, const struct req *r)
+{
+	(void)s;
+	msgw_key(w, "text");
+	msgw_strn(w, r->text ? r->text : "", r->ntext);
+}
+
+static void write_embeddings(struct msgw *w, const struct slot *s, const struct req *r)
+{
+	msgw_kstr(w, "model", s->model ? s->model->name : NULL);
+	msgw_key(w, "embeddings");
+	msgw_array(w);
+	for (uint32_t i = 0; i < r->count; i++)
+		msgw_f32s(w, r->embeddings + (size_t)i * r->dim, r->dim);
+	msgw_end(w);
+}
+
 static void op_infer(struct client *c, uint64_t id, const msgpack_object *m)
 {
 	submit_work(c, id, m, OP_INFER, infer_args);
@@ -557,31 +624,40 @@ static void op_reload(struct client *c, uint64_t id, const msgpack_object *m)
 }
 
 /*
- * Every op: its handler, whether only administrators may call it, and
- * whether it is work for a model (refused once modeld shuts down, as admin
- * ops are). ops_check, at start, makes sure no op lacks a handler.
+ * Every op: its handler, whether only administrators may call it, whether
+ * it is work for a model (refused once modeld shuts down, as admin ops
+ * are), and for an op whose request waits in a slot, what its reply holds
+ * when it ends well (beside the slot). ops_check, at start, makes sure no
+ * op lacks a handler.
  */
 static const struct op_entry {
 	void (*run)(struct client *c, uint64_t id, const msgpack_object *m);
 	bool admin;
 	bool work;
+	void (*write)(struct msgw *w, const struct slot *s, const struct req *r);
 } op_table[OP__COUNT] = {
-	[OP_HELLO] = { op_hello, false, false },
-	[OP_STATUS] = { op_status, false, false },
-	[OP_MODELS] = { op_models, false, false },
-	[OP_DEVICES] = { op_devices, false, false },
-	[OP_LOAD] = { op_load, true, false },
-	[OP_UNLOAD] = { op_unload, true, false },
-	[OP_RESTART] = { op_restart, true, false },
-	[OP_INFER] = { op_infer, false, true },
-	[OP_TOKENIZE] = { op_tokenize, false, true },
-	[OP_DETOKENIZE] = { op_detokenize, false, true },
-	[OP_EMBED] = { op_embed, false, true },
-	[OP_CANCEL] = { op_cancel, false, false },
-	[OP_SUBSCRIBE] = { op_subscribe, false, false },
-	[OP_UNSUBSCRIBE] = { op_unsubscribe, false, false },
-	[OP_RELOAD] = { op_reload, true, false },
+	[OP_HELLO] = { op_hello, false, false, NULL },
+	[OP_STATUS] = { op_status, false, false, NULL },
+	[OP_MODELS] = { op_models, false, false, NULL },
+	[OP_DEVICES] = { op_devices, false, false, NULL },
+	[OP_LOAD] = { op_load, true, false, write_load },
+	[OP_UNLOAD] = { op_unload, true, false, write_state },
+	[OP_RESTART] = { op_restart, true, false, write_state },
+	[OP_INFER] = { op_infer, false, true, write_infer },
+	[OP_TOKENIZE] = { op_tokenize, false, true, write_tokens },
+	[OP_DETOKENIZE] = { op_detokenize, false, true, write_text },
+	[OP_EMBED] = { op_embed, false, true, write_embeddings },
+	[OP_CANCEL] = { op_cancel, false, false, NULL },
+	[OP_SUBSCRIBE] = { op_subscribe, false, false, NULL },
+	[OP_UNSUBSCRIBE] = { op_unsubscribe, false, false, NULL },
+	[OP_RELOAD] = { op_reload, true, false, NULL },
 };
+
+void ops_write_result(struct msgw *w, const struct slot *s, const struct req *r)
+{
+	msgw_kstr(w, "slot", s->conf->name);
+	op_table[r->op].write(w, s, r);
+}
 
 bool ops_is_admin(enum op op)
 {

@@ -173,69 +173,6 @@ void server_discard(struct req *r)
 	req_free(r);
 }
 
-/* infer's answer: tokens, text (engines with text), how it ended, usage and timing. */
-static void write_infer(struct msgw *w, const struct slot *s, const struct req *r)
-{
-	uint64_t now = clock_mono_ms();
-
-	msgw_kstr(w, "model", s->model ? s->model->name : NULL);
-	msgw_key(w, "tokens");
-	msgw_u32s(w, r->tokens, r->ntokens);
-	if (r->text) {
-		msgw_key(w, "text");
-		msgw_strn(w, r->text, r->ntext);
-	}
-	msgw_kstr(w, "finish_reason", r->finish[0] ? r->finish : NULL);
-	msgw_key(w, "usage");
-	msgw_map(w);
-	msgw_ku64(w, "prompt_tokens", r->prompt_tokens);
-	msgw_ku64(w, "completion_tokens", r->ntokens);
-	msgw_end(w);
-	msgw_ku64(w, "ttft_ms", (r->first_token_ms ? r->first_token_ms : now) - r->started_ms);
-	msgw_ku64(w, "ms", now - r->started_ms);
-}
-
-/* The results of a successful request, by op. */
-static void write_results(struct msgw *w, const struct slot *s, const struct req *r)
-{
-	msgw_kstr(w, "slot", s->conf->name);
-	switch (r->op) {
-	case OP_LOAD:
-		msgw_kstr(w, "model", r->model->name);
-		if (r->wait) {
-			msgw_ku64(w, "load_ms", s->load_ms);
-			msgw_ku64(w, "warmup_ms", s->warmup_ms);
-		}
-		if (r->job)	/* none for a model that was ready already */
-			msgw_ku64(w, "job", r->job);
-		break;
-	case OP_INFER:
-		write_infer(w, s, r);
-		break;
-	case OP_TOKENIZE:
-		msgw_key(w, "tokens");
-		msgw_u32s(w, r->tokens, r->ntokens);
-		break;
-	case OP_DETOKENIZE:
-		msgw_key(w, "text");
-		msgw_strn(w, r->text ? r->text : "", r->ntext);
-		break;
-	case OP_EMBED:
-		msgw_kstr(w, "model", s->model ? s->model->name : NULL);
-		msgw_key(w, "embeddings");
-		msgw_array(w);
-		for (uint32_t i = 0; i < r->count; i++)
-			msgw_f32s(w, r->embeddings + (size_t)i * r->dim, r->dim);
-		msgw_end(w);
-		break;
-	default:	/* unload, restart */
-		msgw_kstr(w, "state", slot_state_name(s->state));
-		if (r->job)
-			msgw_ku64(w, "job", r->job);
-		break;
-	}
-}
-
 void server_finish(struct slot *s, struct req *r, enum err code, const char *message)
 {
 	struct msgw w;
@@ -243,7 +180,7 @@ void server_finish(struct slot *s, struct req *r, enum err code, const char *mes
 	if (r->client) {
 		if (code == E_NONE) {
 			server_reply_begin(&w, r->id);
-			write_results(&w, s, r);
+			ops_write_result(&w, s, r);
 			msgw_end(&w);
 		} else {
 			write_error(&w, r->id, code, message ? message : proto_err_name(code));
