@@ -116,18 +116,16 @@ int server_listen(const char *path, mode_t mode, char *err, size_t errlen);
 void server_close(void);
 /* An event to its subscribers; s: the slot it is about (state events of a subscriber behind are coalesced by it). */
 void server_broadcast(int kind, const struct slot *s, struct msgw *w);
-void server_finish(struct slot *s, struct req *r, enum err code, const char *message);
-void server_chunk(struct req *r, const struct work_out *o);
 void server_reply_error(struct client *c, uint64_t id, enum err code, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 /* A success reply: begin it, add results, then send it (which frees it). */
 void server_reply_begin(struct msgw *w, uint64_t id);
 void server_reply_send(struct client *c, struct msgw *w);
 void server_send(struct client *c, struct msgw *w);
+/* A request of c's, its replies to c (req_discard it if it is answered before it reaches a slot). */
 struct req *server_new_req(struct client *c, uint64_t id, enum op op);
+/* c's request under id that has not had its final reply, or NULL. */
 struct req *server_find_req(struct client *c, uint64_t id);
-/* Frees a request that was answered before it reached a slot. */
-void server_discard(struct req *r);
 void server_subscribe(struct client *c, unsigned mask);
 /* The largest frame body c accepts, as its hello said. */
 void server_set_max_frame(struct client *c, size_t max);

@@ -409,7 +409,7 @@ static void submit_work(struct client *c, uint64_t id, const msgpack_object *m, 
 	struct req *r = server_new_req(c, id, op);
 
 	if (!read_args(c, id, m, r) || !wait_args(c, id, m, r) || !(rt = target(c, id, m, false, &mod))) {
-		server_discard(r);	/* its error reply is sent */
+		req_discard(r);		/* its error reply is sent */
 		return;
 	}
 	r->model = mod;

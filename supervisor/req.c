@@ -46,6 +46,47 @@ void req_add_output(struct req *r, const struct work_out *o, uint64_t now_ms)
 	}
 }
 
+struct req *req_new(const struct req_sink *sink, uint64_t id, enum op op, uint64_t seq, uint64_t now_ms)
+{
+	struct req *r = calloc(1, sizeof *r);
+
+	if (!r)
+		abort();
+	r->sink = sink;
+	r->id = id;
+	r->op = op;
+	r->seq = seq;
+	r->started_ms = now_ms;
+	return r;
+}
+
+void req_orphan(struct req *r)
+{
+	if (r->sink)
+		r->sink->forget(r);
+	r->sink = NULL;
+}
+
+void req_chunk(struct req *r, const struct work_out *o)
+{
+	if (r->sink)
+		r->sink->chunk(r, o);
+}
+
+void req_reply(struct req *r, const struct slot *s, enum err code, const char *message)
+{
+	if (r->sink)
+		r->sink->finish(r, s, code, message);
+	req_discard(r);
+}
+
+void req_discard(struct req *r)
+{
+	req_orphan(r);
+	req_clear(r);
+	free(r);
+}
+
 void req_clear(struct req *r)
 {
 	gen_free(&r->gen);

@@ -3,8 +3,10 @@
  *
  * load, unload, restart and infer requests wait in a slot (as load or
  * unload waiters, in the infer queue, or at the worker) until the slot's
- * machine gives them their one final reply through slot_env.finish. The
- * client that sent it may be gone by then: client is NULL, nothing is sent.
+ * machine gives them their one final reply through slot_env.finish. Every
+ * request is made by req_new and ends in req_reply, whoever asked for it: its
+ * replies go to its sink (a socket client today), which may have gone by
+ * then (req_orphan): nothing is sent.
  */
 #ifndef REQ_H
 #define REQ_H
@@ -35,13 +37,27 @@ struct work_out {
 	uint32_t count, dim;
 };
 
+struct req;
+struct slot;
+
+/* Where a request's replies go. */
+struct req_sink {
+	/* The one final reply: code E_NONE with the op's results, else the error. */
+	void (*finish)(struct req *r, const struct slot *s, enum err code, const char *message);
+	/* Part of a streamed answer. */
+	void (*chunk)(struct req *r, const struct work_out *o);
+	/* The request goes away (answered or discarded): the sink lets go of it. */
+	void (*forget)(struct req *r);
+};
+
 struct req {
 	TAILQ_ENTRY(req) link;		/* in the slot list that holds it */
 	TAILQ_ENTRY(req) client_link;	/* in its client's list of outstanding requests */
 	uint64_t id;			/* the client's id */
 	uint64_t seq;			/* unique in this modeld; names it to workers */
 	enum op op;
-	struct client *client;
+	const struct req_sink *sink;	/* NULL once its asker has gone: its replies go nowhere */
+	struct client *client;		/* the socket sink's: who asked */
 	const struct model *model;
 	struct slot *slot;		/* the slot holding it, until its reply */
 	struct req_list *list;		/* the slot list holding it, or NULL */
@@ -75,6 +91,16 @@ struct req {
 	uint32_t count, dim;
 };
 
+/* A request of op under the asker's id, its replies to sink; seq names it to workers. */
+struct req *req_new(const struct req_sink *sink, uint64_t id, enum op op, uint64_t seq, uint64_t now_ms);
+/* Its asker has gone: the request goes on, unheard. */
+void req_orphan(struct req *r);
+/* Streams part of r's answer to its sink. */
+void req_chunk(struct req *r, const struct work_out *o);
+/* r's final reply (through its sink), then r is freed. */
+void req_reply(struct req *r, const struct slot *s, enum err code, const char *message);
+/* r goes away unanswered (its asker was answered already, or is gone). */
+void req_discard(struct req *r);
 /* Adds what a worker's message carried (o; NULL: nothing) to r's answer; now_ms dates a first token. */
 void req_add_output(struct req *r, const struct work_out *o, uint64_t now_ms);
 /* Frees what r holds (not r itself). */

@@ -134,21 +134,6 @@ void server_reply_error(struct client *c, uint64_t id, enum err code, const char
 	msgw_free(&w);
 }
 
-struct req *server_new_req(struct client *c, uint64_t id, enum op op)
-{
-	struct req *r = calloc(1, sizeof *r);
-	if (!r)
-		abort();
-	r->id = id;
-	r->op = op;
-	r->client = c;
-	r->admin = c->admin;
-	r->seq = ++md.next_seq;
-	r->started_ms = clock_mono_ms();
-	TAILQ_INSERT_TAIL(&c->reqs, r, client_link);
-	return r;
-}
-
 struct req *server_find_req(struct client *c, uint64_t id)
 {
 	struct req *r;
@@ -158,45 +143,27 @@ struct req *server_find_req(struct client *c, uint64_t id)
 	return NULL;
 }
 
-static void req_free(struct req *r)
-{
-	if (r->timer)
-		event_free(r->timer);
-	if (r->client)
-		TAILQ_REMOVE(&r->client->reqs, r, client_link);
-	req_clear(r);
-	free(r);
-}
+/* --- the socket client as the sink of its requests (req.h) --- */
 
-void server_discard(struct req *r)
-{
-	req_free(r);
-}
-
-void server_finish(struct slot *s, struct req *r, enum err code, const char *message)
+static void client_finish(struct req *r, const struct slot *s, enum err code, const char *message)
 {
 	struct msgw w;
 
-	if (r->client) {
-		if (code == E_NONE) {
-			server_reply_begin(&w, r->id);
-			ops_write_result(&w, s, r);
-			msgw_end(&w);
-		} else {
-			write_error(&w, r->id, code, message ? message : proto_err_name(code));
-		}
-		server_send(r->client, &w);
-		msgw_free(&w);
+	if (code == E_NONE) {
+		server_reply_begin(&w, r->id);
+		ops_write_result(&w, s, r);
+		msgw_end(&w);
+	} else {
+		write_error(&w, r->id, code, message ? message : proto_err_name(code));
 	}
-	req_free(r);
+	server_send(r->client, &w);
+	msgw_free(&w);
 }
 
-void server_chunk(struct req *r, const struct work_out *o)
+static void client_chunk(struct req *r, const struct work_out *o)
 {
 	struct msgw w;
 
-	if (!r->client)
-		return;
 	msgw_init(&w);
 	msgw_map(&w);
 	msgw_ku64(&w, "id", r->id);
@@ -212,6 +179,24 @@ void server_chunk(struct req *r, const struct work_out *o)
 	msgw_end(&w);
 	server_send(r->client, &w);
 	msgw_free(&w);
+}
+
+static void client_forget(struct req *r)
+{
+	TAILQ_REMOVE(&r->client->reqs, r, client_link);
+	r->client = NULL;
+}
+
+static const struct req_sink client_sink = { client_finish, client_chunk, client_forget };
+
+struct req *server_new_req(struct client *c, uint64_t id, enum op op)
+{
+	struct req *r = req_new(&client_sink, id, op, ++md.next_seq, clock_mono_ms());
+
+	r->client = c;
+	r->admin = c->admin;
+	TAILQ_INSERT_TAIL(&c->reqs, r, client_link);
+	return r;
 }
 
 /* The subscriber read its backlog: the latest state of each slot held back, once. */
@@ -330,8 +315,7 @@ static void client_gone(struct client *c)
 	struct req *r;
 
 	while ((r = TAILQ_FIRST(&c->reqs)) != NULL) {
-		TAILQ_REMOVE(&c->reqs, r, client_link);
-		r->client = NULL;
+		req_orphan(r);
 		if (r->slot && !ops_is_admin(r->op)) {
 			struct slot_ev ev = { .type = SEV_CANCEL, .req = r };
 			slot_event(r->slot, &ev);

@@ -235,10 +235,19 @@ static void env_arm(struct slot *s, uint64_t ms)
 	}
 }
 
+/* A request's wait timer is the slots' own; its reply and its memory are req.c's. */
+static void env_finish(struct slot *s, struct req *r, enum err code, const char *message)
+{
+	if (r->timer)
+		event_free(r->timer);
+	r->timer = NULL;
+	req_reply(r, s, code, message);
+}
+
 static void env_chunk(struct slot *s, struct req *r, const struct work_out *o)
 {
 	(void)s;
-	server_chunk(r, o);
+	req_chunk(r, o);
 }
 
 /* At most one progress event per PROGRESS_EVENT_MS per load, and always the last. */
@@ -273,7 +282,7 @@ static const struct slot_env env = {
 	.unlock = env_unlock,
 	.device_busy = env_device_busy,
 	.forward = env_forward,
-	.finish = server_finish,
+	.finish = env_finish,
 	.chunk = env_chunk,
 	.state_changed = events_state,
 	.progress = env_progress,
