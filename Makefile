@@ -161,7 +161,7 @@ $(BUILD)/llama-direct: $(call obj,tests/llama_direct.c)
 	$(LLAMA_LINK)
 
 $(BUILD)/modeld: $(call obj,$(SUP_SRC) $(PROTO_SRC) $(PEER_SRC))
-	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_EVENT) $(LIB_MSGPACK) $(LIB_INIH) -lm
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_EVENT) $(LIB_MSGPACK) $(LIB_INIH) $(LIB_JANSSON) -lm
 
 $(BUILD)/modeld-worker: $(call obj,$(WORK_SRC) $(PROTO_SRC)) $(WORK_OBJ_EXTRA)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_MSGPACK) $(LIB_JANSSON) $(LIB_SECCOMP) -ldl -lm -pthread
@@ -215,7 +215,7 @@ run: deps
 	@$(BUILD)/mkmodel models/demo-b.safetensors --n 256 --a 7 --c 3 --eos 0
 	@if [ -x $(BUILD)/mkgguf ] && [ ! -f models/demo-llama.gguf ]; then \
 		$(BUILD)/mkgguf $(BUILD)/vocab/ggml-vocab-llama-spm.gguf models/demo-llama.gguf --name demo-llama; fi
-	$(BUILD)/modeld --models models
+	$(BUILD)/modeld --models models --http 127.0.0.1:8080
 
 # The suite runs twice: on the plain build, and on one with AddressSanitizer
 # and UndefinedBehaviorSanitizer (build-san).

@@ -108,6 +108,8 @@ struct config {
 	char *models_dir;
 	char *worker;			/* NULL: modeld-worker next to modeld */
 	char *engine_dir;		/* NULL: the worker's directory */
+	char *http;			/* ADDRESS:PORT of the HTTP listener; NULL: none */
+	char *http_token_file;		/* bearer tokens, one a line ("TOKEN" or "TOKEN admin") */
 	int log_level;
 	size_t max_frame;
 	unsigned max_clients;

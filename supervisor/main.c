@@ -33,6 +33,7 @@ static void usage(FILE *f)
 		   "  -c, --config FILE   read FILE (INI); default: the embedded configuration\n"
 		   "  -t, --test-config   check the configuration, say whether it is good, and exit\n"
 		   "  -s, --socket PATH   control socket (overrides the config's socket)\n"
+		   "      --http ADDR:PORT  the HTTP listener (overrides the config's http)\n"
 		   "  -m, --models DIR    models directory (default ./models)\n"
 		   "  -w, --worker PATH   the modeld-worker binary (default: next to modeld)\n"
 		   "  -l, --log-level L   error, warn, info or debug\n"
@@ -95,6 +96,7 @@ static void on_terminate(evutil_socket_t sig, short what, void *arg)
 	log_info("signal %d: shutting down", (int)sig);
 	md.shutting_down = true;
 	server_close();
+	http_close();
 	slots_shutdown();
 	for (size_t i = 0; i < md.nslots; i++)
 		if (md.slots[i].s.conf->stop_timeout_ms > longest)
@@ -113,7 +115,7 @@ static void on_sighup(evutil_socket_t sig, short what, void *arg)
 }
 
 struct options {
-	const char *config, *socket, *models, *worker, *level;
+	const char *config, *socket, *models, *worker, *level, *http;
 	int use_syslog;
 	bool test_config;
 };
@@ -128,6 +130,7 @@ static int parse_args(int argc, char **argv, struct options *o)
 		{ "log-level", required_argument, NULL, 'l' },
 		{ "syslog", no_argument, NULL, 'S' },
 		{ "test-config", no_argument, NULL, 't' },
+		{ "http", required_argument, NULL, 'H' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
@@ -142,6 +145,7 @@ static int parse_args(int argc, char **argv, struct options *o)
 		case 'l': o->level = optarg; break;
 		case 'S': o->use_syslog = 1; break;
 		case 't': o->test_config = true; break;
+		case 'H': o->http = optarg; break;
 		case 'h': usage(stdout); exit(0);
 		default: usage(stderr); return -1;
 		}
@@ -182,6 +186,10 @@ static int configure(const struct options *o)
 	if (o->models) {
 		free(md.conf.models_dir);
 		md.conf.models_dir = strdup(o->models);
+	}
+	if (o->http) {
+		free(md.conf.http);
+		md.conf.http = strdup(o->http);
 	}
 	if (o->level) {
 		int level = log_level_parse(o->level);
@@ -277,7 +285,8 @@ int main(int argc, char **argv)
 	add_signal(SIGTERM, on_terminate, &sigs[1]);
 	add_signal(SIGINT, on_terminate, &sigs[2]);
 	add_signal(SIGHUP, on_sighup, &sigs[3]);
-	if (server_listen(md.socket_path, md.conf.socket_mode, err, sizeof err) < 0) {
+	if (server_listen(md.socket_path, md.conf.socket_mode, err, sizeof err) < 0 ||
+	    http_listen(err, sizeof err) < 0) {
 		log_error("%s", err);
 		return 1;
 	}
@@ -290,6 +299,7 @@ int main(int argc, char **argv)
 
 	log_info("stopped");
 	server_close();
+	http_close();
 	slots_free();
 	for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
 		event_free(sigs[i]);

@@ -42,6 +42,11 @@
 #define CHILD_CLOSED_GRACE_MS 2000
 /* Progress events per load: at most one per this many ms. */
 #define PROGRESS_EVENT_MS 100
+/* HTTP: bounds on a request, and on an idle connection; the shortest bearer token. */
+#define HTTP_MAX_HEADERS (16 << 10)
+#define HTTP_MAX_BODY (1 << 20)
+#define HTTP_TIMEOUT_SECONDS 60
+#define HTTP_TOKEN_MIN 16
 /* Whom workers run as when modeld is root and worker_user is not set. */
 #define WORKER_DEFAULT_USER "nobody"
 /* Descriptors kept from clients: stdio, the log, the listener, the event loop, a spawn's. */
@@ -130,6 +135,10 @@ void server_subscribe(struct client *c, unsigned mask);
 /* The largest frame body c accepts, as its hello said. */
 void server_set_max_frame(struct client *c, size_t max);
 bool server_is_admin(const struct client *c);
+
+/* http.c: the HTTP listener, when the config has one. 0, or -1 with err. */
+int http_listen(char *err, size_t errlen);
+void http_close(void);
 
 /* ops.c */
 void ops_dispatch(struct client *c, const msgpack_object *msg);

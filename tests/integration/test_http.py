@@ -1,0 +1,99 @@
+"""modeld's HTTP listener: off unless configured, loopback or tokens, health and readiness."""
+import http.client
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import unittest
+
+from harness import DEADLINE, GATED_WORKER, MODELD, DaemonTest, gated_worker, open_gate, wait_until
+
+A = ("--n", 16, "--a", 3, "--c", 1)
+
+
+def port_of(d):
+    m = re.search(r"http: listening on \S+ port (\d+)", d.read_log())
+    return int(m.group(1)) if m else None
+
+
+def get(port, path, method="GET", token=None):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE)
+    headers = {"Authorization": "Bearer " + token} if token else {}
+    conn.request(method, path, headers=headers)
+    r = conn.getresponse()
+    body = json.loads(r.read() or b"null")
+    conn.close()
+    return r.status, r.headers, body
+
+
+class Health(DaemonTest):
+    models = {"a": A}
+    files = {GATED_WORKER: gated_worker()}
+    config = ("[modeld]\nhttp = 127.0.0.1:0\nworker = @DIR@/%s\n[slot cpu]\ndefault_model = a\n"
+              "heartbeat_timeout = 30\n" % GATED_WORKER)
+
+    def test_healthz_readyz_and_errors(self):
+        port = wait_until(lambda: port_of(self.d), what="the HTTP port in the log")
+        self.assertEqual(get(port, "/healthz")[::2], (200, {"status": "ok"}))
+        status, headers, body = get(port, "/readyz")        # the default model still loads
+        self.assertEqual(status, 503)
+        self.assertEqual(headers["Retry-After"], "1")
+        self.assertEqual(body["waiting"][0]["slot"], "cpu")
+        self.assertEqual(body["waiting"][0]["model"], "a")
+        open_gate(self.d)
+        wait_until(lambda: get(port, "/readyz")[0] == 200, what="ready")
+        status, _, body = get(port, "/nope")
+        self.assertEqual(status, 404)
+        self.assertEqual(set(body["error"]), {"message", "type", "code"})
+        self.assertEqual(get(port, "/healthz", method="POST")[0], 405)
+
+
+class Tokens(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="modeld-http-")
+        self.addCleanup(shutil.rmtree, self.dir, True)
+
+    def start(self, config):
+        """modeld with config; it must stop at once. Returns its stderr."""
+        path = os.path.join(self.dir, "modeld.ini")
+        with open(path, "w") as f:
+            f.write(config)
+        p = subprocess.run([MODELD, "-c", path, "-s", os.path.join(self.dir, "s.sock"), "--models", self.dir],
+                           capture_output=True, text=True, timeout=DEADLINE)
+        self.assertEqual(p.returncode, 1)
+        return p.stderr
+
+    def test_a_non_loopback_address_needs_tokens(self):
+        self.assertIn("0.0.0.0 is not a loopback address; serving it needs http_token_file",
+                      self.start("[modeld]\nhttp = 0.0.0.0:0\n"))
+
+    def test_a_bad_address_or_token_file_stops_startup(self):
+        self.assertIn('"localhost" is not ADDRESS:PORT', self.start("[modeld]\nhttp = localhost\n"))
+        tokens = os.path.join(self.dir, "tokens")
+        with open(tokens, "w") as f:
+            f.write("short\n")
+        self.assertIn(tokens + ":1: a line is TOKEN (at least 16 characters)",
+                      self.start("[modeld]\nhttp = 127.0.0.1:0\nhttp_token_file = %s\n" % tokens))
+
+
+class Bearer(DaemonTest):
+    models = {"a": A}
+    files = {"tokens": b"# who may call\n" + b"a" * 20 + b"\n" + b"b" * 20 + b" admin\n"}
+    config = "[modeld]\nhttp = 127.0.0.1:0\nhttp_token_file = @DIR@/tokens\n"
+
+    def test_every_request_needs_a_token_from_the_file(self):
+        port = wait_until(lambda: port_of(self.d), what="the HTTP port in the log")
+        self.assertIn("tokens is readable by every user", self.d.read_log())    # written 0644 here
+        status, headers, body = get(port, "/healthz")
+        self.assertEqual(status, 401)
+        self.assertEqual(headers["WWW-Authenticate"], "Bearer")
+        self.assertEqual(body["error"]["code"], "unauthorized")
+        self.assertEqual(get(port, "/healthz", token="c" * 20)[0], 401)
+        self.assertEqual(get(port, "/healthz", token="a" * 20)[0], 200)
+        self.assertEqual(get(port, "/healthz", token="b" * 20)[0], 200)
+
+
+if __name__ == "__main__":
+    unittest.main()
