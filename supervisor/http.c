@@ -8,7 +8,9 @@
  * bodies and idle connections are bounded.
  *
  * GET /healthz: the loop is turning. GET /readyz: 200 once every slot with
- * a default_model has it ready, else 503 with the reasons.
+ * a default_model has it ready, else 503 with the reasons. GET /v1/models:
+ * every configured model, as OpenAI's API lists them, and where it is
+ * loaded, as llama-swap and LM Studio show.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -97,6 +99,27 @@ static void on_readyz(struct evhttp_request *req)
 	send_json(req, 503, json_pack("{s:s, s:o}", "status", "not ready", "waiting", waiting));
 }
 
+/* Every configured model, with the slots that have it ready. */
+static void on_models(struct evhttp_request *req)
+{
+	json_t *data = json_array();
+
+	for (size_t i = 0; i < md.conf.nmodels; i++) {
+		const struct model *m = &md.conf.models[i];
+		json_t *in = json_array();
+		struct stat st;
+		for (size_t k = 0; k < md.nslots; k++)
+			if (md.slots[k].s.model == m && md.slots[k].s.state == SS_READY)
+				json_array_append_new(in, json_string(md.slots[k].s.conf->name));
+		json_array_append_new(data, json_pack("{s:s, s:s, s:I, s:s, s:b, s:o}", "id", m->name,
+						      "object", "model", "created",
+						      (json_int_t)(stat(m->path, &st) == 0 ? st.st_mtime : 0),
+						      "owned_by", "modeld", "loaded", json_array_size(in) > 0,
+						      "loaded_in", in));
+	}
+	send_json(req, HTTP_OK, json_pack("{s:s, s:o}", "object", "list", "data", data));
+}
+
 static void on_request(struct evhttp_request *req, void *arg)
 {
 	(void)arg;
@@ -115,6 +138,8 @@ static void on_request(struct evhttp_request *req, void *arg)
 		on_healthz(req);
 	else if (path && strcmp(path, "/readyz") == 0)
 		on_readyz(req);
+	else if (path && strcmp(path, "/v1/models") == 0)
+		on_models(req);
 	else
 		send_error(req, 404, "invalid_request_error", "not_found", "no such path");
 }

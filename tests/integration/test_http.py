@@ -44,6 +44,10 @@ class Health(DaemonTest):
         self.assertEqual(body["waiting"][0]["model"], "a")
         open_gate(self.d)
         wait_until(lambda: get(port, "/readyz")[0] == 200, what="ready")
+        models = get(port, "/v1/models")[2]
+        self.assertEqual(models["object"], "list")
+        self.assertEqual([(m["id"], m["object"], m["loaded"], m["loaded_in"]) for m in models["data"]],
+                         [("a", "model", True, ["cpu"])])
         status, _, body = get(port, "/nope")
         self.assertEqual(status, 404)
         self.assertEqual(set(body["error"]), {"message", "type", "code"})
