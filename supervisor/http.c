@@ -10,7 +10,12 @@
  * GET /healthz: the loop is turning. GET /readyz: 200 once every slot with
  * a default_model has it ready, else 503 with the reasons. GET /v1/models:
  * every configured model, as OpenAI's API lists them, and where it is
- * loaded, as llama-swap and LM Studio show.
+ * loaded, as llama-swap and LM Studio show. POST /v1/completions and
+ * /v1/chat/completions: OpenAI's, streamed as server-sent events or not;
+ * the JSON body is turned into the msgpack of infer and read by the same
+ * reader (gen.c), so its bounds and errors are the socket's. A request is
+ * one of modeld's (req.c) whose sink is its HTTP exchange; a client that
+ * goes away cancels it.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -26,6 +31,8 @@
 #include <event2/keyvalq_struct.h>
 #include <jansson.h>
 
+#include "../proto/clock.h"
+#include "../proto/frame.h"
 #include "../proto/log.h"
 #include "modeld.h"
 
@@ -120,14 +127,318 @@ static void on_models(struct evhttp_request *req)
 	send_json(req, HTTP_OK, json_pack("{s:s, s:o}", "object", "list", "data", data));
 }
 
+/* --- completions --- */
+
+/* An HTTP exchange that waits for its inference. */
+struct ask {
+	struct evhttp_request *er;	/* NULL once the client went away */
+	struct req *r;
+	bool chat, stream, include_usage, started;
+	char id[32];
+	uint64_t created;
+};
+
+/* JSON to msgpack, as a client of the socket would have written it. */
+static void json_to_msg(struct msgw *w, const json_t *j)
+{
+	const char *key;
+	json_t *v;
+	size_t i;
+
+	switch (json_typeof(j)) {
+	case JSON_OBJECT:
+		msgw_map(w);
+		json_object_foreach((json_t *)j, key, v) {
+			msgw_key(w, key);
+			json_to_msg(w, v);
+		}
+		msgw_end(w);
+		break;
+	case JSON_ARRAY:
+		msgw_array(w);
+		json_array_foreach(j, i, v)
+			json_to_msg(w, v);
+		msgw_end(w);
+		break;
+	case JSON_STRING:
+		msgw_strn(w, json_string_value(j), json_string_length(j));
+		break;
+	case JSON_INTEGER:
+		if (json_integer_value(j) >= 0)
+			msgw_u64(w, (uint64_t)json_integer_value(j));
+		else
+			msgw_i64(w, json_integer_value(j));
+		break;
+	case JSON_REAL:
+		msgw_f64(w, json_real_value(j));
+		break;
+	case JSON_TRUE:
+	case JSON_FALSE:
+		msgw_bool(w, json_is_true(j));
+		break;
+	default:
+		msgw_nil(w);
+	}
+}
+
+static const char *finish_reason(const struct req *r)
+{
+	return r->finish[0] ? r->finish : "stop";
+}
+
+static json_t *usage(const struct req *r)
+{
+	return json_pack("{s:i, s:i, s:i}", "prompt_tokens", (json_int_t)r->prompt_tokens, "completion_tokens",
+			 (json_int_t)r->ntokens, "total_tokens", (json_int_t)(r->prompt_tokens + r->ntokens));
+}
+
+/* One choice: the whole text, or (streamed) a piece of it; reason NULL until the end. */
+static json_t *choice(const struct ask *a, const char *text, size_t n, const char *reason)
+{
+	json_t *c = json_pack("{s:i, s:o}", "index", 0, "finish_reason", reason ? json_string(reason) : json_null());
+	json_t *s = json_stringn(text ? text : "", text ? n : 0);
+
+	if (!a->chat)
+		json_object_set_new(c, "text", s);
+	else if (a->stream)
+		json_object_set_new(c, "delta", json_pack("{s:o}", "content", s));
+	else
+		json_object_set_new(c, "message", json_pack("{s:s, s:o}", "role", "assistant", "content", s));
+	return c;
+}
+
+static json_t *envelope(const struct ask *a, const struct req *r, json_t *choices)
+{
+	return json_pack("{s:s, s:s, s:I, s:s, s:o}", "id", a->id, "object",
+			 a->chat ? (a->stream ? "chat.completion.chunk" : "chat.completion") : "text_completion",
+			 "created", (json_int_t)a->created, "model", r->model ? r->model->name : "", "choices",
+			 choices);
+}
+
+static void send_event(struct ask *a, json_t *body)
+{
+	struct evbuffer *out = evbuffer_new();
+	char *text = json_dumps(body, JSON_COMPACT);
+
+	evbuffer_add_printf(out, "data: %s\n\n", text ? text : "{}");
+	evhttp_send_reply_chunk(a->er, out);
+	evbuffer_free(out);
+	free(text);
+	json_decref(body);
+}
+
+static void start_stream(struct ask *a)
+{
+	struct evkeyvalq *h = evhttp_request_get_output_headers(a->er);
+
+	evhttp_add_header(h, "Content-Type", "text/event-stream");
+	evhttp_add_header(h, "Cache-Control", "no-cache");
+	evhttp_send_reply_start(a->er, HTTP_OK, "OK");
+	a->started = true;
+}
+
+/* The status OpenAI's clients expect for each of modeld's errors. */
+static int status_of(enum err code, const char **type)
+{
+	*type = "invalid_request_error";
+	switch (code) {
+	case E_BAD_REQUEST: return 400;
+	case E_UNKNOWN_MODEL: case E_NOT_LOADED: case E_UNKNOWN_SLOT: return 404;
+	case E_UNAUTHORIZED: return 403;
+	case E_BUSY: *type = "rate_limit_error"; return 429;
+	case E_NOT_READY: case E_TIMEOUT: case E_SERVICE_UNAVAILABLE: case E_SHUTTING_DOWN:
+		*type = "server_error";
+		return 503;
+	default: *type = "server_error"; return 500;
+	}
+}
+
+static void ask_free(struct ask *a)
+{
+	if (a->er)
+		evhttp_connection_set_closecb(evhttp_request_get_connection(a->er), NULL, NULL);
+	free(a);
+}
+
+static void ask_finish(struct req *r, const struct slot *s, enum err code, const char *message)
+{
+	(void)s;
+	struct ask *a = r->asker;
+	const char *type;
+
+	if (code != E_NONE && !a->started) {
+		int status = status_of(code, &type);
+		if (status == 503)
+			evhttp_add_header(evhttp_request_get_output_headers(a->er), "Retry-After", "1");
+		send_error(a->er, status, type, proto_err_name(code), message ? message : proto_err_name(code));
+		return;
+	}
+	if (!a->stream) {
+		json_t *body = envelope(a, r, json_pack("[o]", choice(a, r->text, r->ntext, finish_reason(r))));
+		json_object_set_new(body, "usage", usage(r));
+		send_json(a->er, HTTP_OK, body);
+		return;
+	}
+	if (!a->started)
+		start_stream(a);
+	if (code == E_NONE) {
+		send_event(a, envelope(a, r, json_pack("[o]", choice(a, NULL, 0, finish_reason(r)))));
+		if (a->include_usage) {
+			json_t *u = envelope(a, r, json_array());
+			json_object_set_new(u, "usage", usage(r));
+			send_event(a, u);
+		}
+	} else {
+		send_event(a, json_pack("{s:{s:s, s:s}}", "error", "code", proto_err_name(code), "message",
+					message ? message : ""));
+	}
+	struct evbuffer *done = evbuffer_new();
+	evbuffer_add_printf(done, "data: [DONE]\n\n");
+	evhttp_send_reply_chunk(a->er, done);
+	evbuffer_free(done);
+	evhttp_send_reply_end(a->er);
+}
+
+static void ask_chunk(struct req *r, const struct work_out *o)
+{
+	struct ask *a = r->asker;
+
+	if (!a->started)
+		start_stream(a);
+	send_event(a, envelope(a, r, json_pack("[o]", choice(a, o->text, o->ntext, NULL))));
+}
+
+static void ask_forget(struct req *r)
+{
+	ask_free(r->asker);
+	r->asker = NULL;
+}
+
+static const struct req_sink ask_sink = { ask_finish, ask_chunk, ask_forget };
+
+/*
+ * The client went away: its inference is cancelled, and nothing more is
+ * sent. evhttp has let go of the exchange, which ending it frees.
+ */
+static void ask_closed(struct evhttp_connection *conn, void *arg)
+{
+	(void)conn;
+	struct req *r = arg;
+	struct slot *s = r->slot;
+	struct ask *a = r->asker;
+
+	if (a->started)
+		evhttp_send_reply_end(a->er);
+	else
+		evhttp_send_reply(a->er, 499, "Client Closed Request", NULL);
+	a->er = NULL;
+	req_orphan(r);
+	if (s)
+		slot_event(s, &(struct slot_ev){ .type = SEV_CANCEL, .req = r });
+}
+
+/* The JSON body of req, as msgpack; NULL with an error reply sent. */
+static json_t *read_body(struct evhttp_request *req)
+{
+	struct evbuffer *in = evhttp_request_get_input_buffer(req);
+	size_t n = evbuffer_get_length(in);
+	json_error_t je;
+	json_t *j = json_loadb((const char *)evbuffer_pullup(in, (ev_ssize_t)n), n, 0, &je);
+	char msg[256];
+
+	if (!j || !json_is_object(j)) {
+		snprintf(msg, sizeof msg, "the body is not a JSON object: %s", j ? "" : je.text);
+		send_error(req, 400, "invalid_request_error", "bad_request", msg);
+		json_decref(j);
+		return NULL;
+	}
+	return j;
+}
+
+/* stop, stream_options and the OpenAI names modeld does not take leave the body; the rest is infer's. */
+static void on_completion(struct evhttp_request *er, bool chat, bool admin)
+{
+	json_t *body = read_body(er), *m;
+	const char *name;
+	char err[GEN_ERR_LEN] = "";
+	struct msgw w;
+	msgpack_unpacked u;
+	size_t len, used;
+	const char *why = NULL;
+
+	if (!body)
+		return;
+	name = json_string_value(json_object_get(body, "model"));
+	const struct model *mod = name ? config_model(&md.conf, name) : NULL;
+	if (!mod) {
+		send_error(er, 404, "invalid_request_error", "model_not_found",
+			   name ? "no model of that name" : "model is required (a string)");
+		json_decref(body);
+		return;
+	}
+	struct ask *a = calloc(1, sizeof *a);
+	if (!a)
+		abort();
+	a->er = er;
+	a->chat = chat;
+	a->stream = json_is_true(json_object_get(body, "stream"));
+	a->include_usage = json_is_true(json_object_get(json_object_get(body, "stream_options"), "include_usage"));
+	a->created = clock_wall_ms() / 1000;
+	for (const char *drop[] = { "model", "stream_options", "n", "user", "logprobs", "frequency_penalty",
+				    "presence_penalty", NULL }, **k = drop; *k; k++)
+		json_object_del(body, *k);
+	m = json_object_get(body, "prompt");
+	if (json_is_array(m) && json_array_size(m) > 0 && json_is_integer(json_array_get(m, 0))) {
+		json_object_set(body, "input", m);	/* token ids, as OpenAI's API allows */
+		json_object_del(body, "prompt");
+	}
+	if ((m = json_object_get(body, "max_completion_tokens")) && !json_object_get(body, "max_tokens"))
+		json_object_set(body, "max_tokens", m);
+	json_object_del(body, "max_completion_tokens");
+	msgw_init(&w);
+	json_to_msg(&w, body);
+	json_decref(body);
+	const void *frame = msgw_frame(&w, &len);
+	struct req *r = req_new(&ask_sink, 0, OP_INFER, ++md.next_seq, clock_mono_ms());
+	a->r = r;
+	r->asker = a;
+	msgpack_unpacked_init(&u);
+	if (frame_decode(frame, len, HTTP_MAX_BODY, &u, &used, &why) != FRAME_OK || gen_read(&u.data, &r->gen, err)) {
+		send_error(er, 400, "invalid_request_error", "bad_request", err[0] ? err : why);
+		msgpack_unpacked_destroy(&u);
+		msgw_free(&w);
+		req_discard(r);		/* and a with it */
+		return;
+	}
+	msgpack_unpacked_destroy(&u);
+	msgw_free(&w);
+	snprintf(a->id, sizeof a->id, "%s-%llu", chat ? "chatcmpl" : "cmpl", (unsigned long long)r->seq);
+	r->model = mod;
+	r->wait_ms = INFER_DEFAULT_WAIT_MS;
+	r->admin = admin;	/* autoload = admin: on loopback without tokens, or with an admin token */
+	/* a stream's next chunk finds a client that went away */
+	evhttp_connection_set_closecb(evhttp_request_get_connection(er), ask_closed, r);
+	struct slot_rt *rt = slots_for_model(mod);
+	r->slot = &rt->s;
+	slot_event(&rt->s, &(struct slot_ev){ .type = SEV_INFER, .req = r, .model = mod });
+}
+
 static void on_request(struct evhttp_request *req, void *arg)
 {
 	(void)arg;
 	const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
+	const struct token *t = bearer(req);
 
-	if (ntokens && !bearer(req)) {
+	if (ntokens && !t) {
 		evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate", "Bearer");
 		send_error(req, 401, "invalid_request_error", "unauthorized", "a bearer token is required");
+		return;
+	}
+	if (path && (strcmp(path, "/v1/completions") == 0 || strcmp(path, "/v1/chat/completions") == 0)) {
+		if (evhttp_request_get_command(req) != EVHTTP_REQ_POST)
+			send_error(req, 405, "invalid_request_error", "method_not_allowed", "this path takes POST");
+		else
+			on_completion(req, strcmp(path, "/v1/chat/completions") == 0, !ntokens || t->admin);
 		return;
 	}
 	if (evhttp_request_get_command(req) != EVHTTP_REQ_GET) {

@@ -42,6 +42,9 @@
 #define CHILD_CLOSED_GRACE_MS 2000
 /* Progress events per load: at most one per this many ms. */
 #define PROGRESS_EVENT_MS 100
+/* How long an inference waits for its slot by default, and at most. */
+#define INFER_DEFAULT_WAIT_MS 30000
+#define INFER_MAX_WAIT_MS (24u * 3600 * 1000)
 /* HTTP: bounds on a request, and on an idle connection; the shortest bearer token. */
 #define HTTP_MAX_HEADERS (16 << 10)
 #define HTTP_MAX_BODY (1 << 20)

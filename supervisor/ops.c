@@ -18,8 +18,6 @@
 #include "modeld.h"
 #include "probe.h"
 
-#define INFER_DEFAULT_WAIT_MS 30000
-#define INFER_MAX_WAIT_MS (24u * 3600 * 1000)
 
 /*
  * Checks a reader's result for key. False when a reply was sent: the

@@ -58,6 +58,7 @@ struct req {
 	enum op op;
 	const struct req_sink *sink;	/* NULL once its asker has gone: its replies go nowhere */
 	struct client *client;		/* the socket sink's: who asked */
+	void *asker;			/* another sink's: who asked (an HTTP exchange) */
 	const struct model *model;
 	struct slot *slot;		/* the slot holding it, until its reply */
 	struct req_list *list;		/* the slot list holding it, or NULL */

@@ -4,11 +4,14 @@ import json
 import os
 import re
 import shutil
+import signal
+import socket
 import subprocess
 import tempfile
 import unittest
 
-from harness import DEADLINE, GATED_WORKER, MODELD, DaemonTest, gated_worker, open_gate, wait_until
+from harness import (DEADLINE, GATED_WORKER, MODELD, DaemonTest, gated_worker, open_gate, pid_alive,
+                     wait_until)
 
 A = ("--n", 16, "--a", 3, "--c", 1)
 
@@ -52,6 +55,68 @@ class Health(DaemonTest):
         self.assertEqual(status, 404)
         self.assertEqual(set(body["error"]), {"message", "type", "code"})
         self.assertEqual(get(port, "/healthz", method="POST")[0], 405)
+
+
+def post(port, path, body):
+    """The status and the JSON answer, or for a stream the list of its events' data."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE)
+    conn.request("POST", path, body=json.dumps(body), headers={"Content-Type": "application/json"})
+    r = conn.getresponse()
+    raw = r.read().decode()
+    conn.close()
+    if r.getheader("Content-Type") == "text/event-stream":
+        return r.status, [line[6:] for line in raw.split("\n") if line.startswith("data: ")]
+    return r.status, json.loads(raw)
+
+
+class Completions(DaemonTest):
+    models = {"a": A}
+    config = "[modeld]\nhttp = 127.0.0.1:0\n[slot cpu]\nautoload = yes\n"
+
+    def test_a_completion_from_token_ids_loads_its_model_and_answers(self):
+        port = wait_until(lambda: port_of(self.d), what="the HTTP port in the log")
+        status, r = post(port, "/v1/completions", {"model": "a", "prompt": [1], "max_tokens": 4})
+        self.assertEqual(status, 200, r)
+        self.assertEqual(r["object"], "text_completion")
+        self.assertEqual(r["choices"][0]["finish_reason"], "length")
+        self.assertEqual(r["usage"], {"prompt_tokens": 1, "completion_tokens": 4, "total_tokens": 5})
+
+    def test_a_stream_ends_with_done(self):
+        port = wait_until(lambda: port_of(self.d), what="the HTTP port in the log")
+        status, events = post(port, "/v1/completions", {"model": "a", "prompt": [1], "max_tokens": 3,
+                                                         "stream": True, "stream_options": {"include_usage": True}})
+        self.assertEqual(status, 200)
+        self.assertEqual(events[-1], "[DONE]")
+        last = [json.loads(e) for e in events[:-1]]
+        self.assertEqual(last[-2]["choices"][0]["finish_reason"], "length")
+        self.assertEqual(last[-1]["usage"]["completion_tokens"], 3)
+
+    def test_a_client_that_goes_away_mid_stream_cancels_its_inference(self):
+        port = wait_until(lambda: port_of(self.d), what="the HTTP port in the log")
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE)
+        conn.request("POST", "/v1/completions", body=json.dumps(
+            {"model": "a", "prompt": [1], "max_tokens": 65536, "stream": True}))
+        r = conn.getresponse()
+        self.assertTrue(r.readline().startswith(b"data: "))    # streaming
+        conn.sock.shutdown(socket.SHUT_RDWR)
+        conn.close()
+        wait_until(lambda: "the worker is asked to stop request" in self.d.read_log(), what="the cancel")
+        status, r = post(port, "/v1/completions", {"model": "a", "prompt": [2], "max_tokens": 2})
+        self.assertEqual((status, r["usage"]["completion_tokens"]), (200, 2))
+
+    def test_errors_have_openais_shape_and_status(self):
+        port = wait_until(lambda: port_of(self.d), what="the HTTP port in the log")
+        for body, status, code in (({"model": "nope", "prompt": [1]}, 404, "model_not_found"),
+                                   ({"model": "a", "prompt": [1], "max_tokens": -1}, 400, "bad_request"),
+                                   ({"model": "a", "prompt": "text"}, 400, "bad_request")):
+            got, r = post(port, "/v1/completions", body)
+            self.assertEqual((got, r["error"]["code"]), (status, code), body)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE)
+        conn.request("POST", "/v1/chat/completions", body="{not json")
+        r = conn.getresponse()
+        self.assertEqual(r.status, 400)
+        self.assertIn("not a JSON object", json.loads(r.read())["error"]["message"])
+        conn.close()
 
 
 class Tokens(unittest.TestCase):
