@@ -1,6 +1,7 @@
 """The llama engine end to end: GGUF models with random weights and a real
 tokenizer (made by build/mkgguf), checked against libllama called directly
 (build/llama-direct) on the same file."""
+import json
 import os
 import shutil
 import signal
@@ -289,3 +290,35 @@ threads = 2
         self.assertGreater(r["usage"]["prompt_tokens"], 7500)
         self.assertGreater(r["ttft_ms"], 1500)     # two heartbeat timeouts and more, in one request
         self.assertNotIn("no heartbeat", self.d.read_log())
+
+
+@unittest.skipUnless(HAVE, "skipped: the llama engine is not built")
+class OverHTTP(DaemonTest):
+    """The OpenAI-shaped endpoints on a llama model: a chat, whole and streamed, gives the same text."""
+    config = "[modeld]\nhttp = 127.0.0.1:0\n" + CONFIG.replace("[slot cpu]\n", "[slot cpu]\nautoload = yes\n", 1)
+    models = {"ref": ("--n", 16, "--a", 3, "--c", 1)}
+
+    def test_a_chat_whole_and_streamed(self):
+        from test_http import port_of, post
+        port = wait_until(lambda: port_of(self.d), what="the HTTP port in the log")
+        ask = {"model": "chat", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 12,
+               "temperature": 0}
+        status, whole = post(port, "/v1/chat/completions", ask)
+        self.assertEqual(status, 200, whole)
+        self.assertEqual(whole["object"], "chat.completion")
+        message = whole["choices"][0]["message"]
+        self.assertEqual(message["role"], "assistant")
+        self.assertEqual(whole["usage"]["completion_tokens"], 12)
+        status, events = post(port, "/v1/chat/completions", dict(ask, stream=True))
+        self.assertEqual((status, events[-1]), (200, "[DONE]"))
+        chunks = [json.loads(e) for e in events[:-1]]
+        self.assertTrue(all(c["object"] == "chat.completion.chunk" for c in chunks))
+        self.assertEqual("".join(c["choices"][0]["delta"].get("content", "") for c in chunks), message["content"])
+        self.assertEqual(chunks[-1]["choices"][0]["finish_reason"], "length")
+        status, r = post(port, "/v1/completions", {"model": "chat", "prompt": PROMPT, "max_tokens": 5,
+                                                    "temperature": 0})
+        self.assertEqual(r["choices"][0]["text"], self.expected_text(5))
+
+    def expected_text(self, n):
+        """The same greedy completion through the socket."""
+        return self.d.client().ok("infer", model="chat", prompt=PROMPT, max_tokens=n, temperature=0)["text"]
