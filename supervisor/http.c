@@ -134,6 +134,7 @@ struct ask {
 	struct evhttp_request *er;	/* NULL once the client went away */
 	struct req *r;
 	bool chat, stream, include_usage, started;
+	bool said_role;			/* a chat stream's first delta says who speaks */
 	char id[32];
 	uint64_t created;
 };
@@ -193,15 +194,20 @@ static json_t *usage(const struct req *r)
 }
 
 /* One choice: the whole text, or (streamed) a piece of it; reason NULL until the end. */
-static json_t *choice(const struct ask *a, const char *text, size_t n, const char *reason)
+static json_t *choice(struct ask *a, const char *text, size_t n, const char *reason)
 {
 	json_t *c = json_pack("{s:i, s:o}", "index", 0, "finish_reason", reason ? json_string(reason) : json_null());
 	json_t *s = json_stringn(text ? text : "", text ? n : 0);
 
 	if (!a->chat)
 		json_object_set_new(c, "text", s);
-	else if (a->stream)
-		json_object_set_new(c, "delta", json_pack("{s:o}", "content", s));
+	else if (a->stream) {
+		json_t *delta = json_pack("{s:o}", "content", s);
+		if (!a->said_role)
+			json_object_set_new(delta, "role", json_string("assistant"));
+		a->said_role = true;
+		json_object_set_new(c, "delta", delta);
+	}
 	else
 		json_object_set_new(c, "message", json_pack("{s:s, s:o}", "role", "assistant", "content", s));
 	return c;

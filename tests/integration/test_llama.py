@@ -313,6 +313,7 @@ class OverHTTP(DaemonTest):
         self.assertEqual((status, events[-1]), (200, "[DONE]"))
         chunks = [json.loads(e) for e in events[:-1]]
         self.assertTrue(all(c["object"] == "chat.completion.chunk" for c in chunks))
+        self.assertEqual(chunks[0]["choices"][0]["delta"]["role"], "assistant")
         self.assertEqual("".join(c["choices"][0]["delta"].get("content", "") for c in chunks), message["content"])
         self.assertEqual(chunks[-1]["choices"][0]["finish_reason"], "length")
         status, r = post(port, "/v1/completions", {"model": "chat", "prompt": PROMPT, "max_tokens": 5,
