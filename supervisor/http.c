@@ -13,7 +13,8 @@
  * loaded, as llama-swap and LM Studio show. POST /v1/completions and
  * /v1/chat/completions: OpenAI's, streamed as server-sent events or not;
  * the JSON body is turned into the msgpack of infer and read by the same
- * reader (gen.c), so its bounds and errors are the socket's. A request is
+ * reader (gen.c), so its bounds and errors are the socket's. POST
+ * /v1/embeddings: OpenAI's, for models set embedding = yes. A request is
  * one of modeld's (req.c) whose sink is its HTTP exchange; a client that
  * goes away cancels it.
  */
@@ -133,7 +134,7 @@ static void on_models(struct evhttp_request *req)
 struct ask {
 	struct evhttp_request *er;	/* NULL once the client went away */
 	struct req *r;
-	bool chat, stream, include_usage, started;
+	bool embeddings, chat, stream, include_usage, started;
 	bool said_role;			/* a chat stream's first delta says who speaks */
 	char id[32];
 	uint64_t created;
@@ -221,6 +222,22 @@ static json_t *envelope(const struct ask *a, const struct req *r, json_t *choice
 			 choices);
 }
 
+/* embed's answer, as OpenAI's: a list of vectors, each with its index. */
+static json_t *embeddings(const struct req *r)
+{
+	json_t *data = json_array();
+
+	for (uint32_t i = 0; i < r->count; i++) {
+		json_t *v = json_array();
+		for (uint32_t j = 0; j < r->dim; j++)
+			json_array_append_new(v, json_real(r->embeddings[(size_t)i * r->dim + j]));
+		json_array_append_new(data, json_pack("{s:s, s:i, s:o}", "object", "embedding", "index", (json_int_t)i,
+						      "embedding", v));
+	}
+	return json_pack("{s:s, s:o, s:s, s:{s:i, s:i}}", "object", "list", "data", data, "model",
+			 r->model ? r->model->name : "", "usage", "prompt_tokens", 0, "total_tokens", 0);
+}
+
 static void send_event(struct ask *a, json_t *body)
 {
 	struct evbuffer *out = evbuffer_new();
@@ -277,6 +294,10 @@ static void ask_finish(struct req *r, const struct slot *s, enum err code, const
 		if (status == 503)
 			evhttp_add_header(evhttp_request_get_output_headers(a->er), "Retry-After", "1");
 		send_error(a->er, status, type, proto_err_name(code), message ? message : proto_err_name(code));
+		return;
+	}
+	if (a->embeddings) {
+		send_json(a->er, HTTP_OK, embeddings(r));
 		return;
 	}
 	if (!a->stream) {
@@ -362,15 +383,56 @@ static json_t *read_body(struct evhttp_request *req)
 }
 
 /* stop, stream_options and the OpenAI names modeld does not take leave the body; the rest is infer's. */
-static void on_completion(struct evhttp_request *er, bool chat, bool admin)
+/* OpenAI's names for what infer takes differently, and what modeld does not take, out of body. */
+static void as_infer_body(json_t *body)
 {
-	json_t *body = read_body(er), *m;
-	const char *name;
-	char err[GEN_ERR_LEN] = "";
+	static const char *const drop[] = { "model", "stream_options", "n", "user", "logprobs",
+					    "frequency_penalty", "presence_penalty" };
+	json_t *m = json_object_get(body, "prompt");
+
+	if (json_is_array(m) && json_array_size(m) > 0 && json_is_integer(json_array_get(m, 0))) {
+		json_object_set(body, "input", m);	/* token ids, as OpenAI's API allows */
+		json_object_del(body, "prompt");
+	}
+	if ((m = json_object_get(body, "max_completion_tokens")) && !json_object_get(body, "max_tokens"))
+		json_object_set(body, "max_tokens", m);
+	json_object_del(body, "max_completion_tokens");
+	for (size_t i = 0; i < sizeof drop / sizeof drop[0]; i++)
+		json_object_del(body, drop[i]);
+}
+
+/*
+ * The request's own arguments into r, read as the socket reads them:
+ * embed's input, or infer's body through gen.c. 0, or -1 with err.
+ */
+static int read_work(json_t *body, bool embeddings, struct req *r, char *err, size_t errlen)
+{
 	struct msgw w;
 	msgpack_unpacked u;
 	size_t len, used;
 	const char *why = NULL;
+	int rc = -1;
+
+	msgw_init(&w);
+	json_to_msg(&w, body);
+	const void *frame = msgw_frame(&w, &len);
+	msgpack_unpacked_init(&u);
+	if (frame_decode(frame, len, HTTP_MAX_BODY, &u, &used, &why) != FRAME_OK)
+		snprintf(err, errlen, "%s", why);
+	else if (embeddings)
+		rc = ops_read_texts(msg_get(&u.data, "input"), r, "input", err, errlen);
+	else
+		rc = gen_read(&u.data, &r->gen, err) == 0 ? 0 : -1;
+	msgpack_unpacked_destroy(&u);
+	msgw_free(&w);
+	return rc;
+}
+
+static void on_completion(struct evhttp_request *er, bool chat, bool embeddings, bool admin)
+{
+	json_t *body = read_body(er);
+	const char *name;
+	char err[GEN_ERR_LEN] = "";
 
 	if (!body)
 		return;
@@ -387,37 +449,22 @@ static void on_completion(struct evhttp_request *er, bool chat, bool admin)
 		abort();
 	a->er = er;
 	a->chat = chat;
+	a->embeddings = embeddings;
 	a->stream = json_is_true(json_object_get(body, "stream"));
 	a->include_usage = json_is_true(json_object_get(json_object_get(body, "stream_options"), "include_usage"));
 	a->created = clock_wall_ms() / 1000;
-	for (const char *drop[] = { "model", "stream_options", "n", "user", "logprobs", "frequency_penalty",
-				    "presence_penalty", NULL }, **k = drop; *k; k++)
-		json_object_del(body, *k);
-	m = json_object_get(body, "prompt");
-	if (json_is_array(m) && json_array_size(m) > 0 && json_is_integer(json_array_get(m, 0))) {
-		json_object_set(body, "input", m);	/* token ids, as OpenAI's API allows */
-		json_object_del(body, "prompt");
-	}
-	if ((m = json_object_get(body, "max_completion_tokens")) && !json_object_get(body, "max_tokens"))
-		json_object_set(body, "max_tokens", m);
-	json_object_del(body, "max_completion_tokens");
-	msgw_init(&w);
-	json_to_msg(&w, body);
-	json_decref(body);
-	const void *frame = msgw_frame(&w, &len);
-	struct req *r = req_new(&ask_sink, 0, OP_INFER, ++md.next_seq, clock_mono_ms());
+	if (!embeddings)
+		as_infer_body(body);
+	struct req *r = req_new(&ask_sink, 0, embeddings ? OP_EMBED : OP_INFER, ++md.next_seq, clock_mono_ms());
 	a->r = r;
 	r->asker = a;
-	msgpack_unpacked_init(&u);
-	if (frame_decode(frame, len, HTTP_MAX_BODY, &u, &used, &why) != FRAME_OK || gen_read(&u.data, &r->gen, err)) {
-		send_error(er, 400, "invalid_request_error", "bad_request", err[0] ? err : why);
-		msgpack_unpacked_destroy(&u);
-		msgw_free(&w);
+	int rc = read_work(body, embeddings, r, err, sizeof err);
+	json_decref(body);
+	if (rc < 0) {
+		send_error(er, 400, "invalid_request_error", "bad_request", err);
 		req_discard(r);		/* and a with it */
 		return;
 	}
-	msgpack_unpacked_destroy(&u);
-	msgw_free(&w);
 	snprintf(a->id, sizeof a->id, "%s-%llu", chat ? "chatcmpl" : "cmpl", (unsigned long long)r->seq);
 	r->model = mod;
 	r->wait_ms = INFER_DEFAULT_WAIT_MS;
@@ -440,11 +487,13 @@ static void on_request(struct evhttp_request *req, void *arg)
 		send_error(req, 401, "invalid_request_error", "unauthorized", "a bearer token is required");
 		return;
 	}
-	if (path && (strcmp(path, "/v1/completions") == 0 || strcmp(path, "/v1/chat/completions") == 0)) {
+	if (path && (strcmp(path, "/v1/completions") == 0 || strcmp(path, "/v1/chat/completions") == 0 ||
+		     strcmp(path, "/v1/embeddings") == 0)) {
 		if (evhttp_request_get_command(req) != EVHTTP_REQ_POST)
 			send_error(req, 405, "invalid_request_error", "method_not_allowed", "this path takes POST");
 		else
-			on_completion(req, strcmp(path, "/v1/chat/completions") == 0, !ntokens || t->admin);
+			on_completion(req, strcmp(path, "/v1/chat/completions") == 0,
+				      strcmp(path, "/v1/embeddings") == 0, !ntokens || t->admin);
 		return;
 	}
 	if (evhttp_request_get_command(req) != EVHTTP_REQ_GET) {

@@ -147,6 +147,8 @@ void http_close(void);
 void ops_dispatch(struct client *c, const msgpack_object *msg);
 /* The results of r, a request that waited in slot s and ended well, after "slot". */
 void ops_write_result(struct msgw *w, const struct slot *s, const struct req *r);
+/* embed's texts, from o (a string or an array of strings) into r; -1 with err naming the argument name. */
+int ops_read_texts(const msgpack_object *o, struct req *r, const char *name, char *err, size_t len);
 /* Whether only administrators may call op. */
 bool ops_is_admin(enum op op);
 /* Aborts, naming it, if an op has no handler: at start, so that no request finds one missing. */

@@ -447,9 +447,8 @@ static bool detokenize_args(struct client *c, uint64_t id, const msgpack_object 
 }
 
 /* texts: a string, or an array of 1 to EMBED_MAX_TEXTS strings. */
-static bool embed_args(struct client *c, uint64_t id, const msgpack_object *m, struct req *r)
+int ops_read_texts(const msgpack_object *o, struct req *r, const char *name, char *err, size_t len)
 {
-	const msgpack_object *o = msg_get(m, "texts");
 	const msgpack_object *items = o;
 	uint32_t n = 1;
 
@@ -461,9 +460,8 @@ static bool embed_args(struct client *c, uint64_t id, const msgpack_object *m, s
 	for (uint32_t i = 0; ok && i < n; i++)
 		ok = items[i].type == MSGPACK_OBJECT_STR && !memchr(items[i].via.str.ptr, 0, items[i].via.str.size);
 	if (!ok) {
-		server_reply_error(c, id, E_BAD_REQUEST, "texts must be a string or an array of 1 to %u strings",
-				   EMBED_MAX_TEXTS);
-		return false;
+		snprintf(err, len, "%s must be a string or an array of 1 to %u strings", name, EMBED_MAX_TEXTS);
+		return -1;
 	}
 	r->texts = calloc(n, sizeof *r->texts);
 	if (!r->texts)
@@ -471,7 +469,17 @@ static bool embed_args(struct client *c, uint64_t id, const msgpack_object *m, s
 	for (r->ntexts = 0; r->ntexts < n; r->ntexts++)
 		if (!(r->texts[r->ntexts] = strndup(items[r->ntexts].via.str.ptr, items[r->ntexts].via.str.size)))
 			abort();
-	return true;
+	return 0;
+}
+
+static bool embed_args(struct client *c, uint64_t id, const msgpack_object *m, struct req *r)
+{
+	char err[96];
+
+	if (ops_read_texts(msg_get(m, "texts"), r, "texts", err, sizeof err) == 0)
+		return true;
+	server_reply_error(c, id, E_BAD_REQUEST, "%s", err);
+	return false;
 }
 
 static void op_cancel(struct client *c, uint64_t id, const msgpack_object *m)

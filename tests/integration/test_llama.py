@@ -320,6 +320,20 @@ class OverHTTP(DaemonTest):
                                                     "temperature": 0})
         self.assertEqual(r["choices"][0]["text"], self.expected_text(5))
 
+    def test_embeddings(self):
+        from test_http import port_of, post
+        port = wait_until(lambda: port_of(self.d), what="the HTTP port in the log")
+        status, r = post(port, "/v1/embeddings", {"model": "embed", "input": ["a cat", "a dog"]})
+        self.assertEqual(status, 200, r)
+        self.assertEqual([(d["object"], d["index"]) for d in r["data"]], [("embedding", 0), ("embedding", 1)])
+        want = self.d.client().ok("embed", model="embed", texts=["a cat", "a dog"])["embeddings"]
+        for got, ref in zip(r["data"], want):
+            self.assertEqual(len(got["embedding"]), len(ref))
+            self.assertTrue(all(abs(x - y) < 1e-6 for x, y in zip(got["embedding"], ref)))
+        status, r = post(port, "/v1/embeddings", {"model": "embed"})
+        self.assertEqual((status, r["error"]["code"]), (400, "bad_request"))
+        self.assertIn("input must be a string", r["error"]["message"])
+
     def expected_text(self, n):
         """The same greedy completion through the socket."""
         return self.d.client().ok("infer", model="chat", prompt=PROMPT, max_tokens=n, temperature=0)["text"]
