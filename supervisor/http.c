@@ -283,6 +283,29 @@ static void ask_free(struct ask *a)
 	free(a);
 }
 
+/* A stream's last events: how it ended (and the usage, if asked), or the error; then [DONE]. */
+static void end_stream(struct ask *a, const struct req *r, enum err code, const char *message)
+{
+	if (!a->started)
+		start_stream(a);
+	if (code == E_NONE) {
+		send_event(a, envelope(a, r, json_pack("[o]", choice(a, NULL, 0, finish_reason(r)))));
+		if (a->include_usage) {
+			json_t *u = envelope(a, r, json_array());
+			json_object_set_new(u, "usage", usage(r));
+			send_event(a, u);
+		}
+	} else {
+		send_event(a, json_pack("{s:{s:s, s:s}}", "error", "code", proto_err_name(code), "message",
+					message ? message : ""));
+	}
+	struct evbuffer *done = evbuffer_new();
+	evbuffer_add_printf(done, "data: [DONE]\n\n");
+	evhttp_send_reply_chunk(a->er, done);
+	evbuffer_free(done);
+	evhttp_send_reply_end(a->er);
+}
+
 static void ask_finish(struct req *r, const struct slot *s, enum err code, const char *message)
 {
 	(void)s;
@@ -306,25 +329,9 @@ static void ask_finish(struct req *r, const struct slot *s, enum err code, const
 		send_json(a->er, HTTP_OK, body);
 		return;
 	}
-	if (!a->started)
-		start_stream(a);
-	if (code == E_NONE) {
-		send_event(a, envelope(a, r, json_pack("[o]", choice(a, NULL, 0, finish_reason(r)))));
-		if (a->include_usage) {
-			json_t *u = envelope(a, r, json_array());
-			json_object_set_new(u, "usage", usage(r));
-			send_event(a, u);
-		}
-	} else {
-		send_event(a, json_pack("{s:{s:s, s:s}}", "error", "code", proto_err_name(code), "message",
-					message ? message : ""));
-	}
-	struct evbuffer *done = evbuffer_new();
-	evbuffer_add_printf(done, "data: [DONE]\n\n");
-	evhttp_send_reply_chunk(a->er, done);
-	evbuffer_free(done);
-	evhttp_send_reply_end(a->er);
+	end_stream(a, r, code, message);
 }
+
 
 static void ask_chunk(struct req *r, const struct work_out *o)
 {
