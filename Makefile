@@ -160,13 +160,13 @@ $(BUILD)/mkgguf: $(call obj,tests/mkgguf.c)
 $(BUILD)/llama-direct: $(call obj,tests/llama_direct.c)
 	$(LLAMA_LINK)
 
-$(BUILD)/modeld: $(call obj,$(SUP_SRC) $(PROTO_SRC) $(PEER_SRC))
+$(BUILD)/modeld: $(call obj,$(SUP_SRC) $(PROTO_SRC) $(PEER_SRC) proto/json.c)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_EVENT) $(LIB_MSGPACK) $(LIB_INIH) $(LIB_JANSSON) -lm
 
 $(BUILD)/modeld-worker: $(call obj,$(WORK_SRC) $(PROTO_SRC)) $(WORK_OBJ_EXTRA)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_MSGPACK) $(LIB_JANSSON) $(LIB_SECCOMP) -ldl -lm -pthread
 
-$(BUILD)/modelctl: $(call obj,$(CLI_SRC) $(PROTO_SRC))
+$(BUILD)/modelctl: $(call obj,$(CLI_SRC) $(PROTO_SRC) proto/json.c)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_MSGPACK) $(LIB_JANSSON)
 
 # An engine of an older interface, which the worker must refuse (tests).

@@ -8,8 +8,6 @@
 #include <jansson.h>
 #include <msgpack.h>
 
-/* msgpack to JSON: maps with string keys, arrays, scalars; bin becomes null. */
-json_t *print_to_json(const msgpack_object *o);
 /* One object as compact JSON on one line. */
 void print_json_line(FILE *f, const msgpack_object *o);
 /* A value for a table cell: strings bare, nil as "-", the rest compact JSON. */

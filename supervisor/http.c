@@ -10,7 +10,8 @@
  * GET /healthz: the loop is turning. GET /readyz: 200 once every slot with
  * a default_model has it ready, else 503 with the reasons. GET /v1/models:
  * every configured model, as OpenAI's API lists them, and where it is
- * loaded, as llama-swap and LM Studio show. POST /v1/completions and
+ * loaded, as llama-swap and LM Studio show. GET /api/status, /api/models,
+ * /api/devices: the socket ops' results, as JSON. POST /v1/completions and
  * /v1/chat/completions: OpenAI's, streamed as server-sent events or not;
  * the JSON body is turned into the msgpack of infer and read by the same
  * reader (gen.c), so its bounds and errors are the socket's. POST
@@ -34,6 +35,7 @@
 
 #include "../proto/clock.h"
 #include "../proto/frame.h"
+#include "../proto/json.h"
 #include "../proto/log.h"
 #include "modeld.h"
 
@@ -105,6 +107,29 @@ static void on_readyz(struct evhttp_request *req)
 	}
 	evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");
 	send_json(req, 503, json_pack("{s:s, s:o}", "status", "not ready", "waiting", waiting));
+}
+
+/* status, models or devices, as the socket answers them, in JSON. */
+static void on_view(struct evhttp_request *req, const char *name)
+{
+	struct msgw w;
+	msgpack_unpacked u;
+	size_t len, used;
+	const char *why;
+
+	if (ops_write_view(&w, name) < 0) {
+		msgw_free(&w);
+		send_error(req, 404, "invalid_request_error", "not_found", "no such path");
+		return;
+	}
+	const void *frame = msgw_frame(&w, &len);
+	msgpack_unpacked_init(&u);
+	if (frame_decode(frame, len, len, &u, &used, &why) == FRAME_OK)
+		send_json(req, HTTP_OK, msg_to_json(&u.data));
+	else
+		send_error(req, 500, "server_error", "internal", why);
+	msgpack_unpacked_destroy(&u);
+	msgw_free(&w);
 }
 
 /* Every configured model, with the slots that have it ready. */
@@ -513,6 +538,8 @@ static void on_request(struct evhttp_request *req, void *arg)
 		on_readyz(req);
 	else if (path && strcmp(path, "/v1/models") == 0)
 		on_models(req);
+	else if (path && strncmp(path, "/api/", 5) == 0)
+		on_view(req, path + 5);
 	else
 		send_error(req, 404, "invalid_request_error", "not_found", "no such path");
 }

@@ -149,6 +149,8 @@ void ops_dispatch(struct client *c, const msgpack_object *msg);
 void ops_write_result(struct msgw *w, const struct slot *s, const struct req *r);
 /* embed's texts, from o (a string or an array of strings) into r; -1 with err naming the argument name. */
 int ops_read_texts(const msgpack_object *o, struct req *r, const char *name, char *err, size_t len);
+/* The result of status, models or devices (name), as a whole map in w (msgw_free it); -1 for another name. */
+int ops_write_view(struct msgw *w, const char *name);
 /* Whether only administrators may call op. */
 bool ops_is_admin(enum op op);
 /* Aborts, naming it, if an op has no handler: at start, so that no request finds one missing. */

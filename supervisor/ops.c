@@ -159,6 +159,17 @@ void ops_write_slot(struct msgw *w, const struct slot_rt *rt)
 	msgw_end(w);
 }
 
+/* status's result: the slots (only that one, unless NULL). */
+static void write_slots(struct msgw *w, const struct slot_rt *only)
+{
+	msgw_key(w, "slots");
+	msgw_array(w);
+	for (size_t i = 0; i < md.nslots; i++)
+		if (!only || only == &md.slots[i])
+			ops_write_slot(w, &md.slots[i]);
+	msgw_end(w);
+}
+
 static void op_status(struct client *c, uint64_t id, const msgpack_object *m)
 {
 	struct slot_rt *only = NULL;
@@ -173,12 +184,7 @@ static void op_status(struct client *c, uint64_t id, const msgpack_object *m)
 	}
 	free(name);
 	server_reply_begin(&w, id);
-	msgw_key(&w, "slots");
-	msgw_array(&w);
-	for (size_t i = 0; i < md.nslots; i++)
-		if (!only || only == &md.slots[i])
-			ops_write_slot(&w, &md.slots[i]);
-	msgw_end(&w);
+	write_slots(&w, only);
 	server_reply_send(c, &w);
 }
 
@@ -213,17 +219,22 @@ static void write_model(struct msgw *w, const struct model *mod)
 	msgw_end(w);
 }
 
+static void write_models(struct msgw *w)
+{
+	msgw_key(w, "models");
+	msgw_array(w);
+	for (size_t i = 0; i < md.conf.nmodels; i++)
+		write_model(w, &md.conf.models[i]);
+	msgw_end(w);
+}
+
 static void op_models(struct client *c, uint64_t id, const msgpack_object *m)
 {
 	(void)m;
 	struct msgw w;
 
 	server_reply_begin(&w, id);
-	msgw_key(&w, "models");
-	msgw_array(&w);
-	for (size_t i = 0; i < md.conf.nmodels; i++)
-		write_model(&w, &md.conf.models[i]);
-	msgw_end(&w);
+	write_models(&w);
 	server_reply_send(c, &w);
 }
 
@@ -259,22 +270,19 @@ static bool is_probed(const char *dev)
 }
 
 /* The host's memory, the GPUs found at start, and any other device a slot names. */
-static void op_devices(struct client *c, uint64_t id, const msgpack_object *m)
+static void write_devices(struct msgw *w)
 {
-	(void)m;
 	struct sysinfo si;
-	struct msgw w;
 
 	sysinfo(&si);
-	server_reply_begin(&w, id);
-	msgw_key(&w, "devices");
-	msgw_array(&w);
-	write_device(&w, "cpu", "host memory", (uint64_t)si.totalram * si.mem_unit,
+	msgw_key(w, "devices");
+	msgw_array(w);
+	write_device(w, "cpu", "host memory", (uint64_t)si.totalram * si.mem_unit,
 		     (uint64_t)(si.freeram + si.bufferram) * si.mem_unit);
 	for (size_t i = 0; i < md.ngpus; i++) {
 		uint64_t total = md.gpus[i].total, free_bytes = md.gpus[i].free;
 		gpu_memory(md.gpus[i].name, &total, &free_bytes);
-		write_device(&w, md.gpus[i].name, md.gpus[i].label, total, free_bytes);
+		write_device(w, md.gpus[i].name, md.gpus[i].label, total, free_bytes);
 	}
 	for (size_t i = 0; i < md.nslots; i++) {
 		const char *dev = md.slots[i].s.conf->device;
@@ -282,10 +290,35 @@ static void op_devices(struct client *c, uint64_t id, const msgpack_object *m)
 		for (size_t j = 0; j < i && !seen; j++)
 			seen = strcmp(md.slots[j].s.conf->device, dev) == 0;
 		if (!seen)	/* configured, but not found at start */
-			write_device(&w, dev, NULL, md.slots[i].dev_total, md.slots[i].dev_free);
+			write_device(w, dev, NULL, md.slots[i].dev_total, md.slots[i].dev_free);
 	}
-	msgw_end(&w);
+	msgw_end(w);
+}
+
+static void op_devices(struct client *c, uint64_t id, const msgpack_object *m)
+{
+	(void)m;
+	struct msgw w;
+
+	server_reply_begin(&w, id);
+	write_devices(&w);
 	server_reply_send(c, &w);
+}
+
+int ops_write_view(struct msgw *w, const char *name)
+{
+	msgw_init(w);
+	msgw_map(w);
+	if (strcmp(name, "status") == 0)
+		write_slots(w, NULL);
+	else if (strcmp(name, "models") == 0)
+		write_models(w);
+	else if (strcmp(name, "devices") == 0)
+		write_devices(w);
+	else
+		return -1;
+	msgw_end(w);
+	return 0;
 }
 
 /*

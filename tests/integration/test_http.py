@@ -51,6 +51,10 @@ class Health(DaemonTest):
         self.assertEqual(models["object"], "list")
         self.assertEqual([(m["id"], m["object"], m["loaded"], m["loaded_in"]) for m in models["data"]],
                          [("a", "model", True, ["cpu"])])
+        self.assertEqual(get(port, "/api/status")[2]["slots"][0]["state"], "ready")
+        self.assertEqual([m["name"] for m in get(port, "/api/models")[2]["models"]], ["a"])
+        self.assertEqual(get(port, "/api/devices")[2]["devices"][0]["name"], "cpu")
+        self.assertEqual(get(port, "/api/nope")[0], 404)
         status, _, body = get(port, "/nope")
         self.assertEqual(status, 404)
         self.assertEqual(set(body["error"]), {"message", "type", "code"})
