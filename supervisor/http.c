@@ -157,8 +157,7 @@ static void on_models(struct evhttp_request *req)
 
 /* An HTTP exchange that waits for its inference. */
 struct ask {
-	struct evhttp_request *er;	/* NULL once the client went away */
-	struct req *r;
+	struct evhttp_request *er;	/* NULL once its last reply is sent or the client went away */
 	bool embeddings, chat, stream, include_usage, started;
 	bool said_role;			/* a chat stream's first delta says who speaks */
 	char id[32];
@@ -263,14 +262,22 @@ static json_t *embeddings(const struct req *r)
 			 r->model ? r->model->name : "", "usage", "prompt_tokens", 0, "total_tokens", 0);
 }
 
-static void send_event(struct ask *a, json_t *body)
+/* One server-sent event. */
+static void send_data(struct ask *a, const char *data)
 {
 	struct evbuffer *out = evbuffer_new();
-	char *text = json_dumps(body, JSON_COMPACT);
 
-	evbuffer_add_printf(out, "data: %s\n\n", text ? text : "{}");
+	evbuffer_add_printf(out, "data: %s\n\n", data);
 	evhttp_send_reply_chunk(a->er, out);
 	evbuffer_free(out);
+}
+
+/* One server-sent event of JSON (taken). */
+static void send_event(struct ask *a, json_t *body)
+{
+	char *text = json_dumps(body, JSON_COMPACT);
+
+	send_data(a, text ? text : "{}");
 	free(text);
 	json_decref(body);
 }
@@ -301,10 +308,23 @@ static int status_of(enum err code, const char **type)
 	}
 }
 
+/*
+ * The exchange, for its last reply: evhttp frees it once that is written,
+ * so the close callback goes and the ask lets go of it first.
+ */
+static struct evhttp_request *last_reply(struct ask *a)
+{
+	struct evhttp_request *er = a->er;
+
+	evhttp_connection_set_closecb(evhttp_request_get_connection(er), NULL, NULL);
+	a->er = NULL;
+	return er;
+}
+
 static void ask_free(struct ask *a)
 {
 	if (a->er)
-		evhttp_connection_set_closecb(evhttp_request_get_connection(a->er), NULL, NULL);
+		last_reply(a);
 	free(a);
 }
 
@@ -324,11 +344,8 @@ static void end_stream(struct ask *a, const struct req *r, enum err code, const 
 		send_event(a, json_pack("{s:{s:s, s:s}}", "error", "code", proto_err_name(code), "message",
 					message ? message : ""));
 	}
-	struct evbuffer *done = evbuffer_new();
-	evbuffer_add_printf(done, "data: [DONE]\n\n");
-	evhttp_send_reply_chunk(a->er, done);
-	evbuffer_free(done);
-	evhttp_send_reply_end(a->er);
+	send_data(a, "[DONE]");
+	evhttp_send_reply_end(last_reply(a));
 }
 
 static void ask_finish(struct req *r, const struct slot *s, enum err code, const char *message)
@@ -337,24 +354,23 @@ static void ask_finish(struct req *r, const struct slot *s, enum err code, const
 	struct ask *a = r->asker;
 	const char *type;
 
-	if (code != E_NONE && !a->started) {
+	if (a->stream && (code == E_NONE || a->started)) {
+		end_stream(a, r, code, message);
+		return;
+	}
+	if (code != E_NONE) {
+		struct evhttp_request *er = last_reply(a);
 		int status = status_of(code, &type);
 		if (status == 503)
-			evhttp_add_header(evhttp_request_get_output_headers(a->er), "Retry-After", "1");
-		send_error(a->er, status, type, proto_err_name(code), message ? message : proto_err_name(code));
-		return;
-	}
-	if (a->embeddings) {
-		send_json(a->er, HTTP_OK, embeddings(r));
-		return;
-	}
-	if (!a->stream) {
+			evhttp_add_header(evhttp_request_get_output_headers(er), "Retry-After", "1");
+		send_error(er, status, type, proto_err_name(code), message ? message : proto_err_name(code));
+	} else if (a->embeddings) {
+		send_json(last_reply(a), HTTP_OK, embeddings(r));
+	} else {
 		json_t *body = envelope(a, r, json_pack("[o]", choice(a, r->text, r->ntext, finish_reason(r))));
 		json_object_set_new(body, "usage", usage(r));
-		send_json(a->er, HTTP_OK, body);
-		return;
+		send_json(last_reply(a), HTTP_OK, body);
 	}
-	end_stream(a, r, code, message);
 }
 
 
@@ -396,7 +412,7 @@ static void ask_closed(struct evhttp_connection *conn, void *arg)
 		slot_event(s, &(struct slot_ev){ .type = SEV_CANCEL, .req = r });
 }
 
-/* The JSON body of req, as msgpack; NULL with an error reply sent. */
+/* The JSON body of req (an object); NULL with an error reply sent. */
 static json_t *read_body(struct evhttp_request *req)
 {
 	struct evbuffer *in = evhttp_request_get_input_buffer(req);
@@ -488,11 +504,11 @@ static void on_completion(struct evhttp_request *er, bool chat, bool embeddings,
 	if (!embeddings)
 		as_infer_body(body);
 	struct req *r = req_new(&ask_sink, 0, embeddings ? OP_EMBED : OP_INFER, ++md.next_seq, clock_mono_ms());
-	a->r = r;
 	r->asker = a;
 	int rc = read_work(body, embeddings, r, err, sizeof err);
 	json_decref(body);
 	if (rc < 0) {
+		a->er = NULL;		/* answered here, and evhttp's from now on */
 		send_error(er, 400, "invalid_request_error", "bad_request", err);
 		req_discard(r);		/* and a with it */
 		return;
