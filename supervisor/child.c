@@ -46,6 +46,7 @@ struct child {
 	bool stopping;
 	bool sent_term;
 	char killed_for[SLOT_MESSAGE_LEN];	/* why modeld killed it, for the exit message; "" if not */
+	enum worker_death death;		/* when killed_for says it was killed: for what */
 	uint64_t file_bytes;		/* of the weights it was given */
 };
 
@@ -71,8 +72,9 @@ static void child_signal(struct child *c, int sig)
 }
 
 /* Kills the worker once, for the reason its exit will be reported with. */
-static void child_kill_for(struct child *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void child_kill_for(struct child *c, const char *fmt, ...)
+static void child_kill_for(struct child *c, enum worker_death death, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void child_kill_for(struct child *c, enum worker_death death, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -81,18 +83,19 @@ static void child_kill_for(struct child *c, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(c->killed_for, sizeof c->killed_for, fmt, ap);
 	va_end(ap);
+	c->death = death;
 	log_error("worker %d (slot %s) %s", (int)c->pid, c->rt->s.conf->name, c->killed_for);
 	child_signal(c, SIGKILL);
 }
 
 void child_kill(struct child *c, const char *why)
 {
-	child_kill_for(c, "was killed: %s", why);
+	child_kill_for(c, WD_KILLED, "was killed: %s", why);
 }
 
 static void child_bad(struct child *c, const char *why)
 {
-	child_kill_for(c, "was killed for breaking the worker protocol: %s", why);
+	child_kill_for(c, WD_PROTOCOL, "was killed for breaking the worker protocol: %s", why);
 }
 
 /* --- messages from the worker --- */
@@ -191,7 +194,7 @@ static void child_ping_cb(evutil_socket_t fd, short what, void *arg)
 	if (c->stopping || c->peer == NULL)
 		return;
 	if (clock_mono_ms() - c->last_life_ms > limit) {
-		child_kill_for(c, "was killed: no heartbeat for %llu ms", (unsigned long long)limit);
+		child_kill_for(c, WD_KILLED, "was killed: no heartbeat for %llu ms", (unsigned long long)limit);
 		event_del(c->ping);
 		return;
 	}
@@ -224,7 +227,7 @@ static void child_escalate_cb(evutil_socket_t fd, short what, void *arg)
 static void child_closed_cb(evutil_socket_t fd, short what, void *arg)
 {
 	(void)fd; (void)what;
-	child_kill_for(arg, "was killed: it closed its channel and went on running");
+	child_kill_for(arg, WD_KILLED, "was killed: it closed its channel and went on running");
 }
 
 void child_stop(struct child *c, bool kill_now)
@@ -454,17 +457,22 @@ struct child *child_spawn(struct slot_rt *rt, char *err, size_t errlen)
 
 /* --- reaping --- */
 
-static void describe_exit(const struct child *c, int status, char *buf, size_t len)
+/* How the worker ended, in words (buf) and as a cause. */
+static enum worker_death describe_exit(const struct child *c, int status, char *buf, size_t len)
 {
-	if (c->killed_for[0])
+	if (c->killed_for[0]) {
 		snprintf(buf, len, "%s", c->killed_for);
-	else if (WIFEXITED(status))
+		return c->death;
+	}
+	if (WIFSIGNALED(status)) {
+		snprintf(buf, len, "was killed by signal %d (%s)", WTERMSIG(status), strsignal(WTERMSIG(status)));
+		return WD_SIGNAL;
+	}
+	if (WIFEXITED(status))
 		snprintf(buf, len, "exited with status %d", WEXITSTATUS(status));
-	else if (WIFSIGNALED(status))
-		snprintf(buf, len, "was killed by signal %d (%s)", WTERMSIG(status),
-			 strsignal(WTERMSIG(status)));
 	else
 		snprintf(buf, len, "ended (status %#x)", status);
+	return WD_EXIT;
 }
 
 static void child_free(struct child *c)
@@ -534,13 +542,13 @@ void child_reap(void)
 			continue;	/* an orphan of a worker, killed before */
 		reaped = true;
 		char how[SLOT_MESSAGE_LEN];
-		describe_exit(c, status, how, sizeof how);
+		enum worker_death death = describe_exit(c, status, how, sizeof how);
 		log_info("worker %d (slot %s) %s", (int)pid, c->rt->s.conf->name, how);
 		kill(-pid, SIGKILL);	/* anything left in its group */
 		struct slot_rt *rt = c->rt;
 		rt->child = NULL;
 		child_free(c);
-		struct slot_ev ev = { .type = SEV_EXITED, .message = how };
+		struct slot_ev ev = { .type = SEV_EXITED, .message = how, .death = death };
 		slot_event(&rt->s, &ev);
 	}
 	if (reaped)

@@ -82,6 +82,18 @@ static const struct token *bearer(struct evhttp_request *req)
 	return NULL;
 }
 
+/* Prometheus' text format, version 0.0.4. */
+static void on_metrics(struct evhttp_request *req)
+{
+	struct evbuffer *out = evbuffer_new();
+
+	metrics_write(out);
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+			  "text/plain; version=0.0.4; charset=utf-8");
+	evhttp_send_reply(req, HTTP_OK, NULL, out);
+	evbuffer_free(out);
+}
+
 static void on_healthz(struct evhttp_request *req)
 {
 	send_json(req, HTTP_OK, json_pack("{s:s}", "status", "ok"));
@@ -552,6 +564,8 @@ static void on_request(struct evhttp_request *req, void *arg)
 		on_healthz(req);
 	else if (path && strcmp(path, "/readyz") == 0)
 		on_readyz(req);
+	else if (path && strcmp(path, "/metrics") == 0)
+		on_metrics(req);
 	else if (path && strcmp(path, "/v1/models") == 0)
 		on_models(req);
 	else if (path && strncmp(path, "/api/", 5) == 0)

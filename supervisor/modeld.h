@@ -9,6 +9,8 @@
  * events.c  the events clients subscribe to
  * devlock.c the per-device lock for GPU-heavy work
  * probe.c   the GPU inventory at start, from a short-lived worker
+ * http.c    the HTTP listener: OpenAI's API, JSON views, events, metrics
+ * metrics.c the numbers GET /metrics shows
  */
 #ifndef MODELD_H
 #define MODELD_H
@@ -138,6 +140,21 @@ void server_subscribe(struct client *c, unsigned mask);
 /* The largest frame body c accepts, as its hello said. */
 void server_set_max_frame(struct client *c, size_t max);
 bool server_is_admin(const struct client *c);
+unsigned server_client_count(void);
+/* Subscribers dropped for leaving events unread, since start. */
+uint64_t server_dropped_count(void);
+
+/* metrics.c */
+struct evbuffer;
+/* After the config and the slots: room for every slot and model. */
+void metrics_init(void);
+void metrics_free(void);
+/* A slot's state was published: a load that reached ready is timed. */
+void metrics_state(const struct slot *s);
+/* r ends with code. */
+void metrics_request(const struct req *r, enum err code);
+/* Every metric, in Prometheus' text format. */
+void metrics_write(struct evbuffer *out);
 
 /* http.c: the HTTP listener, when the config has one. 0, or -1 with err. */
 int http_listen(char *err, size_t errlen);
@@ -151,6 +168,9 @@ void ops_write_result(struct msgw *w, const struct slot *s, const struct req *r)
 int ops_read_texts(const msgpack_object *o, struct req *r, const char *name, char *err, size_t len);
 /* The result of status, models or devices (name), as a whole map in w (msgw_free it); -1 for another name. */
 int ops_write_view(struct msgw *w, const char *name);
+/* Calls fn for every device: the host's memory, the GPUs found at start, any other a slot names. */
+void ops_each_device(void (*fn)(void *arg, const char *name, const char *label, uint64_t total,
+				uint64_t free_bytes), void *arg);
 /* Whether only administrators may call op. */
 bool ops_is_admin(enum op op);
 /* Aborts, naming it, if an op has no handler: at start, so that no request finds one missing. */

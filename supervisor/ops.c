@@ -238,9 +238,10 @@ static void op_models(struct client *c, uint64_t id, const msgpack_object *m)
 	server_reply_send(c, &w);
 }
 
-static void write_device(struct msgw *w, const char *name, const char *label, uint64_t total,
-			 uint64_t free_bytes)
+static void write_device(void *arg, const char *name, const char *label, uint64_t total, uint64_t free_bytes)
 {
+	struct msgw *w = arg;
+
 	msgw_map(w);
 	msgw_kstr(w, "name", name);
 	msgw_kstr(w, "kind", strncmp(name, "cuda", 4) == 0 ? "cuda" : "cpu");
@@ -269,20 +270,18 @@ static bool is_probed(const char *dev)
 	return false;
 }
 
-/* The host's memory, the GPUs found at start, and any other device a slot names. */
-static void write_devices(struct msgw *w)
+void ops_each_device(void (*fn)(void *arg, const char *name, const char *label, uint64_t total,
+				uint64_t free_bytes), void *arg)
 {
 	struct sysinfo si;
 
 	sysinfo(&si);
-	msgw_key(w, "devices");
-	msgw_array(w);
-	write_device(w, "cpu", "host memory", (uint64_t)si.totalram * si.mem_unit,
-		     (uint64_t)(si.freeram + si.bufferram) * si.mem_unit);
+	fn(arg, "cpu", "host memory", (uint64_t)si.totalram * si.mem_unit,
+	   (uint64_t)(si.freeram + si.bufferram) * si.mem_unit);
 	for (size_t i = 0; i < md.ngpus; i++) {
 		uint64_t total = md.gpus[i].total, free_bytes = md.gpus[i].free;
 		gpu_memory(md.gpus[i].name, &total, &free_bytes);
-		write_device(w, md.gpus[i].name, md.gpus[i].label, total, free_bytes);
+		fn(arg, md.gpus[i].name, md.gpus[i].label, total, free_bytes);
 	}
 	for (size_t i = 0; i < md.nslots; i++) {
 		const char *dev = md.slots[i].s.conf->device;
@@ -290,8 +289,15 @@ static void write_devices(struct msgw *w)
 		for (size_t j = 0; j < i && !seen; j++)
 			seen = strcmp(md.slots[j].s.conf->device, dev) == 0;
 		if (!seen)	/* configured, but not found at start */
-			write_device(w, dev, NULL, md.slots[i].dev_total, md.slots[i].dev_free);
+			fn(arg, dev, NULL, md.slots[i].dev_total, md.slots[i].dev_free);
 	}
+}
+
+static void write_devices(struct msgw *w)
+{
+	msgw_key(w, "devices");
+	msgw_array(w);
+	ops_each_device(write_device, w);
 	msgw_end(w);
 }
 

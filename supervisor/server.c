@@ -42,6 +42,7 @@ struct client {
 
 static LIST_HEAD(, client) clients = LIST_HEAD_INITIALIZER(clients);
 static unsigned nclients;
+static uint64_t ndropped;
 static struct evconnlistener *listener;
 static struct event *accept_resume;	/* accepting again after running out of descriptors */
 static struct event *idle_sweep;	/* closes clients idle for client_idle_timeout */
@@ -245,6 +246,7 @@ static bool deliver_event(struct client *c, int kind, const struct slot *s, stru
 	} else {
 		log_warn("client pid %d: %zu bytes of events unread; dropping it", (int)c->pid, owed);
 		server_reply_error(c, 0, E_BUSY, "dropped: %zu bytes of events were left unread", owed);
+		ndropped++;
 		peer_free_after_flush(c->peer);
 		return false;
 	}
@@ -283,6 +285,16 @@ void server_set_max_frame(struct client *c, size_t max)
 bool server_is_admin(const struct client *c)
 {
 	return c->admin;
+}
+
+unsigned server_client_count(void)
+{
+	return nclients;
+}
+
+uint64_t server_dropped_count(void)
+{
+	return ndropped;
 }
 
 /* uid 0, modeld's own uid, and members of admin_group (by primary or other group). */

@@ -1032,6 +1032,7 @@ static void act_crashed(struct slot *s, const struct slot_ev *ev)
 	if (s->state != SS_READY)
 		s->failed_loads++;
 	log_warn("slot %s: worker for %s %s", s->conf->name, model_name(s->model), ev->message);
+	s->deaths_by[ev->death]++;
 	worker_gone(s, ev->message);
 	s->env->arm(s, 0);
 	if (s->state == SS_READY && t - s->since_ms >= s->conf->restart_window_ms) {
@@ -1052,6 +1053,7 @@ static void act_crashed(struct slot *s, const struct slot_ev *ev)
 		return;
 	}
 	s->attempt++;
+	s->restarts++;
 	s->next = NULL;
 	s->retry_at_ms = t + s->backoff_ms;
 	s->env->arm(s, s->backoff_ms);
@@ -1238,6 +1240,12 @@ void slot_init(struct slot *s, const struct slot_conf *conf, const struct model 
 	TAILQ_INIT(&s->load_waiters);
 	TAILQ_INIT(&s->unload_waiters);
 	TAILQ_INIT(&s->queue);
+}
+
+const char *slot_death_name(enum worker_death d)
+{
+	static const char *const names[WD__COUNT] = { "exit", "signal", "killed", "protocol" };
+	return d >= 0 && d < WD__COUNT ? names[d] : "unknown";
 }
 
 unsigned slot_queue_length(const struct slot *s)

@@ -55,6 +55,10 @@ enum slot_event {
 	SEV__COUNT
 };
 
+/* How a worker ended: by itself (a status), by a signal modeld did not send, killed by modeld for failing
+ * (heartbeat, stall, timeout), or killed for breaking the worker protocol. */
+enum worker_death { WD_EXIT, WD_SIGNAL, WD_KILLED, WD_PROTOCOL, WD__COUNT };
+
 struct slot_ev {
 	enum slot_event type;
 	struct req *req;
@@ -62,6 +66,7 @@ struct slot_ev {
 	uint64_t a, b;
 	enum err code;
 	bool unavailable;	/* SEV_FAILED: the device, not the model, is at fault */
+	enum worker_death death;	/* SEV_EXITED: how */
 	const char *message;
 	const struct work_out *out;
 };
@@ -147,6 +152,8 @@ struct slot {
 	unsigned ndeaths;
 	unsigned failed_loads;		/* deaths in a row before a load reached ready */
 	unsigned attempt;
+	uint64_t deaths_by[WD__COUNT];	/* unexpected exits since start, by how */
+	uint64_t restarts;		/* workers started again after one */
 	uint64_t backoff_ms;
 	uint64_t retry_at_ms;
 	/* requests */
@@ -172,6 +179,7 @@ const char *slot_state_name(enum slot_state st);
 /* Writes the keys of a slot's status and state events: state, model and the state's details. */
 void slot_write_details(const struct slot *s, struct msgw *w);
 unsigned slot_queue_length(const struct slot *s);
+const char *slot_death_name(enum worker_death d);
 /* A model is "in" the slot when it is loaded, loading or the next target. */
 bool slot_holds(const struct slot *s, const struct model *m);
 

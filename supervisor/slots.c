@@ -241,6 +241,7 @@ static void env_finish(struct slot *s, struct req *r, enum err code, const char 
 	if (r->timer)
 		event_free(r->timer);
 	r->timer = NULL;
+	metrics_request(r, code);
 	req_reply(r, s, code, message);
 }
 
@@ -260,6 +261,12 @@ static void env_progress(struct slot *s)
 		return;
 	rt->progress_sent_ms = t;
 	events_progress(s);
+}
+
+static void env_state_changed(const struct slot *s)
+{
+	metrics_state(s);
+	events_state(s);
 }
 
 static uint64_t env_new_job(void *arg)
@@ -284,7 +291,7 @@ static const struct slot_env env = {
 	.forward = env_forward,
 	.finish = env_finish,
 	.chunk = env_chunk,
-	.state_changed = events_state,
+	.state_changed = env_state_changed,
 	.progress = env_progress,
 	.job = events_job,
 	.new_job = env_new_job,
@@ -312,6 +319,7 @@ void slots_init(void)
 	devlock_init();
 	for (size_t i = 0; i < md.nslots; i++)
 		md.slots[i].lock = devlock_of(config_slot_lock(md.slots[i].s.conf));
+	metrics_init();
 }
 
 /* Each slot leaves initializing: for its default model, or empty. */
@@ -339,6 +347,7 @@ void slots_free(void)
 	devlock_free();
 	for (size_t i = 0; i < md.nslots; i++)
 		event_free(md.slots[i].deadline);
+	metrics_free();
 	free(md.slots);
 	md.slots = NULL;
 	md.nslots = 0;

@@ -10,7 +10,7 @@ import subprocess
 import tempfile
 import unittest
 
-from harness import (DEADLINE, GATED_WORKER, MODELD, DaemonTest, gated_worker, open_gate, pid_alive,
+from harness import (BUILD, DEADLINE, GATED_WORKER, MODELD, DaemonTest, gated_worker, open_gate, pid_alive,
                      wait_until)
 
 A = ("--n", 16, "--a", 3, "--c", 1)
@@ -166,6 +166,63 @@ class Bearer(DaemonTest):
         self.assertEqual(get(port, "/healthz", token="c" * 20)[0], 401)
         self.assertEqual(get(port, "/healthz", token="a" * 20)[0], 200)
         self.assertEqual(get(port, "/healthz", token="b" * 20)[0], 200)
+
+
+PROMTOOL = os.path.join(BUILD, "tools", "promtool")
+
+
+def scrape(port):
+    """/metrics: its text, and its samples as {'name{labels}': value}."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE)
+    conn.request("GET", "/metrics")
+    r = conn.getresponse()
+    text = r.read().decode()
+    conn.close()
+    assert r.status == 200 and r.getheader("Content-Type").startswith("text/plain; version=0.0.4"), r.status
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, value = line.rsplit(" ", 1)
+            samples[key] = float(value)
+    return text, samples
+
+
+class Metrics(DaemonTest):
+    models = {"a": A}
+    config = "[modeld]\nhttp = 127.0.0.1:0\n[slot cpu]\nautoload = yes\nrestart_backoff_min = 0.01\n"
+
+    def test_requests_loads_and_deaths_are_counted_in_prometheus_format(self):
+        port = wait_until(lambda: port_of(self.d), what="the HTTP port in the log")
+        self.assertEqual(post(port, "/v1/completions", {"model": "a", "prompt": [1], "max_tokens": 4})[0], 200)
+        self.assertEqual(post(port, "/v1/completions", {"model": "a", "prompt": [1], "max_tokens": 99999})[0], 400)
+        text, m = scrape(port)
+        self.assertEqual(m['modeld_requests_total{op="infer",model="a",outcome="ok"}'], 1)
+        self.assertEqual(m['modeld_generated_tokens_total{model="a"}'], 4)
+        self.assertEqual(m['modeld_model_loaded{slot="cpu",model="a"}'], 1)
+        self.assertEqual(m['modeld_slot_state{slot="cpu",state="ready"}'], 1)
+        self.assertEqual(m['modeld_slot_state{slot="cpu",state="empty"}'], 0)
+        self.assertEqual(m['modeld_load_duration_seconds_count{slot="cpu"}'], 1)
+        self.assertEqual(m['modeld_load_duration_seconds_bucket{slot="cpu",le="+Inf"}'], 1)
+        self.assertEqual(m['modeld_time_to_first_token_seconds_count{model="a"}'], 1)
+        self.assertEqual(m['modeld_request_duration_seconds_count{model="a"}'], 1)
+        self.assertEqual(m['modeld_queue_depth{slot="cpu"}'], 0)
+        self.assertGreater(m['modeld_device_memory_total_bytes{device="cpu"}'], 0)
+        self.assertEqual(m['modeld_worker_deaths_total{slot="cpu",cause="signal"}'], 0)
+        c = self.d.client()
+        c.ok("subscribe", events=["state"])
+        self.assertEqual(scrape(port)[1]["modeld_clients"], 1)
+        os.kill(self.d.workers()[0], signal.SIGKILL)
+        c.wait_state("reconnecting")
+        c.wait_state("ready")
+        text, m = scrape(port)
+        self.assertEqual(m['modeld_worker_deaths_total{slot="cpu",cause="signal"}'], 1)
+        self.assertEqual(m['modeld_worker_deaths_total{slot="cpu",cause="killed"}'], 0)
+        self.assertEqual(m['modeld_worker_restarts_total{slot="cpu"}'], 1)
+        self.assertEqual(m['modeld_load_duration_seconds_count{slot="cpu"}'], 2)
+        if not os.path.exists(PROMTOOL):
+            self.skipTest("no promtool in %s (make test fetches it)" % PROMTOOL)
+        check = subprocess.run([PROMTOOL, "check", "metrics"], input=text.encode(), capture_output=True)
+        self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
 
 
 if __name__ == "__main__":

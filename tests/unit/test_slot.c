@@ -281,9 +281,14 @@ static void test_crash_reconnects_with_backoff(void **state)
 	feed(SEV_DEADLINE, 0, 0);
 	assert_int_equal(s.state, SS_LOADING);
 	assert_int_equal(rec.spawns, 2);
-	feed(SEV_EXITED, 0, 0);		/* dies while loading */
+	slot_event(&s, &(struct slot_ev){ .type = SEV_EXITED, .death = WD_KILLED });	/* dies while loading */
 	assert_int_equal(s.state, SS_RECONNECTING);
 	assert_int_equal(rec.armed, 200);	/* doubled */
+	/* what /metrics shows: each death by how it came, and the restarts */
+	assert_int_equal(s.deaths_by[WD_EXIT], 1);
+	assert_int_equal(s.deaths_by[WD_KILLED], 1);
+	assert_int_equal(s.deaths_by[WD_SIGNAL], 0);
+	assert_int_equal(s.restarts, 2);
 }
 
 static void test_too_many_deaths_is_error(void **state)
