@@ -39,6 +39,7 @@ static const char usage_text[] =
 	"  status [SLOT]                 slots and their states\n"
 	"  models                        configured models, and where they are loaded\n"
 	"  devices                       devices with total and free memory\n"
+	"  jobs                          the last loads and unloads, and where each stands\n"
 	"  load MODEL [--slot S] [--no-wait]\n"
 	"  unload SLOT|MODEL [--force] [--no-wait]\n"
 	"  restart SLOT\n"
@@ -323,6 +324,15 @@ static int cmd_devices(struct ctl *c, int argc, char **argv)
 		{ "free_bytes", "FREE" }, { NULL, NULL },
 	};
 	return cmd_list(c, argc, argv, "devices", cols);
+}
+
+static int cmd_jobs(struct ctl *c, int argc, char **argv)
+{
+	static const struct column cols[] = {
+		{ "job", "JOB" }, { "op", "OP" }, { "slot", "SLOT" }, { "model", "MODEL" }, { "status", "STATUS" },
+		{ "message", "MESSAGE" }, { NULL, NULL },
+	};
+	return cmd_list(c, argc, argv, "jobs", cols);
 }
 
 static int subscribe(struct ctl *c, const char *events)
@@ -618,6 +628,7 @@ static const struct command {
 	{ "status", cmd_status },
 	{ "models", cmd_models },
 	{ "devices", cmd_devices },
+	{ "jobs", cmd_jobs },
 	{ "load", cmd_load },
 	{ "unload", cmd_unload },
 	{ "restart", cmd_restart },

@@ -16,6 +16,7 @@ static const char *const op_names[OP__COUNT] = {
 	[OP_UNSUBSCRIBE] = "unsubscribe", [OP_RELOAD] = "reload",
 	[OP_TOKENIZE] = "tokenize",	[OP_DETOKENIZE] = "detokenize",
 	[OP_EMBED] = "embed",
+	[OP_JOBS] = "jobs",
 };
 
 static const char *const err_names[E__COUNT] = {

@@ -64,6 +64,7 @@ enum op {
 	OP_TOKENIZE,
 	OP_DETOKENIZE,
 	OP_EMBED,
+	OP_JOBS,
 	OP__COUNT,
 	OP_UNKNOWN = -1,
 };

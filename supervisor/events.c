@@ -1,9 +1,59 @@
 /*
  * events.c: the events of the client protocol. Every event takes the next
- * seq, so a subscriber that sees a gap knows it missed some.
+ * seq, so a subscriber that sees a gap knows it missed some. The last
+ * EVENTS_KEPT events are kept, so that an HTTP client that reconnects can
+ * be given what it missed; the last JOBS_KEPT jobs are kept, with where
+ * each stands, for the jobs view.
  */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include "../proto/clock.h"
 #include "modeld.h"
+
+/* An event as sent, with what its fan-out filters on. */
+struct kept {
+	struct event_ref ref;
+	void *frame;
+};
+
+static struct kept kept[EVENTS_KEPT];
+static struct job_rec jobs[JOBS_KEPT];
+
+static void keep(const struct event_ref *ref)
+{
+	struct kept *k = &kept[ref->seq % EVENTS_KEPT];
+
+	free(k->frame);
+	k->ref = *ref;
+	if (!(k->frame = malloc(ref->len)))
+		abort();
+	memcpy(k->frame, ref->frame, ref->len);
+	k->ref.frame = k->frame;
+}
+
+int events_replay(uint64_t after, void (*fn)(void *arg, const struct event_ref *e), void *arg)
+{
+	if (after > md.event_seq || after + 1 < events_first_kept())
+		return -1;
+	for (uint64_t seq = after + 1; seq <= md.event_seq; seq++)
+		fn(arg, &kept[seq % EVENTS_KEPT].ref);
+	return 0;
+}
+
+uint64_t events_first_kept(void)
+{
+	return md.event_seq > EVENTS_KEPT ? md.event_seq - EVENTS_KEPT + 1 : 1;
+}
+
+void events_free(void)
+{
+	for (size_t i = 0; i < EVENTS_KEPT; i++) {
+		free(kept[i].frame);
+		kept[i].frame = NULL;
+	}
+}
 
 static void begin_seq(struct msgw *w, enum event_kind kind, uint64_t seq)
 {
@@ -19,10 +69,16 @@ static void begin(struct msgw *w, enum event_kind kind)
 	begin_seq(w, kind, ++md.event_seq);
 }
 
-static void publish(enum event_kind kind, const struct slot *s, struct msgw *w)
+/* To the socket's subscribers and the HTTP streams, and kept. */
+static void publish(enum event_kind kind, const struct slot *s, uint64_t job, struct msgw *w)
 {
+	struct event_ref ref = { .seq = md.event_seq, .kind = kind, .slot = s, .job = job };
+
 	msgw_end(w);
+	ref.frame = msgw_frame(w, &ref.len);
+	keep(&ref);
 	server_broadcast(kind, s, w);
+	http_broadcast(&ref);
 	msgw_free(w);
 }
 
@@ -34,7 +90,7 @@ void events_state(const struct slot *s)
 	((struct slot_rt *)s)->state_seq = md.event_seq;	/* a slot is the first member of its slot_rt */
 	msgw_kstr(&w, "slot", s->conf->name);
 	slot_write_details(s, &w);
-	publish(EVK_STATE, s, &w);
+	publish(EVK_STATE, s, 0, &w);
 }
 
 void events_state_again(const struct slot *s, struct msgw *w)
@@ -56,7 +112,57 @@ void events_progress(struct slot *s)
 	msgw_ku64(&w, "job", s->load_job);
 	msgw_ku64(&w, "bytes", s->bytes);
 	msgw_ku64(&w, "total", s->total);
-	publish(EVK_PROGRESS, s, &w);
+	publish(EVK_PROGRESS, s, s->load_job, &w);
+}
+
+/* The job's record: its own, or the oldest's when it is new. */
+static void note_job(const struct slot *s, uint64_t job, const char *op, const struct model *m,
+		     const char *status, const char *message)
+{
+	struct job_rec *j = &jobs[job % JOBS_KEPT];
+
+	if (j->id != job) {
+		*j = (struct job_rec){ .id = job, .slot = s, .model = m, .started_ms = clock_wall_ms() };
+		snprintf(j->op, sizeof j->op, "%s", op);
+	}
+	snprintf(j->status, sizeof j->status, "%s", status);
+	snprintf(j->message, sizeof j->message, "%s", message ? message : "");
+	j->updated_ms = clock_wall_ms();
+}
+
+const struct job_rec *events_find_job(uint64_t id)
+{
+	const struct job_rec *j = &jobs[id % JOBS_KEPT];
+	return id && j->id == id ? j : NULL;
+}
+
+void events_write_job(struct msgw *w, const struct job_rec *j)
+{
+	msgw_map(w);
+	msgw_ku64(w, "job", j->id);
+	msgw_kstr(w, "op", j->op);
+	msgw_kstr(w, "slot", j->slot->conf->name);
+	msgw_kstr(w, "model", j->model ? j->model->name : NULL);
+	msgw_kstr(w, "status", j->status);
+	if (j->message[0])
+		msgw_kstr(w, "message", j->message);
+	if (strcmp(j->status, "running") == 0 && j->slot->load_job == j->id) {
+		msgw_ku64(w, "bytes", j->slot->bytes);
+		msgw_ku64(w, "total", j->slot->total);
+	}
+	msgw_ku64(w, "started_ms", j->started_ms);
+	msgw_ku64(w, "updated_ms", j->updated_ms);
+	msgw_end(w);
+}
+
+void events_write_jobs(struct msgw *w)
+{
+	msgw_key(w, "jobs");
+	msgw_array(w);
+	for (uint64_t id = md.next_job; id > 0 && id + JOBS_KEPT > md.next_job; id--)
+		if (events_find_job(id))
+			events_write_job(w, events_find_job(id));
+	msgw_end(w);
 }
 
 void events_job(const struct slot *s, uint64_t job, const char *op, const struct model *m,
@@ -71,7 +177,8 @@ void events_job(const struct slot *s, uint64_t job, const char *op, const struct
 	msgw_kstr(&w, "model", m ? m->name : NULL);
 	msgw_kstr(&w, "status", status);
 	msgw_kstr(&w, "message", message);
-	publish(EVK_JOB, s, &w);
+	note_job(s, job, op, m, status, message);
+	publish(EVK_JOB, s, job, &w);
 }
 
 void events_advisory(const struct slot *s, const char *message)
@@ -82,7 +189,7 @@ void events_advisory(const struct slot *s, const char *message)
 	msgw_kstr(&w, "slot", s->conf->name);
 	msgw_kstr(&w, "model", s->model ? s->model->name : NULL);
 	msgw_kstr(&w, "message", message);
-	publish(EVK_ADVISORY, s, &w);
+	publish(EVK_ADVISORY, s, 0, &w);
 }
 
 void events_gpu(const char *device, const struct slot *s, const char *op, const char *status)
@@ -94,5 +201,5 @@ void events_gpu(const char *device, const struct slot *s, const char *op, const 
 	msgw_kstr(&w, "slot", s->conf->name);
 	msgw_kstr(&w, "op", op);
 	msgw_kstr(&w, "status", status);
-	publish(EVK_GPU, s, &w);
+	publish(EVK_GPU, s, 0, &w);
 }

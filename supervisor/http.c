@@ -28,7 +28,11 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 
+#include <sys/queue.h>
+
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <jansson.h>
@@ -121,27 +125,36 @@ static void on_readyz(struct evhttp_request *req)
 	send_json(req, 503, json_pack("{s:s, s:o}", "status", "not ready", "waiting", waiting));
 }
 
-/* status, models or devices, as the socket answers them, in JSON. */
-static void on_view(struct evhttp_request *req, const char *name)
+/* A whole msgpack map written into w (freed here) as JSON; NULL if it does not decode. */
+static json_t *frame_json(struct msgw *w)
 {
-	struct msgw w;
 	msgpack_unpacked u;
 	size_t len, used;
 	const char *why;
+	const void *frame = msgw_frame(w, &len);
+	json_t *j = NULL;
+
+	msgpack_unpacked_init(&u);
+	if (frame_decode(frame, len, len, &u, &used, &why) == FRAME_OK)
+		j = msg_to_json(&u.data);
+	msgpack_unpacked_destroy(&u);
+	msgw_free(w);
+	return j;
+}
+
+/* status, models, devices or jobs, as the socket answers them, in JSON. */
+static void on_view(struct evhttp_request *req, const char *name)
+{
+	struct msgw w;
+	json_t *j;
 
 	if (ops_write_view(&w, name) < 0) {
 		msgw_free(&w);
 		send_error(req, 404, "invalid_request_error", "not_found", "no such path");
-		return;
-	}
-	const void *frame = msgw_frame(&w, &len);
-	msgpack_unpacked_init(&u);
-	if (frame_decode(frame, len, len, &u, &used, &why) == FRAME_OK)
-		send_json(req, HTTP_OK, msg_to_json(&u.data));
+	} else if (!(j = frame_json(&w)))
+		send_error(req, 500, "server_error", "internal", "a view did not decode");
 	else
-		send_error(req, 500, "server_error", "internal", why);
-	msgpack_unpacked_destroy(&u);
-	msgw_free(&w);
+		send_json(req, HTTP_OK, j);
 }
 
 /* Every configured model, with the slots that have it ready. */
@@ -170,6 +183,7 @@ static void on_models(struct evhttp_request *req)
 /* An HTTP exchange that waits for its inference. */
 struct ask {
 	struct evhttp_request *er;	/* NULL once its last reply is sent or the client went away */
+	bool native;			/* load or unload: modeld's own answer, as JSON */
 	bool embeddings, chat, stream, include_usage, started;
 	bool said_role;			/* a chat stream's first delta says who speaks */
 	char id[32];
@@ -360,9 +374,20 @@ static void end_stream(struct ask *a, const struct req *r, enum err code, const 
 	evhttp_send_reply_end(last_reply(a));
 }
 
+/* What the socket would have answered, as JSON. */
+static json_t *result_json(const struct slot *s, const struct req *r)
+{
+	struct msgw w;
+
+	msgw_init(&w);
+	msgw_map(&w);
+	ops_write_result(&w, s, r);
+	msgw_end(&w);
+	return frame_json(&w);
+}
+
 static void ask_finish(struct req *r, const struct slot *s, enum err code, const char *message)
 {
-	(void)s;
 	struct ask *a = r->asker;
 	const char *type;
 
@@ -376,6 +401,8 @@ static void ask_finish(struct req *r, const struct slot *s, enum err code, const
 		if (status == 503)
 			evhttp_add_header(evhttp_request_get_output_headers(er), "Retry-After", "1");
 		send_error(er, status, type, proto_err_name(code), message ? message : proto_err_name(code));
+	} else if (a->native) {
+		send_json(last_reply(a), HTTP_OK, result_json(s, r));
 	} else if (a->embeddings) {
 		send_json(last_reply(a), HTTP_OK, embeddings(r));
 	} else {
@@ -420,7 +447,7 @@ static void ask_closed(struct evhttp_connection *conn, void *arg)
 		evhttp_send_reply(a->er, 499, "Client Closed Request", NULL);
 	a->er = NULL;
 	req_orphan(r);
-	if (s)
+	if (s && !ops_is_admin(r->op))	/* as on the socket: a load or unload goes on */
 		slot_event(s, &(struct slot_ev){ .type = SEV_CANCEL, .req = r });
 }
 
@@ -461,6 +488,22 @@ static void as_infer_body(json_t *body)
 		json_object_del(body, drop[i]);
 }
 
+/* body as the msgpack a socket client would have sent, decoded into u; -1 with err. */
+static int body_msg(const json_t *body, struct msgw *w, msgpack_unpacked *u, char *err, size_t errlen)
+{
+	size_t len, used;
+	const char *why = NULL;
+
+	msgw_init(w);
+	json_to_msg(w, body);
+	const void *frame = msgw_frame(w, &len);
+	msgpack_unpacked_init(u);
+	if (frame_decode(frame, len, HTTP_MAX_BODY, u, &used, &why) == FRAME_OK)
+		return 0;
+	snprintf(err, errlen, "%s", why);
+	return -1;
+}
+
 /*
  * The request's own arguments into r, read as the socket reads them:
  * embed's input, or infer's body through gen.c. 0, or -1 with err.
@@ -469,23 +512,71 @@ static int read_work(json_t *body, bool embeddings, struct req *r, char *err, si
 {
 	struct msgw w;
 	msgpack_unpacked u;
-	size_t len, used;
-	const char *why = NULL;
-	int rc = -1;
+	int rc = body_msg(body, &w, &u, err, errlen);
 
-	msgw_init(&w);
-	json_to_msg(&w, body);
-	const void *frame = msgw_frame(&w, &len);
-	msgpack_unpacked_init(&u);
-	if (frame_decode(frame, len, HTTP_MAX_BODY, &u, &used, &why) != FRAME_OK)
-		snprintf(err, errlen, "%s", why);
-	else if (embeddings)
+	if (rc == 0 && embeddings)
 		rc = ops_read_texts(msg_get(&u.data, "input"), r, "input", err, errlen);
-	else
+	else if (rc == 0)
 		rc = gen_read(&u.data, &r->gen, err) == 0 ? 0 : -1;
 	msgpack_unpacked_destroy(&u);
 	msgw_free(&w);
 	return rc;
+}
+
+static struct ask *ask_new(struct evhttp_request *er)
+{
+	struct ask *a = calloc(1, sizeof *a);
+
+	if (!a)
+		abort();
+	a->er = er;
+	a->created = clock_wall_ms() / 1000;
+	return a;
+}
+
+/* r, work made for the exchange a, goes to its model's slot; a client that goes away from now on cancels it. */
+static void ask_submit(struct ask *a, struct req *r)
+{
+	struct slot_rt *rt = slots_for_model(r->model);
+
+	evhttp_connection_set_closecb(evhttp_request_get_connection(a->er), ask_closed, r);
+	r->slot = &rt->s;
+	slot_event(&rt->s, &(struct slot_ev){ .type = SEV_INFER, .req = r, .model = r->model });
+}
+
+/* POST /api/load and /api/unload: the socket's ops, for administrators; the reply comes when they end. */
+static void on_admin(struct evhttp_request *er, enum op op, bool admin)
+{
+	struct op_error err = { E_BAD_REQUEST, "" };
+	struct msgw w;
+	msgpack_unpacked u;
+	json_t *body;
+	const char *type;
+
+	if (!admin) {
+		send_error(er, 403, "permission_error", "unauthorized", "this needs an admin token");
+		return;
+	}
+	if (!(body = read_body(er)))
+		return;
+	struct ask *a = ask_new(er);
+	a->native = true;
+	struct req *r = req_new(&ask_sink, 0, op, ++md.next_seq, clock_mono_ms());
+	r->asker = a;
+	r->admin = true;
+	int rc = body_msg(body, &w, &u, err.message, sizeof err.message);
+	json_decref(body);
+	if (rc == 0)
+		evhttp_connection_set_closecb(evhttp_request_get_connection(er), ask_closed, r);
+	if (rc < 0 || ops_submit_admin(r, &u.data, &err) < 0) {
+		evhttp_connection_set_closecb(evhttp_request_get_connection(er), NULL, NULL);
+		a->er = NULL;
+		int status = status_of(err.code, &type);
+		send_error(er, status, type, proto_err_name(err.code), err.message);
+		req_discard(r);
+	}
+	msgpack_unpacked_destroy(&u);
+	msgw_free(&w);
 }
 
 static void on_completion(struct evhttp_request *er, bool chat, bool embeddings, bool admin)
@@ -504,15 +595,11 @@ static void on_completion(struct evhttp_request *er, bool chat, bool embeddings,
 		json_decref(body);
 		return;
 	}
-	struct ask *a = calloc(1, sizeof *a);
-	if (!a)
-		abort();
-	a->er = er;
+	struct ask *a = ask_new(er);
 	a->chat = chat;
 	a->embeddings = embeddings;
 	a->stream = json_is_true(json_object_get(body, "stream"));
 	a->include_usage = json_is_true(json_object_get(json_object_get(body, "stream_options"), "include_usage"));
-	a->created = clock_wall_ms() / 1000;
 	if (!embeddings)
 		as_infer_body(body);
 	struct req *r = req_new(&ask_sink, 0, embeddings ? OP_EMBED : OP_INFER, ++md.next_seq, clock_mono_ms());
@@ -529,49 +616,344 @@ static void on_completion(struct evhttp_request *er, bool chat, bool embeddings,
 	r->model = mod;
 	r->wait_ms = INFER_DEFAULT_WAIT_MS;
 	r->admin = admin;	/* autoload = admin: on loopback without tokens, or with an admin token */
-	/* a stream's next chunk finds a client that went away */
-	evhttp_connection_set_closecb(evhttp_request_get_connection(er), ask_closed, r);
-	struct slot_rt *rt = slots_for_model(mod);
-	r->slot = &rt->s;
-	slot_event(&rt->s, &(struct slot_ev){ .type = SEV_INFER, .req = r, .model = mod });
+	ask_submit(a, r);
 }
+
+/* --- event streams --- */
+
+/* A client reading events as server-sent events: all of some kinds (of one slot), or one job's. */
+struct watcher {
+	LIST_ENTRY(watcher) link;
+	struct evhttp_request *er;
+	unsigned kinds;			/* a bit per event kind */
+	const struct slot *slot;	/* only this slot's events; NULL: every slot's */
+	uint64_t job;			/* only this job's, ending with it; 0: not a job's stream */
+};
+
+static LIST_HEAD(, watcher) watchers = LIST_HEAD_INITIALIZER(watchers);
+static struct event *keepalive;
+
+/* An event as one server-sent event, its id the event's seq; whether it is a job's end. */
+static char *event_text(const struct event_ref *e, bool *ends_job)
+{
+	msgpack_unpacked u;
+	size_t used;
+	const char *why, *status = NULL;
+	size_t n = 0;
+	char *data = NULL, *text = NULL;
+
+	msgpack_unpacked_init(&u);
+	if (frame_decode(e->frame, e->len, e->len, &u, &used, &why) == FRAME_OK) {
+		json_t *j = msg_to_json(&u.data);
+		data = json_dumps(j, JSON_COMPACT);
+		json_decref(j);
+		msg_str(&u.data, "status", &status, &n);
+	}
+	*ends_job = e->kind == EVK_JOB && status &&
+		    ((n == 4 && memcmp(status, "done", 4) == 0) || (n == 6 && memcmp(status, "failed", 6) == 0));
+	if (data && asprintf(&text, "id: %llu\ndata: %s\n\n", (unsigned long long)e->seq, data) < 0)
+		text = NULL;
+	free(data);
+	msgpack_unpacked_destroy(&u);
+	return text;
+}
+
+static bool watcher_wants(const struct watcher *wt, const struct event_ref *e)
+{
+	if (wt->job)
+		return e->job == wt->job;
+	return (wt->kinds & (1u << e->kind)) && (!wt->slot || wt->slot == e->slot);
+}
+
+static void watcher_write(struct watcher *wt, const char *text)
+{
+	struct evbuffer *out = evbuffer_new();
+
+	evbuffer_add(out, text, strlen(text));
+	evhttp_send_reply_chunk(wt->er, out);
+	evbuffer_free(out);
+}
+
+/* Bytes written to the client and not yet taken. */
+static size_t watcher_owed(const struct watcher *wt)
+{
+	struct evhttp_connection *conn = evhttp_request_get_connection(wt->er);
+	return evbuffer_get_length(bufferevent_get_output(evhttp_connection_get_bufferevent(conn)));
+}
+
+/* The stream ends: the job did, the client fell behind, or modeld stops. */
+static void watcher_end(struct watcher *wt)
+{
+	evhttp_connection_set_closecb(evhttp_request_get_connection(wt->er), NULL, NULL);
+	evhttp_send_reply_end(wt->er);
+	LIST_REMOVE(wt, link);
+	free(wt);
+}
+
+/* The client went away; evhttp has let go of the exchange, which ending it frees. */
+static void watcher_closed(struct evhttp_connection *conn, void *arg)
+{
+	(void)conn;
+	struct watcher *wt = arg;
+
+	evhttp_send_reply_end(wt->er);
+	LIST_REMOVE(wt, link);
+	free(wt);
+}
+
+void http_broadcast(const struct event_ref *e)
+{
+	struct watcher *wt = LIST_FIRST(&watchers), *next;
+	char *text = NULL;
+	bool ends_job = false;
+
+	for (; wt; wt = next) {
+		next = LIST_NEXT(wt, link);
+		if (!watcher_wants(wt, e))
+			continue;
+		if (!text && !(text = event_text(e, &ends_job)))
+			return;
+		if (watcher_owed(wt) > SUBSCRIBER_MAX_OWED) {
+			/* it reconnects with Last-Event-ID and is given what it missed */
+			log_warn("http: an event stream left %zu bytes unread; ending it", watcher_owed(wt));
+			watcher_end(wt);
+			continue;
+		}
+		watcher_write(wt, text);
+		if (wt->job && ends_job)
+			watcher_end(wt);
+	}
+	free(text);
+}
+
+static void keep_alive(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd; (void)what; (void)arg;
+	struct watcher *wt;
+
+	/* a comment: proxies and the idle timeout see a live stream */
+	LIST_FOREACH(wt, &watchers, link)
+		watcher_write(wt, ":\n\n");
+}
+
+/* Replays kept events to a new stream; a job's stream may end in it. */
+struct replay {
+	struct watcher *wt;
+	bool ended;
+};
+
+static void replay_one(void *arg, const struct event_ref *e)
+{
+	struct replay *rp = arg;
+	bool ends_job;
+	char *text;
+
+	if (rp->ended || !watcher_wants(rp->wt, e) || !(text = event_text(e, &ends_job)))
+		return;
+	watcher_write(rp->wt, text);
+	free(text);
+	rp->ended = rp->wt->job && ends_job;
+}
+
+/* Starts the stream of er as wt; false when it ended at once (ended and freed). */
+static bool watcher_start(struct watcher *wt, struct evhttp_request *er, uint64_t after, bool replay)
+{
+	struct evkeyvalq *h = evhttp_request_get_output_headers(er);
+	struct replay rp = { wt, false };
+	char gap[160];
+
+	wt->er = er;
+	evhttp_add_header(h, "Content-Type", "text/event-stream");
+	evhttp_add_header(h, "Cache-Control", "no-cache");
+	evhttp_send_reply_start(er, HTTP_OK, "OK");
+	LIST_INSERT_HEAD(&watchers, wt, link);
+	evhttp_connection_set_closecb(evhttp_request_get_connection(er), watcher_closed, wt);
+	watcher_write(wt, ":\n\n");
+	if (replay && events_replay(after, replay_one, &rp) < 0) {
+		snprintf(gap, sizeof gap, "data: {\"event\":\"missed\",\"after\":%llu,\"first_kept\":%llu}\n\n",
+			 (unsigned long long)after, (unsigned long long)events_first_kept());
+		watcher_write(wt, gap);
+	}
+	if (rp.ended)
+		watcher_end(wt);
+	return !rp.ended;
+}
+
+/* The Last-Event-ID a reconnecting client sends (or ?last_event_id=); *have false if none. */
+static uint64_t last_event_id(struct evhttp_request *er, struct evkeyvalq *query, bool *have)
+{
+	const char *v = evhttp_find_header(evhttp_request_get_input_headers(er), "Last-Event-ID");
+	char *end;
+
+	if (!v)
+		v = evhttp_find_header(query, "last_event_id");
+	*have = v && *v;
+	unsigned long long n = *have ? strtoull(v, &end, 10) : 0;
+	if (*have && *end)
+		*have = false;
+	return n;
+}
+
+/* A comma-separated list of event kinds as a mask; 0 if one is not a kind. */
+static unsigned parse_kinds(const char *list)
+{
+	unsigned mask = 0;
+
+	for (const char *p = list; *p; p += *p == ',') {
+		size_t n = strcspn(p, ",");
+		int k = proto_event_parse(p, n);
+		if (k < 0)
+			return 0;
+		mask |= 1u << k;
+		p += n;
+	}
+	return mask;
+}
+
+/* GET /v1/events[?events=state,progress][&slot=NAME]: events as they happen, from Last-Event-ID on. */
+static void on_events(struct evhttp_request *er)
+{
+	struct evkeyvalq query;
+	const char *kinds, *slot;
+	struct watcher *wt = calloc(1, sizeof *wt);
+	bool have;
+
+	if (!wt)
+		abort();
+	evhttp_parse_query_str(evhttp_uri_get_query(evhttp_request_get_evhttp_uri(er)) ?
+			       evhttp_uri_get_query(evhttp_request_get_evhttp_uri(er)) : "", &query);
+	wt->kinds = (1u << EVK__COUNT) - 1;
+	if ((kinds = evhttp_find_header(&query, "events")) != NULL)
+		wt->kinds = parse_kinds(kinds);
+	if ((slot = evhttp_find_header(&query, "slot")) != NULL && slots_find(slot))
+		wt->slot = &slots_find(slot)->s;
+	uint64_t after = last_event_id(er, &query, &have);
+	if (!wt->kinds || (slot && !wt->slot)) {
+		send_error(er, wt->kinds ? 404 : 400, "invalid_request_error", wt->kinds ? "unknown_slot" : "bad_request",
+			   wt->kinds ? "no slot of that name" : "events is a comma-separated list of event kinds");
+		free(wt);
+	} else
+		watcher_start(wt, er, after, have);
+	evhttp_clear_headers(&query);
+}
+
+/* GET /api/jobs/ID (the job) or /api/jobs/ID/events (its events so far and to its end). */
+static void on_job(struct evhttp_request *er, const char *rest)
+{
+	char *end;
+	unsigned long long id = strtoull(rest, &end, 10);
+	const struct job_rec *j = end != rest ? events_find_job(id) : NULL;
+	struct msgw w;
+
+	if (!j || (*end && strcmp(end, "/events") != 0)) {
+		send_error(er, 404, "invalid_request_error", "not_found", "no such job (the last 64 are kept)");
+		return;
+	}
+	if (!*end) {
+		msgw_init(&w);
+		events_write_job(&w, j);
+		send_json(er, HTTP_OK, frame_json(&w));
+		return;
+	}
+	struct watcher *wt = calloc(1, sizeof *wt);
+	if (!wt)
+		abort();
+	wt->job = id;
+	bool over = strcmp(j->status, "done") == 0 || strcmp(j->status, "failed") == 0;
+	if (watcher_start(wt, er, events_first_kept() - 1, true) && over) {
+		/* its events are no longer kept: where it ended, as its last job event said */
+		msgw_init(&w);
+		events_write_job(&w, j);
+		json_t *last = frame_json(&w);
+		char *data = json_dumps(last, JSON_COMPACT);
+		watcher_write(wt, "data: ");
+		watcher_write(wt, data ? data : "{}");
+		watcher_write(wt, "\n\n");
+		free(data);
+		json_decref(last);
+		watcher_end(wt);
+	}
+}
+
+static void on_completions(struct evhttp_request *er, bool admin)
+{
+	on_completion(er, false, false, admin);
+}
+
+static void on_chat(struct evhttp_request *er, bool admin)
+{
+	on_completion(er, true, false, admin);
+}
+
+static void on_embeddings(struct evhttp_request *er, bool admin)
+{
+	on_completion(er, false, true, admin);
+}
+
+static void on_load(struct evhttp_request *er, bool admin)
+{
+	on_admin(er, OP_LOAD, admin);
+}
+
+static void on_unload(struct evhttp_request *er, bool admin)
+{
+	on_admin(er, OP_UNLOAD, admin);
+}
+
+/* Every path, with its method; GET /api/NAME for the other views, /api/jobs/ID[/events] for a job. */
+static const struct route {
+	enum evhttp_cmd_type method;
+	const char *path;
+	void (*get)(struct evhttp_request *er);
+	void (*post)(struct evhttp_request *er, bool admin);
+} routes[] = {
+	{ EVHTTP_REQ_GET, "/healthz", on_healthz, NULL },
+	{ EVHTTP_REQ_GET, "/readyz", on_readyz, NULL },
+	{ EVHTTP_REQ_GET, "/metrics", on_metrics, NULL },
+	{ EVHTTP_REQ_GET, "/v1/models", on_models, NULL },
+	{ EVHTTP_REQ_GET, "/v1/events", on_events, NULL },
+	{ EVHTTP_REQ_POST, "/v1/completions", NULL, on_completions },
+	{ EVHTTP_REQ_POST, "/v1/chat/completions", NULL, on_chat },
+	{ EVHTTP_REQ_POST, "/v1/embeddings", NULL, on_embeddings },
+	{ EVHTTP_REQ_POST, "/api/load", NULL, on_load },
+	{ EVHTTP_REQ_POST, "/api/unload", NULL, on_unload },
+};
 
 static void on_request(struct evhttp_request *req, void *arg)
 {
 	(void)arg;
 	const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
 	const struct token *t = bearer(req);
+	enum evhttp_cmd_type method = evhttp_request_get_command(req);
 
 	if (ntokens && !t) {
 		evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate", "Bearer");
 		send_error(req, 401, "invalid_request_error", "unauthorized", "a bearer token is required");
 		return;
 	}
-	if (path && (strcmp(path, "/v1/completions") == 0 || strcmp(path, "/v1/chat/completions") == 0 ||
-		     strcmp(path, "/v1/embeddings") == 0)) {
-		if (evhttp_request_get_command(req) != EVHTTP_REQ_POST)
-			send_error(req, 405, "invalid_request_error", "method_not_allowed", "this path takes POST");
+	if (!path)
+		path = "";
+	for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+		const struct route *r = &routes[i];
+		if (strcmp(path, r->path) != 0)
+			continue;
+		if (method != r->method)
+			send_error(req, 405, "invalid_request_error", "method_not_allowed",
+				   r->get ? "this path takes GET" : "this path takes POST");
+		else if (r->get)
+			r->get(req);
 		else
-			on_completion(req, strcmp(path, "/v1/chat/completions") == 0,
-				      strcmp(path, "/v1/embeddings") == 0, !ntokens || t->admin);
+			r->post(req, !ntokens || t->admin);	/* admin: loopback without tokens, or an admin token */
 		return;
 	}
-	if (evhttp_request_get_command(req) != EVHTTP_REQ_GET) {
-		send_error(req, 405, "invalid_request_error", "method_not_allowed", "this path takes GET");
-		return;
-	}
-	if (path && strcmp(path, "/healthz") == 0)
-		on_healthz(req);
-	else if (path && strcmp(path, "/readyz") == 0)
-		on_readyz(req);
-	else if (path && strcmp(path, "/metrics") == 0)
-		on_metrics(req);
-	else if (path && strcmp(path, "/v1/models") == 0)
-		on_models(req);
-	else if (path && strncmp(path, "/api/", 5) == 0)
-		on_view(req, path + 5);
-	else
+	if (strncmp(path, "/api/", 5) != 0)
 		send_error(req, 404, "invalid_request_error", "not_found", "no such path");
+	else if (method != EVHTTP_REQ_GET)
+		send_error(req, 405, "invalid_request_error", "method_not_allowed", "this path takes GET");
+	else if (strncmp(path, "/api/jobs/", 10) == 0)
+		on_job(req, path + 10);
+	else
+		on_view(req, path + 5);
 }
 
 /* "TOKEN" or "TOKEN admin" a line; # comments. 0, or -1 with err at file:line. */
@@ -671,6 +1053,9 @@ int http_listen(char *err, size_t errlen)
 	evhttp_set_max_body_size(http, HTTP_MAX_BODY);
 	evhttp_set_timeout(http, HTTP_TIMEOUT_SECONDS);
 	evhttp_set_gencb(http, on_request, NULL);
+	keepalive = event_new(md.base, -1, EV_PERSIST, keep_alive, NULL);
+	struct timeval every = { HTTP_KEEPALIVE_SECONDS, 0 };
+	event_add(keepalive, &every);
 	if (!(bound = evhttp_bind_socket_with_handle(http, host, (ev_uint16_t)port))) {
 		snprintf(err, errlen, "http: cannot listen on %s: %s", md.conf.http, strerror(errno));
 		return -1;
@@ -684,6 +1069,11 @@ int http_listen(char *err, size_t errlen)
 
 void http_close(void)
 {
+	while (!LIST_EMPTY(&watchers))
+		watcher_end(LIST_FIRST(&watchers));
+	if (keepalive)
+		event_free(keepalive);
+	keepalive = NULL;
 	if (http)
 		evhttp_free(http);
 	http = NULL;

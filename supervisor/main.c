@@ -301,6 +301,7 @@ int main(int argc, char **argv)
 	server_close();
 	http_close();
 	slots_free();
+	events_free();
 	for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
 		event_free(sigs[i]);
 	if (shutdown_deadline)

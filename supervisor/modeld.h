@@ -52,6 +52,8 @@
 #define HTTP_MAX_BODY (1 << 20)
 #define HTTP_TIMEOUT_SECONDS 60
 #define HTTP_TOKEN_MIN 16
+/* An event stream with nothing to say gets a comment this often, so that it is seen to live. */
+#define HTTP_KEEPALIVE_SECONDS 15
 /* Whom workers run as when modeld is root and worker_user is not set. */
 #define WORKER_DEFAULT_USER "nobody"
 /* Descriptors kept from clients: stdio, the log, the listener, the event loop, a spawn's. */
@@ -66,6 +68,7 @@
 
 struct child;
 struct devlock;
+struct event_ref;
 struct gpu;
 
 struct slot_rt {
@@ -159,8 +162,19 @@ void metrics_write(struct evbuffer *out);
 /* http.c: the HTTP listener, when the config has one. 0, or -1 with err. */
 int http_listen(char *err, size_t errlen);
 void http_close(void);
+/* An event to the HTTP event streams that want it. */
+void http_broadcast(const struct event_ref *e);
 
 /* ops.c */
+/* Why an op was refused: its code, and a message that names what is wrong. */
+struct op_error {
+	enum err code;
+	char message[256];
+};
+void ops_error(struct op_error *err, enum err code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* load or unload (r->op) with the arguments in m, as the socket's ops read them, handed to its slot;
+ * -1 with err when they are wrong (r is the caller's still). */
+int ops_submit_admin(struct req *r, const msgpack_object *m, struct op_error *err);
 void ops_dispatch(struct client *c, const msgpack_object *msg);
 /* The results of r, a request that waited in slot s and ended well, after "slot". */
 void ops_write_result(struct msgw *w, const struct slot *s, const struct req *r);
@@ -178,6 +192,41 @@ void ops_check(void);
 void ops_write_slot(struct msgw *w, const struct slot_rt *rt);
 
 /* events.c */
+/* Events kept for HTTP clients that reconnect (Last-Event-ID); jobs kept for the jobs view. */
+#define EVENTS_KEPT 1024
+#define JOBS_KEPT 64
+
+/* An event as published: its frame (msgpack, with its length header) and what it is about. */
+struct event_ref {
+	uint64_t seq;
+	enum event_kind kind;
+	const struct slot *slot;
+	uint64_t job;		/* progress and job events: the job; 0 otherwise */
+	const void *frame;
+	size_t len;
+};
+
+/* A job and where it stands, as its last job event said. */
+struct job_rec {
+	uint64_t id;
+	char op[8];
+	const struct slot *slot;
+	const struct model *model;
+	char status[8];
+	char message[SLOT_MESSAGE_LEN];
+	uint64_t started_ms, updated_ms;	/* wall clock */
+};
+
+/* fn for every kept event after seq after, in order; -1 (nothing called) if some are no longer kept. */
+int events_replay(uint64_t after, void (*fn)(void *arg, const struct event_ref *e), void *arg);
+uint64_t events_first_kept(void);
+void events_free(void);
+/* A job among the last JOBS_KEPT, or NULL. */
+const struct job_rec *events_find_job(uint64_t id);
+/* One job, as a whole map. */
+void events_write_job(struct msgw *w, const struct job_rec *j);
+/* "jobs": the kept jobs, newest first. */
+void events_write_jobs(struct msgw *w);
 void events_state(const struct slot *s);
 /* The slot's state now, marked coalesced, under the seq of its last state event: for a subscriber whose state
  * events were held back while it was behind. w is ended, for sending. */

@@ -7,6 +7,7 @@
  * Ops that wait (load, unload, restart, infer) become a struct req handed to
  * a slot, whose machine gives the final reply.
  */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,14 +56,6 @@ static bool arg_str(struct client *c, uint64_t id, const msgpack_object *m, cons
 {
 	*out = NULL;
 	return arg_ok(c, id, msg_strdup(m, key, out), key, required, "a string");
-}
-
-static const struct model *find_model(struct client *c, uint64_t id, const char *name)
-{
-	const struct model *mod = config_model(&md.conf, name);
-	if (!mod)
-		server_reply_error(c, id, E_UNKNOWN_MODEL, "no model called %s", name);
-	return mod;
 }
 
 static struct slot_rt *find_slot(struct client *c, uint64_t id, const char *name)
@@ -311,6 +304,16 @@ static void op_devices(struct client *c, uint64_t id, const msgpack_object *m)
 	server_reply_send(c, &w);
 }
 
+static void op_jobs(struct client *c, uint64_t id, const msgpack_object *m)
+{
+	(void)m;
+	struct msgw w;
+
+	server_reply_begin(&w, id);
+	events_write_jobs(&w);
+	server_reply_send(c, &w);
+}
+
 int ops_write_view(struct msgw *w, const char *name)
 {
 	msgw_init(w);
@@ -321,6 +324,8 @@ int ops_write_view(struct msgw *w, const char *name)
 		write_models(w);
 	else if (strcmp(name, "devices") == 0)
 		write_devices(w);
+	else if (strcmp(name, "jobs") == 0)
+		events_write_jobs(w);
 	else
 		return -1;
 	msgw_end(w);
@@ -330,64 +335,101 @@ int ops_write_view(struct msgw *w, const char *name)
 /*
  * The slot a request is for: its `slot` argument, else the slot that has
  * its `model` (see slots_for_model). *mod is the model named, or NULL.
- * NULL when a reply (an error) was sent.
+ * NULL with the error's code and message in err.
  */
-static struct slot_rt *target(struct client *c, uint64_t id, const msgpack_object *m,
-			      bool model_required, const struct model **mod)
+static struct slot_rt *find_target(const msgpack_object *m, bool model_required, const struct model **mod,
+				   struct op_error *err)
 {
 	char *model = NULL, *slot = NULL;
 	struct slot_rt *rt = NULL;
+	int rc;
 
 	*mod = NULL;
-	if (!arg_str(c, id, m, "model", model_required, &model) ||
-	    !arg_str(c, id, m, "slot", false, &slot))
-		goto out;
-	if (model && !(*mod = find_model(c, id, model)))
-		goto out;
-	if (slot)
-		rt = find_slot(c, id, slot);
-	else if (*mod)
+	if ((rc = msg_strdup(m, "model", &model)) == MSG_BAD_TYPE || (rc == MSG_MISSING && model_required))
+		ops_error(err, E_BAD_REQUEST, rc == MSG_BAD_TYPE ? "model must be a string" : "model is required (a string)");
+	else if (msg_strdup(m, "slot", &slot) == MSG_BAD_TYPE)
+		ops_error(err, E_BAD_REQUEST, "slot must be a string");
+	else if (model && !(*mod = config_model(&md.conf, model)))
+		ops_error(err, E_UNKNOWN_MODEL, "no model called %s", model);
+	else if (slot && !(rt = slots_find(slot)))
+		ops_error(err, E_UNKNOWN_SLOT, "no slot called %s", slot);
+	else if (!slot && *mod)
 		rt = slots_for_model(*mod);
-	else
-		server_reply_error(c, id, E_BAD_REQUEST, "slot or model is required");
-out:
+	else if (!slot)
+		ops_error(err, E_BAD_REQUEST, "slot or model is required");
 	free(model);
 	free(slot);
 	return rt;
 }
 
-static void op_load(struct client *c, uint64_t id, const msgpack_object *m)
+/* find_target for a socket client: NULL when the error was sent. */
+static struct slot_rt *target(struct client *c, uint64_t id, const msgpack_object *m,
+			      bool model_required, const struct model **mod)
+{
+	struct op_error err;
+	struct slot_rt *rt = find_target(m, model_required, mod, &err);
+
+	if (!rt)
+		server_reply_error(c, id, err.code, "%s", err.message);
+	return rt;
+}
+
+void ops_error(struct op_error *err, enum err code, const char *fmt, ...)
+{
+	va_list ap;
+
+	err->code = code;
+	va_start(ap, fmt);
+	vsnprintf(err->message, sizeof err->message, fmt, ap);
+	va_end(ap);
+}
+
+static bool read_flag(const msgpack_object *m, const char *key, bool *out, struct op_error *err)
+{
+	if (msg_bool(m, key, out) != MSG_BAD_TYPE)
+		return true;
+	ops_error(err, E_BAD_REQUEST, "%s must be a boolean", key);
+	return false;
+}
+
+int ops_submit_admin(struct req *r, const msgpack_object *m, struct op_error *err)
 {
 	const struct model *mod;
 	struct slot_rt *rt;
-	bool wait = true;
 
-	if (!arg_bool(c, id, m, "wait", &wait) || !(rt = target(c, id, m, true, &mod)))
-		return;
-	struct req *r = server_new_req(c, id, OP_LOAD);
-	r->model = mod;
-	r->wait = wait;
-	submit(rt, r, SEV_LOAD);
+	r->wait = true;
+	if (!read_flag(m, "wait", &r->wait, err) || !read_flag(m, "force", &r->force, err) ||
+	    !(rt = find_target(m, r->op == OP_LOAD, &mod, err)))
+		return -1;
+	if (r->op == OP_UNLOAD && mod && !slot_holds(&rt->s, mod)) {
+		ops_error(err, E_NOT_LOADED, "model %s is not loaded in slot %s", mod->name, rt->s.conf->name);
+		return -1;
+	}
+	r->model = r->op == OP_LOAD ? mod : NULL;
+	submit(rt, r, r->op == OP_LOAD ? SEV_LOAD : SEV_UNLOAD);
+	return 0;
+}
+
+/* load and unload: ops_submit_admin's, from the socket. */
+static void op_admin(struct client *c, uint64_t id, const msgpack_object *m, enum op op)
+{
+	struct op_error err;
+	struct req *r = server_new_req(c, id, op);
+
+	if (ops_submit_admin(r, m, &err) < 0) {
+		server_reply_error(c, id, err.code, "%s", err.message);
+		req_discard(r);
+	}
+}
+
+static void op_load(struct client *c, uint64_t id, const msgpack_object *m)
+{
+	op_admin(c, id, m, OP_LOAD);
 }
 
 static void op_unload(struct client *c, uint64_t id, const msgpack_object *m)
 {
-	const struct model *mod;
-	struct slot_rt *rt;
-	bool wait = true, force = false;
-
-	if (!arg_bool(c, id, m, "wait", &wait) || !arg_bool(c, id, m, "force", &force) ||
-	    !(rt = target(c, id, m, false, &mod)))
-		return;
-	if (mod && !slot_holds(&rt->s, mod)) {
-		server_reply_error(c, id, E_NOT_LOADED, "model %s is not loaded in slot %s", mod->name,
-				   rt->s.conf->name);
-		return;
-	}
-	struct req *r = server_new_req(c, id, OP_UNLOAD);
-	r->wait = wait;
-	r->force = force;
-	submit(rt, r, SEV_UNLOAD);
+	op_admin(c, id, m, OP_UNLOAD);
 }
 
 static void op_restart(struct client *c, uint64_t id, const msgpack_object *m)
@@ -696,6 +738,7 @@ static const struct op_entry {
 	[OP_SUBSCRIBE] = { op_subscribe, false, false, NULL },
 	[OP_UNSUBSCRIBE] = { op_unsubscribe, false, false, NULL },
 	[OP_RELOAD] = { op_reload, true, false, NULL },
+	[OP_JOBS] = { op_jobs, false, false, NULL },
 };
 
 void ops_write_result(struct msgw *w, const struct slot *s, const struct req *r)
