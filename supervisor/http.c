@@ -49,6 +49,7 @@ struct token {
 };
 
 static struct evhttp *http;
+static struct evhttp_bound_socket *bound;
 static struct token *tokens;
 static size_t ntokens;
 
@@ -1030,7 +1031,6 @@ int http_listen(char *err, size_t errlen)
 	char host[64];
 	unsigned port;
 	bool loopback;
-	struct evhttp_bound_socket *bound;
 	struct sockaddr_storage ss;
 	socklen_t sslen = sizeof ss;
 
@@ -1060,6 +1060,7 @@ int http_listen(char *err, size_t errlen)
 		snprintf(err, errlen, "http: cannot listen on %s: %s", md.conf.http, strerror(errno));
 		return -1;
 	}
+	server_guard_accept(evhttp_bound_socket_get_listener(bound));
 	if (getsockname(evhttp_bound_socket_get_fd(bound), (struct sockaddr *)&ss, &sslen) == 0)
 		port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port :
 			     ((struct sockaddr_in *)&ss)->sin_port);
@@ -1074,6 +1075,9 @@ void http_close(void)
 	if (keepalive)
 		event_free(keepalive);
 	keepalive = NULL;
+	if (bound)
+		server_unguard_accept(evhttp_bound_socket_get_listener(bound));
+	bound = NULL;
 	if (http)
 		evhttp_free(http);
 	http = NULL;

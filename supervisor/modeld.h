@@ -144,6 +144,10 @@ void server_subscribe(struct client *c, unsigned mask);
 void server_set_max_frame(struct client *c, size_t max);
 bool server_is_admin(const struct client *c);
 unsigned server_client_count(void);
+struct evconnlistener;
+/* Out of descriptors, l stops accepting for ACCEPT_PAUSE_MS at a time instead of spinning; unguard before freeing l. */
+void server_guard_accept(struct evconnlistener *l);
+void server_unguard_accept(struct evconnlistener *l);
 /* Subscribers dropped for leaving events unread, since start. */
 uint64_t server_dropped_count(void);
 

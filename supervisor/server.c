@@ -44,7 +44,11 @@ static LIST_HEAD(, client) clients = LIST_HEAD_INITIALIZER(clients);
 static unsigned nclients;
 static uint64_t ndropped;
 static struct evconnlistener *listener;
-static struct event *accept_resume;	/* accepting again after running out of descriptors */
+/* Listeners that pause when descriptors run out (the socket's, HTTP's), with the timer that resumes each. */
+static struct guarded {
+	struct evconnlistener *listener;
+	struct event *resume;
+} guarded[2];
 static struct event *idle_sweep;	/* closes clients idle for client_idle_timeout */
 
 static void write_error(struct msgw *w, uint64_t id, enum err code, const char *message);
@@ -389,9 +393,8 @@ static void refuse(int fd, enum err code, const char *why)
 
 static void accept_resume_cb(evutil_socket_t fd, short what, void *arg)
 {
-	(void)fd; (void)what; (void)arg;
-	if (listener)
-		evconnlistener_enable(listener);
+	(void)fd; (void)what;
+	evconnlistener_enable(arg);
 }
 
 /*
@@ -412,8 +415,32 @@ static void accept_error_cb(struct evconnlistener *l, void *arg)
 	if (log_due(&logged_ms))
 		log_error("accept: %s; not accepting for %d ms at a time while it lasts", strerror(err),
 			  ACCEPT_PAUSE_MS);
-	evconnlistener_disable(l);
-	event_add(accept_resume, &pause);
+	for (size_t i = 0; i < sizeof guarded / sizeof guarded[0]; i++)
+		if (guarded[i].listener == l) {
+			evconnlistener_disable(l);
+			event_add(guarded[i].resume, &pause);
+		}
+}
+
+void server_guard_accept(struct evconnlistener *l)
+{
+	for (size_t i = 0; i < sizeof guarded / sizeof guarded[0]; i++)
+		if (!guarded[i].listener) {
+			guarded[i].listener = l;
+			guarded[i].resume = evtimer_new(md.base, accept_resume_cb, l);
+			evconnlistener_set_error_cb(l, accept_error_cb);
+			return;
+		}
+	abort();	/* more listeners than guarded has room for */
+}
+
+void server_unguard_accept(struct evconnlistener *l)
+{
+	for (size_t i = 0; i < sizeof guarded / sizeof guarded[0]; i++)
+		if (guarded[i].listener == l) {
+			event_free(guarded[i].resume);
+			guarded[i] = (struct guarded){ NULL, NULL };
+		}
 }
 
 /*
@@ -547,8 +574,7 @@ int server_listen(const char *path, mode_t mode, char *err, size_t errlen)
 		close(fd);
 		return -1;
 	}
-	evconnlistener_set_error_cb(listener, accept_error_cb);
-	accept_resume = evtimer_new(md.base, accept_resume_cb, NULL);
+	server_guard_accept(listener);
 	if (md.conf.client_idle_timeout_ms) {
 		/* a client is closed between one and one and a quarter timeouts after its last request */
 		struct timeval every = clock_timeval(md.conf.client_idle_timeout_ms / 4 + 1);
@@ -562,9 +588,9 @@ int server_listen(const char *path, mode_t mode, char *err, size_t errlen)
 void server_close(void)
 {
 	if (listener) {
+		server_unguard_accept(listener);
 		evconnlistener_free(listener);
 		listener = NULL;
-		event_free(accept_resume);
 		if (idle_sweep)
 			event_free(idle_sweep);
 		idle_sweep = NULL;

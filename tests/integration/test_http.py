@@ -3,11 +3,14 @@ import http.client
 import json
 import os
 import re
+import resource
+import selectors
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
+import time
 import unittest
 
 from harness import (BUILD, DEADLINE, GATED_WORKER, MODELD, DaemonTest, gated_worker, open_gate, pid_alive,
@@ -121,6 +124,44 @@ class Completions(DaemonTest):
         self.assertEqual(r.status, 400)
         self.assertIn("not a JSON object", json.loads(r.read())["error"]["message"])
         conn.close()
+        with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as big:    # over the 1 MiB bound
+            big.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 2097152\r\n\r\n{")
+            self.assertTrue(big.recv(4096).startswith(b"HTTP/1.1 413"))
+        self.assertEqual(post(port, "/v1/completions", {"model": "a", "prompt": [1], "max_tokens": 1})[0], 200)
+
+    def test_a_client_that_sends_half_a_request_holds_up_nobody(self):
+        port = wait_until(lambda: port_of(self.d), what="the HTTP port in the log")
+        slow = socket.create_connection(("127.0.0.1", port))
+        slow.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"mo")
+        self.assertEqual(post(port, "/v1/completions", {"model": "a", "prompt": [1], "max_tokens": 2})[0], 200)
+        slow.close()
+
+    def test_a_thousand_connections_at_once_are_all_answered(self):
+        port = wait_until(lambda: port_of(self.d), what="the HTTP port in the log")
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard < 1100:
+            self.skipTest("this process may not open 1,000 sockets (hard limit %d)" % hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4096)), hard))
+        sel = selectors.DefaultSelector()
+        socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(1000)]
+        for s in socks:     # every one connected before any asks
+            s.sendall(b"GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            s.setblocking(False)
+            sel.register(s, selectors.EVENT_READ, b"")
+        answers = []
+        end = time.monotonic() + 6 * DEADLINE
+        while sel.get_map() and time.monotonic() < end:
+            for key, _ in sel.select(timeout=1):
+                data = key.fileobj.recv(65536)
+                if data:
+                    sel.modify(key.fileobj, selectors.EVENT_READ, key.data + data)
+                else:
+                    answers.append(key.data)
+                    sel.unregister(key.fileobj)
+                    key.fileobj.close()
+        self.assertEqual(len(answers), 1000)
+        self.assertTrue(all(a.startswith(b"HTTP/1.1 200") and b'"id":"a"' in a for a in answers))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 class Tokens(unittest.TestCase):
@@ -167,8 +208,134 @@ class Bearer(DaemonTest):
         self.assertEqual(get(port, "/healthz", token="a" * 20)[0], 200)
         self.assertEqual(get(port, "/healthz", token="b" * 20)[0], 200)
 
+    def test_load_and_unload_need_an_admin_token(self):
+        port = wait_until(lambda: port_of(self.d), what="the HTTP port in the log")
+        for token, status in (("a" * 20, 403), ("b" * 20, 200)):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE)
+            conn.request("POST", "/api/load", body=json.dumps({"model": "a"}),
+                         headers={"Authorization": "Bearer " + token})
+            r = conn.getresponse()
+            body = json.loads(r.read())
+            conn.close()
+            self.assertEqual(r.status, status, body)
+        self.assertEqual(body["model"], "a")
 
-PROMTOOL = os.path.join(BUILD, "tools", "promtool")
+
+class Stream:
+    """A server-sent event stream: its events as (id, data) in order; comments are skipped."""
+
+    def __init__(self, port, path, last_id=None):
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE)
+        self.conn.request("GET", path, headers={"Last-Event-ID": str(last_id)} if last_id is not None else {})
+        self.r = self.conn.getresponse()
+        assert self.r.status == 200 and self.r.getheader("Content-Type") == "text/event-stream", self.r.status
+
+    def next(self):
+        """The next event, or None at the stream's end."""
+        eid, data = None, None
+        while True:
+            line = self.r.readline().decode()
+            if not line:
+                return None
+            line = line.rstrip("\n")
+            if line.startswith("id: "):
+                eid = int(line[4:])
+            elif line.startswith("data: "):
+                data = json.loads(line[6:])
+            elif line == "" and data is not None:
+                return eid, data
+
+    def until(self, pred):
+        got = []
+        while True:
+            e = self.next()
+            if e is None:
+                raise AssertionError("the stream ended; it had %r" % got)
+            got.append(e)
+            if pred(e[1]):
+                return got
+
+    def close(self):
+        self.conn.sock.shutdown(socket.SHUT_RDWR)
+        self.conn.close()
+
+
+def admin(port, op, **body):
+    status, r = post(port, "/api/" + op, body)
+    assert status == 200, (status, r)
+    return r
+
+
+class Events(DaemonTest):
+    models = {"a": A, "b": A}
+    config = "[modeld]\nhttp = 127.0.0.1:0\n"
+
+    def is_state(self, state, model):
+        return lambda e: e["event"] == "state" and e["state"] == state and e.get("model") == model
+
+    def test_a_stream_that_reconnects_with_last_event_id_misses_nothing(self):
+        port = wait_until(lambda: port_of(self.d), what="the HTTP port in the log")
+        s = Stream(port, "/v1/events")
+        admin(port, "load", model="a")
+        seen = s.until(self.is_state("ready", "a"))
+        s.close()
+        admin(port, "load", model="b")      # while it is away
+        admin(port, "unload", slot="cpu")
+        s = Stream(port, "/v1/events", last_id=seen[-1][0])
+        seen += s.until(self.is_state("empty", None))
+        s.close()
+        ids = [e[0] for e in seen]
+        self.assertEqual(ids, list(range(ids[0], ids[0] + len(ids))), "a gap, or one twice")
+        self.assertTrue(any(self.is_state("ready", "b")(e[1]) for e in seen))
+        self.assertTrue(all(e[1]["seq"] == e[0] for e in seen))
+
+    def test_an_id_the_buffer_cannot_serve_is_said_and_the_stream_goes_on(self):
+        port = wait_until(lambda: port_of(self.d), what="the HTTP port in the log")
+        s = Stream(port, "/v1/events?events=state&slot=cpu", last_id=10 ** 9)   # from before a restart
+        _, missed = s.next()
+        self.assertEqual(missed["event"], "missed")
+        self.assertEqual(missed["after"], 10 ** 9)
+        admin(port, "load", model="a")
+        got = s.until(self.is_state("ready", "a"))
+        self.assertTrue(all(e[1]["event"] == "state" for e in got))     # only what it asked for
+        s.close()
+        self.assertEqual(get(port, "/v1/events?events=nope")[0], 400)
+        self.assertEqual(get(port, "/v1/events?slot=nope")[0], 404)
+
+
+
+class JobStreams(DaemonTest):
+    files = {GATED_WORKER: gated_worker()}
+    config = "[modeld]\nhttp = 127.0.0.1:0\nworker = @DIR@/%s\n" % GATED_WORKER
+
+    def test_a_jobs_stream_follows_it_live_and_ends_with_it(self):
+        port = wait_until(lambda: port_of(self.d), what="the HTTP port in the log")
+        job = admin(port, "load", model="a", wait=False)["job"]
+        s = Stream(port, "/api/jobs/%d/events" % job)
+        s.until(lambda e: e["event"] == "job" and e["status"] == "running")
+        self.assertEqual([(j["job"], j["status"]) for j in get(port, "/api/jobs")[2]["jobs"]], [(job, "running")])
+        open_gate(self.d)
+        rest = []
+        while (e := s.next()) is not None:
+            rest.append(e[1])
+        self.assertEqual((rest[-1]["event"], rest[-1]["status"]), ("job", "done"))
+        self.assertTrue(all(e["job"] == job for e in rest))
+        self.assertEqual(get(port, "/api/jobs/%d" % job)[2]["status"], "done")
+        done = Stream(port, "/api/jobs/%d/events" % job)    # an ended job: its events, then the end
+        events = []
+        while (e := done.next()) is not None:
+            events.append(e[1])
+        self.assertEqual(events[-1]["status"], "done")
+        s.close()
+        done.close()
+        self.assertEqual(get(port, "/api/jobs/999")[0], 404)
+        self.assertEqual(self.d.client().ok("jobs")["jobs"][0]["status"], "done")
+
+
+# Clients nobody here wrote, fetched by make test (tests/tools.sh) into build/tools.
+TOOLS = os.environ.get("MODELD_TOOLS", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "build",
+                                                    "tools"))
+PROMTOOL = os.path.join(TOOLS, "promtool")
 
 
 def scrape(port):
