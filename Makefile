@@ -222,7 +222,8 @@ run: deps
 test: test-deps
 	@$(MAKE) --no-print-directory all $(UNIT_BINS) $(FAKECUDA)
 	@$(MAKE) --no-print-directory SAN=1 BUILD=build-san all $(subst $(BUILD)/,build-san/,$(UNIT_BINS) $(FAKECUDA))
-	@sh tests/run $(BUILD) build-san
+	@sh tests/tools.sh $(BUILD)/tools
+	@MODELD_TOOLS=$(abspath $(BUILD))/tools sh tests/run $(BUILD) build-san
 
 # libFuzzer harnesses for what parses untrusted bytes (needs clang; not part of make test).
 FUZZ_SECONDS ?= 60

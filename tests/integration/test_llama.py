@@ -334,6 +334,43 @@ class OverHTTP(DaemonTest):
         self.assertEqual((status, r["error"]["code"]), (400, "bad_request"))
         self.assertIn("input must be a string", r["error"]["message"])
 
+    def openai_client(self, model, prompt):
+        """What the official OpenAI client for Node.js got from modeld for model (tests/openai/client.cjs)."""
+        from test_http import TOOLS, port_of
+        modules = os.path.join(TOOLS, "openai", "node_modules")
+        if not shutil.which("node") or not os.path.isdir(os.path.join(modules, "openai")):
+            self.skipTest("no node, or no openai package in %s (make test fetches it)" % modules)
+        port = wait_until(lambda: port_of(self.d), what="the HTTP port in the log")
+        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "openai", "client.cjs")
+        run = subprocess.run(["node", script, "http://127.0.0.1:%d" % port, model, json.dumps(prompt)],
+                             capture_output=True, text=True, timeout=SLOW, env=dict(os.environ, NODE_PATH=modules))
+        self.assertEqual(run.returncode, 0, run.stderr)
+        return json.loads(run.stdout)
+
+    def test_the_openai_client_for_node_on_a_llama_model(self):
+        got = self.openai_client("chat", PROMPT)
+        self.assertIn("chat", got["models"])
+        whole, streamed = got["completion"], got["completion_stream"]
+        self.assertEqual(whole["text"], self.expected_text(8))
+        self.assertEqual((whole["object"], whole["finish"], whole["usage"]["completion_tokens"]),
+                         ("text_completion", "length", 8))
+        self.assertEqual((streamed["text"], streamed["finish"], streamed["usage"]), (whole["text"], "length", whole["usage"]))
+        self.assertGreater(streamed["chunks"], 2)
+        chat, chat_streamed = got["chat"], got["chat_stream"]
+        self.assertEqual((chat["role"], chat["finish"], chat["usage"]["completion_tokens"]), ("assistant", "length", 8))
+        self.assertEqual((chat_streamed["text"], chat_streamed["finish"]), (chat["text"], "length"))
+        self.assertEqual((got["unknown_model"]["error"]["status"], got["unknown_model"]["error"]["code"]),
+                         (404, "model_not_found"))
+
+    def test_the_openai_client_for_node_on_a_reference_model(self):
+        got = self.openai_client("ref", [1, 2])
+        self.assertEqual(got["completion"]["usage"], {"prompt_tokens": 2, "completion_tokens": 8, "total_tokens": 10})
+        self.assertEqual(got["completion_stream"]["usage"], got["completion"]["usage"])
+        self.assertEqual(got["completion"]["text"], "")     # token ids in and out: no text
+        error = got["chat"]["error"]                        # no chat template: the client raises OpenAI's error
+        self.assertEqual((error["status"], error["code"]), (400, "bad_request"))
+        self.assertEqual(got["chat_stream"]["error"]["status"], 400)
+
     def expected_text(self, n):
         """The same greedy completion through the socket."""
         return self.d.client().ok("infer", model="chat", prompt=PROMPT, max_tokens=n, temperature=0)["text"]
