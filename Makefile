@@ -268,6 +268,9 @@ bench-llama: deps all
 bench-subscribers: deps all
 	BUILD=$(BUILD) /usr/bin/python3 bench/subscribers.py
 
+bench-http: deps all
+	BUILD=$(BUILD) /usr/bin/python3 bench/http.py
+
 bench-switch: deps all $(BUILD)/bench_load
 	BUILD=$(BUILD) /usr/bin/python3 bench/switch.py
 
@@ -279,4 +282,4 @@ test-gpu: test-deps
 clean:
 	rm -rf $(BUILD) build-san build-fuzz
 
-.PHONY: all llama deps test-deps run test test-gpu bench-load bench-load-sweep bench-switch bench-llama bench-subscribers fuzz clean
+.PHONY: all llama deps test-deps run test test-gpu bench-load bench-load-sweep bench-switch bench-llama bench-subscribers bench-http fuzz clean
