@@ -221,14 +221,20 @@ static void write_models(struct msgw *w)
 	msgw_end(w);
 }
 
-static void op_models(struct client *c, uint64_t id, const msgpack_object *m)
+/* A reply whose results write() adds. */
+static void reply_with(struct client *c, uint64_t id, void (*write)(struct msgw *w))
 {
-	(void)m;
 	struct msgw w;
 
 	server_reply_begin(&w, id);
-	write_models(&w);
+	write(&w);
 	server_reply_send(c, &w);
+}
+
+static void op_models(struct client *c, uint64_t id, const msgpack_object *m)
+{
+	(void)m;
+	reply_with(c, id, write_models);
 }
 
 static void write_device(void *arg, const char *name, const char *label, uint64_t total, uint64_t free_bytes)
@@ -297,21 +303,13 @@ static void write_devices(struct msgw *w)
 static void op_devices(struct client *c, uint64_t id, const msgpack_object *m)
 {
 	(void)m;
-	struct msgw w;
-
-	server_reply_begin(&w, id);
-	write_devices(&w);
-	server_reply_send(c, &w);
+	reply_with(c, id, write_devices);
 }
 
 static void op_jobs(struct client *c, uint64_t id, const msgpack_object *m)
 {
 	(void)m;
-	struct msgw w;
-
-	server_reply_begin(&w, id);
-	events_write_jobs(&w);
-	server_reply_send(c, &w);
+	reply_with(c, id, events_write_jobs);
 }
 
 int ops_write_view(struct msgw *w, const char *name)

@@ -363,16 +363,17 @@ class Metrics(DaemonTest):
         self.assertEqual(post(port, "/v1/completions", {"model": "a", "prompt": [1], "max_tokens": 4})[0], 200)
         self.assertEqual(post(port, "/v1/completions", {"model": "a", "prompt": [1], "max_tokens": 99999})[0], 400)
         text, m = scrape(port)
-        self.assertEqual(m['modeld_requests_total{op="infer",model="a",outcome="ok"}'], 1)
-        self.assertEqual(m['modeld_generated_tokens_total{model="a"}'], 4)
-        self.assertEqual(m['modeld_model_loaded{slot="cpu",model="a"}'], 1)
-        self.assertEqual(m['modeld_slot_state{slot="cpu",state="ready"}'], 1)
-        self.assertEqual(m['modeld_slot_state{slot="cpu",state="empty"}'], 0)
-        self.assertEqual(m['modeld_load_duration_seconds_count{slot="cpu"}'], 1)
-        self.assertEqual(m['modeld_load_duration_seconds_bucket{slot="cpu",le="+Inf"}'], 1)
-        self.assertEqual(m['modeld_time_to_first_token_seconds_count{model="a"}'], 1)
-        self.assertEqual(m['modeld_request_duration_seconds_count{model="a"}'], 1)
-        self.assertEqual(m['modeld_queue_depth{slot="cpu"}'], 0)
+        for key, value in (('modeld_requests_total{op="infer",model="a",outcome="ok"}', 1),
+                           ('modeld_generated_tokens_total{model="a"}', 4),
+                           ('modeld_model_loaded{slot="cpu",model="a"}', 1),
+                           ('modeld_slot_state{slot="cpu",state="ready"}', 1),
+                           ('modeld_slot_state{slot="cpu",state="empty"}', 0),
+                           ('modeld_load_duration_seconds_count{slot="cpu"}', 1),
+                           ('modeld_load_duration_seconds_bucket{slot="cpu",le="+Inf"}', 1),
+                           ('modeld_time_to_first_token_seconds_count{model="a"}', 1),
+                           ('modeld_request_duration_seconds_count{model="a"}', 1),
+                           ('modeld_queue_depth{slot="cpu"}', 0)):
+            self.assertEqual(m[key], value, key)
         self.assertGreater(m['modeld_device_memory_total_bytes{device="cpu"}'], 0)
         self.assertEqual(m['modeld_worker_deaths_total{slot="cpu",cause="signal"}'], 0)
         c = self.d.client()
@@ -382,10 +383,11 @@ class Metrics(DaemonTest):
         c.wait_state("reconnecting")
         c.wait_state("ready")
         text, m = scrape(port)
-        self.assertEqual(m['modeld_worker_deaths_total{slot="cpu",cause="signal"}'], 1)
-        self.assertEqual(m['modeld_worker_deaths_total{slot="cpu",cause="killed"}'], 0)
-        self.assertEqual(m['modeld_worker_restarts_total{slot="cpu"}'], 1)
-        self.assertEqual(m['modeld_load_duration_seconds_count{slot="cpu"}'], 2)
+        for key, value in (('modeld_worker_deaths_total{slot="cpu",cause="signal"}', 1),
+                           ('modeld_worker_deaths_total{slot="cpu",cause="killed"}', 0),
+                           ('modeld_worker_restarts_total{slot="cpu"}', 1),
+                           ('modeld_load_duration_seconds_count{slot="cpu"}', 2)):
+            self.assertEqual(m[key], value, key)
         if not os.path.exists(PROMTOOL):
             self.skipTest("no promtool in %s (make test fetches it)" % PROMTOOL)
         check = subprocess.run([PROMTOOL, "check", "metrics"], input=text.encode(), capture_output=True)
