@@ -60,7 +60,11 @@ static void send_json(struct evhttp_request *req, int status, json_t *body)
 	char *text = json_dumps(body, JSON_COMPACT);
 
 	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
-	evbuffer_add_printf(out, "%s\n", text ? text : "{}");
+	if (text)
+		evbuffer_add(out, text, strlen(text));
+	else
+		evbuffer_add(out, "{}", 2);
+	evbuffer_add(out, "\n", 1);
 	evhttp_send_reply(req, status, NULL, out);
 	evbuffer_free(out);
 	free(text);
