@@ -25,9 +25,8 @@ static void keep(const struct event_ref *ref)
 {
 	struct kept *k = &kept[ref->seq % EVENTS_KEPT];
 
-	free(k->frame);
 	k->ref = *ref;
-	if (!(k->frame = malloc(ref->len)))
+	if (!(k->frame = realloc(k->frame, ref->len)))
 		abort();
 	memcpy(k->frame, ref->frame, ref->len);
 	k->ref.frame = k->frame;
@@ -69,10 +68,10 @@ static void begin(struct msgw *w, enum event_kind kind)
 	begin_seq(w, kind, ++md.event_seq);
 }
 
-/* To the socket's subscribers and the HTTP streams, and kept. */
-static void publish(enum event_kind kind, const struct slot *s, uint64_t job, struct msgw *w)
+/* To the socket's subscribers and the HTTP streams, and kept; job_over: the job event of a job's end. */
+static void publish(enum event_kind kind, const struct slot *s, uint64_t job, bool job_over, struct msgw *w)
 {
-	struct event_ref ref = { .seq = md.event_seq, .kind = kind, .slot = s, .job = job };
+	struct event_ref ref = { .seq = md.event_seq, .kind = kind, .slot = s, .job = job, .job_over = job_over };
 
 	msgw_end(w);
 	ref.frame = msgw_frame(w, &ref.len);
@@ -90,7 +89,7 @@ void events_state(const struct slot *s)
 	((struct slot_rt *)s)->state_seq = md.event_seq;	/* a slot is the first member of its slot_rt */
 	msgw_kstr(&w, "slot", s->conf->name);
 	slot_write_details(s, &w);
-	publish(EVK_STATE, s, 0, &w);
+	publish(EVK_STATE, s, 0, false, &w);
 }
 
 void events_state_again(const struct slot *s, struct msgw *w)
@@ -112,12 +111,12 @@ void events_progress(struct slot *s)
 	msgw_ku64(&w, "job", s->load_job);
 	msgw_ku64(&w, "bytes", s->bytes);
 	msgw_ku64(&w, "total", s->total);
-	publish(EVK_PROGRESS, s, s->load_job, &w);
+	publish(EVK_PROGRESS, s, s->load_job, false, &w);
 }
 
 /* The job's record: its own, or the oldest's when it is new. */
-static void note_job(const struct slot *s, uint64_t job, const char *op, const struct model *m,
-		     const char *status, const char *message)
+static const struct job_rec *note_job(const struct slot *s, uint64_t job, const char *op, const struct model *m,
+				      const char *status, const char *message)
 {
 	struct job_rec *j = &jobs[job % JOBS_KEPT];
 
@@ -127,7 +126,9 @@ static void note_job(const struct slot *s, uint64_t job, const char *op, const s
 	}
 	snprintf(j->status, sizeof j->status, "%s", status);
 	snprintf(j->message, sizeof j->message, "%s", message ? message : "");
+	j->over = strcmp(status, "done") == 0 || strcmp(status, "failed") == 0;
 	j->updated_ms = clock_wall_ms();
+	return j;
 }
 
 const struct job_rec *events_find_job(uint64_t id)
@@ -159,9 +160,11 @@ void events_write_jobs(struct msgw *w)
 {
 	msgw_key(w, "jobs");
 	msgw_array(w);
-	for (uint64_t id = md.next_job; id > 0 && id + JOBS_KEPT > md.next_job; id--)
-		if (events_find_job(id))
-			events_write_job(w, events_find_job(id));
+	for (uint64_t id = md.next_job; id > 0 && id + JOBS_KEPT > md.next_job; id--) {
+		const struct job_rec *j = events_find_job(id);
+		if (j)
+			events_write_job(w, j);
+	}
 	msgw_end(w);
 }
 
@@ -177,8 +180,8 @@ void events_job(const struct slot *s, uint64_t job, const char *op, const struct
 	msgw_kstr(&w, "model", m ? m->name : NULL);
 	msgw_kstr(&w, "status", status);
 	msgw_kstr(&w, "message", message);
-	note_job(s, job, op, m, status, message);
-	publish(EVK_JOB, s, job, &w);
+	const struct job_rec *j = note_job(s, job, op, m, status, message);
+	publish(EVK_JOB, s, job, j->over, &w);
 }
 
 void events_advisory(const struct slot *s, const char *message)
@@ -189,7 +192,7 @@ void events_advisory(const struct slot *s, const char *message)
 	msgw_kstr(&w, "slot", s->conf->name);
 	msgw_kstr(&w, "model", s->model ? s->model->name : NULL);
 	msgw_kstr(&w, "message", message);
-	publish(EVK_ADVISORY, s, 0, &w);
+	publish(EVK_ADVISORY, s, 0, false, &w);
 }
 
 void events_gpu(const char *device, const struct slot *s, const char *op, const char *status)
@@ -201,5 +204,5 @@ void events_gpu(const char *device, const struct slot *s, const char *op, const 
 	msgw_kstr(&w, "slot", s->conf->name);
 	msgw_kstr(&w, "op", op);
 	msgw_kstr(&w, "status", status);
-	publish(EVK_GPU, s, 0, &w);
+	publish(EVK_GPU, s, 0, false, &w);
 }

@@ -26,9 +26,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-
 #include <sys/queue.h>
+#include <sys/stat.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -638,13 +637,12 @@ struct watcher {
 static LIST_HEAD(, watcher) watchers = LIST_HEAD_INITIALIZER(watchers);
 static struct event *keepalive;
 
-/* An event as one server-sent event, its id the event's seq; whether it is a job's end. */
-static char *event_text(const struct event_ref *e, bool *ends_job)
+/* An event as one server-sent event, its id the event's seq; NULL if it does not decode. */
+static char *event_text(const struct event_ref *e)
 {
 	msgpack_unpacked u;
 	size_t used;
-	const char *why, *status = NULL;
-	size_t n = 0;
+	const char *why;
 	char *data = NULL, *text = NULL;
 
 	msgpack_unpacked_init(&u);
@@ -652,10 +650,7 @@ static char *event_text(const struct event_ref *e, bool *ends_job)
 		json_t *j = msg_to_json(&u.data);
 		data = json_dumps(j, JSON_COMPACT);
 		json_decref(j);
-		msg_str(&u.data, "status", &status, &n);
 	}
-	*ends_job = e->kind == EVK_JOB && status &&
-		    ((n == 4 && memcmp(status, "done", 4) == 0) || (n == 6 && memcmp(status, "failed", 6) == 0));
 	if (data && asprintf(&text, "id: %llu\ndata: %s\n\n", (unsigned long long)e->seq, data) < 0)
 		text = NULL;
 	free(data);
@@ -710,13 +705,12 @@ void http_broadcast(const struct event_ref *e)
 {
 	struct watcher *wt = LIST_FIRST(&watchers), *next;
 	char *text = NULL;
-	bool ends_job = false;
 
 	for (; wt; wt = next) {
 		next = LIST_NEXT(wt, link);
 		if (!watcher_wants(wt, e))
 			continue;
-		if (!text && !(text = event_text(e, &ends_job)))
+		if (!text && !(text = event_text(e)))
 			return;
 		if (watcher_owed(wt) > SUBSCRIBER_MAX_OWED) {
 			/* it reconnects with Last-Event-ID and is given what it missed */
@@ -725,7 +719,7 @@ void http_broadcast(const struct event_ref *e)
 			continue;
 		}
 		watcher_write(wt, text);
-		if (wt->job && ends_job)
+		if (wt->job && e->job_over)
 			watcher_end(wt);
 	}
 	free(text);
@@ -750,14 +744,13 @@ struct replay {
 static void replay_one(void *arg, const struct event_ref *e)
 {
 	struct replay *rp = arg;
-	bool ends_job;
 	char *text;
 
-	if (rp->ended || !watcher_wants(rp->wt, e) || !(text = event_text(e, &ends_job)))
+	if (rp->ended || !watcher_wants(rp->wt, e) || !(text = event_text(e)))
 		return;
 	watcher_write(rp->wt, text);
 	free(text);
-	rp->ended = rp->wt->job && ends_job;
+	rp->ended = rp->wt->job && e->job_over;
 }
 
 /* Starts the stream of er as wt; false when it ended at once (ended and freed). */
@@ -830,8 +823,8 @@ static void on_events(struct evhttp_request *er)
 	wt->kinds = (1u << EVK__COUNT) - 1;
 	if ((kinds = evhttp_find_header(&query, "events")) != NULL)
 		wt->kinds = parse_kinds(kinds);
-	if ((slot = evhttp_find_header(&query, "slot")) != NULL && slots_find(slot))
-		wt->slot = &slots_find(slot)->s;
+	struct slot_rt *rt = (slot = evhttp_find_header(&query, "slot")) != NULL ? slots_find(slot) : NULL;
+	wt->slot = rt ? &rt->s : NULL;
 	uint64_t after = last_event_id(er, &query, &have);
 	if (!wt->kinds || (slot && !wt->slot)) {
 		send_error(er, wt->kinds ? 404 : 400, "invalid_request_error", wt->kinds ? "unknown_slot" : "bad_request",
@@ -864,8 +857,7 @@ static void on_job(struct evhttp_request *er, const char *rest)
 	if (!wt)
 		abort();
 	wt->job = id;
-	bool over = strcmp(j->status, "done") == 0 || strcmp(j->status, "failed") == 0;
-	if (watcher_start(wt, er, events_first_kept() - 1, true) && over) {
+	if (watcher_start(wt, er, events_first_kept() - 1, true) && j->over) {
 		/* its events are no longer kept: where it ended, as its last job event said */
 		msgw_init(&w);
 		events_write_job(&w, j);

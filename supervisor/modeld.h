@@ -206,6 +206,7 @@ struct event_ref {
 	enum event_kind kind;
 	const struct slot *slot;
 	uint64_t job;		/* progress and job events: the job; 0 otherwise */
+	bool job_over;		/* the job event that says the job is done or failed */
 	const void *frame;
 	size_t len;
 };
@@ -218,6 +219,7 @@ struct job_rec {
 	const struct model *model;
 	char status[8];
 	char message[SLOT_MESSAGE_LEN];
+	bool over;				/* done or failed */
 	uint64_t started_ms, updated_ms;	/* wall clock */
 };
 

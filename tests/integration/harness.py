@@ -215,6 +215,14 @@ class Daemon:
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, **popen)
         wait_until(self._ready, what="modeld to listen")
 
+    def client_if_placed(self):
+        """A client that was given a place (its hello answered), or None if it was refused."""
+        c = self.client()
+        try:
+            return c if c.call("hello", proto=1)["ok"] else None
+        except (EOFError, OSError):
+            return None
+
     def make_model(self, name, *args):
         path = os.path.join(self.models_dir, name + ".safetensors")
         subprocess.run([MKMODEL, path] + [str(a) for a in args], check=True)

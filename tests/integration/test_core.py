@@ -472,8 +472,8 @@ class Limits(DaemonTest):
 
     def test_clients_beyond_max_clients_are_refused(self):
         # The start-up probe's connection may still count for a moment: take places as they free.
-        a = wait_until(self._connect, what="a first place")
-        wait_until(self._connect, what="a second place")
+        a = wait_until(self.d.client_if_placed, what="a first place")
+        wait_until(self.d.client_if_placed, what="a second place")
         c = self.d.client()
         e = c.recv()["error"]          # it is told why, then closed
         self.assertEqual(e["code"], "busy")
@@ -481,17 +481,8 @@ class Limits(DaemonTest):
         with self.assertRaises((EOFError, OSError)):
             c.call("hello", proto=1)
         a.close()
-        wait_until(lambda: self._can_connect(), what="a free place")
+        wait_until(lambda: self.d.client_if_placed() is not None, what="a free place")
 
-    def _connect(self):
-        c = self.d.client()
-        try:
-            return c if c.call("hello", proto=1)["ok"] else None
-        except (EOFError, OSError):
-            return None
-
-    def _can_connect(self):
-        return self._connect() is not None
 
     def test_a_client_that_does_not_read_is_dropped(self):
         c = self.d.client()

@@ -134,17 +134,10 @@ class ClientFrameLimit(DaemonTest):
 class Places(DaemonTest):
     config = "[modeld]\nmax_clients_per_uid = 2\n"
 
-    def connected(self):
-        c = self.d.client()
-        try:
-            return c if c.call("hello", proto=1)["ok"] else None
-        except (EOFError, OSError):
-            return None
-
     def test_one_user_cannot_take_every_place(self):
         # the start-up probe's connection may count for a moment: take places as they free
-        wait_until(self.connected, what="a first place")
-        wait_until(self.connected, what="a second place")
+        wait_until(self.d.client_if_placed, what="a first place")
+        wait_until(self.d.client_if_placed, what="a second place")
         e = self.d.client().recv()["error"]
         self.assertEqual(e["code"], "busy")
         self.assertIn("max_clients_per_uid", e["message"])
