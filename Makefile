@@ -242,7 +242,7 @@ fuzz:
 		proto/proto.c $(LIB_MSGPACK)
 	@for f in frame safetensors gguf config gen wmsg; do \
 		mkdir -p build-fuzz/corpus-$$f; \
-		build-fuzz/fuzz_$$f -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 build-fuzz/corpus-$$f tests/fuzz/corpus/$$f || exit 1; \
+		build-fuzz/fuzz_$$f -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -artifact_prefix=build-fuzz/ build-fuzz/corpus-$$f tests/fuzz/corpus/$$f || exit 1; \
 	done
 
 # Benchmarks (bench/): need a GPU; elsewhere they say so and succeed.

@@ -24,6 +24,7 @@ from harness import Daemon, wait_until  # noqa: E402
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "10"))
 PER_ROUND = int(os.environ.get("BENCH_REQUESTS", "1000"))
+CONTENT_LENGTH = re.compile(rb"\r\ncontent-length: *(\d+)", re.IGNORECASE)
 
 
 def read_exact(sock, n):
@@ -61,14 +62,14 @@ class Http:
 
     def once(self):
         self.sock.sendall(self.request)
-        while b"\r\n\r\n" not in self.buf:
+        while (end := self.buf.find(b"\r\n\r\n")) < 0:
             self.buf += self.sock.recv(65536)
-        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
-        assert head.startswith(b"HTTP/1.1 200"), head
-        length = int(next(h.split(b":")[1] for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")))
-        while len(self.buf) < length:
+        assert self.buf.startswith(b"HTTP/1.1 200"), self.buf[:end]
+        length = int(CONTENT_LENGTH.search(self.buf, 0, end).group(1))
+        end += 4 + length
+        while len(self.buf) < end:
             self.buf += self.sock.recv(65536)
-        self.buf = self.buf[length:]
+        self.buf = self.buf[end:]
 
 
 def pct(xs, p):

@@ -52,21 +52,23 @@ static struct evhttp_bound_socket *bound;
 static struct token *tokens;
 static size_t ntokens;
 
+static int add_to_buffer(const char *text, size_t n, void *out)
+{
+	return evbuffer_add(out, text, n);
+}
+
 /* Sends a JSON body (taken) with status; errors have OpenAI's shape. */
 static void send_json(struct evhttp_request *req, int status, json_t *body)
 {
-	struct evbuffer *out = evbuffer_new();
-	char *text = json_dumps(body, JSON_COMPACT);
+	struct evbuffer *out = evhttp_request_get_output_buffer(req);
 
 	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
-	if (text)
-		evbuffer_add(out, text, strlen(text));
-	else
+	if (json_dump_callback(body, add_to_buffer, out, JSON_COMPACT) < 0) {
+		evbuffer_drain(out, evbuffer_get_length(out));
 		evbuffer_add(out, "{}", 2);
+	}
 	evbuffer_add(out, "\n", 1);
-	evhttp_send_reply(req, status, NULL, out);
-	evbuffer_free(out);
-	free(text);
+	evhttp_send_reply(req, status, NULL, NULL);
 	json_decref(body);
 }
 

@@ -276,7 +276,12 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	md.uid = getuid();
-	md.base = event_base_new();
+	struct event_config *cfg = event_config_new();
+	if (cfg)
+		event_config_set_flag(cfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+	md.base = cfg ? event_base_new_with_config(cfg) : NULL;
+	if (cfg)
+		event_config_free(cfg);
 	if (!md.base) {
 		log_error("cannot create the event loop");
 		return 1;
