@@ -5,7 +5,7 @@
 
 CC      ?= cc
 BUILD   ?= build
-PKGS     = libevent msgpack inih jansson libseccomp
+PKGS     = libevent msgpack inih jansson libseccomp libsystemd
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=gnu11 -Wall -Wextra -Werror -D_GNU_SOURCE $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 SAN     ?=
@@ -20,6 +20,7 @@ LIB_INIH    = $(shell pkg-config --libs inih 2>/dev/null)
 LIB_JANSSON = $(shell pkg-config --libs jansson 2>/dev/null)
 LIB_SECCOMP = $(shell pkg-config --libs libseccomp 2>/dev/null)
 LIB_CMOCKA  = $(shell pkg-config --libs cmocka 2>/dev/null)
+LIB_SYSTEMD = $(shell pkg-config --libs libsystemd 2>/dev/null)
 
 # STATIC_DEPS=1 links msgpack-c, inih and jansson statically, for a GPU host
 # that has libevent, libseccomp and the driver but not those packages.
@@ -160,8 +161,26 @@ $(BUILD)/mkgguf: $(call obj,tests/mkgguf.c)
 $(BUILD)/llama-direct: $(call obj,tests/llama_direct.c)
 	$(LLAMA_LINK)
 
+# Where make install puts things; modeld looks for its worker in LIBDIR when
+# there is none beside it (a build tree has one).
+PREFIX        ?= /usr/local
+SBINDIR       ?= $(PREFIX)/sbin
+BINDIR        ?= $(PREFIX)/bin
+LIBDIR        ?= $(PREFIX)/lib/modeld
+MANDIR        ?= $(PREFIX)/share/man
+DOCDIR        ?= $(PREFIX)/share/doc/modeld
+COMPLETIONDIR ?= $(PREFIX)/share/bash-completion/completions
+
+# Rewritten only when LIBDIR changes, so that main.c is rebuilt then and only then.
+$(BUILD)/gen/paths.h: FORCE
+	@mkdir -p $(dir $@)
+	@echo '#define MODELD_LIBDIR "$(LIBDIR)"' > $@.tmp
+	@if cmp -s $@.tmp $@; then rm -f $@.tmp; else mv $@.tmp $@; fi
+$(call obj,supervisor/main.c): $(BUILD)/gen/paths.h
+$(call obj,supervisor/main.c): CFLAGS += -I$(BUILD)/gen
+
 $(BUILD)/modeld: $(call obj,$(SUP_SRC) $(PROTO_SRC) $(PEER_SRC) proto/json.c)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_EVENT) $(LIB_MSGPACK) $(LIB_INIH) $(LIB_JANSSON) -lm
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_EVENT) $(LIB_MSGPACK) $(LIB_INIH) $(LIB_JANSSON) $(LIB_SYSTEMD) -lm
 
 $(BUILD)/modeld-worker: $(call obj,$(WORK_SRC) $(PROTO_SRC)) $(WORK_OBJ_EXTRA)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_MSGPACK) $(LIB_JANSSON) $(LIB_SECCOMP) -ldl -lm -pthread
@@ -204,6 +223,20 @@ $(BUILD)/test_config: $(call obj,tests/unit/test_config.c supervisor/config.c $(
 
 deps:
 	@sh packaging/install-deps.sh build
+
+MANPAGES = docs/man/modelctl.1 docs/man/modeld.conf.5 docs/man/modeld.8
+
+install: all
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(DOCDIR)/examples \
+		$(DESTDIR)$(COMPLETIONDIR) $(addprefix $(DESTDIR)$(MANDIR)/man,1 5 8)
+	install -m 755 $(BUILD)/modeld $(DESTDIR)$(SBINDIR)/modeld
+	install -m 755 $(BUILD)/modelctl $(DESTDIR)$(BINDIR)/modelctl
+	install -m 755 $(BUILD)/modeld-worker $(DESTDIR)$(LIBDIR)/modeld-worker
+	for f in $(LLAMA_ENGINE) $(LLAMA_MISSING); do [ ! -f $$f ] || install -m 644 $$f $(DESTDIR)$(LIBDIR)/; done
+	[ ! -f $(BUILD)/LICENSE.llama.cpp ] || install -m 644 $(BUILD)/LICENSE.llama.cpp $(DESTDIR)$(DOCDIR)/
+	for m in $(MANPAGES); do install -m 644 $$m $(DESTDIR)$(MANDIR)/man$${m##*.}/; done
+	install -m 644 packaging/modeld.conf $(DESTDIR)$(DOCDIR)/examples/modeld.conf
+	install -m 644 packaging/modelctl.bash-completion $(DESTDIR)$(COMPLETIONDIR)/modelctl
 
 test-deps:
 	@sh packaging/install-deps.sh test
@@ -282,4 +315,5 @@ test-gpu: test-deps
 clean:
 	rm -rf $(BUILD) build-san build-fuzz
 
-.PHONY: all llama deps test-deps run test test-gpu bench-load bench-load-sweep bench-switch bench-llama bench-subscribers bench-http fuzz clean
+FORCE:
+.PHONY: all llama deps install FORCE test-deps run test test-gpu bench-load bench-load-sweep bench-switch bench-llama bench-subscribers bench-http fuzz clean

@@ -2,8 +2,8 @@
 # Installs the Debian packages modeld needs, when any is missing.
 # usage: install-deps.sh build|test|fuzz
 set -e
-build="gcc make pkg-config libevent-dev libmsgpack-dev libinih-dev libjansson-dev libseccomp-dev"
-test="$build libcmocka-dev python3 python3-msgpack"
+build="gcc make pkg-config libevent-dev libmsgpack-dev libinih-dev libjansson-dev libseccomp-dev libsystemd-dev"
+test="$build libcmocka-dev python3 python3-msgpack mandoc bash-completion shellcheck"
 case "$1" in
 build) want=$build ;;
 test) want=$test ;;

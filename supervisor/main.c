@@ -21,6 +21,7 @@
 #include "../proto/clock.h"
 #include "../proto/log.h"
 #include "modeld.h"
+#include "paths.h"
 #include "probe.h"
 
 struct modeld md;
@@ -29,7 +30,7 @@ static struct event *shutdown_deadline;
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: modeld [-c FILE] [-s SOCKET] [--models DIR] [--worker PATH] [-l LEVEL] [--syslog] [-t]\n"
+	fprintf(f, "usage: modeld [-c FILE] [-s SOCKET] [--models DIR] [--worker PATH] [-l LEVEL] [--syslog] [-d] [-p FILE] [-t]\n"
 		   "  -c, --config FILE   read FILE (INI); default: the embedded configuration\n"
 		   "  -t, --test-config   check the configuration, say whether it is good, and exit\n"
 		   "  -s, --socket PATH   control socket (overrides the config's socket)\n"
@@ -37,21 +38,27 @@ static void usage(FILE *f)
 		   "  -m, --models DIR    models directory (default ./models)\n"
 		   "  -w, --worker PATH   the modeld-worker binary (default: next to modeld)\n"
 		   "  -l, --log-level L   error, warn, info or debug\n"
-		   "      --syslog        log to syslog instead of stderr\n");
+		   "      --syslog        log to syslog instead of stderr\n"
+		   "  -d, --daemon        detach once serving (exits 1 if startup fails); logs to syslog\n"
+		   "  -p, --pidfile FILE  write modeld's pid to FILE once serving; removed at exit\n");
 }
 
+/* modeld-worker beside modeld (a build tree), else where make install puts it. */
 static char *default_worker(void)
 {
 	char self[PATH_MAX], *path;
 	ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
 
-	if (n <= 0)
-		return strdup("modeld-worker");
-	self[n] = '\0';
-	char *slash = strrchr(self, '/');
-	if (asprintf(&path, "%.*s/modeld-worker", (int)(slash - self), self) < 0)
-		abort();
-	return path;
+	if (n > 0) {
+		self[n] = '\0';
+		char *slash = strrchr(self, '/');
+		if (asprintf(&path, "%.*s/modeld-worker", (int)(slash - self), self) < 0)
+			abort();
+		if (access(path, X_OK) == 0)
+			return path;
+		free(path);
+	}
+	return strdup(MODELD_LIBDIR "/modeld-worker");
 }
 
 /* The directory path is in ("." for a bare name): engines live beside the worker by default. */
@@ -95,6 +102,7 @@ static void on_terminate(evutil_socket_t sig, short what, void *arg)
 		return;
 	log_info("signal %d: shutting down", (int)sig);
 	md.shutting_down = true;
+	service_stopping();
 	server_close();
 	http_close();
 	slots_shutdown();
@@ -115,8 +123,9 @@ static void on_sighup(evutil_socket_t sig, short what, void *arg)
 }
 
 struct options {
-	const char *config, *socket, *models, *worker, *level, *http;
+	const char *config, *socket, *models, *worker, *level, *http, *pidfile;
 	int use_syslog;
+	bool daemon;
 	bool test_config;
 };
 
@@ -131,12 +140,14 @@ static int parse_args(int argc, char **argv, struct options *o)
 		{ "syslog", no_argument, NULL, 'S' },
 		{ "test-config", no_argument, NULL, 't' },
 		{ "http", required_argument, NULL, 'H' },
+		{ "daemon", no_argument, NULL, 'd' },
+		{ "pidfile", required_argument, NULL, 'p' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
 	int ch;
 
-	while ((ch = getopt_long(argc, argv, "c:s:m:w:l:th", longopts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "c:s:m:w:l:tdp:h", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'c': o->config = optarg; break;
 		case 's': o->socket = optarg; break;
@@ -146,6 +157,8 @@ static int parse_args(int argc, char **argv, struct options *o)
 		case 'S': o->use_syslog = 1; break;
 		case 't': o->test_config = true; break;
 		case 'H': o->http = optarg; break;
+		case 'd': o->daemon = true; o->use_syslog = 1; break;
+		case 'p': o->pidfile = optarg; break;
 		case 'h': usage(stdout); exit(0);
 		default: usage(stderr); return -1;
 		}
@@ -265,6 +278,10 @@ int main(int argc, char **argv)
 	if (configure(&o) < 0)
 		return 1;
 	log_init("modeld", (enum log_level)md.conf.log_level, o.use_syslog);
+	if (o.daemon && service_detach(err, sizeof err) < 0) {
+		log_error("%s", err);
+		return 1;
+	}
 	signal(SIGPIPE, SIG_IGN);
 	fit_fd_limit();
 	/* what workers leave behind comes back to modeld, to be killed (child.c) */
@@ -299,10 +316,13 @@ int main(int argc, char **argv)
 		 md.conf.nmodels, md.worker_path);
 	ops_check();
 	slots_init();
+	if (service_ready(o.pidfile) < 0)
+		return 1;
 	slots_start();
 	event_base_dispatch(md.base);
 
 	log_info("stopped");
+	service_end();
 	server_close();
 	http_close();
 	slots_free();

@@ -123,6 +123,19 @@ void child_reap(void);
 unsigned child_count(void);
 void child_kill_all(void);
 
+/* service.c */
+/* Forks: the parent waits and exits 0 once the daemon is ready, 1 if it ends first. 0, or -1 with err. */
+int service_detach(char *err, size_t errlen);
+/* modeld serves: the pidfile (if any) is written, systemd and a waiting parent told. -1 if the pidfile cannot be. */
+int service_ready(const char *pidfile);
+/* Tells systemd each slot's state (after any change). */
+void service_status(void);
+/* A reload starts (true) or ends. */
+void service_reloading(bool reloading);
+void service_stopping(void);
+/* Removes the pidfile. */
+void service_end(void);
+
 /* server.c */
 struct client;
 int server_listen(const char *path, mode_t mode, char *err, size_t errlen);

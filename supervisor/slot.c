@@ -1267,23 +1267,35 @@ static void write_model(struct msgw *w, const char *key, const struct model *m)
 	msgw_kstr(w, key, m ? m->name : NULL);
 }
 
+const struct model *slot_shown_model(const struct slot *s)
+{
+	switch (s->state) {
+	case SS_SWITCHING:
+		return s->from;
+	case SS_ERROR:
+	case SS_EMPTY:
+	case SS_INITIALIZING:
+		return NULL;
+	default:
+		return s->model;
+	}
+}
+
 void slot_write_details(const struct slot *s, struct msgw *w)
 {
 	uint64_t t = s->env->now_ms(s->env->arg);
 
 	msgw_kstr(w, "state", state_names[s->state]);
+	write_model(w, "model", slot_shown_model(s));
 	switch (s->state) {
 	case SS_SWITCHING:
-		write_model(w, "model", s->from);
 		write_model(w, "from", s->from);
 		write_model(w, "to", s->next);
 		break;
 	case SS_UNLOADING:
-		write_model(w, "model", s->model);
 		write_model(w, "next", s->next);
 		break;
 	case SS_LOADING:
-		write_model(w, "model", s->model);
 		msgw_key(w, "progress");
 		msgw_map(w);
 		msgw_ku64(w, "bytes", s->bytes);
@@ -1291,33 +1303,24 @@ void slot_write_details(const struct slot *s, struct msgw *w)
 		msgw_end(w);
 		break;
 	case SS_ERROR:
-		msgw_knil(w, "model");
 		msgw_kstr(w, "message", s->message);
 		write_model(w, "last_model", s->model);
 		break;
 	case SS_RECONNECTING:
-		write_model(w, "model", s->model);
 		msgw_ku64(w, "attempt", s->attempt);
 		msgw_ku64(w, "retry_in_ms", s->retry_at_ms > t ? s->retry_at_ms - t : 0);
 		msgw_kstr(w, "message", s->message);	/* how the worker died */
 		break;
 	case SS_UNAVAILABLE:
-		write_model(w, "model", s->model);
 		msgw_kstr(w, "message", s->message);
 		msgw_ku64(w, "attempt", s->attempt);		/* tries so far; the next comes in retry_in_ms */
 		msgw_ku64(w, "retry_in_ms", s->retry_at_ms > t ? s->retry_at_ms - t : 0);
 		break;
-	case SS_EMPTY:
-	case SS_INITIALIZING:
-		msgw_knil(w, "model");
-		break;
 	case SS_READY:
-		write_model(w, "model", s->model);
 		msgw_ku64(w, "load_ms", s->load_ms);
 		msgw_ku64(w, "warmup_ms", s->warmup_ms);
 		break;
-	default:	/* warming_up, service_restarting */
-		write_model(w, "model", s->model);
+	default:	/* empty, initializing, warming_up, service_restarting: the model alone */
 		break;
 	}
 }

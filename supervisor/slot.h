@@ -176,6 +176,8 @@ void slot_init(struct slot *s, const struct slot_conf *conf, const struct model 
 void slot_event(struct slot *s, const struct slot_ev *ev);
 /* Ends every request of s with code; used when the slot goes away. */
 const char *slot_state_name(enum slot_state st);
+/* The model a slot's state names: none when empty or in error, the old one while switching. */
+const struct model *slot_shown_model(const struct slot *s);
 /* Writes the keys of a slot's status and state events: state, model and the state's details. */
 void slot_write_details(const struct slot *s, struct msgw *w);
 unsigned slot_queue_length(const struct slot *s);

@@ -267,6 +267,7 @@ static void env_state_changed(const struct slot *s)
 {
 	metrics_state(s);
 	events_state(s);
+	service_status();
 }
 
 static uint64_t env_new_job(void *arg)

@@ -1,0 +1,151 @@
+"""modeld under a service manager: the daemon mode and pidfile an init
+script relies on, and the sd_notify messages systemd's Type=notify reads."""
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import unittest
+
+from harness import DEADLINE, MKMODEL, MODELCTL, MODELD, Client, Daemon, pid_alive, wait_until
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+MAN = os.path.join(ROOT, "docs", "man")
+
+
+class DaemonMode(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="modeld-service-")
+        os.chmod(self.dir, 0o755)
+        self.addCleanup(shutil.rmtree, self.dir, ignore_errors=True)
+        os.mkdir(os.path.join(self.dir, "models"))
+        subprocess.run([MKMODEL, os.path.join(self.dir, "models", "a.safetensors"), "--n", "16", "--a", "3",
+                        "--c", "1"], check=True)
+        self.sock = os.path.join(self.dir, "modeld.sock")
+        self.pidfile = os.path.join(self.dir, "modeld.pid")
+
+    def start(self, *extra):
+        return subprocess.run([MODELD, "-d", "-p", self.pidfile, "--models", os.path.join(self.dir, "models")] +
+                              list(extra), capture_output=True, text=True, timeout=DEADLINE)
+
+    def test_returns_once_serving_and_cleans_up_on_stop(self):
+        r = self.start("-s", self.sock)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        # serving already: no waiting for the socket or the pidfile
+        with open(self.pidfile) as f:
+            pid = int(f.read())
+        self.addCleanup(lambda: pid_alive(pid) and os.kill(pid, signal.SIGKILL))
+        self.assertTrue(pid_alive(pid))
+        c = Client(self.sock)
+        c.ok("load", model="a")
+        self.assertEqual(c.ok("status")["slots"][0]["state"], "ready")
+        c.close()
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        self.assertEqual(int(fields[3]), pid, "the daemon leads a session of its own")
+        os.kill(pid, signal.SIGTERM)
+        wait_until(lambda: not pid_alive(pid), what="modeld to exit")
+        self.assertFalse(os.path.exists(self.pidfile), "the pidfile outlived modeld")
+
+    def test_fails_when_it_cannot_serve(self):
+        r = self.start("-s", os.path.join(self.dir, "no", "such", "dir", "modeld.sock"))
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("did not start", r.stderr)
+        self.assertFalse(os.path.exists(self.pidfile))
+
+    def test_a_bad_config_is_said_before_detaching(self):
+        conf = os.path.join(self.dir, "bad.ini")
+        with open(conf, "w") as f:
+            f.write("[modeld]\nmax_clients = many\n")
+        r = self.start("-s", self.sock, "-c", conf)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("bad.ini:2", r.stderr)
+
+
+class SystemdNotify(unittest.TestCase):
+    """READY=1 once the socket listens, STATUS= with each slot's state, STOPPING=1 at a stop."""
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="modeld-notify-")
+        self.addCleanup(shutil.rmtree, self.dir, ignore_errors=True)
+        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.notify.bind(os.path.join(self.dir, "notify"))
+        self.notify.settimeout(DEADLINE)
+        self.addCleanup(self.notify.close)
+
+    def next_message(self):
+        return dict(line.split("=", 1) for line in self.notify.recv(4096).decode().splitlines())
+
+    def message_with(self, key, pred=lambda v: True):
+        while True:
+            m = self.next_message()
+            if key in m and pred(m[key]):
+                return m
+
+    def test_ready_status_stopping(self):
+        env = dict(os.environ, NOTIFY_SOCKET=os.path.join(self.dir, "notify"))
+        d = Daemon("[slot main]\ndefault_model = a\n", {"a": ("--n", 16, "--a", 3, "--c", 1)}, env=env)
+        try:
+            self.message_with("READY")
+            Client(d.sock).close()      # listening when it says so
+            m = self.message_with("STATUS", lambda v: v == "main ready (a)")
+            self.assertEqual(m["STATUS"], "main ready (a)")
+            d.ctl("unload", "main")
+            self.message_with("STATUS", lambda v: v.startswith("main empty"))
+        finally:
+            self.assertEqual(d.stop(), 0)
+        self.message_with("STOPPING")
+
+
+class ManPages(unittest.TestCase):
+    PAGES = {"modeld.8": MODELD, "modelctl.1": MODELCTL, "modeld.conf.5": None}
+
+    def test_lint_clean(self):
+        """mandoc -Tlint says nothing, but that the pages' references to each
+        other are not installed (the package's test lints them installed)."""
+        for page in self.PAGES:
+            r = subprocess.run(["mandoc", "-Tlint", os.path.join(MAN, page)], capture_output=True, text=True)
+            said = [line for line in (r.stdout + r.stderr).splitlines()
+                    if not re.search(r"referenced manual not found: Xr (modeld|modelctl|modeld\.conf) [158]", line)]
+            self.assertEqual(said, [], page)
+
+    def test_every_option_is_documented(self):
+        for page, prog in self.PAGES.items():
+            if not prog:
+                continue
+            usage = subprocess.run([prog, "--help"], capture_output=True, text=True).stdout
+            with open(os.path.join(MAN, page)) as f:
+                text = f.read()
+            for opt in sorted(set(re.findall(r"(?<![\w-])--([a-z][a-z-]+)", usage))):
+                self.assertRegex(text, r"(Fl |, |\| )-%s\b" % opt, "%s: --%s is not in the manual" % (page, opt))
+
+
+class BashCompletion(unittest.TestCase):
+    def test_commands_and_names(self):
+        """Completes the commands modelctl knows, and the model names the running modeld reports."""
+        d = Daemon(None, {"alpha": ("--n", 16, "--a", 3, "--c", 1)})
+        try:
+            script = (
+                "source /usr/share/bash-completion/bash_completion\n"
+                "source %s\n"
+                "t() { COMP_WORDS=(\"$@\"); COMP_CWORD=$(($# - 1)); COMP_LINE=\"$*\"; COMP_POINT=${#COMP_LINE};"
+                " _modelctl; echo \"${COMPREPLY[*]}\"; }\n"
+                "t modelctl lo\nt modelctl -s %s load ''\nt modelctl watch --events state,pr\n"
+            ) % (os.path.join(ROOT, "packaging", "modelctl.bash-completion"), d.sock)
+            env = dict(os.environ, PATH=os.path.dirname(MODELCTL) + ":" + os.environ["PATH"])
+            out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env,
+                                 timeout=DEADLINE).stdout.splitlines()
+        finally:
+            self.assertEqual(d.stop(), 0)
+        self.assertEqual(out, ["load", "--slot --no-wait alpha", "state,progress"])
+        usage = subprocess.run([MODELCTL, "--help"], capture_output=True, text=True).stdout
+        with open(os.path.join(ROOT, "packaging", "modelctl.bash-completion")) as f:
+            completion = f.read()
+        for cmd in re.findall(r"^  ([a-z]+) ", usage, re.M):
+            self.assertIn(" " + cmd, completion, "modelctl %s is not completed" % cmd)
+
+
+if __name__ == "__main__":
+    unittest.main()
