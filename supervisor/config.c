@@ -53,6 +53,7 @@ static const struct key modeld_keys[] = {
 	{ "engine_dir", K_STR, offsetof(struct config, engine_dir), 0, 0, NO_LINE },
 	{ "http", K_STR, offsetof(struct config, http), 0, 0, NO_LINE },
 	{ "http_token_file", K_STR, offsetof(struct config, http_token_file), 0, 0, NO_LINE },
+	{ "state_dir", K_STR, offsetof(struct config, state_dir), 0, 0, NO_LINE },
 	{ "log_level", K_LOGLEVEL, offsetof(struct config, log_level), 0, 0, NO_LINE },
 	{ "max_frame", K_SIZE, offsetof(struct config, max_frame), 64, 64u << 20, NO_LINE },
 	{ "max_clients", K_UINT, offsetof(struct config, max_clients), 1, 65536, NO_LINE },
@@ -689,6 +690,7 @@ void config_free(struct config *c)
 	free(c->engine_dir);
 	free(c->http);
 	free(c->http_token_file);
+	free(c->state_dir);
 	memset(c, 0, sizeof *c);
 }
 

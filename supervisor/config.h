@@ -110,6 +110,7 @@ struct config {
 	char *engine_dir;		/* NULL: the worker's directory */
 	char *http;			/* ADDRESS:PORT of the HTTP listener; NULL: none */
 	char *http_token_file;		/* bearer tokens, one a line ("TOKEN" or "TOKEN admin") */
+	char *state_dir;		/* where the desired state is kept across restarts; NULL: nowhere */
 	int log_level;
 	size_t max_frame;
 	unsigned max_clients;

@@ -226,8 +226,6 @@ static int configure(const struct options *o)
 	}
 	md.engine_dir = md.conf.engine_dir ? strdup(md.conf.engine_dir) : dir_of(md.worker_path);
 	default_worker_user(&md.conf);
-	probe_gpus(md.worker_path, &md.gpus, &md.ngpus);
-	config_default_slots(&md.conf, md.ngpus);
 	return 0;
 fail:
 	fprintf(stderr, "modeld: %s\n", err);
@@ -282,6 +280,9 @@ int main(int argc, char **argv)
 		log_error("%s", err);
 		return 1;
 	}
+	/* after detaching, so that a daemon's probe says what it found in the log, not on the terminal */
+	probe_gpus(md.worker_path, &md.gpus, &md.ngpus);
+	config_default_slots(&md.conf, md.ngpus);
 	signal(SIGPIPE, SIG_IGN);
 	fit_fd_limit();
 	/* what workers leave behind comes back to modeld, to be killed (child.c) */
@@ -316,6 +317,7 @@ int main(int argc, char **argv)
 		 md.conf.nmodels, md.worker_path);
 	ops_check();
 	slots_init();
+	state_load();
 	if (service_ready(o.pidfile) < 0)
 		return 1;
 	slots_start();
@@ -326,6 +328,7 @@ int main(int argc, char **argv)
 	server_close();
 	http_close();
 	slots_free();
+	state_free();
 	events_free();
 	for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
 		event_free(sigs[i]);

@@ -123,6 +123,15 @@ void child_reap(void);
 unsigned child_count(void);
 void child_kill_all(void);
 
+/* state.c */
+/* Reads the desired state, if state_dir is set; a bad file is reported and ignored. After slots_init. */
+void state_load(void);
+/* The model rt starts with: the state file's, else configured (its default_model). */
+const struct model *state_initial(const struct slot_rt *rt, const struct model *configured);
+/* After any state change of s: a slot that became ready or empty is written down. */
+void state_changed(const struct slot *s);
+void state_free(void);
+
 /* service.c */
 /* Forks: the parent waits and exits 0 once the daemon is ready, 1 if it ends first. 0, or -1 with err. */
 int service_detach(char *err, size_t errlen);

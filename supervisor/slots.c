@@ -268,6 +268,7 @@ static void env_state_changed(const struct slot *s)
 	metrics_state(s);
 	events_state(s);
 	service_status();
+	state_changed(s);
 }
 
 static uint64_t env_new_job(void *arg)
@@ -328,10 +329,8 @@ void slots_start(void)
 {
 	for (size_t i = 0; i < md.nslots; i++) {
 		const struct slot_conf *c = md.slots[i].s.conf;
-		struct slot_ev ev = {
-			.type = SEV_START,
-			.model = c->default_model ? config_model(&md.conf, c->default_model) : NULL,
-		};
+		const struct model *configured = c->default_model ? config_model(&md.conf, c->default_model) : NULL;
+		struct slot_ev ev = { .type = SEV_START, .model = state_initial(&md.slots[i], configured) };
 		slot_event(&md.slots[i].s, &ev);
 	}
 }

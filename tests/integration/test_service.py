@@ -1,5 +1,6 @@
 """modeld under a service manager: the daemon mode and pidfile an init
 script relies on, and the sd_notify messages systemd's Type=notify reads."""
+import json
 import os
 import re
 import shutil
@@ -99,16 +100,83 @@ class SystemdNotify(unittest.TestCase):
         self.message_with("STOPPING")
 
 
+class DesiredState(unittest.TestCase):
+    """state_dir keeps the model each slot should hold across restarts."""
+    MODELS = {"a": ("--n", 16, "--a", 3, "--c", 1), "b": ("--n", 16, "--a", 5, "--c", 1)}
+
+    def setUp(self):
+        self.state_dir = tempfile.mkdtemp(prefix="modeld-state-")
+        self.addCleanup(shutil.rmtree, self.state_dir, ignore_errors=True)
+        self.config = "[modeld]\nstate_dir = %s\n[slot main]\ndefault_model = a\n" % self.state_dir
+
+    def daemon(self):
+        d = Daemon(self.config, self.MODELS)
+        self.addCleanup(shutil.rmtree, d.dir, ignore_errors=True)
+        return d
+
+    def wait_ready(self, d, model):
+        c = d.client()
+        wait_until(lambda: (lambda s: s["state"] == "ready" and s["model"] == model)(c.ok("status")["slots"][0]),
+                   what="slot main ready with " + model)
+
+    def stopped(self, d):
+        self.assertEqual(d.stop(), 0, d.read_log())
+
+    def saved(self):
+        with open(os.path.join(self.state_dir, "modeld.state")) as f:
+            return json.load(f)["slots"]
+
+    def test_a_restart_loads_what_was_loaded(self):
+        d = self.daemon()
+        self.wait_ready(d, "a")
+        d.client().ok("load", model="b")
+        self.assertEqual(self.saved(), {"main": "b"})
+        self.stopped(d)
+        self.assertEqual(self.saved(), {"main": "b"}, "a shutdown is not a change of mind")
+
+        d = self.daemon()       # a new modeld: b, not the default a
+        self.wait_ready(d, "b")
+        self.assertIn("slot main: b, as before the restart", d.read_log())
+        d.ctl("unload", "main")
+        wait_until(lambda: self.saved() == {"main": None}, what="the unload to be written")
+        self.stopped(d)
+
+        d = self.daemon()       # unloaded stays unloaded
+        self.assertEqual(d.client().ok("status")["slots"][0]["state"], "empty")
+        self.stopped(d)
+
+    def test_a_crash_keeps_the_state(self):
+        d = self.daemon()
+        self.wait_ready(d, "a")
+        d.proc.kill()
+        d.stop()
+        self.assertEqual(self.saved(), {"main": "a"})
+
+    def test_a_corrupt_file_is_reported_and_ignored(self):
+        for text, says in (('{"version": 1, "slots": {"main": "b"', "modeld.state:1"),
+                           ('{"version": 7}', "not a version 1 state file"),
+                           ('{"version": 1, "slots": {"main": "gone"}}', "model gone is no longer configured"),
+                           ('{"version": 1, "slots": {"gone": "b"}}', "slot gone is no longer configured")):
+            with open(os.path.join(self.state_dir, "modeld.state"), "w") as f:
+                f.write(text)
+            d = self.daemon()
+            self.wait_ready(d, "a")      # as configured
+            self.assertIn(says, d.read_log())
+            self.stopped(d)
+
+
 class ManPages(unittest.TestCase):
     PAGES = {"modeld.8": MODELD, "modelctl.1": MODELCTL, "modeld.conf.5": None}
 
     def test_lint_clean(self):
         """mandoc -Tlint says nothing, but that the pages' references to each
-        other are not installed (the package's test lints them installed)."""
+        other are not installed, or not in its index (the package's test
+        lints them installed)."""
         for page in self.PAGES:
             r = subprocess.run(["mandoc", "-Tlint", os.path.join(MAN, page)], capture_output=True, text=True)
             said = [line for line in (r.stdout + r.stderr).splitlines()
-                    if not re.search(r"referenced manual not found: Xr (modeld|modelctl|modeld\.conf) [158]", line)]
+                    if not re.search(r"(manual not found: Xr |mandoc\.db lacks )(modeld|modelctl|modeld\.conf)[ (][158]",
+                                     line)]
             self.assertEqual(said, [], page)
 
     def test_every_option_is_documented(self):

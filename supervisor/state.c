@@ -1,0 +1,155 @@
+/*
+ * The desired state that outlives modeld: the model each slot should hold,
+ * in state_dir/modeld.state, so that a modeld restarted after a crash, a
+ * reboot or an upgrade loads them again. A slot's entry is the model it
+ * last became ready with, cleared when an unload or an idle eviction
+ * empties it; a crash or a shutdown leaves it. The file is rewritten
+ * whole (write, fsync, rename, fsync of the directory) at every change, so
+ * a reader finds the old state or the new, never half of one. A file that
+ * cannot be read is reported and ignored: the slots start as configured.
+ *
+ *   {"version": 1, "slots": {"gpu0": "qwen2.5-0.5b", "cpu": null}}
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../proto/log.h"
+#include "modeld.h"
+
+#define STATE_FILE "modeld.state"
+#define STATE_VERSION 1
+
+/* What the file said at start, per slot (by md.slots index), and what it says now. */
+struct desired {
+	bool from_file;			/* the file had an entry for this slot */
+	const struct model *at_start;
+	const struct model *now;
+};
+
+static struct desired *desired;
+static char path[PATH_MAX];
+
+/* The file's slots into desired; -1 with why if it is not a state file. */
+static int read_entries(const json_t *root, const char **why)
+{
+	const json_t *slots = json_object_get(root, "slots"), *v;
+	const char *name;
+
+	if (!json_is_object(root) || json_integer_value(json_object_get(root, "version")) != STATE_VERSION ||
+	    !json_is_object(slots)) {
+		*why = "not a version 1 state file";
+		return -1;
+	}
+	json_object_foreach((json_t *)slots, name, v) {
+		struct slot_rt *rt = slots_find(name);
+		if (!rt) {
+			log_warn("state %s: slot %s is no longer configured; its entry is dropped", path, name);
+			continue;
+		}
+		struct desired *d = &desired[rt - md.slots];
+		const struct model *m = json_is_string(v) ? config_model(&md.conf, json_string_value(v)) : NULL;
+		if (json_is_string(v) && !m) {
+			log_warn("state %s: slot %s's model %s is no longer configured; the slot starts as configured",
+				 path, name, json_string_value(v));
+			continue;
+		}
+		d->from_file = true;
+		d->at_start = d->now = m;
+	}
+	return 0;
+}
+
+void state_load(void)
+{
+	json_error_t je;
+	json_t *root;
+	const char *why = NULL;
+
+	free(desired);
+	if (!(desired = calloc(md.nslots ? md.nslots : 1, sizeof *desired)))
+		abort();
+	if (!md.conf.state_dir)
+		return;
+	snprintf(path, sizeof path, "%s/%s", md.conf.state_dir, STATE_FILE);
+	if (!(root = json_load_file(path, JSON_REJECT_DUPLICATES, &je))) {
+		if (access(path, F_OK) == 0)
+			log_warn("state %s:%d: %s; ignored, the slots start as configured", path, je.line, je.text);
+		return;
+	}
+	if (read_entries(root, &why) < 0)
+		log_warn("state %s: %s; ignored, the slots start as configured", path, why);
+	json_decref(root);
+}
+
+const struct model *state_initial(const struct slot_rt *rt, const struct model *configured)
+{
+	const struct desired *d = &desired[rt - md.slots];
+
+	if (!d->from_file)
+		return configured;
+	if (d->at_start != configured)
+		log_info("slot %s: %s, as before the restart", rt->s.conf->name,
+			 d->at_start ? d->at_start->name : "left empty");
+	return d->at_start;
+}
+
+/* Writes every slot's entry to a temporary file, then renames it over the state file. */
+static int write_file(void)
+{
+	char tmp[PATH_MAX + 8];
+	json_t *slots = json_object();
+	int fd = -1, rc = -1;
+
+	for (size_t i = 0; i < md.nslots; i++)
+		json_object_set_new(slots, md.slots[i].s.conf->name,
+				    desired[i].now ? json_string(desired[i].now->name) : json_null());
+	json_t *root = json_pack("{s:i, s:o}", "version", STATE_VERSION, "slots", slots);
+	char *text = json_dumps(root, JSON_INDENT(1));
+	json_decref(root);
+	snprintf(tmp, sizeof tmp, "%s.tmp", path);
+	if (text && (fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640)) >= 0 &&
+	    write(fd, text, strlen(text)) == (ssize_t)strlen(text) && fsync(fd) == 0 && close(fd) == 0) {
+		fd = -1;
+		rc = rename(tmp, path);
+	}
+	if (fd >= 0)
+		close(fd);
+	int dir = rc == 0 ? open(md.conf.state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+	if (dir >= 0) {
+		fsync(dir);	/* the rename itself outlives a power loss */
+		close(dir);
+	}
+	free(text);
+	return rc;
+}
+
+void state_changed(const struct slot *s)
+{
+	struct desired *d = &desired[(const struct slot_rt *)s - md.slots];
+	const struct model *now = d->now;
+
+	if (!md.conf.state_dir || md.shutting_down)
+		return;
+	if (s->state == SS_READY)
+		now = s->model;
+	else if (s->state == SS_EMPTY)
+		now = NULL;
+	if (now == d->now)
+		return;
+	d->now = now;
+	if (write_file() < 0)
+		log_warn("state %s: cannot write it: %s; a restart will not know slot %s holds %s", path,
+			 strerror(errno), s->conf->name, now ? now->name : "nothing");
+}
+
+void state_free(void)
+{
+	free(desired);
+	desired = NULL;
+}
