@@ -899,24 +899,37 @@ static void on_unload(struct evhttp_request *er, bool admin)
 	on_admin(er, OP_UNLOAD, admin);
 }
 
-/* Every path, with its method; GET /api/NAME for the other views, /api/jobs/ID[/events] for a job. */
+/*
+ * Every path, with its method; GET /api/NAME for the other views,
+ * /api/jobs/ID[/events] for a job. Open paths need no token: probes and
+ * scrapers carry none, and they change nothing.
+ */
 static const struct route {
 	enum evhttp_cmd_type method;
 	const char *path;
 	void (*get)(struct evhttp_request *er);
 	void (*post)(struct evhttp_request *er, bool admin);
+	bool open;
 } routes[] = {
-	{ EVHTTP_REQ_GET, "/healthz", on_healthz, NULL },
-	{ EVHTTP_REQ_GET, "/readyz", on_readyz, NULL },
-	{ EVHTTP_REQ_GET, "/metrics", on_metrics, NULL },
-	{ EVHTTP_REQ_GET, "/v1/models", on_models, NULL },
-	{ EVHTTP_REQ_GET, "/v1/events", on_events, NULL },
-	{ EVHTTP_REQ_POST, "/v1/completions", NULL, on_completions },
-	{ EVHTTP_REQ_POST, "/v1/chat/completions", NULL, on_chat },
-	{ EVHTTP_REQ_POST, "/v1/embeddings", NULL, on_embeddings },
-	{ EVHTTP_REQ_POST, "/api/load", NULL, on_load },
-	{ EVHTTP_REQ_POST, "/api/unload", NULL, on_unload },
+	{ EVHTTP_REQ_GET, "/healthz", on_healthz, NULL, true },
+	{ EVHTTP_REQ_GET, "/readyz", on_readyz, NULL, true },
+	{ EVHTTP_REQ_GET, "/metrics", on_metrics, NULL, true },
+	{ EVHTTP_REQ_GET, "/v1/models", on_models, NULL, false },
+	{ EVHTTP_REQ_GET, "/v1/events", on_events, NULL, false },
+	{ EVHTTP_REQ_POST, "/v1/completions", NULL, on_completions, false },
+	{ EVHTTP_REQ_POST, "/v1/chat/completions", NULL, on_chat, false },
+	{ EVHTTP_REQ_POST, "/v1/embeddings", NULL, on_embeddings, false },
+	{ EVHTTP_REQ_POST, "/api/load", NULL, on_load, false },
+	{ EVHTTP_REQ_POST, "/api/unload", NULL, on_unload, false },
 };
+
+static const struct route *route_of(const char *path)
+{
+	for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
+		if (strcmp(path, routes[i].path) == 0)
+			return &routes[i];
+	return NULL;
+}
 
 static void on_request(struct evhttp_request *req, void *arg)
 {
@@ -924,28 +937,23 @@ static void on_request(struct evhttp_request *req, void *arg)
 	const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
 	const struct token *t = bearer(req);
 	enum evhttp_cmd_type method = evhttp_request_get_command(req);
+	const struct route *r = route_of(path ? path : "");
 
-	if (ntokens && !t) {
+	if (ntokens && !t && !(r && r->open)) {
 		evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate", "Bearer");
 		send_error(req, 401, "invalid_request_error", "unauthorized", "a bearer token is required");
 		return;
 	}
 	if (!path)
 		path = "";
-	for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
-		const struct route *r = &routes[i];
-		if (strcmp(path, r->path) != 0)
-			continue;
-		if (method != r->method)
-			send_error(req, 405, "invalid_request_error", "method_not_allowed",
-				   r->get ? "this path takes GET" : "this path takes POST");
-		else if (r->get)
-			r->get(req);
-		else
-			r->post(req, !ntokens || t->admin);	/* admin: loopback without tokens, or an admin token */
-		return;
-	}
-	if (strncmp(path, "/api/", 5) != 0)
+	if (r && method != r->method)
+		send_error(req, 405, "invalid_request_error", "method_not_allowed",
+			   r->get ? "this path takes GET" : "this path takes POST");
+	else if (r && r->get)
+		r->get(req);
+	else if (r)
+		r->post(req, !ntokens || t->admin);	/* admin: loopback without tokens, or an admin token */
+	else if (strncmp(path, "/api/", 5) != 0)
 		send_error(req, 404, "invalid_request_error", "not_found", "no such path");
 	else if (method != EVHTTP_REQ_GET)
 		send_error(req, 405, "invalid_request_error", "method_not_allowed", "this path takes GET");

@@ -200,13 +200,22 @@ class Bearer(DaemonTest):
     def test_every_request_needs_a_token_from_the_file(self):
         port = wait_until(lambda: port_of(self.d), what="the HTTP port in the log")
         self.assertIn("tokens is readable by every user", self.d.read_log())    # written 0644 here
-        status, headers, body = get(port, "/healthz")
-        self.assertEqual(status, 401)
-        self.assertEqual(headers["WWW-Authenticate"], "Bearer")
-        self.assertEqual(body["error"]["code"], "unauthorized")
-        self.assertEqual(get(port, "/healthz", token="c" * 20)[0], 401)
-        self.assertEqual(get(port, "/healthz", token="a" * 20)[0], 200)
-        self.assertEqual(get(port, "/healthz", token="b" * 20)[0], 200)
+        for path in ("/v1/models", "/api/status", "/api/jobs/1", "/nowhere"):
+            status, headers, body = get(port, path)
+            self.assertEqual(status, 401, path)
+            self.assertEqual(headers["WWW-Authenticate"], "Bearer")
+            self.assertEqual(body["error"]["code"], "unauthorized")
+        self.assertEqual(get(port, "/v1/models", token="c" * 20)[0], 401)
+        self.assertEqual(get(port, "/v1/models", token="a" * 20)[0], 200)
+        self.assertEqual(get(port, "/v1/models", token="b" * 20)[0], 200)
+
+    def test_probes_and_metrics_need_no_token(self):
+        port = wait_until(lambda: port_of(self.d), what="the HTTP port in the log")
+        for path in ("/healthz", "/readyz", "/metrics"):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE)
+            conn.request("GET", path)
+            self.assertEqual(conn.getresponse().status, 200, path)
+            conn.close()
 
     def test_load_and_unload_need_an_admin_token(self):
         port = wait_until(lambda: port_of(self.d), what="the HTTP port in the log")
