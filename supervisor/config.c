@@ -349,10 +349,10 @@ static struct slot_conf *add_slot(struct config *c, const char *name)
 static struct model *add_model(struct config *c, const char *name)
 {
 	c->models = realloc(c->models, (c->nmodels + 1) * sizeof *c->models);
-	if (!c->models)
+	if (!c->models || !(c->models[c->nmodels] = malloc(sizeof **c->models)))
 		abort();
-	model_defaults(&c->models[c->nmodels], name);
-	return &c->models[c->nmodels++];
+	model_defaults(c->models[c->nmodels], name);
+	return c->models[c->nmodels++];
 }
 
 static bool config_has_device(const struct config *c, const char *name);
@@ -515,7 +515,7 @@ static bool has_suffix(const char *s, const char *suffix)
 
 static int by_name(const void *a, const void *b)
 {
-	return strcmp(((const struct model *)a)->name, ((const struct model *)b)->name);
+	return strcmp((*(struct model *const *)a)->name, (*(struct model *const *)b)->name);
 }
 
 /* The length of name's stem when it ends in a suffix models_dir serves, else 0. */
@@ -591,7 +591,7 @@ int config_finish(struct config *c, char err[CONFIG_ERR_LEN])
 	const char *file = c->file ? c->file : "(default)";
 
 	for (size_t i = 0; i < c->nmodels; i++) {
-		struct model *m = &c->models[i];
+		struct model *m = c->models[i];
 		if (!m->path) {
 			snprintf(err, CONFIG_ERR_LEN, "%s:%d: [model %s] has no path", file, m->line, m->name);
 			return -1;
@@ -603,6 +603,7 @@ int config_finish(struct config *c, char err[CONFIG_ERR_LEN])
 		}
 	}
 	scan_models(c);
+	config_index_models(c);
 	for (size_t i = 0; i < c->nslots; i++) {
 		const struct slot_conf *s = &c->slots[i];
 		if (s->default_model && !config_model(c, s->default_model)) {
@@ -640,6 +641,12 @@ int config_finish(struct config *c, char err[CONFIG_ERR_LEN])
 	return 0;
 }
 
+void config_index_models(struct config *c)
+{
+	for (size_t i = 0; i < c->nmodels; i++)
+		c->models[i]->index = i;
+}
+
 void config_default_slots(struct config *c, size_t ngpus)
 {
 	char name[32], device[32];
@@ -657,13 +664,14 @@ void config_default_slots(struct config *c, size_t ngpus)
 		add_slot(c, "cpu");
 }
 
-static void model_free(struct model *m)
+void config_model_free(struct model *m)
 {
 	free(m->name);
 	free(m->path);
 	free(m->slot);
 	free(m->engine);
 	free(m->chat_template);
+	free(m);
 }
 
 void config_free(struct config *c)
@@ -677,7 +685,7 @@ void config_free(struct config *c)
 		free(c->slots[i].lock);
 	}
 	for (size_t i = 0; i < c->nmodels; i++)
-		model_free(&c->models[i]);
+		config_model_free(c->models[i]);
 	for (size_t i = 0; i < c->ndevices; i++)
 		free(c->devices[i].name);
 	free(c->devices);
@@ -729,7 +737,7 @@ const char *config_slot_lock(const struct slot_conf *s)
 const struct model *config_model(const struct config *c, const char *name)
 {
 	for (size_t i = 0; i < c->nmodels; i++)
-		if (strcmp(c->models[i].name, name) == 0)
-			return &c->models[i];
+		if (strcmp(c->models[i]->name, name) == 0)
+			return c->models[i];
 	return NULL;
 }

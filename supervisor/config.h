@@ -95,6 +95,8 @@ struct model {
 	unsigned batch;
 	char *chat_template;
 	bool embedding;			/* serves embed */
+	size_t index;			/* in the configuration's models */
+	bool retired;			/* a reload took it out of the configuration */
 };
 
 struct config {
@@ -119,7 +121,7 @@ struct config {
 	uint64_t client_idle_timeout_ms;	/* a client with nothing outstanding and no subscription is closed after this; 0: never */
 	struct slot_conf *slots;
 	size_t nslots;
-	struct model *models;
+	struct model **models;		/* each its own allocation: a reload keeps the ones that stay */
 	size_t nmodels;
 	struct device_conf *devices;	/* only those with a [device] section */
 	size_t ndevices;
@@ -134,6 +136,9 @@ int config_finish(struct config *c, char err[CONFIG_ERR_LEN]);
 /* With no slot configured: one per GPU found (gpu0 on cuda:0, ...), else one cpu slot. */
 void config_default_slots(struct config *c, size_t ngpus);
 void config_free(struct config *c);
+void config_model_free(struct model *m);
+/* Numbers the models by their place in c (model.index). */
+void config_index_models(struct config *c);
 
 const struct slot_conf *config_slot(const struct config *c, const char *name);
 const struct model *config_model(const struct config *c, const char *name);

@@ -169,7 +169,7 @@ static void on_models(struct evhttp_request *req)
 	json_t *data = json_array();
 
 	for (size_t i = 0; i < md.conf.nmodels; i++) {
-		const struct model *m = &md.conf.models[i];
+		const struct model *m = md.conf.models[i];
 		json_t *in = json_array();
 		struct stat st;
 		for (size_t k = 0; k < md.nslots; k++)

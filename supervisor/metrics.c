@@ -33,7 +33,7 @@ struct histogram {
 /* Requests that ended, by op, model and outcome (an error name, or "ok"). */
 struct outcome {
 	enum op op;
-	size_t model;
+	const struct model *model;	/* NULL: none (or one a reload retired) */
 	enum err code;
 	uint64_t count;
 };
@@ -71,6 +71,13 @@ static void observe(struct histogram *h, double v)
 	h->sum += v;
 }
 
+static void model_metrics_init(struct model_metrics *m)
+{
+	memset(m, 0, sizeof *m);
+	histogram_init(&m->ttft, request_bounds, sizeof request_bounds / sizeof request_bounds[0]);
+	histogram_init(&m->latency, request_bounds, sizeof request_bounds / sizeof request_bounds[0]);
+}
+
 void metrics_init(void)
 {
 	slots = calloc(md.nslots + 1, sizeof *slots);
@@ -81,10 +88,32 @@ void metrics_init(void)
 		histogram_init(&slots[i].load, load_bounds, sizeof load_bounds / sizeof load_bounds[0]);
 		histogram_init(&slots[i].warmup, load_bounds, sizeof load_bounds / sizeof load_bounds[0]);
 	}
+	for (size_t i = 0; i < md.conf.nmodels; i++)
+		model_metrics_init(&models[i]);
+}
+
+void metrics_models_changed(struct model *const *old, size_t nold)
+{
+	struct model_metrics *now = calloc(md.conf.nmodels + 1, sizeof *now);
+	size_t kept = 0;
+
+	if (!now)
+		abort();
 	for (size_t i = 0; i < md.conf.nmodels; i++) {
-		histogram_init(&models[i].ttft, request_bounds, sizeof request_bounds / sizeof request_bounds[0]);
-		histogram_init(&models[i].latency, request_bounds, sizeof request_bounds / sizeof request_bounds[0]);
+		size_t j = 0;
+		while (j < nold && old[j] != md.conf.models[i])
+			j++;
+		if (j < nold)
+			now[i] = models[j];	/* the same model: its numbers go on */
+		else
+			model_metrics_init(&now[i]);
 	}
+	free(models);
+	models = now;
+	for (size_t i = 0; i < noutcomes; i++)
+		if (!outcomes[i].model || !outcomes[i].model->retired)
+			outcomes[kept++] = outcomes[i];
+	noutcomes = kept;
 }
 
 void metrics_free(void)
@@ -115,7 +144,7 @@ void metrics_state(const struct slot *s)
 	m->last = s->state;
 }
 
-static void count_outcome(enum op op, size_t model, enum err code)
+static void count_outcome(enum op op, const struct model *model, enum err code)
 {
 	for (size_t i = 0; i < noutcomes; i++)
 		if (outcomes[i].op == op && outcomes[i].model == model && outcomes[i].code == code) {
@@ -133,13 +162,12 @@ static void count_outcome(enum op op, size_t model, enum err code)
 
 void metrics_request(const struct req *r, enum err code)
 {
-	const struct model *mod = r->model;
-	size_t model = mod ? (size_t)(mod - md.conf.models) : md.conf.nmodels;
+	const struct model *mod = r->model && !r->model->retired ? r->model : NULL;
 
-	count_outcome(r->op, model, code);
+	count_outcome(r->op, mod, code);
 	if (!mod || r->op != OP_INFER)
 		return;
-	struct model_metrics *m = &models[model];
+	struct model_metrics *m = &models[mod->index];
 	m->tokens += r->ntokens;
 	if (code != E_NONE)
 		return;
@@ -249,9 +277,9 @@ static void write_workers(struct evbuffer *out)
 		       (double)md.slots[i].s.restarts);
 }
 
-static const char *model_label(size_t i)
+static const char *model_label(const struct model *m)
 {
-	return i < md.conf.nmodels ? md.conf.models[i].name : "";
+	return m ? m->name : "";
 }
 
 static void write_requests(struct evbuffer *out)
@@ -267,14 +295,14 @@ static void write_requests(struct evbuffer *out)
 	}
 	family(out, "modeld_generated_tokens_total", "counter", "Tokens generated, by model.");
 	for (size_t i = 0; i < md.conf.nmodels; i++)
-		sample(out, "modeld_generated_tokens_total", "model", model_label(i), NULL, NULL,
+		sample(out, "modeld_generated_tokens_total", "model", model_label(md.conf.models[i]), NULL, NULL,
 		       (double)models[i].tokens);
 	family(out, "modeld_time_to_first_token_seconds", "histogram", "From an inference's arrival to its first token.");
 	for (size_t i = 0; i < md.conf.nmodels; i++)
-		histogram_write(out, "modeld_time_to_first_token_seconds", "model", model_label(i), &models[i].ttft);
+		histogram_write(out, "modeld_time_to_first_token_seconds", "model", model_label(md.conf.models[i]), &models[i].ttft);
 	family(out, "modeld_request_duration_seconds", "histogram", "From an inference's arrival to its last reply.");
 	for (size_t i = 0; i < md.conf.nmodels; i++)
-		histogram_write(out, "modeld_request_duration_seconds", "model", model_label(i), &models[i].latency);
+		histogram_write(out, "modeld_request_duration_seconds", "model", model_label(md.conf.models[i]), &models[i].latency);
 }
 
 /* The device memory families, one at a time as the format wants. */

@@ -178,6 +178,8 @@ struct evbuffer;
 /* After the config and the slots: room for every slot and model. */
 void metrics_init(void);
 void metrics_free(void);
+/* After a reload changed md.conf.models (old: the models before): the numbers of models that stayed go on. */
+void metrics_models_changed(struct model *const *old, size_t nold);
 /* A slot's state was published: a load that reached ready is timed. */
 void metrics_state(const struct slot *s);
 /* r ends with code. */

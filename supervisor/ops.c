@@ -217,7 +217,7 @@ static void write_models(struct msgw *w)
 	msgw_key(w, "models");
 	msgw_array(w);
 	for (size_t i = 0; i < md.conf.nmodels; i++)
-		write_model(w, &md.conf.models[i]);
+		write_model(w, md.conf.models[i]);
 	msgw_end(w);
 }
 
