@@ -43,6 +43,7 @@ static const char usage_text[] =
 	"  load MODEL [--slot S] [--no-wait]\n"
 	"  unload SLOT|MODEL [--force] [--no-wait]\n"
 	"  restart SLOT\n"
+	"  reload                        read the configuration again, rescan the models directory\n"
 	"  infer MODEL|--model M|--slot S [--max-tokens N] [--stream] [--wait-ms N]\n"
 	"        [--temperature T] [--seed N] [--stop TEXT] (--prompt TEXT | TOKEN...)\n"
 	"  tokenize MODEL TEXT           the token ids of TEXT (with the model's BOS)\n"
@@ -454,6 +455,20 @@ static int cmd_restart(struct ctl *c, int argc, char **argv)
 	return status;
 }
 
+static int cmd_reload(struct ctl *c, int argc, char **argv)
+{
+	struct msgw w;
+	int status;
+
+	if (argc != 1)
+		return unexpected("reload", argv[1]);
+	uint64_t id = begin(c, &w, "reload");
+	const msgpack_object *r = call_ok(c, &w, id, &status);
+	if (r)
+		print_template(stdout, "reloaded: {models} models; {added} added, {removed} removed, {changed} changed\n", r);
+	return status;
+}
+
 static int not_a_number(const char *option, const char *value)
 {
 	return bad_usage("%s: \"%s\" is not a number from 0 to %u", option, value, UINT32_MAX);
@@ -632,6 +647,7 @@ static const struct command {
 	{ "load", cmd_load },
 	{ "unload", cmd_unload },
 	{ "restart", cmd_restart },
+	{ "reload", cmd_reload },
 	{ "infer", cmd_infer },
 	{ "tokenize", cmd_tokenize },
 	{ "watch", cmd_watch },

@@ -25,6 +25,11 @@ void log_init(const char *ident, enum log_level level, int use_syslog)
 		openlog(ident, LOG_PID | LOG_NDELAY, LOG_DAEMON);
 }
 
+void log_set_level(enum log_level level)
+{
+	log_level = level;
+}
+
 int log_level_parse(const char *s)
 {
 	for (int i = 0; i < (int)(sizeof level_names / sizeof level_names[0]); i++)

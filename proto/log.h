@@ -8,6 +8,7 @@
 enum log_level { LOG_LVL_ERROR, LOG_LVL_WARN, LOG_LVL_INFO, LOG_LVL_DEBUG };
 
 void log_init(const char *ident, enum log_level level, int use_syslog);
+void log_set_level(enum log_level level);
 /* Parses "error", "warn", "info", "debug"; -1 for anything else. */
 int log_level_parse(const char *s);
 void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

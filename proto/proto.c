@@ -40,6 +40,7 @@ static const char *const err_names[E__COUNT] = {
 	[E_TOO_LARGE] = "too_large",
 	[E_SHUTTING_DOWN] = "shutting_down",
 	[E_SERVICE_UNAVAILABLE] = "service_unavailable",
+	[E_BAD_CONFIG] = "bad_config",
 	[E_INTERNAL] = "internal",
 };
 

@@ -189,8 +189,8 @@ void events_advisory(const struct slot *s, const char *message)
 	struct msgw w;
 
 	begin(&w, EVK_ADVISORY);
-	msgw_kstr(&w, "slot", s->conf->name);
-	msgw_kstr(&w, "model", s->model ? s->model->name : NULL);
+	msgw_kstr(&w, "slot", s ? s->conf->name : NULL);
+	msgw_kstr(&w, "model", s && s->model ? s->model->name : NULL);
 	msgw_kstr(&w, "message", message);
 	publish(EVK_ADVISORY, s, 0, false, &w);
 }

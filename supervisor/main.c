@@ -116,10 +116,15 @@ static void on_terminate(evutil_socket_t sig, short what, void *arg)
 	maybe_exit();
 }
 
+/* SIGHUP: the configuration is read again; reload_run logs what came of it. */
 static void on_sighup(evutil_socket_t sig, short what, void *arg)
 {
 	(void)sig; (void)what; (void)arg;
-	log_warn("SIGHUP: re-reading the configuration is not available in this version");
+	struct reload_counts n;
+	char err[CONFIG_ERR_LEN + 64];
+
+	if (!md.shutting_down)
+		reload_run(&n, err, sizeof err);
 }
 
 struct options {
@@ -188,31 +193,43 @@ static void default_worker_user(struct config *c)
 	c->worker_gid = pw->pw_gid;
 }
 
+static struct options opts;	/* the command line, which a reload reads the configuration with again */
+
+int modeld_read_config(struct config *c, char err[CONFIG_ERR_LEN])
+{
+	const struct options *o = &opts;
+
+	config_init(c);
+	if (o->config && config_read(c, o->config, err) < 0)
+		return -1;
+	if (o->models) {
+		free(c->models_dir);
+		c->models_dir = strdup(o->models);
+	}
+	if (o->http) {
+		free(c->http);
+		c->http = strdup(o->http);
+	}
+	if (o->level) {
+		int level = log_level_parse(o->level);
+		if (level < 0) {
+			snprintf(err, CONFIG_ERR_LEN, "-l: \"%s\" is not error, warn, info or debug", o->level);
+			return -1;
+		}
+		c->log_level = level;
+	}
+	if (config_finish(c, err) < 0)
+		return -1;
+	default_worker_user(c);
+	return 0;
+}
+
 /* Builds md.conf from the defaults, the file and the command line. */
 static int configure(const struct options *o)
 {
 	char err[CONFIG_ERR_LEN];
 
-	config_init(&md.conf);
-	if (o->config && config_read(&md.conf, o->config, err) < 0)
-		goto fail;
-	if (o->models) {
-		free(md.conf.models_dir);
-		md.conf.models_dir = strdup(o->models);
-	}
-	if (o->http) {
-		free(md.conf.http);
-		md.conf.http = strdup(o->http);
-	}
-	if (o->level) {
-		int level = log_level_parse(o->level);
-		if (level < 0) {
-			snprintf(err, sizeof err, "-l: \"%s\" is not error, warn, info or debug", o->level);
-			goto fail;
-		}
-		md.conf.log_level = level;
-	}
-	if (config_finish(&md.conf, err) < 0)
+	if (modeld_read_config(&md.conf, err) < 0)
 		goto fail;
 	if (o->test_config) {
 		printf("modeld: %s: the configuration is good\n", o->config ? o->config : "(default)");
@@ -225,7 +242,6 @@ static int configure(const struct options *o)
 		goto fail;
 	}
 	md.engine_dir = md.conf.engine_dir ? strdup(md.conf.engine_dir) : dir_of(md.worker_path);
-	default_worker_user(&md.conf);
 	return 0;
 fail:
 	fprintf(stderr, "modeld: %s\n", err);
@@ -267,22 +283,22 @@ static void add_signal(int sig, event_callback_fn cb, struct event **slot)
 
 int main(int argc, char **argv)
 {
-	struct options o = { 0 };
+	struct options *o = &opts;
 	struct event *sigs[4];
 	char err[512];
 
-	if (parse_args(argc, argv, &o) < 0)
+	if (parse_args(argc, argv, o) < 0)
 		return 2;
-	if (configure(&o) < 0)
+	if (configure(o) < 0)
 		return 1;
-	log_init("modeld", (enum log_level)md.conf.log_level, o.use_syslog);
-	if (o.daemon && service_detach(err, sizeof err) < 0) {
+	log_init("modeld", (enum log_level)md.conf.log_level, o->use_syslog);
+	if (o->daemon && service_detach(err, sizeof err) < 0) {
 		log_error("%s", err);
 		return 1;
 	}
 	/* after detaching, so that a daemon's probe says what it found in the log, not on the terminal */
 	probe_gpus(md.worker_path, &md.gpus, &md.ngpus);
-	config_default_slots(&md.conf, md.ngpus);
+	config_default_slots(&md.conf, md.ngpus);	/* read before the GPUs were known */
 	signal(SIGPIPE, SIG_IGN);
 	fit_fd_limit();
 	/* what workers leave behind comes back to modeld, to be killed (child.c) */
@@ -318,7 +334,7 @@ int main(int argc, char **argv)
 	ops_check();
 	slots_init();
 	state_load();
-	if (service_ready(o.pidfile) < 0)
+	if (service_ready(o->pidfile) < 0)
 		return 1;
 	slots_start();
 	event_base_dispatch(md.base);
@@ -329,6 +345,7 @@ int main(int argc, char **argv)
 	http_close();
 	slots_free();
 	state_free();
+	reload_free();
 	events_free();
 	for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
 		event_free(sigs[i]);

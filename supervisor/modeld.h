@@ -123,6 +123,20 @@ void child_reap(void);
 unsigned child_count(void);
 void child_kill_all(void);
 
+/* main.c */
+/* Reads the configuration as at start: the file, models_dir scanned, the command line's overrides. 0, or -1 with err. */
+int modeld_read_config(struct config *c, char err[CONFIG_ERR_LEN]);
+
+/* reload.c */
+/* What a reload did to the models. */
+struct reload_counts {
+	size_t added, removed, changed;
+};
+/* Reads the configuration again and applies it; -1 with err (the running one stays). */
+int reload_run(struct reload_counts *counts, char *err, size_t errlen);
+/* Frees the models reloads retired (at exit). */
+void reload_free(void);
+
 /* state.c */
 /* Reads the desired state, if state_dir is set; a bad file is reported and ignored. After slots_init. */
 void state_load(void);

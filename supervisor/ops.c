@@ -705,7 +705,20 @@ static void op_embed(struct client *c, uint64_t id, const msgpack_object *m)
 static void op_reload(struct client *c, uint64_t id, const msgpack_object *m)
 {
 	(void)m;
-	server_reply_error(c, id, E_INTERNAL, "reload is not available in this version");
+	struct reload_counts n;
+	char err[CONFIG_ERR_LEN + 64];
+	struct msgw w;
+
+	if (reload_run(&n, err, sizeof err) < 0) {
+		server_reply_error(c, id, E_BAD_CONFIG, "%s", err);
+		return;
+	}
+	server_reply_begin(&w, id);
+	msgw_ku64(&w, "models", md.conf.nmodels);
+	msgw_ku64(&w, "added", n.added);
+	msgw_ku64(&w, "removed", n.removed);
+	msgw_ku64(&w, "changed", n.changed);
+	server_reply_send(c, &w);
 }
 
 /*

@@ -1094,6 +1094,34 @@ static void act_locked_unwanted(struct slot *s, const struct slot_ev *ev)
 
 /* --- the table --- */
 
+/*
+ * A reload took model m out of the configuration: requests for it end
+ * (unknown_model), and a slot that holds it or heads to it unloads, letting
+ * running inferences finish as an unload does. A slot already unloading it
+ * for another model goes on.
+ */
+static void act_retire(struct slot *s, const struct slot_ev *ev)
+{
+	const struct model *m = ev->model;
+	bool leaving = (s->state == SS_UNLOADING || s->state == SS_SWITCHING) && s->next != m;
+	struct req *r, *next;
+	char msg[160];
+
+	snprintf(msg, sizeof msg, "model %s was removed from the configuration", m->name);
+	for (r = TAILQ_FIRST(&s->queue); r; r = next) {
+		next = TAILQ_NEXT(r, link);
+		if (r->model == m)
+			req_end(s, r, E_UNKNOWN_MODEL, msg);
+	}
+	if (s->fallback == m)
+		s->fallback = NULL;
+	if (!slot_holds(s, m) || leaving || s->state == SS_INITIALIZING)
+		return;
+	if ((s->next ? s->next : s->model) == m)	/* the load its waiters wait for is m's */
+		end_load_waiters(s, E_UNKNOWN_MODEL, msg);
+	begin_unload(s, NULL, false, false);
+}
+
 static const slot_action fallback[SEV__COUNT] = {
 	[SEV_START] = act_ignore,
 	[SEV_LOAD] = act_refuse,
@@ -1113,6 +1141,7 @@ static const slot_action fallback[SEV__COUNT] = {
 	[SEV_DEADLINE] = act_ignore,
 	[SEV_WAITED] = act_waited,
 	[SEV_LOCKED] = act_locked_unwanted,
+	[SEV_RETIRE] = act_retire,
 };
 
 static const slot_action actions[SS__COUNT][SEV__COUNT] = {

@@ -52,6 +52,7 @@ enum slot_event {
 	SEV_DEADLINE,		/* the slot's one timer fired */
 	SEV_WAITED,		/* req: its wait_ms ran out */
 	SEV_LOCKED,		/* the device lock the slot waited for is its own now */
+	SEV_RETIRE,		/* model: a reload took it out of the configuration */
 	SEV__COUNT
 };
 

@@ -10,7 +10,8 @@ import subprocess
 import tempfile
 import unittest
 
-from harness import DEADLINE, MKMODEL, MODELCTL, MODELD, Client, Daemon, pid_alive, wait_until
+from harness import (DEADLINE, GATED_WORKER, MKMODEL, MODELCTL, MODELD, Client, Daemon, DaemonTest, gated_worker,
+                     pid_alive, wait_until)
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
 MAN = os.path.join(ROOT, "docs", "man")
@@ -163,6 +164,129 @@ class DesiredState(unittest.TestCase):
             self.wait_ready(d, "a")      # as configured
             self.assertIn(says, d.read_log())
             self.stopped(d)
+
+
+A = ("--n", 16, "--a", 3, "--c", 1)
+B = ("--n", 16, "--a", 5, "--c", 1)
+
+
+class Reload(DaemonTest):
+    """reload (and SIGHUP): models appear and go, slots keep their workers, a bad file changes nothing."""
+    models = {"a": A, "b": B}
+    config = "[slot main]\nautoload = no\n"
+
+    def write_config(self, text):
+        with open(self.d.config, "w") as f:
+            f.write(text)
+
+    def slot(self, c):
+        return c.ok("status")["slots"][0]
+
+    def names(self, c):
+        return sorted(m["name"] for m in c.ok("models")["models"])
+
+    def test_models_appear_and_go_and_workers_stay(self):
+        c = self.d.client()
+        c.ok("load", model="a")
+        pid = self.slot(c)["pid"]
+        self.d.make_model("c", *A)
+        os.unlink(os.path.join(self.d.models_dir, "b.safetensors"))
+        r = c.ok("reload")
+        self.assertEqual((r["models"], r["added"], r["removed"], r["changed"]), (2, 1, 1, 0))
+        self.assertEqual(self.names(c), ["a", "c"])
+        self.assertEqual((self.slot(c)["state"], self.slot(c)["model"], self.slot(c)["pid"]), ("ready", "a", pid))
+        self.assertEqual(c.call("load", model="b")["error"]["code"], "unknown_model")
+        c.ok("load", model="c")
+
+    def test_a_loaded_model_that_goes_is_unloaded(self):
+        c = self.d.client()
+        c.ok("load", model="a")
+        c.ok("subscribe", events=["state", "advisory"])
+        os.unlink(os.path.join(self.d.models_dir, "a.safetensors"))
+        r = c.ok("reload")
+        self.assertEqual((r["removed"], r["added"], r["changed"]), (1, 0, 0))
+        e = c.wait_event(lambda e: e["event"] == "advisory", what="the reload's advisory")
+        self.assertEqual((e["slot"], e["message"]), (None, "reloaded: 1 models; 0 added, 1 removed, 0 changed"))
+        c.wait_state("empty", slot="main")
+        r = c.call("infer", model="a", input=[1], max_tokens=1)
+        self.assertEqual(r["error"]["code"], "unknown_model")
+
+    def test_a_changed_model_is_loaded_again_from_its_new_definition(self):
+        self.write_config("[slot main]\n[model x]\npath = models/a.safetensors\nwarmup = 1\n")
+        c = self.d.client()
+        c.ok("reload")
+        c.ok("load", model="x")
+        pid = self.slot(c)["pid"]
+        c.ok("subscribe", events=["state"])
+        self.write_config("[slot main]\n[model x]\npath = models/a.safetensors\nwarmup = 2\n")
+        r = c.ok("reload")
+        self.assertEqual((r["changed"], r["added"], r["removed"]), (1, 0, 0))
+        c.wait_state("unloading_model", slot="main")
+        c.wait_state("ready", slot="main", model="x")
+        self.assertNotEqual(self.slot(c)["pid"], pid)
+
+    def test_slot_settings_change_in_place(self):
+        c = self.d.client()
+        c.ok("load", model="a")
+        pid = self.slot(c)["pid"]
+        self.assertEqual(c.call("infer", model="b", input=[1], max_tokens=1)["error"]["code"], "not_loaded")
+        self.write_config("[slot main]\nautoload = yes\n")
+        c.ok("reload")
+        self.assertEqual(self.slot(c)["pid"], pid, "the slot's worker was not kept")
+        self.assertEqual(c.ok("infer", model="b", input=[1], max_tokens=1)["tokens"], [6])
+
+    def test_a_bad_config_changes_nothing(self):
+        c = self.d.client()
+        c.ok("load", model="a")
+        c.ok("subscribe", events=["advisory"])
+        self.write_config("[slot main]\nautoload = yes\nmax_queue = lots\n")
+        self.d.make_model("c", *A)
+        r = c.call("reload")
+        self.assertEqual(r["error"]["code"], "bad_config")
+        self.assertIn("modeld.ini:3", r["error"]["message"])
+        self.assertIn("the running configuration stays", r["error"]["message"])
+        e = c.wait_event(lambda e: e["event"] == "advisory", what="the advisory")
+        self.assertEqual(e["message"], r["error"]["message"])
+        self.assertIn("modeld.ini:3", self.d.read_log())
+        self.assertEqual(self.names(c), ["a", "b"])
+        self.assertEqual(c.call("infer", model="b", input=[1], max_tokens=1)["error"]["code"], "not_loaded")
+
+    def test_slots_cannot_come_or_go(self):
+        c = self.d.client()
+        self.write_config("[slot main]\n[slot extra]\n")
+        r = c.call("reload")
+        self.assertEqual(r["error"]["code"], "bad_config")
+        self.assertIn("needs a restart", r["error"]["message"])
+        self.assertEqual([s["name"] for s in c.ok("status")["slots"]], ["main"])
+
+    def test_modelctl_reload(self):
+        self.d.make_model("c", *A)
+        r = self.d.ctl("reload")
+        self.assertEqual((r.returncode, r.stdout), (0, "reloaded: 3 models; 1 added, 0 removed, 0 changed\n"))
+
+    def test_sighup_reloads(self):
+        c = self.d.client()
+        self.d.make_model("c", *A)
+        self.d.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: "c" in self.names(c), what="the new model after SIGHUP")
+
+
+class ReloadDuringLoad(DaemonTest):
+    models = {"a": A, "b": B}
+    files = {GATED_WORKER: gated_worker()}      # never opened: the load lasts until it is given up
+    config = "[modeld]\nworker = @DIR@/%s\n[slot main]\n" % GATED_WORKER
+
+    def test_the_waiters_of_a_model_that_goes_are_told(self):
+        c, admin = self.d.client(), self.d.client()
+        c.ok("subscribe", events=["state"])
+        rid = c.request("load", model="b")
+        c.wait_state("loading_model", slot="main")
+        os.unlink(os.path.join(self.d.models_dir, "b.safetensors"))
+        self.assertEqual(admin.ok("reload")["removed"], 1)
+        r = c.reply(rid)
+        self.assertEqual(r["error"]["code"], "unknown_model")
+        self.assertIn("model b was removed from the configuration", r["error"]["message"])
+        c.wait_state("empty", slot="main")
 
 
 class ManPages(unittest.TestCase):

@@ -97,6 +97,18 @@ class Package(unittest.TestCase):
         wait_until(lambda: (self.slot()["state"], self.slot()["model"]) == ("ready", "pkgtest-a"),
                    what="the model loaded again after the restart")
 
+        # reload: a new model appears, the changed slot setting applies, the worker stays
+        pid = self.slot()["pid"]
+        run(MKMODEL, os.path.join(MODELS, "pkgtest-b.safetensors"), "--n", "16", "--a", "5", "--c", "1")
+        with open("/etc/modeld/modeld.conf", "a") as f:
+            f.write("\n[slot cpu]\nautoload = yes\n")
+        run(INIT, "reload")
+        wait_until(lambda: "pkgtest-b" in self.ctl("models").stdout, what="the new model after reload")
+        self.assertEqual(self.slot()["pid"], pid)
+        c = Client(SOCKET)
+        self.assertEqual(c.ok("infer", model="pkgtest-b", input=[1], max_tokens=1)["tokens"], [6])
+        c.close()
+
         run(INIT, "stop")
         self.assertEqual(installed_processes(), [], "modeld or a worker is left after stop")
         self.assertEqual(run(INIT, "status", check=False).returncode, 3)

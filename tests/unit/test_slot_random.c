@@ -169,13 +169,17 @@ static struct req *new_req(enum op op, const struct model *m)
 
 static const struct model *some_model(void) { return &models[rnd(2)]; }
 
-/* A client's request: a load, unload, restart, infer or cancel. */
+/* A client's request (a load, unload, restart, infer or cancel), or a reload that retires a model. */
 static void client_step(void)
 {
 	struct slot_ev ev = { 0 };
 
 	if (w.nreqs == MAX_REQS)
 		return;
+	if (rnd(16) == 0) {	/* rarer than requests: it unloads */
+		feed((struct slot_ev){ .type = SEV_RETIRE, .model = some_model() });
+		return;
+	}
 	switch (rnd(6)) {
 	case 0: ev = (struct slot_ev){ .type = SEV_LOAD, .model = some_model() };
 		ev.req = new_req(OP_LOAD, ev.model);
