@@ -145,7 +145,6 @@ static void take_slots(struct config *next)
 
 static void keep_retired(struct model *m)
 {
-	m->retired = true;
 	retired = realloc(retired, (nretired + 1) * sizeof *retired);
 	if (!retired)
 		abort();
@@ -155,7 +154,7 @@ static void keep_retired(struct model *m)
 /*
  * next's models become the running ones: a model that did not change is
  * the running object, the new copy freed; the running models left out are
- * retired and returned in gone (with how many).
+ * marked retired and returned (ngone of them).
  */
 static struct model **take_models(struct config *next, struct reload_counts *n, size_t *ngone)
 {
@@ -177,8 +176,10 @@ static struct model **take_models(struct config *next, struct reload_counts *n, 
 	}
 	*ngone = 0;
 	for (size_t i = 0; i < nold; i++)
-		if (!stays[i])
+		if (!stays[i]) {
+			old[i]->retired = true;	/* before anything counts a request for it */
 			gone[(*ngone)++] = old[i];
+		}
 	md.conf.models = next->models;
 	md.conf.nmodels = next->nmodels;
 	next->models = NULL;
@@ -221,8 +222,12 @@ int reload_run(struct reload_counts *counts, char *err, size_t errlen)
 
 	service_reloading(true);
 	log_info("reload: reading %s", md.conf.file ? md.conf.file : "(default)");
-	if (modeld_read_config(&next, why) < 0 ||
-	    (config_default_slots(&next, md.ngpus), slots_differ(&next, why, sizeof why) < 0)) {
+	int rc = modeld_read_config(&next, why);
+	if (rc == 0) {
+		config_default_slots(&next, md.ngpus);
+		rc = slots_differ(&next, why, sizeof why);
+	}
+	if (rc < 0) {
 		config_free(&next);
 		snprintf(err, errlen, "%s; the running configuration stays", why);
 		log_error("reload: %s", err);

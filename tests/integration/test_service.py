@@ -1,5 +1,6 @@
 """modeld under a service manager: the daemon mode and pidfile an init
 script relies on, and the sd_notify messages systemd's Type=notify reads."""
+import http.client
 import json
 import os
 import re
@@ -173,7 +174,15 @@ B = ("--n", 16, "--a", 5, "--c", 1)
 class Reload(DaemonTest):
     """reload (and SIGHUP): models appear and go, slots keep their workers, a bad file changes nothing."""
     models = {"a": A, "b": B}
-    config = "[slot main]\nautoload = no\n"
+    config = "[modeld]\nhttp = 127.0.0.1:0\n[slot main]\nautoload = no\n"
+
+    def metrics(self):
+        port = wait_until(lambda: re.search(r"http: listening on \S+ port (\d+)", self.d.read_log()), what="the port")
+        conn = http.client.HTTPConnection("127.0.0.1", int(port.group(1)), timeout=DEADLINE)
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+        conn.close()
+        return dict(re.findall(r'^modeld_generated_tokens_total\{model="(\w+)"\} (\S+)$', text, re.M))
 
     def write_config(self, text):
         with open(self.d.config, "w") as f:
@@ -189,10 +198,13 @@ class Reload(DaemonTest):
         c = self.d.client()
         c.ok("load", model="a")
         pid = self.slot(c)["pid"]
+        c.ok("infer", model="a", input=[1], max_tokens=3)
+        self.assertEqual(self.metrics(), {"a": "3", "b": "0"})
         self.d.make_model("c", *A)
         os.unlink(os.path.join(self.d.models_dir, "b.safetensors"))
         r = c.ok("reload")
         self.assertEqual((r["models"], r["added"], r["removed"], r["changed"]), (2, 1, 1, 0))
+        self.assertEqual(self.metrics(), {"a": "3", "c": "0"}, "a's numbers go on, b's go")
         self.assertEqual(self.names(c), ["a", "c"])
         self.assertEqual((self.slot(c)["state"], self.slot(c)["model"], self.slot(c)["pid"]), ("ready", "a", pid))
         self.assertEqual(c.call("load", model="b")["error"]["code"], "unknown_model")
