@@ -3,11 +3,12 @@
 # usage: install-deps.sh build|test|deb|fuzz
 set -e
 build="gcc make pkg-config libevent-dev libmsgpack-dev libinih-dev libjansson-dev libseccomp-dev libsystemd-dev"
-test="$build libcmocka-dev python3 python3-msgpack mandoc bash-completion shellcheck"
+deb="dpkg-dev debhelper lintian"
+test="$build $deb libcmocka-dev python3 python3-msgpack mandoc bash-completion shellcheck"
 case "$1" in
 build) want=$build ;;
 test) want=$test ;;
-deb) want="$build dpkg-dev debhelper lintian" ;;
+deb) want="$build $deb" ;;
 fuzz) want="$build clang" ;;
 *) echo "usage: $0 build|test|deb|fuzz" >&2; exit 2 ;;
 esac
