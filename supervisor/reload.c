@@ -78,34 +78,31 @@ static int slots_differ(const struct config *next, char *why, size_t len)
 	return 0;
 }
 
-/* The [modeld] keys that were acted on at start, and so take a restart. */
+/* The [modeld] keys that were acted on at start, and so take a restart: a string, or a number of size bytes. */
 static const struct {
 	const char *key;
 	size_t offset;
-	bool is_str;
+	size_t size;	/* 0: a string */
 } at_start[] = {
-	{ "socket", offsetof(struct config, socket), true },
-	{ "worker", offsetof(struct config, worker), true },
-	{ "engine_dir", offsetof(struct config, engine_dir), true },
-	{ "http", offsetof(struct config, http), true },
-	{ "http_token_file", offsetof(struct config, http_token_file), true },
-	{ "socket_mode", offsetof(struct config, socket_mode), false },
-	{ "socket_group", offsetof(struct config, socket_group), false },
-	{ "worker_user", offsetof(struct config, worker_uid), false },
-	{ "max_frame", offsetof(struct config, max_frame), false },
-	{ "max_clients", offsetof(struct config, max_clients), false },
+	{ "socket", offsetof(struct config, socket), 0 },
+	{ "worker", offsetof(struct config, worker), 0 },
+	{ "engine_dir", offsetof(struct config, engine_dir), 0 },
+	{ "http", offsetof(struct config, http), 0 },
+	{ "http_token_file", offsetof(struct config, http_token_file), 0 },
+	{ "socket_mode", offsetof(struct config, socket_mode), sizeof(mode_t) },
+	{ "socket_group", offsetof(struct config, socket_group), sizeof(gid_t) },
+	{ "worker_user", offsetof(struct config, worker_uid), sizeof(uid_t) },
+	{ "max_frame", offsetof(struct config, max_frame), sizeof(size_t) },
+	{ "max_clients", offsetof(struct config, max_clients), sizeof(unsigned) },
 };
 
-/* Reads at_start[i] of c as a comparable: a string, or the bytes of a number. */
 static bool at_start_same(size_t i, const struct config *a, const struct config *b)
 {
 	const char *pa = (const char *)a + at_start[i].offset, *pb = (const char *)b + at_start[i].offset;
 
-	if (at_start[i].is_str)
+	if (at_start[i].size == 0)
 		return same_str(*(char *const *)pa, *(char *const *)pb);
-	if (strcmp(at_start[i].key, "max_frame") == 0)
-		return *(const size_t *)pa == *(const size_t *)pb;
-	return *(const unsigned *)pa == *(const unsigned *)pb;
+	return memcmp(pa, pb, at_start[i].size) == 0;
 }
 
 static void swap_str(char **a, char **b)

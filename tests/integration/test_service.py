@@ -263,6 +263,14 @@ class Reload(DaemonTest):
         self.assertEqual(self.names(c), ["a", "b"])
         self.assertEqual(c.call("infer", model="b", input=[1], max_tokens=1)["error"]["code"], "not_loaded")
 
+    def test_what_was_set_up_at_start_waits_for_a_restart(self):
+        c = self.d.client()
+        self.write_config("[modeld]\nhttp = 127.0.0.1:0\nmax_frame = 2097152\nlog_level = debug\n"
+                          "[slot main]\nautoload = no\n")
+        c.ok("reload")
+        self.assertIn("reload: max_frame changed; it takes effect at the next start", self.d.read_log())
+        self.assertNotIn("reload: http changed", self.d.read_log())
+
     def test_slots_cannot_come_or_go(self):
         c = self.d.client()
         self.write_config("[slot main]\n[slot extra]\n")
