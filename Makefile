@@ -324,6 +324,15 @@ bench-subscribers: deps all
 bench-http: deps all
 	BUILD=$(BUILD) /usr/bin/python3 bench/http.py
 
+# The request path against its floor (bench/rpc_floor.c: a relay and a
+# backend on the cpu engine) and a load generator (bench/rpc_load.c).
+$(BUILD)/rpc_floor: $(call obj,bench/rpc_floor.c worker/cpu.c worker/engine.c worker/safetensors.c worker/mlp.c $(PROTO_SRC))
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_MSGPACK) $(LIB_JANSSON) -lm -pthread
+$(BUILD)/rpc_load: $(call obj,bench/rpc_load.c $(PROTO_SRC))
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_MSGPACK) -pthread
+bench-rpc: deps all $(BUILD)/rpc_floor $(BUILD)/rpc_load
+	BUILD=$(BUILD) /usr/bin/python3 bench/rpc.py
+
 bench-switch: deps all $(BUILD)/bench_load
 	BUILD=$(BUILD) /usr/bin/python3 bench/switch.py
 
@@ -336,4 +345,4 @@ clean:
 	rm -rf $(BUILD) build-san build-fuzz
 
 FORCE:
-.PHONY: all llama deps install deb FORCE test-deps run test test-gpu bench-load bench-load-sweep bench-switch bench-llama bench-subscribers bench-http fuzz clean
+.PHONY: all llama deps install deb FORCE test-deps run test test-gpu bench-load bench-load-sweep bench-switch bench-llama bench-subscribers bench-http bench-rpc fuzz clean
