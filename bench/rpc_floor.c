@@ -41,6 +41,7 @@ struct buf {
 struct conn {
 	int fd;
 	struct buf in, out;
+	bool waiting;		/* for the socket to take more of out */
 	msgpack_unpacked msg;
 };
 
@@ -217,36 +218,47 @@ static void want_out(struct conn *c, bool on)
 		die("epoll_ctl");
 }
 
-/* Writes w's frame to c at once when nothing is owed; buffers (and asks to be told) what is left. */
+/* The peers given something to write since the last flush_all (by fd; the backend's too). */
+static int dirty[MAX_CLIENTS + 1];
+static size_t ndirty;
+
+/* Queues w's frame for c; flush_all() writes what a batch of reads queued, at once. */
 static void send_msg(struct conn *c, struct msgw *w)
 {
 	size_t len;
 	const char *frame = msgw_frame(w, &len);
-	ssize_t n = 0;
 
-	if (c->out.len == 0) {
-		n = write(c->fd, frame, len);
-		if (n < 0 && errno != EAGAIN)
-			n = (ssize_t)len;	/* a client gone: its EOF ends it */
-		if (n < 0)
-			n = 0;
-	}
-	if ((size_t)n < len) {
-		if (c->out.len == 0)
-			want_out(c, true);
-		buf_add(&c->out, frame + n, len - (size_t)n);
-	}
+	if (c->out.len == 0 && ndirty < sizeof dirty / sizeof dirty[0])
+		dirty[ndirty++] = c->fd;
+	buf_add(&c->out, frame, len);
 	msgw_free(w);
 }
 
-static void flush_out(struct conn *c)
+/*
+ * Writes what is queued for c now, in one call, and asks to be told when
+ * it can take the rest (if any); a client gone is ended by its EOF.
+ */
+static void flush(struct conn *c)
 {
-	ssize_t n = write(c->fd, c->out.data, c->out.len);
+	bool waiting = c->out.len > 0 && c->waiting;
+	ssize_t n = c->out.len && !waiting ? write(c->fd, c->out.data, c->out.len) : 0;
 
 	if (n > 0)
 		buf_drop(&c->out, (size_t)n);
-	if (c->out.len == 0)
-		want_out(c, false);
+	else if (n < 0 && errno != EAGAIN)
+		c->out.len = 0;
+	if ((c->out.len > 0) != c->waiting) {
+		c->waiting = c->out.len > 0;
+		want_out(c, c->waiting);
+	}
+}
+
+/* The peer can take more: what is left goes. */
+static void flush_out(struct conn *c)
+{
+	c->waiting = false;
+	want_out(c, false);
+	flush(c);
 }
 
 /* status answered here, shaped as modeld's with one slot: the echo floor. */
@@ -394,6 +406,17 @@ static bool readable(struct conn *c, void (*handle)(struct conn *c, const msgpac
 	return true;
 }
 
+/* After a batch of reads: everything queued goes out, one write per peer. */
+static void flush_all(void)
+{
+	for (size_t i = 0; i < ndirty; i++) {
+		struct conn *c = dirty[i] == back.fd ? &back : conns[dirty[i]];
+		if (c)		/* else gone since */
+			flush(c);
+	}
+	ndirty = 0;
+}
+
 static void from_backend(struct conn *c, const msgpack_object *m)
 {
 	(void)c;
@@ -440,6 +463,7 @@ static void relay(int lfd)
 					drop(conns[fd]);
 			}
 		}
+		flush_all();
 	}
 }
 
