@@ -1,17 +1,38 @@
-/* peer.c: see peer.h. */
+/*
+ * peer.c: see peer.h. A peer is a descriptor with one input buffer and one
+ * output buffer of its own. Reads go straight into the input buffer, as
+ * much as fits, without asking the kernel how much there is; frames are
+ * decoded in place. A frame to send is written at once when nothing is
+ * owed, and only what the socket did not take is buffered, with write
+ * readiness asked for until it is gone: a reply costs one write and no
+ * change to the loop's interest. Replies to the frames of one read go out
+ * together, in one write, after the last is handled.
+ */
+#include <errno.h>
 #include <stdbool.h>
 #include <stdlib.h>
-
-#include <event2/buffer.h>
-#include <event2/bufferevent.h>
+#include <string.h>
+#include <unistd.h>
 
 #include "frame.h"
 #include "proto.h"
 #include "peer.h"
 
+/* Room one read has at least: many requests' worth, and a page, as a thousand idle clients each keep it. */
+#define PEER_READ_CHUNK 4096
+
+/* Bytes, growing as needed: data[off, off + len) is what is held. */
+struct bytes {
+	char *data;
+	size_t off, len, cap;
+};
+
 struct peer {
-	struct bufferevent *bev;
+	int fd;
+	struct event *rev;	/* readable: persistent while the peer is read */
+	struct event *wev;	/* writable: added only while output is owed */
 	struct event *later;	/* deferred work: the gone notice, or the free */
+	struct bytes in, out;
 	size_t max_frame;
 	size_t max_output;
 	peer_dispatch_fn dispatch;
@@ -22,16 +43,43 @@ struct peer {
 	bool notice_pending;	/* `later` still has to deliver dispatch(NULL) */
 	bool free_when_drained;
 	bool free_pending;	/* `later` frees the peer */
+	bool batching;		/* replies to a batch of frames: queued, then written together */
 	int in_dispatch;
 	peer_drained_fn drained;	/* called once when output falls to drained_at */
 	void *drained_arg;
 	size_t drained_at;
 };
 
+/* Room for n more bytes after what b holds, moving what it holds to the front first. */
+static void bytes_reserve(struct bytes *b, size_t n)
+{
+	if (b->off && b->off + b->len + n > b->cap) {
+		memmove(b->data, b->data + b->off, b->len);
+		b->off = 0;
+	}
+	if (b->len + n > b->cap) {
+		b->cap = b->len + n > 2 * b->cap ? b->len + n : 2 * b->cap;
+		if (!(b->data = realloc(b->data, b->cap)))
+			abort();
+	}
+}
+
+static void bytes_take(struct bytes *b, size_t n)
+{
+	b->off += n;
+	b->len -= n;
+	if (b->len == 0)
+		b->off = 0;
+}
+
 static void peer_really_free(struct peer *p)
 {
-	bufferevent_free(p->bev);
+	event_free(p->rev);
+	event_free(p->wev);
 	event_free(p->later);
+	close(p->fd);
+	free(p->in.data);
+	free(p->out.data);
 	free(p);
 }
 
@@ -57,7 +105,7 @@ static void peer_set_gone(struct peer *p, const char *why)
 	p->notice_pending = true;
 	if (!p->error)
 		p->error = why;
-	bufferevent_disable(p->bev, EV_READ);
+	event_del(p->rev);
 	event_active(p->later, 0, 0);
 }
 
@@ -76,20 +124,17 @@ static void peer_later_cb(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
-static void peer_read_cb(struct bufferevent *bev, void *arg)
+/* Dispatches every whole frame held; false when the peer was freed. */
+static bool peer_decode(struct peer *p)
 {
-	struct peer *p = arg;
-	struct evbuffer *in = bufferevent_get_input(bev);
 	msgpack_unpacked msg;
+	bool alive = true;
 
 	msgpack_unpacked_init(&msg);
-	while (!p->gone && !p->free_when_drained && !p->free_pending) {
-		size_t len = evbuffer_get_length(in), used;
+	while (p->in.len && !p->gone && !p->free_when_drained && !p->free_pending) {
+		size_t used;
 		const char *why = NULL;
-		/* A frame's bytes must be contiguous for the decoder. */
-		size_t want = len < p->max_frame + FRAME_HEADER_LEN ? len : p->max_frame + FRAME_HEADER_LEN;
-		const unsigned char *buf = evbuffer_pullup(in, (ev_ssize_t)want);
-		int rc = frame_decode(buf, want, p->max_frame, &msg, &used, &why);
+		int rc = frame_decode(p->in.data + p->in.off, p->in.len, p->max_frame, &msg, &used, &why);
 		if (rc == FRAME_MORE)
 			break;
 		if (rc == FRAME_ERROR) {
@@ -97,43 +142,84 @@ static void peer_read_cb(struct bufferevent *bev, void *arg)
 			peer_set_gone(p, why);
 			break;
 		}
-		if (!peer_call(p, &msg.data))
+		if (!(alive = peer_call(p, &msg.data)))
 			break;
-		evbuffer_drain(in, used);
+		bytes_take(&p->in, used);
 	}
 	msgpack_unpacked_destroy(&msg);
+	return alive;
 }
 
-static void peer_write_cb(struct bufferevent *bev, void *arg)
+/* Writes what is owed until the socket takes no more; false when the peer is gone. */
+static bool peer_flush(struct peer *p)
 {
-	struct peer *p = arg;
-	size_t owed = evbuffer_get_length(bufferevent_get_output(bev));
+	while (p->out.len) {
+		ssize_t n = write(p->fd, p->out.data + p->out.off, p->out.len);
+		if (n > 0) {
+			bytes_take(&p->out, (size_t)n);
+		} else if (n < 0 && errno == EINTR) {
+			continue;
+		} else if (n < 0 && errno == EAGAIN) {
+			break;
+		} else {
+			p->out.len = p->out.off = 0;	/* nobody will read it */
+			if (p->free_when_drained)
+				peer_free(p);
+			else
+				peer_set_gone(p, "connection error");
+			return false;
+		}
+	}
+	return true;
+}
 
-	if (p->free_when_drained && owed == 0) {
+/* After output left: asks for write readiness only while some is owed; tells who waits for a drain. */
+static void peer_wrote(struct peer *p)
+{
+	if (p->out.len)
+		event_add(p->wev, NULL);
+	else
+		event_del(p->wev);
+	if (p->free_when_drained && p->out.len == 0) {
 		peer_free(p);
 		return;
 	}
-	if (p->drained && owed <= p->drained_at) {
+	if (p->drained && p->out.len <= p->drained_at) {
 		peer_drained_fn fn = p->drained;
 		p->drained = NULL;
-		bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
 		fn(p, p->drained_arg);
 	}
 }
 
-static void peer_event_cb(struct bufferevent *bev, short what, void *arg)
+static void peer_write_cb(evutil_socket_t fd, short what, void *arg)
 {
-	(void)bev;
+	(void)fd; (void)what;
 	struct peer *p = arg;
 
-	if (p->free_when_drained) {
-		peer_free(p);
-		return;
-	}
-	if (what & BEV_EVENT_EOF)
+	if (peer_flush(p))
+		peer_wrote(p);
+}
+
+static void peer_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)what;
+	struct peer *p = arg;
+
+	bytes_reserve(&p->in, PEER_READ_CHUNK);
+	ssize_t n = read(fd, p->in.data + p->in.off + p->in.len, p->in.cap - p->in.off - p->in.len);
+	if (n > 0) {
+		p->in.len += (size_t)n;
+		p->batching = true;
+		if (!peer_decode(p))
+			return;
+		p->batching = false;
+		if (p->out.len && !event_pending(p->wev, EV_WRITE, NULL) && peer_flush(p))
+			peer_wrote(p);
+	} else if (n == 0) {
 		peer_set_gone(p, NULL);
-	else if (what & BEV_EVENT_ERROR)
+	} else if (errno != EAGAIN && errno != EINTR) {
 		peer_set_gone(p, "connection error");
+	}
 }
 
 struct peer *peer_new(struct event_base *base, int fd, size_t max_frame, size_t max_output,
@@ -142,32 +228,49 @@ struct peer *peer_new(struct event_base *base, int fd, size_t max_frame, size_t 
 	struct peer *p = calloc(1, sizeof *p);
 	if (!p)
 		abort();
-	p->bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
+	p->fd = fd;
+	p->rev = event_new(base, fd, EV_READ | EV_PERSIST, peer_read_cb, p);
+	p->wev = event_new(base, fd, EV_WRITE | EV_PERSIST, peer_write_cb, p);
 	p->later = event_new(base, -1, 0, peer_later_cb, p);
-	if (!p->bev || !p->later)
+	if (!p->rev || !p->wev || !p->later || evutil_make_socket_nonblocking(fd) < 0)
 		abort();
 	p->max_frame = max_frame;
 	p->max_output = max_output;
 	p->dispatch = dispatch;
 	p->arg = arg;
-	bufferevent_setcb(p->bev, peer_read_cb, peer_write_cb, peer_event_cb, p);
-	bufferevent_enable(p->bev, EV_READ | EV_WRITE);
+	event_add(p->rev, NULL);
 	return p;
 }
 
 void peer_send(struct peer *p, struct msgw *w)
 {
 	size_t len;
-	const void *frame = msgw_frame(w, &len);
-	struct evbuffer *out = bufferevent_get_output(p->bev);
+	const char *frame = msgw_frame(w, &len);
+	ssize_t n = 0;
 
 	if (p->free_pending)
 		return;
-	if (evbuffer_get_length(out) + len > p->max_output) {
+	if (p->out.len + len > p->max_output) {
 		peer_set_gone(p, "output buffer over its limit");
 		return;
 	}
-	evbuffer_add(out, frame, len);
+	if (p->out.len == 0 && !p->batching) {	/* nothing owed: straight to the socket */
+		n = write(p->fd, frame, len);
+		if (n < 0 && errno != EAGAIN && errno != EINTR) {
+			peer_set_gone(p, "connection error");
+			return;
+		}
+		if (n < 0)
+			n = 0;
+	}
+	if ((size_t)n < len) {
+		bool was_owed = p->out.len > 0;
+		bytes_reserve(&p->out, len - (size_t)n);
+		memcpy(p->out.data + p->out.off + p->out.len, frame + n, len - (size_t)n);
+		p->out.len += len - (size_t)n;
+		if (!was_owed && !p->batching)
+			event_add(p->wev, NULL);
+	}
 }
 
 void peer_free_after_flush(struct peer *p)
@@ -177,8 +280,8 @@ void peer_free_after_flush(struct peer *p)
 	p->free_when_drained = true;
 	p->notice_pending = false;
 	p->drained = NULL;
-	bufferevent_disable(p->bev, EV_READ);
-	if (evbuffer_get_length(bufferevent_get_output(p->bev)) == 0)
+	event_del(p->rev);
+	if (p->out.len == 0)
 		peer_free(p);
 	else
 		event_add(p->later, &limit);	/* a peer that does not read is not waited for */
@@ -186,7 +289,7 @@ void peer_free_after_flush(struct peer *p)
 
 size_t peer_owed(const struct peer *p)
 {
-	return evbuffer_get_length(bufferevent_get_output(p->bev));
+	return p->out.len;
 }
 
 void peer_when_drained(struct peer *p, size_t at, peer_drained_fn fn, void *arg)
@@ -194,7 +297,6 @@ void peer_when_drained(struct peer *p, size_t at, peer_drained_fn fn, void *arg)
 	p->drained = fn;
 	p->drained_arg = arg;
 	p->drained_at = at;
-	bufferevent_setwatermark(p->bev, EV_WRITE, at, 0);
 }
 
 const char *peer_error(const struct peer *p)
@@ -212,7 +314,8 @@ void peer_free(struct peer *p)
 {
 	p->free_pending = true;
 	p->notice_pending = false;
-	bufferevent_disable(p->bev, EV_READ | EV_WRITE);
+	event_del(p->rev);
+	event_del(p->wev);
 	if (p->in_dispatch == 0)
 		event_active(p->later, 0, 0);
 }
