@@ -179,7 +179,7 @@ $(BUILD)/gen/paths.h: FORCE
 $(call obj,supervisor/main.c): $(BUILD)/gen/paths.h
 $(call obj,supervisor/main.c): CFLAGS += -I$(BUILD)/gen
 
-$(BUILD)/modeld: $(call obj,$(SUP_SRC) $(PROTO_SRC) $(PEER_SRC) proto/json.c)
+$(BUILD)/modeld: $(call obj,$(SUP_SRC) $(PROTO_SRC) $(PEER_SRC) proto/json.c proto/jw.c)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_EVENT) $(LIB_MSGPACK) $(LIB_INIH) $(LIB_JANSSON) $(LIB_SYSTEMD) -lm
 
 $(BUILD)/modeld-worker: $(call obj,$(WORK_SRC) $(PROTO_SRC)) $(WORK_OBJ_EXTRA)
@@ -199,7 +199,7 @@ $(BUILD)/mkmodel: $(call obj,tests/mkmodel.c)
 -include $(shell find $(BUILD)/obj $(BUILD)/pic -name '*.d' 2>/dev/null)
 
 # --- unit tests (cmocka) ---
-UNIT_TESTS = msg frame slot slot_random safetensors config sandbox ggufmeta text
+UNIT_TESTS = msg frame slot slot_random safetensors config sandbox ggufmeta text jw
 UNIT_BINS  = $(patsubst %,$(BUILD)/test_%,$(UNIT_TESTS))
 
 $(BUILD)/test_msg: $(call obj,tests/unit/test_msg.c $(PROTO_SRC))
@@ -216,6 +216,8 @@ $(BUILD)/test_sandbox: $(call obj,tests/unit/test_sandbox.c worker/sandbox.c)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_SECCOMP) $(LIB_CMOCKA) -pthread
 $(BUILD)/test_ggufmeta: $(call obj,tests/unit/test_ggufmeta.c supervisor/ggufmeta.c)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_CMOCKA)
+$(BUILD)/test_jw: $(call obj,tests/unit/test_jw.c proto/jw.c proto/msg.c)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_MSGPACK) $(LIB_JANSSON) $(LIB_CMOCKA)
 $(BUILD)/test_text: $(call obj,tests/unit/test_text.c worker/text.c)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_CMOCKA)
 $(BUILD)/test_config: $(call obj,tests/unit/test_config.c supervisor/config.c $(PROTO_SRC))

@@ -104,8 +104,7 @@ static size_t utf8_char_len(const unsigned char *s, size_t n)
 	return len;
 }
 
-/* How many bytes of s, from its start, are whole valid characters. */
-static size_t utf8_valid_run(const char *s, size_t n)
+size_t msg_utf8_run(const char *s, size_t n)
 {
 	size_t i = 0, len;
 
@@ -122,14 +121,14 @@ static size_t utf8_valid_run(const char *s, size_t n)
 void msgw_strn(struct msgw *w, const char *s, size_t n)
 {
 	static const char replacement[] = "\xef\xbf\xbd";
-	size_t run = utf8_valid_run(s, n), bad = 0;
+	size_t run = msg_utf8_run(s, n), bad = 0;
 
 	count_item(w);
 	for (size_t i = run; i < n; i++, bad++)
-		i += utf8_valid_run(s + i + 1, n - i - 1);
+		i += msg_utf8_run(s + i + 1, n - i - 1);
 	msgpack_pack_str(&w->pk, n + bad * (sizeof replacement - 2));
 	for (size_t i = 0; i < n; i++) {
-		run = utf8_valid_run(s + i, n - i);
+		run = msg_utf8_run(s + i, n - i);
 		msgpack_pack_str_body(&w->pk, s + i, run);
 		i += run;
 		if (i < n)

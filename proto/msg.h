@@ -44,6 +44,8 @@ void msgw_f64(struct msgw *w, double v);
 void msgw_f32s(struct msgw *w, const float *v, size_t n);
 void msgw_str(struct msgw *w, const char *s);	/* NULL writes nil */
 void msgw_strn(struct msgw *w, const char *s, size_t n);
+/* How many bytes of s, from its start, are whole valid UTF-8 characters. */
+size_t msg_utf8_run(const char *s, size_t n);
 void msgw_u32s(struct msgw *w, const uint32_t *v, size_t n);
 
 /* Begins a worker-channel message: msgw_init, a map, and its type "t". */

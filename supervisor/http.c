@@ -39,6 +39,7 @@
 #include "../proto/clock.h"
 #include "../proto/frame.h"
 #include "../proto/json.h"
+#include "../proto/jw.h"
 #include "../proto/log.h"
 #include "modeld.h"
 
@@ -70,6 +71,18 @@ static void send_json(struct evhttp_request *req, int status, json_t *body)
 	evbuffer_add(out, "\n", 1);
 	evhttp_send_reply(req, status, NULL, NULL);
 	json_decref(body);
+}
+
+/* Sends the JSON of w (freed) with status. */
+static void send_jw(struct evhttp_request *req, int status, struct jw *w)
+{
+	struct evbuffer *out = evhttp_request_get_output_buffer(req);
+
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
+	evbuffer_add(out, w->buf, w->len);
+	evbuffer_add(out, "\n", 1);
+	evhttp_send_reply(req, status, NULL, NULL);
+	jw_free(w);
 }
 
 static void send_error(struct evhttp_request *req, int status, const char *type, const char *code,
@@ -244,38 +257,65 @@ static const char *finish_reason(const struct req *r)
 	return r->finish[0] ? r->finish : "stop";
 }
 
-static json_t *usage(const struct req *r)
+/* OpenAI's envelope of a completion, open at its choices. */
+static void envelope_open(struct jw *w, const struct ask *a, const struct req *r)
 {
-	return json_pack("{s:i, s:i, s:i}", "prompt_tokens", (json_int_t)r->prompt_tokens, "completion_tokens",
-			 (json_int_t)r->ntokens, "total_tokens", (json_int_t)(r->prompt_tokens + r->ntokens));
+	jw_obj(w);
+	jw_kstr(w, "id", a->id);
+	jw_kstr(w, "object", a->chat ? (a->stream ? "chat.completion.chunk" : "chat.completion") : "text_completion");
+	jw_ku64(w, "created", a->created);
+	jw_kstr(w, "model", r->model ? r->model->name : "");
+	jw_key(w, "choices");
+	jw_arr(w);
 }
 
 /* One choice: the whole text, or (streamed) a piece of it; reason NULL until the end. */
-static json_t *choice(struct ask *a, const char *text, size_t n, const char *reason)
+static void write_choice(struct jw *w, struct ask *a, const char *text, size_t n, const char *reason)
 {
-	json_t *c = json_pack("{s:i, s:o}", "index", 0, "finish_reason", reason ? json_string(reason) : json_null());
-	json_t *s = json_stringn(text ? text : "", text ? n : 0);
-
-	if (!a->chat)
-		json_object_set_new(c, "text", s);
-	else if (a->stream) {
-		json_t *delta = json_pack("{s:o}", "content", s);
-		if (!a->said_role)
-			json_object_set_new(delta, "role", json_string("assistant"));
-		a->said_role = true;
-		json_object_set_new(c, "delta", delta);
+	jw_obj(w);
+	jw_ku64(w, "index", 0);
+	jw_kstr(w, "finish_reason", reason);
+	if (!a->chat) {
+		jw_key(w, "text");
+		jw_strn(w, text ? text : "", text ? n : 0);
+	} else {
+		jw_key(w, a->stream ? "delta" : "message");
+		jw_obj(w);
+		if (!a->stream || !a->said_role)
+			jw_kstr(w, "role", "assistant");
+		a->said_role = a->stream;
+		jw_key(w, "content");
+		jw_strn(w, text ? text : "", text ? n : 0);
+		jw_end(w);
 	}
-	else
-		json_object_set_new(c, "message", json_pack("{s:s, s:o}", "role", "assistant", "content", s));
-	return c;
+	jw_end(w);
 }
 
-static json_t *envelope(const struct ask *a, const struct req *r, json_t *choices)
+/* What a piece of a completion carries: a choice (text, reason), the usage, or both. */
+struct part {
+	bool choice, usage;
+	const char *text;
+	size_t n;
+	const char *reason;
+};
+
+/* A completion, whole or one event of a stream, into w (made here). */
+static void write_completion(struct jw *w, struct ask *a, const struct req *r, const struct part *p)
 {
-	return json_pack("{s:s, s:s, s:I, s:s, s:o}", "id", a->id, "object",
-			 a->chat ? (a->stream ? "chat.completion.chunk" : "chat.completion") : "text_completion",
-			 "created", (json_int_t)a->created, "model", r->model ? r->model->name : "", "choices",
-			 choices);
+	jw_init(w);
+	envelope_open(w, a, r);
+	if (p->choice)
+		write_choice(w, a, p->text, p->n, p->reason);
+	jw_end(w);
+	if (p->usage) {
+		jw_key(w, "usage");
+		jw_obj(w);
+		jw_ku64(w, "prompt_tokens", r->prompt_tokens);
+		jw_ku64(w, "completion_tokens", r->ntokens);
+		jw_ku64(w, "total_tokens", (uint64_t)r->prompt_tokens + r->ntokens);
+		jw_end(w);
+	}
+	jw_end(w);
 }
 
 /* embed's answer, as OpenAI's: a list of vectors, each with its index. */
@@ -295,23 +335,22 @@ static json_t *embeddings(const struct req *r)
 }
 
 /* One server-sent event. */
-static void send_data(struct ask *a, const char *data)
+static void send_data(struct ask *a, const char *data, size_t n)
 {
 	struct evbuffer *out = evbuffer_new();
 
-	evbuffer_add_printf(out, "data: %s\n\n", data);
+	evbuffer_add(out, "data: ", 6);
+	evbuffer_add(out, data, n);
+	evbuffer_add(out, "\n\n", 2);
 	evhttp_send_reply_chunk(a->er, out);
 	evbuffer_free(out);
 }
 
-/* One server-sent event of JSON (taken). */
-static void send_event(struct ask *a, json_t *body)
+/* One server-sent event of the JSON of w (freed). */
+static void send_event(struct ask *a, struct jw *w)
 {
-	char *text = json_dumps(body, JSON_COMPACT);
-
-	send_data(a, text ? text : "{}");
-	free(text);
-	json_decref(body);
+	send_data(a, w->buf, w->len);
+	jw_free(w);
 }
 
 static void start_stream(struct ask *a)
@@ -363,20 +402,29 @@ static void ask_free(struct ask *a)
 /* A stream's last events: how it ended (and the usage, if asked), or the error; then [DONE]. */
 static void end_stream(struct ask *a, const struct req *r, enum err code, const char *message)
 {
+	struct jw w;
+
 	if (!a->started)
 		start_stream(a);
 	if (code == E_NONE) {
-		send_event(a, envelope(a, r, json_pack("[o]", choice(a, NULL, 0, finish_reason(r)))));
+		write_completion(&w, a, r, &(struct part){ .choice = true, .reason = finish_reason(r) });
+		send_event(a, &w);
 		if (a->include_usage) {
-			json_t *u = envelope(a, r, json_array());
-			json_object_set_new(u, "usage", usage(r));
-			send_event(a, u);
+			write_completion(&w, a, r, &(struct part){ .usage = true });
+			send_event(a, &w);
 		}
 	} else {
-		send_event(a, json_pack("{s:{s:s, s:s}}", "error", "code", proto_err_name(code), "message",
-					message ? message : ""));
+		jw_init(&w);
+		jw_obj(&w);
+		jw_key(&w, "error");
+		jw_obj(&w);
+		jw_kstr(&w, "code", proto_err_name(code));
+		jw_kstr(&w, "message", message ? message : "");
+		jw_end(&w);
+		jw_end(&w);
+		send_event(a, &w);
 	}
-	send_data(a, "[DONE]");
+	send_data(a, "[DONE]", 6);
 	evhttp_send_reply_end(last_reply(a));
 }
 
@@ -412,9 +460,10 @@ static void ask_finish(struct req *r, const struct slot *s, enum err code, const
 	} else if (a->embeddings) {
 		send_json(last_reply(a), HTTP_OK, embeddings(r));
 	} else {
-		json_t *body = envelope(a, r, json_pack("[o]", choice(a, r->text, r->ntext, finish_reason(r))));
-		json_object_set_new(body, "usage", usage(r));
-		send_json(last_reply(a), HTTP_OK, body);
+		struct jw w;
+		write_completion(&w, a, r, &(struct part){ .choice = true, .usage = true, .text = r->text, .n = r->ntext,
+							   .reason = finish_reason(r) });
+		send_jw(last_reply(a), HTTP_OK, &w);
 	}
 }
 
@@ -423,9 +472,12 @@ static void ask_chunk(struct req *r, const struct work_out *o)
 {
 	struct ask *a = r->asker;
 
+	struct jw w;
+
 	if (!a->started)
 		start_stream(a);
-	send_event(a, envelope(a, r, json_pack("[o]", choice(a, o->text, o->ntext, NULL))));
+	write_completion(&w, a, r, &(struct part){ .choice = true, .text = o->text, .n = o->ntext });
+	send_event(a, &w);
 }
 
 static void ask_forget(struct req *r)
