@@ -10,6 +10,7 @@
  */
 #include <errno.h>
 #include <stdbool.h>
+#include <sys/queue.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -17,6 +18,9 @@
 #include "frame.h"
 #include "proto.h"
 #include "peer.h"
+
+/* Peers whose later output one turn of the loop writes, before it looks for more urgent work. */
+#define PEER_LATER_BATCH 32
 
 /* Room one read has at least: many requests' worth, and a page, as a thousand idle clients each keep it. */
 #define PEER_READ_CHUNK 4096
@@ -48,7 +52,17 @@ struct peer {
 	peer_drained_fn drained;	/* called once when output falls to drained_at */
 	void *drained_arg;
 	size_t drained_at;
+	bool later_listed;		/* in `later_peers`: peer_send_later queued output for it */
+	LIST_ENTRY(peer) later_link;
 };
+
+/*
+ * Output queued by peer_send_later, written by one event of the lowest
+ * priority: it runs in a turn of the loop with nothing else to do, after
+ * the replies and the reads that wait.
+ */
+static LIST_HEAD(, peer) later_peers = LIST_HEAD_INITIALIZER(later_peers);
+static struct event *later_flush;
 
 /* Room for n more bytes after what b holds, moving what it holds to the front first. */
 static void bytes_reserve(struct bytes *b, size_t n)
@@ -74,6 +88,8 @@ static void bytes_take(struct bytes *b, size_t n)
 
 static void peer_really_free(struct peer *p)
 {
+	if (p->later_listed)
+		LIST_REMOVE(p, later_link);
 	event_free(p->rev);
 	event_free(p->wev);
 	event_free(p->later);
@@ -191,6 +207,17 @@ static void peer_wrote(struct peer *p)
 	}
 }
 
+/* Writes what is owed now (a reply must not wait behind output queued for later). */
+static void peer_flush_now(struct peer *p)
+{
+	if (p->later_listed) {
+		LIST_REMOVE(p, later_link);
+		p->later_listed = false;
+	}
+	if (peer_flush(p))
+		peer_wrote(p);
+}
+
 static void peer_write_cb(evutil_socket_t fd, short what, void *arg)
 {
 	(void)fd; (void)what;
@@ -213,8 +240,8 @@ static void peer_read_cb(evutil_socket_t fd, short what, void *arg)
 		if (!peer_decode(p))
 			return;
 		p->batching = false;
-		if (p->out.len && !event_pending(p->wev, EV_WRITE, NULL) && peer_flush(p))
-			peer_wrote(p);
+		if (p->out.len && !event_pending(p->wev, EV_WRITE, NULL))
+			peer_flush_now(p);
 	} else if (n == 0) {
 		peer_set_gone(p, NULL);
 	} else if (errno != EAGAIN && errno != EINTR) {
@@ -268,9 +295,54 @@ void peer_send(struct peer *p, struct msgw *w)
 		bytes_reserve(&p->out, len - (size_t)n);
 		memcpy(p->out.data + p->out.off + p->out.len, frame + n, len - (size_t)n);
 		p->out.len += len - (size_t)n;
-		if (!was_owed && !p->batching)
+		if (p->later_listed && !p->batching)
+			peer_flush_now(p);
+		else if (!was_owed && !p->batching)
 			event_add(p->wev, NULL);
 	}
+}
+
+/* A few peers' queued output at a time, so that what is more urgent gets in between. */
+static void later_flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd; (void)what; (void)arg;
+	struct peer *p;
+
+	for (int n = 0; n < PEER_LATER_BATCH && (p = LIST_FIRST(&later_peers)) != NULL; n++) {
+		LIST_REMOVE(p, later_link);
+		p->later_listed = false;
+		if (!p->free_pending && !event_pending(p->wev, EV_WRITE, NULL) && peer_flush(p))
+			peer_wrote(p);
+	}
+	if (!LIST_EMPTY(&later_peers))
+		event_active(later_flush, 0, 0);
+}
+
+void peer_send_later(struct peer *p, struct msgw *w)
+{
+	size_t len;
+	const char *frame = msgw_frame(w, &len);
+
+	if (p->free_pending)
+		return;
+	if (p->out.len + len > p->max_output) {
+		peer_set_gone(p, "output buffer over its limit");
+		return;
+	}
+	bytes_reserve(&p->out, len);
+	memcpy(p->out.data + p->out.off + p->out.len, frame, len);
+	p->out.len += len;
+	if (p->later_listed || event_pending(p->wev, EV_WRITE, NULL))
+		return;		/* written when the socket takes more, or already due */
+	if (!later_flush) {
+		later_flush = event_new(event_get_base(p->rev), -1, 0, later_flush_cb, NULL);
+		if (!later_flush)
+			abort();
+		event_priority_set(later_flush, PEER_LATER_PRIORITY);	/* fails harmlessly without priorities */
+	}
+	LIST_INSERT_HEAD(&later_peers, p, later_link);
+	p->later_listed = true;
+	event_active(later_flush, 0, 0);
 }
 
 void peer_free_after_flush(struct peer *p)

@@ -24,13 +24,23 @@ struct peer;
 typedef void (*peer_dispatch_fn)(struct peer *p, const msgpack_object *msg, void *arg);
 typedef void (*peer_drained_fn)(struct peer *p, void *arg);
 
+/* The loop's priorities: its events have PEER_PRIORITIES / 2 (the default); peer_send_later's writes the lowest. */
+#define PEER_PRIORITIES 3
+#define PEER_LATER_PRIORITY (PEER_PRIORITIES - 1)
+
 /* peer_free_after_flush frees a peer that has not read its output within this. */
 #define PEER_FLUSH_SECONDS 5
 
 struct peer *peer_new(struct event_base *base, int fd, size_t max_frame, size_t max_output,
 		      peer_dispatch_fn dispatch, void *arg);
-/* Queues the frame of w. Over the output limit, the peer is dropped instead. */
+/* Sends the frame of w: written at once when nothing is owed. Over the output limit, the peer is dropped instead. */
 void peer_send(struct peer *p, struct msgw *w);
+/*
+ * Queues the frame of w, to be written in a later turn of the loop that has
+ * nothing more urgent (what many peers are told: events), so that it does
+ * not stand in the way of replies. Its order with peer_send's is kept.
+ */
+void peer_send_later(struct peer *p, struct msgw *w);
 /* Stops reading; frees the peer once its queued output is written (or fails, or
  * PEER_FLUSH_SECONDS have passed). */
 void peer_free_after_flush(struct peer *p);

@@ -20,6 +20,7 @@
 
 #include "../proto/clock.h"
 #include "../proto/log.h"
+#include "../proto/peer.h"
 #include "modeld.h"
 #include "paths.h"
 #include "probe.h"
@@ -316,7 +317,7 @@ int main(int argc, char **argv)
 	md.base = cfg ? event_base_new_with_config(cfg) : NULL;
 	if (cfg)
 		event_config_free(cfg);
-	if (!md.base) {
+	if (!md.base || event_base_priority_init(md.base, PEER_PRIORITIES) < 0) {
 		log_error("cannot create the event loop");
 		return 1;
 	}

@@ -238,7 +238,7 @@ static bool deliver_event(struct client *c, int kind, const struct slot *s, stru
 	size_t owed = peer_owed(c->peer);
 
 	if (owed < SUBSCRIBER_BEHIND && !c->stale) {
-		peer_send(c->peer, w);
+		peer_send_later(c->peer, w);
 	} else if (kind == EVK_STATE && s) {
 		if (!c->stale)
 			peer_when_drained(c->peer, SUBSCRIBER_BEHIND / 2, caught_up, c);
@@ -246,7 +246,7 @@ static bool deliver_event(struct client *c, int kind, const struct slot *s, stru
 	} else if (kind == EVK_PROGRESS || kind == EVK_JOB) {
 		/* superseded by the coalesced state */
 	} else if (owed + len <= SUBSCRIBER_MAX_OWED) {
-		peer_send(c->peer, w);
+		peer_send_later(c->peer, w);
 	} else {
 		log_warn("client pid %d: %zu bytes of events unread; dropping it", (int)c->pid, owed);
 		server_reply_error(c, 0, E_BUSY, "dropped: %zu bytes of events were left unread", owed);
