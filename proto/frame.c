@@ -1,5 +1,6 @@
 /* frame.c: frame decoding, fd passing and the blocking channel. */
 #include <errno.h>
+#include <stdbool.h>
 #include <poll.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -192,8 +193,8 @@ static void chan_keep_fds(struct chan *c, struct msghdr *mh)
 	}
 }
 
-/* Reads what is there into the buffer. 1: bytes came, 0: EOF, -1: error. */
-static int chan_fill(struct chan *c)
+/* Reads into the buffer, waiting or not. 1: bytes came, 0: EOF, -1: error, 2: nothing there (wait false). */
+static int chan_fill(struct chan *c, bool wait)
 {
 	union {
 		struct cmsghdr h;
@@ -213,8 +214,10 @@ static int chan_fill(struct chan *c)
 	};
 	ssize_t n;
 	do {
-		n = recvmsg(c->fd, &mh, MSG_CMSG_CLOEXEC);
+		n = recvmsg(c->fd, &mh, MSG_CMSG_CLOEXEC | (wait ? 0 : MSG_DONTWAIT));
 	} while (n < 0 && errno == EINTR);
+	if (n < 0 && !wait && (errno == EAGAIN || errno == EWOULDBLOCK))
+		return 2;
 	if (n < 0) {
 		c->error = strerror(errno);
 		return -1;
@@ -243,17 +246,22 @@ int chan_read(struct chan *c, int timeout_ms, const msgpack_object **msg)
 			*msg = &c->msg.data;
 			return 1;
 		}
-		struct pollfd pfd = { .fd = c->fd, .events = POLLIN };
-		int pr = poll(&pfd, 1, timeout_ms);
-		if (pr < 0 && errno == EINTR)
-			continue;
-		if (pr < 0) {
-			c->error = strerror(errno);
-			return -1;
+		/* -1 and 0 ask the socket alone: a receive that waits, or one that does not */
+		if (timeout_ms > 0) {
+			struct pollfd pfd = { .fd = c->fd, .events = POLLIN };
+			int pr = poll(&pfd, 1, timeout_ms);
+			if (pr < 0 && errno == EINTR)
+				continue;
+			if (pr < 0) {
+				c->error = strerror(errno);
+				return -1;
+			}
+			if (pr == 0)
+				return 0;
 		}
-		if (pr == 0)
+		rc = chan_fill(c, timeout_ms < 0);
+		if (rc == 2)
 			return 0;
-		rc = chan_fill(c);
 		if (rc <= 0) {
 			if (rc == 0 && c->len > 0)
 				c->error = "stream ends inside a frame";

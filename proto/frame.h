@@ -45,7 +45,8 @@ struct chan {
 void chan_init(struct chan *c, int fd, size_t max_frame);
 void chan_free(struct chan *c);
 /*
- * Waits up to timeout_ms (-1: forever) for one frame. 1: *msg is valid until
+ * Waits up to timeout_ms (-1: forever, 0: not at all, which costs one
+ * receive that does not wait) for one frame. 1: *msg is valid until
  * the next call. 0: timed out. -1: end of stream or a bad frame (c->error).
  */
 int chan_read(struct chan *c, int timeout_ms, const msgpack_object **msg);

@@ -250,8 +250,7 @@ static int on_piece(void *arg, const struct engine_piece *p)
 		stopped = text_add(&j->text, p->text, p->len);
 	if (j->stream)
 		flush_tokens(w, WM_TOKENS);
-	service_channel(w);
-	return j->cancel || stopped;
+	return on_tick(w) || stopped;	/* a cancel is looked for every TICK_EVERY_MS, not every token */
 }
 
 /* A request begins: its id, and the reply as yet empty. */
@@ -268,6 +267,7 @@ static void job_begin(struct worker *w, uint64_t req)
 	j->prompt_tokens = 0;
 	j->start_ms = clock_mono_ms();
 	j->first_ms = 0;
+	w->last_tick_ms = j->start_ms;	/* the channel was read just now: the request came from it */
 	text_init(&j->text, NULL, 0);
 }
 
