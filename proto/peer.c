@@ -78,6 +78,13 @@ static void bytes_reserve(struct bytes *b, size_t n)
 	}
 }
 
+static void bytes_add(struct bytes *b, const char *data, size_t n)
+{
+	bytes_reserve(b, n);
+	memcpy(b->data + b->off + b->len, data, n);
+	b->len += n;
+}
+
 static void bytes_take(struct bytes *b, size_t n)
 {
 	b->off += n;
@@ -269,18 +276,26 @@ struct peer *peer_new(struct event_base *base, int fd, size_t max_frame, size_t 
 	return p;
 }
 
+/* Whether len more bytes may go to p: it is not being freed, and over its output limit it is dropped instead. */
+static bool peer_takes(struct peer *p, size_t len)
+{
+	if (p->free_pending)
+		return false;
+	if (p->out.len + len > p->max_output) {
+		peer_set_gone(p, "output buffer over its limit");
+		return false;
+	}
+	return true;
+}
+
 void peer_send(struct peer *p, struct msgw *w)
 {
 	size_t len;
 	const char *frame = msgw_frame(w, &len);
 	ssize_t n = 0;
 
-	if (p->free_pending)
+	if (!peer_takes(p, len))
 		return;
-	if (p->out.len + len > p->max_output) {
-		peer_set_gone(p, "output buffer over its limit");
-		return;
-	}
 	if (p->out.len == 0 && !p->batching) {	/* nothing owed: straight to the socket */
 		n = write(p->fd, frame, len);
 		if (n < 0 && errno != EAGAIN && errno != EINTR) {
@@ -292,9 +307,7 @@ void peer_send(struct peer *p, struct msgw *w)
 	}
 	if ((size_t)n < len) {
 		bool was_owed = p->out.len > 0;
-		bytes_reserve(&p->out, len - (size_t)n);
-		memcpy(p->out.data + p->out.off + p->out.len, frame + n, len - (size_t)n);
-		p->out.len += len - (size_t)n;
+		bytes_add(&p->out, frame + n, len - (size_t)n);
 		if (p->later_listed && !p->batching)
 			peer_flush_now(p);
 		else if (!was_owed && !p->batching)
@@ -323,15 +336,9 @@ void peer_send_later(struct peer *p, struct msgw *w)
 	size_t len;
 	const char *frame = msgw_frame(w, &len);
 
-	if (p->free_pending)
+	if (!peer_takes(p, len))
 		return;
-	if (p->out.len + len > p->max_output) {
-		peer_set_gone(p, "output buffer over its limit");
-		return;
-	}
-	bytes_reserve(&p->out, len);
-	memcpy(p->out.data + p->out.off + p->out.len, frame, len);
-	p->out.len += len;
+	bytes_add(&p->out, frame, len);
 	if (p->later_listed || event_pending(p->wev, EV_WRITE, NULL))
 		return;		/* written when the socket takes more, or already due */
 	if (!later_flush) {

@@ -53,35 +53,31 @@ static struct evhttp_bound_socket *bound;
 static struct token *tokens;
 static size_t ntokens;
 
-static int add_to_buffer(const char *text, size_t n, void *out)
+/* Sends n bytes of JSON text (and a newline) with status. */
+static void send_text(struct evhttp_request *req, int status, const char *text, size_t n)
 {
-	return evbuffer_add(out, text, n);
+	struct evbuffer *out = evhttp_request_get_output_buffer(req);
+
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
+	evbuffer_add(out, text, n);
+	evbuffer_add(out, "\n", 1);
+	evhttp_send_reply(req, status, NULL, NULL);
 }
 
 /* Sends a JSON body (taken) with status; errors have OpenAI's shape. */
 static void send_json(struct evhttp_request *req, int status, json_t *body)
 {
-	struct evbuffer *out = evhttp_request_get_output_buffer(req);
+	char *text = json_dumps(body, JSON_COMPACT);
 
-	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
-	if (json_dump_callback(body, add_to_buffer, out, JSON_COMPACT) < 0) {
-		evbuffer_drain(out, evbuffer_get_length(out));
-		evbuffer_add(out, "{}", 2);
-	}
-	evbuffer_add(out, "\n", 1);
-	evhttp_send_reply(req, status, NULL, NULL);
+	send_text(req, status, text ? text : "{}", text ? strlen(text) : 2);
+	free(text);
 	json_decref(body);
 }
 
 /* Sends the JSON of w (freed) with status. */
 static void send_jw(struct evhttp_request *req, int status, struct jw *w)
 {
-	struct evbuffer *out = evhttp_request_get_output_buffer(req);
-
-	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
-	evbuffer_add(out, w->buf, w->len);
-	evbuffer_add(out, "\n", 1);
-	evhttp_send_reply(req, status, NULL, NULL);
+	send_text(req, status, w->buf, w->len);
 	jw_free(w);
 }
 

@@ -65,16 +65,14 @@ static int slots_differ(const struct config *next, char *why, size_t len)
 			return -1;
 		}
 	}
-	if (next->ndevices != md.conf.ndevices) {
+	bool same = next->ndevices == md.conf.ndevices;
+	for (size_t i = 0; same && i < md.conf.ndevices; i++)
+		same = strcmp(next->devices[i].name, md.conf.devices[i].name) == 0 &&
+		       next->devices[i].exclusive == md.conf.devices[i].exclusive;
+	if (!same) {
 		snprintf(why, len, "the [device] sections changed: that needs a restart");
 		return -1;
 	}
-	for (size_t i = 0; i < md.conf.ndevices; i++)
-		if (strcmp(next->devices[i].name, md.conf.devices[i].name) != 0 ||
-		    next->devices[i].exclusive != md.conf.devices[i].exclusive) {
-			snprintf(why, len, "the [device] sections changed: that needs a restart");
-			return -1;
-		}
 	return 0;
 }
 
