@@ -50,6 +50,12 @@ void chan_free(struct chan *c);
  * the next call. 0: timed out. -1: end of stream or a bad frame (c->error).
  */
 int chan_read(struct chan *c, int timeout_ms, const msgpack_object **msg);
+/* Whether bytes past the message handed out last are buffered, which a
+ * chan_read(c, 0) may return without a system call. */
+static inline bool chan_buffered(const struct chan *c)
+{
+	return c->len > c->used;
+}
 /* The oldest fd received and not yet taken, or -1. The caller owns it. */
 int chan_take_fd(struct chan *c);
 /* Writes the frame of w whole; blocking. 0 or -1 (errno set). */

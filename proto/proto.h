@@ -18,6 +18,8 @@
 /* Frames: a 4-byte big-endian length, then that many bytes of one map. */
 #define FRAME_HEADER_LEN 4
 #define FRAME_MAX_DEFAULT (1024u * 1024u)
+/* Inferences one worker may run at once (a model's parallel). */
+#define PROTO_PARALLEL_MAX 64
 
 /* The most tokens one infer may ask for, and the most it may give. */
 #define INFER_MAX_TOKENS 65536u
@@ -123,26 +125,27 @@ char *proto_client_socket(void);
 #define PROTO_SYSTEM_SOCKET "/run/modeld/modeld.sock"
 
 /* Worker channel. */
-#define WPROTO_VERSION 3
+#define WPROTO_VERSION 4
 #define WORKER_CHANNEL_FD 3
 
 enum wmsg {
 	/* supervisor -> worker */
 	WM_LOAD = 100,		/* proto, model, engine, engine_dir, device, warmup; optional:
 				 * loader_threads, loader_buffers, loader_chunk, ctx,
-				 * gpu_layers, threads, batch, chat_template, embedding,
-				 * uid, gid; the weights fd rides along */
+				 * gpu_layers, threads, batch, parallel, chat_template,
+				 * embedding, uid, gid; the weights fd rides along */
 	WM_PING,		/* seq */
-	WM_INFER,		/* req and the fields of gen.h */
+	WM_INFER,		/* req and the fields of gen.h; up to the worker's parallel at once */
 	WM_CANCEL,		/* req */
 	WM_STOP,		/* (none): finish and exit */
-	WM_TOKENIZE,		/* req, text, add_special, parse_special */
+	WM_TOKENIZE,		/* req, text, add_special, parse_special; these three only
+				 * when nothing else runs at the worker */
 	WM_DETOKENIZE,		/* req, tokens */
 	WM_EMBED,		/* req, texts */
 
 	/* worker -> supervisor */
 	WM_PROGRESS = 200,	/* bytes, total */
-	WM_LOADED,		/* proto, mem_bytes, vocab */
+	WM_LOADED,		/* proto, mem_bytes, vocab, parallel */
 	WM_WARMED,		/* warmup_ms */
 	WM_FAILED,		/* code, message: load or warmup failed */
 	WM_PONG,		/* seq, mem_bytes, dev_free, dev_total */

@@ -112,6 +112,7 @@ static void on_loaded(struct child *c, const struct wmsg_in *w)
 		return;
 	}
 	c->rt->s.vocab = (uint32_t)w->vocab;
+	c->rt->s.parallel = (unsigned)w->parallel;
 	c->loaded = c->rt->s.model->warmup == 0;	/* else once warmed: both are quiet stretches */
 	c->rt->s.mem_bytes = w->mem_bytes;
 	c->rt->overhead = w->mem_bytes > c->file_bytes ? w->mem_bytes - c->file_bytes : 0;
@@ -354,6 +355,7 @@ static int send_load(int chan, const struct slot_rt *rt, int weights)
 	msgw_ku64(&w, "ctx", m->ctx);
 	msgw_ku64(&w, "threads", m->threads);
 	msgw_ku64(&w, "batch", m->batch);
+	msgw_ku64(&w, "parallel", m->parallel);
 	if (m->gpu_layers != CONFIG_GPU_LAYERS_ALL)
 		msgw_ku64(&w, "gpu_layers", m->gpu_layers);
 	if (m->chat_template)

@@ -101,6 +101,7 @@ static const struct key model_keys[] = {
 	{ "gpu_layers", K_UINT, M(gpu_layers), 0, 100000, NO_LINE },
 	{ "threads", K_UINT, M(threads), 1, 1024, NO_LINE },
 	{ "batch", K_UINT, M(batch), 1, 65536, NO_LINE },
+	{ "parallel", K_UINT, M(parallel), 1, PROTO_PARALLEL_MAX, NO_LINE },
 	{ "chat_template", K_STR, M(chat_template), 0, 0, NO_LINE },
 	{ "embedding", K_BOOL, M(embedding), 0, 0, NO_LINE },
 };

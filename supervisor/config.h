@@ -12,9 +12,9 @@
  *                 loader_buffers, loader_chunk
  *   [device NAME] exclusive (default yes for cuda:N, no otherwise); NAME is a
  *                 device or a lock that slots name with `lock = NAME`
- *   [model NAME]  path, slot, engine, warmup, load_timeout, idle_timeout, and
- *                 for language models ctx, gpu_layers, threads, batch,
- *                 chat_template, embedding
+ *   [model NAME]  path, slot, engine, warmup, load_timeout, idle_timeout,
+ *                 parallel, and for language models ctx, gpu_layers, threads,
+ *                 batch, chat_template, embedding
  *
  * Times are in seconds, fractions allowed. Any unknown section or key, or a
  * bad value, is an error reported as "file:line: what is wrong".
@@ -93,6 +93,7 @@ struct model {
 	unsigned gpu_layers;		/* CONFIG_GPU_LAYERS_ALL when unset */
 	unsigned threads;
 	unsigned batch;
+	unsigned parallel;		/* inferences at once in its worker; 0: the engine's default */
 	char *chat_template;
 	bool embedding;			/* serves embed */
 	size_t index;			/* in the configuration's models */

@@ -147,7 +147,7 @@ void ops_write_slot(struct msgw *w, const struct slot_rt *rt)
 		msgw_nil(w);
 	msgw_ku64(w, "since_ms", clock_wall_ms() - (clock_mono_ms() - s->since_ms));
 	msgw_ku64(w, "queue", slot_queue_length(s));
-	msgw_ku64(w, "active", s->active ? 1 : 0);
+	msgw_ku64(w, "active", s->nrunning);
 	msgw_ku64(w, "mem_bytes", s->has_worker ? s->mem_bytes : 0);
 	msgw_end(w);
 }

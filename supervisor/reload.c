@@ -41,8 +41,8 @@ static bool same_model(const struct model *a, const struct model *b)
 	return same_str(a->path, b->path) && same_str(a->slot, b->slot) && same_str(a->engine, b->engine) &&
 	       a->warmup == b->warmup && a->load_timeout_ms == b->load_timeout_ms &&
 	       a->idle_timeout_ms == b->idle_timeout_ms && a->ctx == b->ctx && a->gpu_layers == b->gpu_layers &&
-	       a->threads == b->threads && a->batch == b->batch && same_str(a->chat_template, b->chat_template) &&
-	       a->embedding == b->embedding;
+	       a->threads == b->threads && a->batch == b->batch && a->parallel == b->parallel &&
+	       same_str(a->chat_template, b->chat_template) && a->embedding == b->embedding;
 }
 
 /* Why next's slots and devices cannot take the running ones' places; 0 when they can. */

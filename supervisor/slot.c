@@ -40,15 +40,41 @@ static const char *model_name(const struct model *m)
 	return m ? m->name : "(none)";
 }
 
+/* The request the worker runs as seq, or NULL. */
+static struct slot_running *running_of(struct slot *s, uint64_t seq)
+{
+	for (unsigned i = 0; i < s->nrunning; i++)
+		if (s->running[i].seq == seq)
+			return &s->running[i];
+	return NULL;
+}
+
+/* Where r runs at the worker, or NULL. */
+static struct slot_running *running_req(struct slot *s, const struct req *r)
+{
+	for (unsigned i = 0; i < s->nrunning; i++)
+		if (s->running[i].req == r)
+			return &s->running[i];
+	return NULL;
+}
+
+/* The worker has said its last of the request at e. */
+static void running_gone(struct slot *s, struct slot_running *e)
+{
+	*e = s->running[--s->nrunning];
+}
+
 /* The one way a request leaves the slot: out of its list, then its reply. */
 static void req_end(struct slot *s, struct req *r, enum err code, const char *message)
 {
+	struct slot_running *e;
+
 	if (r->list) {
 		TAILQ_REMOVE(r->list, r, link);
 		r->list = NULL;
+	} else if ((e = running_req(s, r)) != NULL) {
+		e->req = NULL;		/* the worker's answer is still to come */
 	}
-	if (s->active == r)
-		s->active = NULL;
 	s->env->finish(s, r, code, message);
 }
 
@@ -102,20 +128,27 @@ static void end_load_waiters(struct slot *s, enum err code, const char *message)
 	end_all(s, &s->load_waiters, code, message);
 }
 
-/* The request at the worker ends with code; the worker is told to stop it. */
-static void cancel_active(struct slot *s, const char *message)
+/* The request at e ends with code; the worker is told to stop it. */
+static void cancel_running(struct slot *s, struct slot_running *e, enum err code, const char *message)
 {
-	if (!s->active)
-		return;
-	if (s->inflight == s->active->seq)
-		s->env->cancel_infer(s, s->inflight);
-	req_end(s, s->active, E_CANCELLED, message);
+	s->env->cancel_infer(s, e->seq);
+	req_end(s, e->req, code, message);
 }
 
+/* The requests at the worker end with code, and the worker is told to stop them. */
+static void cancel_all_running(struct slot *s, enum err code, const char *message)
+{
+	for (unsigned i = 0; i < s->nrunning; i++)
+		if (s->running[i].req)
+			cancel_running(s, &s->running[i], code, message);
+}
+
+/* Every inference ends: those at the worker (which is going) and those queued. */
 static void end_inference(struct slot *s, enum err code, const char *message)
 {
-	if (s->active)
-		req_end(s, s->active, code, message);
+	for (unsigned i = 0; i < s->nrunning; i++)
+		if (s->running[i].req)
+			req_end(s, s->running[i].req, code, message);
 	end_all(s, &s->queue, code, message);
 }
 
@@ -243,6 +276,7 @@ static void spawn_worker(struct slot *s)
 		return;
 	}
 	s->has_worker = true;
+	s->worker_killed = false;
 	job_note(s, &s->load_job, "load", s->model, "running", NULL);
 	s->env->arm(s, s->model->load_timeout_ms);
 	enter(s, SS_LOADING);
@@ -330,7 +364,7 @@ static void continue_switch(struct slot *s)
 /* Streams running on the old model finish first, up to drain_timeout. */
 static void proceed_switch(struct slot *s)
 {
-	if (s->inflight) {
+	if (s->nrunning) {
 		s->env->arm(s, s->conf->drain_timeout_ms);
 		return;
 	}
@@ -386,20 +420,37 @@ static void settle_idle(struct slot *s)
 	uint64_t idle = s->model->idle_timeout_ms ? s->model->idle_timeout_ms : s->conf->idle_timeout_ms;
 	uint64_t t = now(s), due = t + idle;
 
-	if (s->state != SS_READY || s->inflight || !TAILQ_EMPTY(&s->queue) || idle == 0)
+	if (s->state != SS_READY || s->nrunning || !TAILQ_EMPTY(&s->queue) || idle == 0)
 		return;
 	if (s->keep_until_ms > due)
 		due = s->keep_until_ms;
 	s->env->arm(s, due - t);
 }
 
-/* In ready: the head of the queue goes to the worker, if it is idle. */
+/* The worker failed (hung, or broke the protocol): it dies, and what it runs with it. */
+static void kill_worker(struct slot *s, const char *why)
+{
+	s->worker_killed = true;
+	s->env->kill(s, why);
+}
+
+/* Whether the worker takes r now: up to parallel inferences together, anything else alone. */
+static bool worker_takes(const struct slot *s, const struct req *r)
+{
+	if (s->worker_killed)
+		return false;
+	if (s->nrunning == 0)
+		return true;
+	return r->op == OP_INFER && !s->running[0].alone && s->nrunning < s->parallel;
+}
+
+/* In ready: the head of the queue goes to the worker, while it takes more. */
 static void dispatch_next(struct slot *s)
 {
 	struct req *r;
 	char msg[160];
 
-	while (!s->inflight && (r = TAILQ_FIRST(&s->queue)) != NULL) {
+	while ((r = TAILQ_FIRST(&s->queue)) != NULL && worker_takes(s, r)) {
 		if (r->model && r->model != s->model) {
 			if (may_autoload(s, r)) {
 				begin_switch(s, r->model, NULL);
@@ -418,8 +469,7 @@ static void dispatch_next(struct slot *s)
 		r->list = NULL;
 		s->env->arm_req(s, r, 0);
 		s->env->arm(s, s->conf->stall_timeout_ms);	/* not idle; a stall deadline */
-		s->active = r;
-		s->inflight = r->seq;
+		s->running[s->nrunning++] = (struct slot_running){ r->seq, r, r->op != OP_INFER };
 		s->progress_ms = now(s);
 		s->env->send_infer(s, r);
 	}
@@ -460,11 +510,11 @@ static void begin_unload(struct slot *s, struct req *r, bool force, bool evict)
 		job_note(s, &s->unload_job, "unload", s->model, "running", NULL);
 	}
 	if (force)
-		cancel_active(s, "the slot was unloaded (force)");
+		cancel_all_running(s, E_CANCELLED, "the slot was unloaded (force)");
 	wait_on(s, r, &s->unload_waiters, s->unload_job);
 	if (!s->has_worker) {
 		enter_empty(s);
-	} else if (s->inflight && !force && !loading) {
+	} else if (s->nrunning && !force && !loading) {
 		s->from = s->model;
 		enter(s, SS_SWITCHING);
 		proceed_switch(s);
@@ -578,7 +628,7 @@ static void act_restart(struct slot *s, const struct slot_ev *ev)
 		return;
 	}
 	s->env->arm(s, 0);
-	cancel_active(s, "the slot is restarting");
+	cancel_all_running(s, E_CANCELLED, "the slot is restarting");
 	s->next = NULL;
 	if (s->has_worker)
 		s->env->stop(s, s->state != SS_READY);
@@ -706,13 +756,14 @@ static void act_cancel(struct slot *s, const struct slot_ev *ev)
 {
 	struct req *r = ev->req;
 	bool load_waiter = r->list == &s->load_waiters;
+	struct slot_running *e = running_req(s, r);
 
-	if (r == s->active && r->op == OP_INFER && s->inflight == r->seq) {
+	if (e && r->op == OP_INFER) {
 		s->env->cancel_infer(s, r->seq);
 		return;
 	}
-	if (r == s->active)
-		cancel_active(s, "cancelled");
+	if (e)
+		cancel_running(s, e, E_CANCELLED, "cancelled");
 	else
 		req_end(s, r, E_CANCELLED, "cancelled");
 	if (load_waiter)
@@ -829,7 +880,7 @@ static void act_switch_deadline(struct slot *s, const struct slot_ev *ev)
 		return;
 	}
 	log_warn("slot %s: streams still running after drain_timeout; cancelling them", s->conf->name);
-	cancel_active(s, "drain_timeout ran out during a switch");
+	cancel_all_running(s, E_CANCELLED, "drain_timeout ran out during a switch");
 	continue_switch(s);
 }
 
@@ -846,7 +897,7 @@ static void check_stall(struct slot *s, uint64_t t)
 		return;
 	}
 	snprintf(msg, sizeof msg, "no token for %.1f s", (double)s->conf->stall_timeout_ms / 1000);
-	s->env->kill(s, msg);
+	kill_worker(s, msg);
 }
 
 /* ready's timer: a stalled request, or idle_timeout without requests (or keep-alive) unloads the model. */
@@ -855,7 +906,7 @@ static void act_idle(struct slot *s, const struct slot_ev *ev)
 	(void)ev;
 	uint64_t t = now(s);
 
-	if (s->inflight) {
+	if (s->nrunning) {
 		check_stall(s, t);
 		return;
 	}
@@ -886,13 +937,14 @@ static long long outside_vocab(const struct slot *s, const struct work_out *o)
 static bool worker_kept_to(struct slot *s, const struct slot_ev *ev)
 {
 	char msg[SLOT_MESSAGE_LEN];
-	struct req *r = s->active;
+	struct slot_running *e = running_of(s, ev->a);
+	struct req *r = e ? e->req : NULL;
 	long long stranger;
 
-	if (ev->a != s->inflight) {
+	if (!e) {
 		snprintf(msg, sizeof msg, "it broke the worker protocol: it answered request %llu, "
 			 "which it was not given", (unsigned long long)ev->a);
-	} else if (r && r->seq == ev->a && r->op == OP_INFER && ev->out &&
+	} else if (r && r->op == OP_INFER && ev->out &&
 		   (uint64_t)r->ntokens + ev->out->ntokens > r->gen.max_tokens) {
 		snprintf(msg, sizeof msg, "it broke the worker protocol: %u tokens for a request of %u",
 			 r->ntokens + ev->out->ntokens, r->gen.max_tokens);
@@ -903,31 +955,33 @@ static bool worker_kept_to(struct slot *s, const struct slot_ev *ev)
 		s->progress_ms = now(s);
 		return true;
 	}
-	s->env->kill(s, msg);
+	kill_worker(s, msg);
 	return false;
 }
 
 static void act_tokens(struct slot *s, const struct slot_ev *ev)
 {
-	struct req *r = s->active;
-
-	if (!worker_kept_to(s, ev) || !r || r->seq != ev->a)
-		return;		/* or cancelled meanwhile */
+	if (!worker_kept_to(s, ev))
+		return;
+	struct req *r = running_of(s, ev->a)->req;
+	if (!r)
+		return;		/* cancelled meanwhile */
 	req_add_output(r, ev->out, now(s));
 	if (r->gen.stream)
 		s->env->chunk(s, r, ev->out);
 }
 
-/* The worker finished a request: whatever the state, it is idle again. */
+/* The worker finished a request: whatever the state, it has room for one more. */
 static void act_infer_end(struct slot *s, const struct slot_ev *ev)
 {
-	struct req *r = s->active;
-
 	if (!worker_kept_to(s, ev))
 		return;
-	s->inflight = 0;
-	drop_device(s);
-	if (!r || r->seq != ev->a)
+	struct slot_running *e = running_of(s, ev->a);
+	struct req *r = e->req;
+	running_gone(s, e);
+	if (s->nrunning == 0)
+		drop_device(s);
+	if (!r)
 		return;		/* cancelled meanwhile */
 	if (s->keep_until_ms < now(s) + r->keep_alive_ms)
 		s->keep_until_ms = now(s) + r->keep_alive_ms;
@@ -953,7 +1007,7 @@ static void act_infer_end_ready(struct slot *s, const struct slot_ev *ev)
 static void act_infer_end_switching(struct slot *s, const struct slot_ev *ev)
 {
 	act_infer_end(s, ev);
-	if (!s->inflight && !s->debouncing)
+	if (!s->nrunning && !s->debouncing)
 		continue_switch(s);
 }
 
@@ -962,10 +1016,11 @@ static void worker_gone(struct slot *s, const char *how)
 {
 	s->has_worker = false;
 	s->pid = 0;
-	s->inflight = 0;
 	drop_device(s);
-	if (s->active)
-		req_end(s, s->active, E_WORKER_CRASHED, how);
+	for (unsigned i = 0; i < s->nrunning; i++)
+		if (s->running[i].req)
+			req_end(s, s->running[i].req, E_WORKER_CRASHED, how);
+	s->nrunning = 0;
 }
 
 static void act_exited(struct slot *s, const struct slot_ev *ev)
@@ -1077,7 +1132,7 @@ static void act_locked_ready(struct slot *s, const struct slot_ev *ev)
 	s->locked = true;
 	s->lock_wait = LOCK_NONE;
 	dispatch_next(s);
-	if (!s->inflight) {		/* what waited for it is gone */
+	if (!s->nrunning) {		/* what waited for it is gone */
 		drop_device(s);
 		settle_idle(s);
 	}

@@ -76,6 +76,13 @@ enum slot_lock_wait { LOCK_NONE, LOCK_LOAD, LOCK_INFER };
 
 struct slot;
 
+/* A request at the worker, known by its seq until the worker's last word on it. */
+struct slot_running {
+	uint64_t seq;
+	struct req *req;		/* NULL once it ended here (cancelled, unloaded) */
+	bool alone;			/* not an inference: nothing else runs beside it */
+};
+
 struct slot_env {
 	void *arg;
 	uint64_t (*now_ms)(void *arg);
@@ -140,6 +147,7 @@ struct slot {
 	bool locked;			/* holds its device's lock */
 	enum slot_lock_wait lock_wait;	/* waits for it, and why */
 	bool has_worker;
+	bool worker_killed;		/* killed for failing: it is given nothing more */
 	int pid;
 	char message[SLOT_MESSAGE_LEN];
 	/* loading */
@@ -161,9 +169,12 @@ struct slot {
 	struct req_list load_waiters;
 	struct req_list unload_waiters;
 	struct req_list queue;		/* infer requests not yet at the worker */
-	struct req *active;		/* the infer request at the worker */
+	/* The requests the worker runs, in running[0..nrunning): up to parallel
+	 * inferences, or one other request alone. */
+	struct slot_running running[PROTO_PARALLEL_MAX];
+	unsigned nrunning;
+	unsigned parallel;		/* what the loaded worker takes at once */
 	uint64_t progress_ms;		/* when the worker last sent it anything */
-	uint64_t inflight;		/* seq of the request the worker is running, 0 if idle */
 	bool shutting_down;
 	/* events raised by an action, run after it */
 	bool in_action;

@@ -9,7 +9,7 @@
 /* The keys each message of a worker may have: anything else is a breach. */
 static const char *const wm_keys[][9] = {
 	[WM_PROGRESS - WM_PROGRESS] = { "t", "bytes", "total" },
-	[WM_LOADED - WM_PROGRESS] = { "t", "proto", "mem_bytes", "vocab" },
+	[WM_LOADED - WM_PROGRESS] = { "t", "proto", "mem_bytes", "vocab", "parallel" },
 	[WM_WARMED - WM_PROGRESS] = { "t", "warmup_ms" },
 	[WM_FAILED - WM_PROGRESS] = { "t", "code", "message" },
 	[WM_PONG - WM_PROGRESS] = { "t", "seq", "mem_bytes", "dev_free", "dev_total" },
@@ -128,7 +128,8 @@ static int read_fields(const msgpack_object *m, struct wmsg_in *w)
 		return msg_u64(m, "bytes", &w->bytes) || msg_u64(m, "total", &w->total) || w->bytes > w->total;
 	case WM_LOADED:
 		return msg_u64(m, "proto", &w->proto) || msg_u64(m, "mem_bytes", &w->mem_bytes) ||
-		       msg_u64(m, "vocab", &w->vocab) || w->vocab == 0 || w->vocab > UINT32_MAX;
+		       msg_u64(m, "vocab", &w->vocab) || w->vocab == 0 || w->vocab > UINT32_MAX ||
+		       msg_u64(m, "parallel", &w->parallel) || w->parallel == 0 || w->parallel > PROTO_PARALLEL_MAX;
 	case WM_WARMED:
 		return msg_u64(m, "warmup_ms", &w->warmup_ms);
 	case WM_PONG:

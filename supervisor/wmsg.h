@@ -23,7 +23,7 @@
 struct wmsg_in {
 	uint64_t type;			/* enum wmsg, WM_PROGRESS to WM_INFER_FAILED */
 	uint64_t bytes, total;		/* progress */
-	uint64_t proto, vocab;		/* loaded */
+	uint64_t proto, vocab, parallel;	/* loaded */
 	uint64_t mem_bytes;		/* loaded, pong */
 	uint64_t warmup_ms;		/* warmed */
 	uint64_t seq, dev_free, dev_total;	/* pong */

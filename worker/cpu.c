@@ -126,10 +126,22 @@ static int cpu_step(struct engine_ctx *c, uint32_t t, uint32_t *next, struct eng
 	return 0;
 }
 
-static int cpu_infer(struct engine_ctx *c, const struct engine_request *rq, engine_piece_fn emit,
-		     void *arg, struct engine_outcome *out, struct engine_error *e)
+static int cpu_begin(struct engine_ctx *c, const struct engine_request *rq, struct engine_seq **seq,
+		     uint32_t *prompt_tokens, struct engine_error *e)
 {
-	return engine_generate(c, cpu_step, c->desc.vocab, c->desc.eos, rq, emit, arg, out, e);
+	return engine_ref_begin(c->desc.vocab, rq, seq, prompt_tokens, e);
+}
+
+static int cpu_step_all(struct engine_ctx *c, struct engine_seq *const *seqs, struct engine_step *st, unsigned n,
+		       struct engine_error *e)
+{
+	return engine_ref_step(c, cpu_step, c->desc.eos, seqs, st, n, e);
+}
+
+static void cpu_end(struct engine_ctx *c, struct engine_seq *seq)
+{
+	(void)c;
+	engine_ref_end(seq);
 }
 
 static int cpu_warmup(struct engine_ctx *c, struct engine_error *e)
@@ -168,10 +180,14 @@ static uint32_t cpu_vocab(struct engine_ctx *c)
 const struct engine engine_cpu = {
 	.abi_version = ENGINE_ABI_VERSION,
 	.name = "cpu",
+	.parallel_default = 1,
+	.parallel_max = ENGINE_REF_PARALLEL_MAX,
 	.open = cpu_open,
 	.load = cpu_load,
 	.warmup = cpu_warmup,
-	.infer = cpu_infer,
+	.begin = cpu_begin,
+	.step = cpu_step_all,
+	.end = cpu_end,
 	.memory = cpu_memory,
 	.vocab = cpu_vocab,
 	.close = cpu_close,

@@ -414,10 +414,22 @@ static int cuda_step(struct engine_ctx *c, uint32_t t, uint32_t *next, struct en
 	return 0;
 }
 
-static int cuda_infer(struct engine_ctx *c, const struct engine_request *rq, engine_piece_fn emit,
-		     void *arg, struct engine_outcome *out, struct engine_error *e)
+static int cuda_begin(struct engine_ctx *c, const struct engine_request *rq, struct engine_seq **seq,
+		     uint32_t *prompt_tokens, struct engine_error *e)
 {
-	return engine_generate(c, cuda_step, c->desc.vocab, c->desc.eos, rq, emit, arg, out, e);
+	return engine_ref_begin(c->desc.vocab, rq, seq, prompt_tokens, e);
+}
+
+static int cuda_step_all(struct engine_ctx *c, struct engine_seq *const *seqs, struct engine_step *st, unsigned n,
+		       struct engine_error *e)
+{
+	return engine_ref_step(c, cuda_step, c->desc.eos, seqs, st, n, e);
+}
+
+static void cuda_end(struct engine_ctx *c, struct engine_seq *seq)
+{
+	(void)c;
+	engine_ref_end(seq);
 }
 
 static int cuda_warmup(struct engine_ctx *c, struct engine_error *e)
@@ -492,10 +504,14 @@ static uint32_t cuda_vocab(struct engine_ctx *c)
 const struct engine engine_cuda = {
 	.abi_version = ENGINE_ABI_VERSION,
 	.name = "cuda",
+	.parallel_default = 1,
+	.parallel_max = ENGINE_REF_PARALLEL_MAX,
 	.open = cuda_open,
 	.load = cuda_load,
 	.warmup = cuda_warmup,
-	.infer = cuda_infer,
+	.begin = cuda_begin,
+	.step = cuda_step_all,
+	.end = cuda_end,
 	.memory = cuda_memory,
 	.vocab = cuda_vocab,
 	.close = cuda_close,

@@ -1,7 +1,8 @@
-/* engine.c: what engines share: the error helper, and the reference models' generation loop.
+/* engine.c: what engines share: the error helper, and the reference models' generation.
  * Linked into the worker and into every engine built as a shared object. */
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "engine.h"
@@ -17,9 +18,14 @@ int engine_fail(struct engine_error *e, const char *code, const char *fmt, ...)
 	return -1;
 }
 
-int engine_generate(struct engine_ctx *ctx, engine_step_fn step, uint32_t vocab, uint32_t eos,
-		    const struct engine_request *rq, engine_piece_fn emit, void *arg,
-		    struct engine_outcome *out, struct engine_error *e)
+/* A reference model's generation: the last token made, and how many more it may make. */
+struct engine_seq {
+	uint32_t last;
+	uint32_t left;
+};
+
+int engine_ref_begin(uint32_t vocab, const struct engine_request *rq, struct engine_seq **seq,
+		     uint32_t *prompt_tokens, struct engine_error *e)
 {
 	if (!rq->input)
 		return engine_fail(e, "bad_request", "this model takes token ids (input), not text");
@@ -27,18 +33,37 @@ int engine_generate(struct engine_ctx *ctx, engine_step_fn step, uint32_t vocab,
 		if (rq->input[i] >= vocab)
 			return engine_fail(e, "bad_request", "input token %u is not below the vocabulary size %u",
 					   rq->input[i], vocab);
-	out->prompt_tokens = rq->ninput;
-	out->eos = false;
-	uint32_t t = rq->input[rq->ninput - 1];
-	for (uint32_t n = 0; n < rq->max_tokens; n++) {
-		if (step(ctx, t, &t, e))
+	*seq = malloc(sizeof **seq);
+	if (!*seq)
+		return engine_fail(e, "insufficient_memory", "out of memory");
+	**seq = (struct engine_seq){ .last = rq->input[rq->ninput - 1], .left = rq->max_tokens };
+	*prompt_tokens = rq->ninput;
+	return 0;
+}
+
+int engine_ref_step(struct engine_ctx *ctx, engine_step_fn step, uint32_t eos, struct engine_seq *const *seqs,
+		    struct engine_step *st, unsigned n, struct engine_error *e)
+{
+	for (unsigned i = 0; i < n; i++) {
+		struct engine_seq *q = seqs[i];
+		st[i] = (struct engine_step){ 0 };
+		if (q->left == 0) {	/* max_tokens 0 */
+			st[i].done = true;
+			continue;
+		}
+		if (step(ctx, q->last, &q->last, e))
 			return -1;
-		struct engine_piece p = { .token = t };
-		out->eos = t == eos;
-		if (emit(arg, &p) || out->eos)
-			break;
+		st[i].has_piece = true;
+		st[i].piece = (struct engine_piece){ .token = q->last };
+		st[i].eos = q->last == eos;
+		st[i].done = --q->left == 0 || st[i].eos;
 	}
 	return 0;
+}
+
+void engine_ref_end(struct engine_seq *seq)
+{
+	free(seq);
 }
 
 int engine_warmup(struct engine_ctx *ctx, engine_step_fn step, struct engine_error *e)

@@ -4,8 +4,8 @@
  *
  * An engine runs one model in one worker process. The worker calls, in
  * order: open, load, (the sandbox is entered here: no file may be opened
- * after load returns), warmup, then infer, tokenize, detokenize and embed
- * any number of times, one at a time, and close; memory at any time after
+ * after load returns), warmup, then generations (begin, step, end), tokenize,
+ * detokenize and embed any number of times, and close; memory at any time after
  * open, during load too (heartbeats ask for it). Engines built as shared objects (modeld-engine-NAME.so in the
  * engine directory) export ENGINE_SYMBOL, a `const struct engine
  * *modeld_engine(void)`; the worker loads them before the sandbox and
@@ -24,7 +24,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define ENGINE_ABI_VERSION 3
+#define ENGINE_ABI_VERSION 4
 #define ENGINE_SYMBOL "modeld_engine"
 #define ENGINE_WARMUP_TOKENS 4
 #define ENGINE_UNAVAILABLE "unavailable"
@@ -46,6 +46,8 @@ struct engine_params {
 	int32_t gpu_layers;		/* layers on the GPU; -1: all on a GPU device, none on cpu */
 	uint32_t threads;		/* compute threads */
 	uint32_t batch;			/* tokens per decode of a prompt */
+	uint32_t parallel;		/* generations at once: set by the worker from the engine's
+					 * parallel_default and parallel_max */
 	const char *chat_template;	/* instead of the model's */
 	bool embedding;			/* the model serves embed */
 	/* The worker's log: level 0 error, 1 warning, 2 info, 3 debug. */
@@ -95,16 +97,16 @@ struct engine_piece {
 	size_t len;
 };
 
-/* What a generation came to. */
-struct engine_outcome {
-	uint32_t prompt_tokens;
-	bool eos;			/* the model ended it (else max_tokens or emit did) */
+/* What one step did for one generation. */
+struct engine_step {
+	bool has_piece;			/* it made piece (valid until the next step) */
+	struct engine_piece piece;
+	bool done;			/* it has ended: the model's end (eos), max_tokens or the context's */
+	bool eos;			/* the model ended it */
 };
 
 /* Load progress; returns nonzero to abort the load. */
 typedef int (*engine_progress_fn)(void *arg, uint64_t bytes, uint64_t total);
-/* One generated piece; returns nonzero to stop generating. */
-typedef int (*engine_piece_fn)(void *arg, const struct engine_piece *p);
 
 struct engine_mem {
 	uint64_t used;		/* memory this engine holds: on the device, or the process's on cpu */
@@ -112,24 +114,39 @@ struct engine_mem {
 };
 
 struct engine_ctx;
+struct engine_seq;		/* one generation's state, the engine's own */
 
 struct engine {
 	unsigned abi_version;
 	const char *name;
 	unsigned flags;		/* ENGINE_TEXT */
+	/* Generations at once when the model does not say (parallel = 0), and at most. */
+	unsigned parallel_default, parallel_max;
 	int (*open)(struct engine_ctx **ctx, const struct engine_params *p, struct engine_error *e);
 	/* Loads the weights from fd (pread, mmap, or /proc/self/fd/N; the offset is not used). */
 	int (*load)(struct engine_ctx *ctx, int fd, engine_progress_fn progress, void *arg,
 		    struct engine_error *e);
 	int (*warmup)(struct engine_ctx *ctx, struct engine_error *e);
 	/*
-	 * Generates up to rq->max_tokens, emitting each piece; stops early at
-	 * the model's end of generation or when emit returns nonzero. Whatever
-	 * one request needs (sampler, batch) lives in an object of its own, not
-	 * in ctx. 0, or -1 with e.
+	 * Begins a generation: checks the request and prepares its prompt,
+	 * which is decoded by the steps that follow. The sequence keeps what it
+	 * needs (its tokens, its sampler); rq is the caller's only during the
+	 * call. At most params.parallel sequences are begun and not ended.
+	 * 0 with *seq and *prompt_tokens, or -1 with e (nothing to end).
 	 */
-	int (*infer)(struct engine_ctx *ctx, const struct engine_request *rq, engine_piece_fn emit,
-		     void *arg, struct engine_outcome *out, struct engine_error *e);
+	int (*begin)(struct engine_ctx *ctx, const struct engine_request *rq, struct engine_seq **seq,
+		     uint32_t *prompt_tokens, struct engine_error *e);
+	/*
+	 * Advances each of seqs[0..n), which have not ended, by one step, in one
+	 * computation where the engine can batch: a prompt (or a part of it) is
+	 * decoded, or one token is made. st[i] says what seqs[i] made and
+	 * whether it has ended. The worker calls tick between the parts of a
+	 * long step. 0, or -1 with e: every one of seqs has failed.
+	 */
+	int (*step)(struct engine_ctx *ctx, struct engine_seq *const *seqs, struct engine_step *st,
+		    unsigned n, struct engine_error *e);
+	/* Frees a sequence, ended or not (a cancel ends it early). */
+	void (*end)(struct engine_ctx *ctx, struct engine_seq *seq);
 	void (*memory)(struct engine_ctx *ctx, struct engine_mem *m);
 	/* After load: how many token ids the model knows; every token it makes is below that. */
 	uint32_t (*vocab)(struct engine_ctx *ctx);
@@ -161,13 +178,17 @@ int cuda_probe(FILE *f, struct engine_error *e);
 typedef int (*engine_step_fn)(struct engine_ctx *ctx, uint32_t t, uint32_t *next, struct engine_error *e);
 
 /*
- * Generation as the reference engines do it: the input checked against the
- * vocabulary, then steps from its last token, each emitted, up to
- * max_tokens, stopping after eos (UINT32_MAX: none) or when emit asks to.
+ * Generation as the reference engines do it, one sequence after another in
+ * a step: the input checked against the vocabulary, then steps from its last
+ * token, each a piece, up to max_tokens or eos (UINT32_MAX: none), which is
+ * a piece too. Their engines' begin, step and end call these.
  */
-int engine_generate(struct engine_ctx *ctx, engine_step_fn step, uint32_t vocab, uint32_t eos,
-		    const struct engine_request *rq, engine_piece_fn emit, void *arg,
-		    struct engine_outcome *out, struct engine_error *e);
+#define ENGINE_REF_PARALLEL_MAX 64
+int engine_ref_begin(uint32_t vocab, const struct engine_request *rq, struct engine_seq **seq,
+		     uint32_t *prompt_tokens, struct engine_error *e);
+int engine_ref_step(struct engine_ctx *ctx, engine_step_fn step, uint32_t eos, struct engine_seq *const *seqs,
+		    struct engine_step *st, unsigned n, struct engine_error *e);
+void engine_ref_end(struct engine_seq *seq);
 /* A warmup: a few steps from token 0, their output discarded. */
 int engine_warmup(struct engine_ctx *ctx, engine_step_fn step, struct engine_error *e);
 

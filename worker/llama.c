@@ -8,8 +8,13 @@
  * before the sandbox. llama.cpp's own log goes to the worker's log at
  * warning level and above; its last error is the reason a load fails.
  *
- * A generation keeps what it needs (its tokens, its sampler) in a struct
- * llama_gen of its own; the KV cache is cleared at the start of each.
+ * Generations run together as llama.cpp's server runs its slots: one context
+ * with `parallel` sequences, each with its own stream of KV cells (ctx of
+ * them, so ctx is what one request may use) and its own sampler. A step is
+ * one llama_decode of a batch holding the last token of every sequence that
+ * generates and then as much of the waiting prompts as the batch has room
+ * for; a sequence that begins joins at the next step, and its cells are
+ * freed when it ends.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -44,7 +49,10 @@ struct engine_ctx {
 	struct llama_model *model;
 	struct llama_context *lctx;
 	const struct llama_vocab *vocab;
-	uint32_t n_ctx, n_batch;
+	uint32_t n_ctx, n_batch;	/* n_ctx: one sequence's */
+	struct llama_batch batch;	/* a step's, n_batch tokens */
+	bool batch_made;
+	uint64_t seq_ids;		/* bit i: sequence id i is taken */
 	uint64_t file_bytes;
 	engine_progress_fn progress;
 	void *progress_arg;
@@ -53,11 +61,18 @@ struct engine_ctx {
 	char last_error[LLAMA_ERR_MAX];	/* llama.cpp's last error line */
 };
 
-/* One generation's state. */
-struct llama_gen {
+/* One generation: its sequence in the context, its prompt, its sampler and where it is. */
+struct engine_seq {
+	llama_seq_id id;
 	llama_token *tokens;		/* the prompt */
 	int32_t ntokens;
+	int32_t fed;			/* prompt tokens decoded */
+	llama_token next;		/* the token made last, decoded by the next step */
+	bool has_next;
+	uint32_t made, max_tokens;
+	int32_t logits_at;		/* its row of this step's logits, or -1 */
 	struct llama_sampler *sampler;
+	char piece[LLAMA_PIECE_MAX];
 };
 
 /* llama.cpp logs in pieces; errors are kept for the load's reason. */
@@ -164,6 +179,11 @@ static int make_context(struct engine_ctx *c, struct engine_error *e)
 	cp.n_batch = cp.n_ubatch = c->p.batch ? c->p.batch : LLAMA_BATCH_DEFAULT;
 	if (c->p.embedding && cp.n_batch < cp.n_ctx)	/* a text is embedded in one batch */
 		cp.n_batch = cp.n_ubatch = cp.n_ctx;
+	cp.n_seq_max = c->p.embedding ? 1 : c->p.parallel;
+	if (cp.n_batch < cp.n_seq_max)	/* a step holds a token of each */
+		cp.n_batch = cp.n_ubatch = cp.n_seq_max;
+	cp.n_ctx *= cp.n_seq_max;	/* ctx cells for each sequence: */
+	cp.kv_unified = false;		/* in streams of their own, as the server without a shared prompt */
 	cp.n_threads = cp.n_threads_batch = (int32_t)c->threads;
 	cp.offload_kqv = cp.op_offload = c->gpu;	/* a cpu slot leaves every GPU alone */
 	cp.no_perf = true;
@@ -176,10 +196,12 @@ static int make_context(struct engine_ctx *c, struct engine_error *e)
 	if (!c->lctx)
 		return engine_fail(e, "insufficient_memory", "cannot make a context of %u tokens: %s", cp.n_ctx,
 				   c->last_error[0] ? c->last_error : "llama.cpp gave no reason");
-	c->n_ctx = llama_n_ctx(c->lctx);
+	c->n_ctx = llama_n_ctx_seq(c->lctx);
 	c->n_batch = llama_n_batch(c->lctx);	/* llama.cpp keeps it within the context */
-	c->p.log(2, "%s: context %u tokens, batch %u, %u threads%s", c->name, c->n_ctx, c->n_batch,
-		 c->threads, c->p.embedding ? ", embeddings" : "");
+	c->batch = llama_batch_init((int32_t)c->n_batch, 0, 1);
+	c->batch_made = true;
+	c->p.log(2, "%s: context %u tokens x %u sequences, batch %u, %u threads%s", c->name, c->n_ctx,
+		 cp.n_seq_max, c->n_batch, c->threads, c->p.embedding ? ", embeddings" : "");
 	return 0;
 }
 
@@ -217,10 +239,10 @@ static int llama_load(struct engine_ctx *c, int fd, engine_progress_fn progress,
 	return 0;
 }
 
-/* Decodes n tokens after those in the KV cache; 0, or -1 with e (cancelled when a tick said so). */
-static int decode(struct engine_ctx *c, llama_token *t, int32_t n, struct engine_error *e)
+/* Decodes a batch; 0, or -1 with e (cancelled when a tick said so). */
+static int decode(struct engine_ctx *c, struct llama_batch b, struct engine_error *e)
 {
-	int rc = llama_decode(c->lctx, llama_batch_get_one(t, n));
+	int rc = llama_decode(c->lctx, b);
 
 	if (rc == LLAMA_DECODE_ABORTED)
 		return engine_fail(e, "cancelled", "cancelled");
@@ -229,12 +251,13 @@ static int decode(struct engine_ctx *c, llama_token *t, int32_t n, struct engine
 	return 0;
 }
 
-/* Clears the KV cache and decodes n tokens in batches. */
+/* Clears the KV cache and decodes n tokens in batches, as sequence 0: a warmup's or an embedding's,
+ * while no generation runs. */
 static int decode_prompt(struct engine_ctx *c, llama_token *t, int32_t n, struct engine_error *e)
 {
 	llama_memory_clear(llama_get_memory(c->lctx), false);	/* the cells, not the buffers: they are overwritten */
 	for (int32_t i = 0; i < n; i += (int32_t)c->n_batch)
-		if (decode(c, t + i, n - i < (int32_t)c->n_batch ? n - i : (int32_t)c->n_batch, e))
+		if (decode(c, llama_batch_get_one(t + i, n - i < (int32_t)c->n_batch ? n - i : (int32_t)c->n_batch), e))
 			return -1;
 	return 0;
 }
@@ -313,7 +336,7 @@ static int render_chat(struct engine_ctx *c, const struct engine_request *rq, ch
 }
 
 /* The prompt's tokens: as given, as text, or as chat messages rendered. */
-static int prompt_tokens(struct engine_ctx *c, const struct engine_request *rq, struct llama_gen *g,
+static int prompt_tokens(struct engine_ctx *c, const struct engine_request *rq, struct engine_seq *g,
 			 struct engine_error *e)
 {
 	int32_t n_vocab = llama_vocab_n_tokens(c->vocab);
@@ -367,60 +390,117 @@ static struct llama_sampler *make_sampler(const struct engine_ctx *c, const stru
 	return chain;
 }
 
-static void gen_free(struct llama_gen *g)
+static void llama_end(struct engine_ctx *c, struct engine_seq *q)
 {
-	if (g->sampler)
-		llama_sampler_free(g->sampler);
-	free(g->tokens);
+	if (q->id >= 0) {
+		llama_memory_seq_rm(llama_get_memory(c->lctx), q->id, -1, -1);
+		c->seq_ids &= ~(1ull << q->id);
+	}
+	if (q->sampler)
+		llama_sampler_free(q->sampler);
+	free(q->tokens);
+	free(q);
 }
 
-/* Samples, emits and decodes one token at a time until eog, max_tokens, the context's end or emit. */
-static int generate(struct engine_ctx *c, struct llama_gen *g, const struct engine_request *rq,
-		    engine_piece_fn emit, void *arg, struct engine_outcome *out, struct engine_error *e)
+static int llama_begin(struct engine_ctx *c, const struct engine_request *rq, struct engine_seq **seq,
+		       uint32_t *prompt_tokens_out, struct engine_error *e)
 {
-	uint32_t pos = (uint32_t)g->ntokens;
-	char piece[LLAMA_PIECE_MAX];
+	if (c->p.embedding)
+		return engine_fail(e, "bad_request", "model %s is set up for embeddings", c->name);
+	struct engine_seq *q = calloc(1, sizeof *q);
+	if (!q)
+		return engine_fail(e, "insufficient_memory", "out of memory");
+	q->id = -1;
+	if (prompt_tokens(c, rq, q, e))
+		goto failed;
+	if (q->ntokens == 0 || (uint32_t)q->ntokens >= c->n_ctx) {
+		engine_fail(e, "bad_request", "the prompt is %d tokens; model %s takes 1 to %u", q->ntokens,
+			    c->name, c->n_ctx - 1);
+		goto failed;
+	}
+	for (q->id = 0; c->seq_ids & (1ull << q->id); q->id++)
+		;	/* the worker begins no more than parallel of them */
+	c->seq_ids |= 1ull << q->id;
+	llama_memory_seq_rm(llama_get_memory(c->lctx), q->id, -1, -1);	/* a warmup's or an embedding's cells */
+	q->max_tokens = rq->max_tokens;
+	q->sampler = make_sampler(c, &rq->sampling);
+	*prompt_tokens_out = (uint32_t)q->ntokens;
+	*seq = q;
+	return 0;
+failed:
+	llama_end(c, q);
+	return -1;
+}
 
-	for (uint32_t n = 0; n < rq->max_tokens && pos < c->n_ctx; n++, pos++) {
-		llama_token t = llama_sampler_sample(g->sampler, c->lctx, -1);
-		if (llama_vocab_is_eog(c->vocab, t)) {
-			out->eos = true;
-			break;
+static void batch_add(struct llama_batch *b, llama_token t, llama_pos pos, llama_seq_id id, bool logits)
+{
+	int32_t i = b->n_tokens++;
+
+	b->token[i] = t;
+	b->pos[i] = pos;
+	b->n_seq_id[i] = 1;
+	b->seq_id[i][0] = id;
+	b->logits[i] = logits;
+}
+
+/* The step's batch: each generating sequence's last token, then prompts as far as room allows. */
+static void fill_batch(struct engine_ctx *c, struct engine_seq *const *seqs, unsigned n)
+{
+	struct llama_batch *b = &c->batch;
+
+	b->n_tokens = 0;
+	for (unsigned i = 0; i < n; i++) {
+		struct engine_seq *q = seqs[i];
+		q->logits_at = -1;
+		if (q->has_next) {
+			q->logits_at = b->n_tokens;
+			batch_add(b, q->next, q->fed + (llama_pos)q->made - 1, q->id, true);
 		}
-		int32_t len = llama_token_to_piece(c->vocab, t, piece, sizeof piece, 0, false);
-		struct engine_piece p = { .token = (uint32_t)t, .text = piece, .len = len > 0 ? (size_t)len : 0 };
-		if (emit(arg, &p))
-			break;
-		if (decode(c, &t, 1, e))
-			return -1;
+	}
+	for (unsigned i = 0; i < n; i++) {
+		struct engine_seq *q = seqs[i];
+		while (q->max_tokens && q->fed < q->ntokens && b->n_tokens < (int32_t)c->n_batch) {
+			bool last = q->fed == q->ntokens - 1;
+			if (last)
+				q->logits_at = b->n_tokens;
+			batch_add(b, q->tokens[q->fed], q->fed, q->id, last);
+			q->fed++;
+		}
+	}
+}
+
+/* What a sequence's logits of this step give: its next token, or its end. */
+static void sample(struct engine_ctx *c, struct engine_seq *q, struct engine_step *st)
+{
+	llama_token t = llama_sampler_sample(q->sampler, c->lctx, q->logits_at);
+
+	q->has_next = false;
+	if (llama_vocab_is_eog(c->vocab, t)) {
+		st->done = st->eos = true;
+		return;
+	}
+	int32_t len = llama_token_to_piece(c->vocab, t, q->piece, sizeof q->piece, 0, false);
+	st->has_piece = true;
+	st->piece = (struct engine_piece){ .token = (uint32_t)t, .text = q->piece, .len = len > 0 ? (size_t)len : 0 };
+	q->made++;
+	q->next = t;
+	q->has_next = true;
+	/* the token just made needs a cell of its own for the next */
+	st->done = q->made == q->max_tokens || (uint32_t)(q->ntokens + (int32_t)q->made) >= c->n_ctx;
+}
+
+static int llama_step(struct engine_ctx *c, struct engine_seq *const *seqs, struct engine_step *st, unsigned n,
+		      struct engine_error *e)
+{
+	fill_batch(c, seqs, n);
+	if (c->batch.n_tokens && decode(c, c->batch, e))
+		return -1;
+	for (unsigned i = 0; i < n; i++) {
+		st[i] = (struct engine_step){ .done = seqs[i]->max_tokens == 0 };
+		if (seqs[i]->logits_at >= 0)
+			sample(c, seqs[i], &st[i]);
 	}
 	return 0;
-}
-
-static int llama_infer(struct engine_ctx *c, const struct engine_request *rq, engine_piece_fn emit,
-		       void *arg, struct engine_outcome *out, struct engine_error *e)
-{
-	struct llama_gen g = { 0 };
-	int rc = -1;
-
-	out->eos = false;
-	if (c->p.embedding) {
-		engine_fail(e, "bad_request", "model %s is set up for embeddings", c->name);
-		goto done;
-	}
-	if (prompt_tokens(c, rq, &g, e))
-		goto done;
-	out->prompt_tokens = (uint32_t)g.ntokens;
-	if (g.ntokens == 0 || (uint32_t)g.ntokens >= c->n_ctx) {
-		engine_fail(e, "bad_request", "the prompt is %d tokens; model %s takes 1 to %u", g.ntokens,
-			    c->name, c->n_ctx - 1);
-		goto done;
-	}
-	g.sampler = make_sampler(c, &rq->sampling);
-	rc = decode_prompt(c, g.tokens, g.ntokens, e) || generate(c, &g, rq, emit, arg, out, e) ? -1 : 0;
-done:
-	gen_free(&g);
-	return rc;
 }
 
 static int llama_tokenize_op(struct engine_ctx *c, const char *text, bool add_special, bool parse_special,
@@ -522,6 +602,8 @@ static void llama_memory(struct engine_ctx *c, struct engine_mem *m)
 
 static void llama_close(struct engine_ctx *c)
 {
+	if (c->batch_made)
+		llama_batch_free(c->batch);
 	if (c->lctx)
 		llama_free(c->lctx);
 	if (c->model)
@@ -545,7 +627,11 @@ static const struct engine engine_llama = {
 	.open = llama_open,
 	.load = llama_load,
 	.warmup = llama_warmup,
-	.infer = llama_infer,
+	.parallel_default = 4,
+	.parallel_max = PROTO_PARALLEL_MAX,
+	.begin = llama_begin,
+	.step = llama_step,
+	.end = llama_end,
 	.memory = llama_memory,
 	.vocab = llama_vocab_size,
 	.close = llama_close,

@@ -4,9 +4,11 @@
  * Started by modeld with the channel on fd 3. The first message is WM_LOAD,
  * which carries the weights fd: the worker opens no file itself (an engine
  * that is a shared object is opened before the sandbox). It loads,
- * reports, enters the sandbox, warms up and then serves WM_INFER,
- * WM_TOKENIZE, WM_DETOKENIZE and WM_EMBED, one at a time, until WM_STOP or
- * the end of the channel. Pings are answered between chunks of
+ * reports, enters the sandbox, warms up and then serves requests until
+ * WM_STOP or the end of the channel: up to `parallel` WM_INFER at once,
+ * stepped together (the engine batches them where it can, and a request
+ * that comes joins between steps), or one WM_TOKENIZE, WM_DETOKENIZE or
+ * WM_EMBED when no inference runs. Pings are answered between chunks of
  * work, so a long load or generation is never taken for a hung worker.
  *
  * Role: may compute, talk on fd 3 and hold memory; nothing else.
@@ -38,9 +40,11 @@
 /* How often a busy engine's ticks look at the channel. */
 #define TICK_EVERY_MS 20
 
-/* The request being served: one at a time. */
+/* A request at the worker: an inference from its arrival to its end, or one text operation. */
 struct job {
-	uint64_t req;			/* 0 when none */
+	uint64_t req;			/* 0 when free */
+	struct gen gen;			/* an inference's request */
+	struct engine_seq *seq;		/* once begun */
 	bool stream;
 	bool cancel;			/* stop generating */
 	uint32_t *pending;		/* tokens produced and not yet sent */
@@ -57,7 +61,11 @@ struct worker {
 	struct chan chan;
 	const struct engine *engine;
 	struct engine_ctx *ctx;
-	struct job job;
+	struct job *jobs;		/* parallel of them, for inferences */
+	unsigned parallel;
+	unsigned busy;			/* jobs that are not free */
+	struct job op;			/* a text operation, served whole */
+	bool serving;			/* loaded and warmed up: requests may come */
 	bool stop;			/* leave as soon as the current work ends */
 	uint64_t last_progress_ms;
 	uint64_t last_tick_ms;
@@ -116,34 +124,33 @@ static void send_pong(struct worker *w, uint64_t seq)
 	send_or_die(w, &m);
 }
 
-/* A message about the request being served: its type and id; more keys may follow. */
-static void job_msg(struct worker *w, struct msgw *m, enum wmsg type)
+/* A message about request j: its type and id; more keys may follow. */
+static void job_msg(const struct job *j, struct msgw *m, enum wmsg type)
 {
 	msgw_wmsg(m, type);
-	msgw_ku64(m, "req", w->job.req);
+	msgw_ku64(m, "req", j->req);
 }
 
 /* The request's last message: WM_DONE with what m holds, and how an inference ended. */
-static void send_done(struct worker *w, struct msgw *m)
+static void send_done(struct worker *w, const struct job *j, struct msgw *m)
 {
-	if (w->job.finish) {
-		msgw_kstr(m, "finish", w->job.finish);
-		msgw_ku64(m, "prompt_tokens", w->job.prompt_tokens);
-		msgw_ku64(m, "first_ms", w->job.first_ms);
+	if (j->finish) {
+		msgw_kstr(m, "finish", j->finish);
+		msgw_ku64(m, "prompt_tokens", j->prompt_tokens);
+		msgw_ku64(m, "first_ms", j->first_ms);
 	}
 	msgw_end(m);
 	send_or_die(w, m);
 }
 
-/* Sends the tokens not yet sent and the text that may go with them. */
-static void flush_tokens(struct worker *w, enum wmsg type)
+/* Sends the tokens of j not yet sent and the text that may go with them. */
+static void flush_tokens(struct worker *w, struct job *j, enum wmsg type)
 {
-	struct job *j = &w->job;
 	const char *text;
 	size_t n = text_take(&j->text, type == WM_DONE, &text);
 	struct msgw m;
 
-	job_msg(w, &m, type);
+	job_msg(j, &m, type);
 	msgw_key(&m, "tokens");
 	msgw_u32s(&m, j->pending, j->npending);
 	if (w->engine->flags & ENGINE_TEXT) {
@@ -151,20 +158,102 @@ static void flush_tokens(struct worker *w, enum wmsg type)
 		msgw_strn(&m, text, n);
 	}
 	if (type == WM_DONE)
-		return send_done(w, &m);
+		return send_done(w, j, &m);
 	msgw_end(&m);
 	send_or_die(w, &m);
 	j->npending = 0;
 }
 
+/* Anything malformed from modeld is a broken supervisor: nothing to serve. */
+static void malformed(enum wmsg type)
+{
+	log_error("malformed %s from modeld", proto_wmsg_name(type));
+	_exit(1);
+}
+
+/* A request begins in job j: its id, and the reply as yet empty. */
+static void job_begin(struct worker *w, struct job *j, uint64_t req)
+{
+	j->req = req;
+	j->seq = NULL;
+	j->stream = false;
+	j->cancel = false;
+	j->npending = 0;
+	j->ntokens = 0;
+	j->finish = NULL;
+	j->prompt_tokens = 0;
+	j->start_ms = clock_mono_ms();
+	j->first_ms = 0;
+	text_init(&j->text, NULL, 0);
+	w->busy++;
+}
+
+static void job_end(struct worker *w, struct job *j)
+{
+	if (j->seq)
+		w->engine->end(w->ctx, j->seq);
+	j->seq = NULL;
+	gen_free(&j->gen);
+	text_free(&j->text);
+	j->req = 0;
+	w->busy--;
+}
+
+/* The last of a request's reply, when it failed. */
+static void job_fail(struct worker *w, struct job *j, const struct engine_error *e)
+{
+	send_error(w, WM_INFER_FAILED, j->req, e);
+}
+
+/* The job of request req, or with req 0 a free one for an inference; NULL if none. */
+static struct job *job_of(struct worker *w, uint64_t req)
+{
+	for (unsigned i = 0; i < w->parallel; i++)
+		if (w->jobs[i].req == req)
+			return &w->jobs[i];
+	return req && w->op.req == req ? &w->op : NULL;
+}
+
+/* Whether no work under way is still wanted: stop, or every request cancelled. */
+static bool nothing_wanted(const struct worker *w)
+{
+	if (w->stop || !w->busy)
+		return w->stop;
+	for (unsigned i = 0; i < w->parallel; i++)
+		if (w->jobs[i].req && !w->jobs[i].cancel)
+			return false;
+	return !w->op.req || w->op.cancel;
+}
+
+/* WM_INFER: the request waits in a free job for the next step to begin it. */
+static void take_infer(struct worker *w, const msgpack_object *msg)
+{
+	char err[GEN_ERR_LEN];
+	uint64_t req = 0;
+	struct job *j = job_of(w, 0);
+
+	if (!w->serving || !j) {
+		log_error("WM_INFER from modeld with %u of %u inferences running", w->busy, w->parallel);
+		_exit(1);
+	}
+	if (msg_u64(msg, "req", &req) || req == 0 || job_of(w, req) || w->op.req)
+		malformed(WM_INFER);
+	job_begin(w, j, req);
+	if (gen_read(msg, &j->gen, err))
+		malformed(WM_INFER);
+	j->stream = j->gen.stream;
+	text_init(&j->text, j->gen.stop, j->gen.nstop);
+}
+
 /*
- * Handles the messages that may arrive while work is under way: ping,
- * cancel, stop. WM_INFER and WM_LOAD are not expected then (the supervisor
- * sends one request at a time); one arriving is a protocol error.
+ * Handles what may arrive at any time: ping, cancel, stop, and an inference
+ * (it joins those running at the next step). A text operation is served in
+ * serve(), when nothing else runs; one arriving otherwise is a protocol error.
  */
 static void handle_interrupt(struct worker *w, const msgpack_object *msg)
 {
 	uint64_t type = 0, v = 0;
+	struct job *j;
 
 	if (msg_u64(msg, "t", &type) != MSG_OK) {
 		log_error("message without a type from modeld");
@@ -176,11 +265,16 @@ static void handle_interrupt(struct worker *w, const msgpack_object *msg)
 		send_pong(w, v);
 		break;
 	case WM_CANCEL:
-		if (msg_u64(msg, "req", &v) == MSG_OK && v == w->job.req)
-			w->job.cancel = true;
+		if (msg_u64(msg, "req", &v) == MSG_OK && v && (j = job_of(w, v)) != NULL)
+			j->cancel = true;
 		break;
 	case WM_STOP:
-		w->stop = w->job.cancel = true;
+		w->stop = true;
+		for (unsigned i = 0; i < w->parallel; i++)
+			w->jobs[i].cancel = true;
+		break;
+	case WM_INFER:
+		take_infer(w, msg);
 		break;
 	default:
 		log_error("unexpected %s from modeld", proto_wmsg_name((int)type));
@@ -194,6 +288,7 @@ static void service_channel(struct worker *w)
 	const msgpack_object *msg;
 	int rc;
 
+	w->last_tick_ms = clock_mono_ms();
 	while ((rc = chan_read(&w->chan, 0, &msg)) == 1)
 		handle_interrupt(w, msg);
 	if (rc < 0)	/* modeld is gone or broke the protocol: nothing to serve */
@@ -218,25 +313,20 @@ static int on_progress(void *arg, uint64_t bytes, uint64_t total)
 	return w->stop;
 }
 
-/* The engine is busy: serve the channel now and then (pings, cancel). */
+/* The engine is busy: serve the channel now and then (pings, cancel). Nonzero: what it computes
+ * is no longer wanted. */
 static int on_tick(void *arg)
 {
 	struct worker *w = arg;
-	uint64_t t = clock_mono_ms();
 
-	if (t - w->last_tick_ms >= TICK_EVERY_MS) {
-		w->last_tick_ms = t;
+	if (clock_mono_ms() - w->last_tick_ms >= TICK_EVERY_MS)
 		service_channel(w);
-	}
-	return w->job.cancel;
+	return nothing_wanted(w);
 }
 
-static int on_piece(void *arg, const struct engine_piece *p)
+/* A piece of j: held for the next message. True when a stop string ends the text. */
+static bool add_piece(struct job *j, const struct engine_piece *p)
 {
-	struct worker *w = arg;
-	struct job *j = &w->job;
-	bool stopped = false;
-
 	if (j->npending == j->cap) {
 		j->cap = j->cap ? j->cap * 2 : 64;
 		j->pending = realloc(j->pending, j->cap * sizeof *j->pending);
@@ -246,48 +336,7 @@ static int on_piece(void *arg, const struct engine_piece *p)
 	j->pending[j->npending++] = p->token;
 	if (j->ntokens++ == 0)
 		j->first_ms = clock_mono_ms() - j->start_ms;
-	if (p->text)
-		stopped = text_add(&j->text, p->text, p->len);
-	if (j->stream)
-		flush_tokens(w, WM_TOKENS);
-	return on_tick(w) || stopped;	/* a cancel is looked for every TICK_EVERY_MS, not every token */
-}
-
-/* A request begins: its id, and the reply as yet empty. */
-static void job_begin(struct worker *w, uint64_t req)
-{
-	struct job *j = &w->job;
-
-	j->req = req;
-	j->stream = false;
-	j->cancel = false;
-	j->npending = 0;
-	j->ntokens = 0;
-	j->finish = NULL;
-	j->prompt_tokens = 0;
-	j->start_ms = clock_mono_ms();
-	j->first_ms = 0;
-	w->last_tick_ms = j->start_ms;	/* the channel was read just now: the request came from it */
-	text_init(&j->text, NULL, 0);
-}
-
-static void job_end(struct worker *w)
-{
-	text_free(&w->job.text);
-	w->job.req = 0;
-}
-
-/* The last of a request's reply, when it failed. */
-static void job_fail(struct worker *w, const struct engine_error *e)
-{
-	send_error(w, WM_INFER_FAILED, w->job.req, e);
-}
-
-/* Anything malformed from modeld is a broken supervisor: nothing to serve. */
-static void malformed(enum wmsg type)
-{
-	log_error("malformed %s from modeld", proto_wmsg_name(type));
-	_exit(1);
+	return p->text && text_add(&j->text, p->text, p->len);
 }
 
 static void request_from_gen(const struct gen *g, struct engine_request *rq, struct engine_message *msgs)
@@ -303,37 +352,66 @@ static void request_from_gen(const struct gen *g, struct engine_request *rq, str
 	};
 }
 
-static void do_infer(struct worker *w, const msgpack_object *msg)
+/* An inference ends: the last of its tokens and how it ended, or its error. */
+static void finish_infer(struct worker *w, struct job *j, const char *finish, const struct engine_error *e)
+{
+	if (e) {
+		job_fail(w, j, e);
+	} else {
+		j->finish = finish;
+		flush_tokens(w, j, WM_DONE);
+	}
+	job_end(w, j);
+}
+
+/* The engine begins a waiting inference; one it refuses ends with the reason. */
+static void begin_infer(struct worker *w, struct job *j)
 {
 	struct engine_error e = { 0 };
-	struct engine_outcome out = { 0 };
 	struct engine_request rq;
-	char err[GEN_ERR_LEN];
-	struct gen g;
+	struct engine_message *msgs = calloc(j->gen.nmessages + 1, sizeof *msgs);
 
-	if (gen_read(msg, &g, err))
-		malformed(WM_INFER);
-	struct engine_message *msgs = calloc(g.nmessages + 1, sizeof *msgs);
 	if (!msgs)
 		abort();
-	request_from_gen(&g, &rq, msgs);
-	w->job.stream = g.stream;
-	text_init(&w->job.text, g.stop, g.nstop);
+	request_from_gen(&j->gen, &rq, msgs);
 	if ((rq.prompt || rq.messages) && !(w->engine->flags & ENGINE_TEXT))
 		engine_fail(&e, "bad_request", "this model takes token ids (input), not text");
 	else
-		w->engine->infer(w->ctx, &rq, on_piece, w, &out, &e);
-	if (w->job.cancel)		/* what was made before the cancel is the answer */
-		e.code[0] = '\0';
-	if (e.code[0]) {
-		job_fail(w, &e);
-	} else {
-		w->job.finish = w->job.cancel ? "cancelled" : out.eos || w->job.text.stopped ? "stop" : "length";
-		w->job.prompt_tokens = out.prompt_tokens;
-		flush_tokens(w, WM_DONE);
-	}
+		w->engine->begin(w->ctx, &rq, &j->seq, &j->prompt_tokens, &e);
 	free(msgs);
-	gen_free(&g);
+	if (e.code[0])
+		finish_infer(w, j, NULL, &e);
+}
+
+/* One step of every running inference; the ones that ended (or were cancelled) answer. */
+static void step_infers(struct worker *w)
+{
+	struct engine_seq *seqs[PROTO_PARALLEL_MAX];
+	struct engine_step st[PROTO_PARALLEL_MAX];
+	struct job *js[PROTO_PARALLEL_MAX];
+	struct engine_error e = { 0 };
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < w->parallel; i++) {
+		struct job *j = &w->jobs[i];
+		if (j->req && j->cancel)	/* what was made before the cancel is the answer */
+			finish_infer(w, j, "cancelled", NULL);
+		else if (j->seq)
+			js[n] = j, seqs[n++] = j->seq;
+	}
+	if (n && w->engine->step(w->ctx, seqs, st, n, &e)) {
+		for (unsigned i = 0; i < n; i++)	/* a cancel may have cut the step short */
+			finish_infer(w, js[i], js[i]->cancel ? "cancelled" : NULL, js[i]->cancel ? NULL : &e);
+		return;
+	}
+	for (unsigned i = 0; i < n; i++) {
+		struct job *j = js[i];
+		bool stopped = st[i].has_piece && add_piece(j, &st[i].piece);
+		if (st[i].done || stopped)
+			finish_infer(w, j, st[i].eos || stopped ? "stop" : "length", NULL);
+		else if (j->stream && j->npending)
+			flush_tokens(w, j, WM_TOKENS);
+	}
 }
 
 /* The engine's text operation, or a bad_request saying the model has none. */
@@ -358,13 +436,13 @@ static void do_tokenize(struct worker *w, const msgpack_object *msg)
 		malformed(WM_TOKENIZE);
 	if (!has_text(w, &e) ||
 	    w->engine->tokenize(w->ctx, text, add_special, parse_special, &tokens, &n, &e)) {
-		job_fail(w, &e);
+		job_fail(w, &w->op, &e);
 	} else {
 		struct msgw m;
-		job_msg(w, &m, WM_DONE);
+		job_msg(&w->op, &m, WM_DONE);
 		msgw_key(&m, "tokens");
 		msgw_u32s(&m, tokens, n);
-		send_done(w, &m);
+		send_done(w, &w->op, &m);
 	}
 	free(tokens);
 	free(text);
@@ -380,16 +458,16 @@ static void do_detokenize(struct worker *w, const msgpack_object *msg)
 	if (msg_u32s(msg, "tokens", &tokens, &n))
 		malformed(WM_DETOKENIZE);
 	if (!has_text(w, &e) || w->engine->detokenize(w->ctx, tokens, n, &text, &len, &e)) {
-		job_fail(w, &e);
+		job_fail(w, &w->op, &e);
 	} else {
 		const char *valid;
-		text_add(&w->job.text, text, len);	/* token bytes need not be valid UTF-8 */
-		len = text_take(&w->job.text, true, &valid);
+		text_add(&w->op.text, text, len);	/* token bytes need not be valid UTF-8 */
+		len = text_take(&w->op.text, true, &valid);
 		struct msgw m;
-		job_msg(w, &m, WM_DONE);
+		job_msg(&w->op, &m, WM_DONE);
 		msgw_key(&m, "text");
 		msgw_strn(&m, valid, len);
-		send_done(w, &m);
+		send_done(w, &w->op, &m);
 	}
 	free(tokens);
 	free(text);
@@ -404,7 +482,7 @@ static void do_embed(struct worker *w, const msgpack_object *msg)
 	if (msg_array(msg, "texts", &texts))
 		malformed(WM_EMBED);
 	struct msgw m;
-	job_msg(w, &m, WM_DONE);
+	job_msg(&w->op, &m, WM_DONE);
 	msgw_key(&m, "embeddings");
 	msgw_array(&m);
 	for (uint32_t i = 0; i < texts->size && !e.code[0]; i++) {
@@ -427,27 +505,30 @@ static void do_embed(struct worker *w, const msgpack_object *msg)
 	msgw_end(&m);
 	if (e.code[0]) {
 		msgw_free(&m);
-		job_fail(w, &e);
+		job_fail(w, &w->op, &e);
 	} else {
-		send_done(w, &m);
+		send_done(w, &w->op, &m);
 	}
 }
 
-/* A request: one of WM_INFER, WM_TOKENIZE, WM_DETOKENIZE and WM_EMBED, served to its end. */
-static void serve_request(struct worker *w, enum wmsg type, const msgpack_object *msg)
+/* A text operation (WM_TOKENIZE, WM_DETOKENIZE, WM_EMBED), served to its end while no inference runs. */
+static void serve_text_op(struct worker *w, enum wmsg type, const msgpack_object *msg)
 {
 	uint64_t req = 0;
 
+	if (w->busy) {
+		log_error("%s from modeld while %u inferences run", proto_wmsg_name(type), w->busy);
+		_exit(1);
+	}
 	if (msg_u64(msg, "req", &req) || req == 0)
 		malformed(type);
-	job_begin(w, req);
+	job_begin(w, &w->op, req);
 	switch (type) {
-	case WM_INFER: do_infer(w, msg); break;
 	case WM_TOKENIZE: do_tokenize(w, msg); break;
 	case WM_DETOKENIZE: do_detokenize(w, msg); break;
 	default: do_embed(w, msg); break;
 	}
-	job_end(w);
+	job_end(w, &w->op);
 }
 
 /* The log engines are given (engine.h's levels are log.h's). */
@@ -508,6 +589,7 @@ static int read_load(struct worker *w, struct load_args *a)
 	p->ctx = (uint32_t)setting(msg, "ctx", UINT32_MAX);
 	p->threads = (uint32_t)setting(msg, "threads", UINT32_MAX);
 	p->batch = (uint32_t)setting(msg, "batch", UINT32_MAX);
+	p->parallel = (uint32_t)setting(msg, "parallel", PROTO_PARALLEL_MAX);
 	/* absent: the device decides (all layers on a GPU) */
 	p->gpu_layers = msg_get(msg, "gpu_layers") ? (int32_t)setting(msg, "gpu_layers", INT32_MAX) : -1;
 	w->uid = msg_u64(msg, "uid", &uid) == MSG_OK && msg_u64(msg, "gid", &gid) == MSG_OK ?
@@ -530,6 +612,16 @@ static void load_args_free(struct load_args *a)
 	free(a->chat_template);
 }
 
+/* How many inferences run at once: as asked, within what the engine can, else its default. */
+static unsigned choose_parallel(const struct engine *eng, unsigned asked)
+{
+	unsigned max = eng->parallel_max ? eng->parallel_max : 1;
+
+	if (asked == 0)
+		asked = eng->parallel_default ? eng->parallel_default : 1;
+	return asked < max ? asked : max;
+}
+
 static void report_loaded(struct worker *w)
 {
 	struct engine_mem mem = { 0 };
@@ -540,6 +632,7 @@ static void report_loaded(struct worker *w)
 	msgw_ku64(&m, "proto", WPROTO_VERSION);
 	msgw_ku64(&m, "mem_bytes", mem.used);
 	msgw_ku64(&m, "vocab", w->engine->vocab(w->ctx));
+	msgw_ku64(&m, "parallel", w->parallel);
 	msgw_end(&m);
 	send_or_die(w, &m);
 }
@@ -569,6 +662,11 @@ static void load_model(struct worker *w)
 			engine_fail(&e, ENGINE_UNAVAILABLE, "no engine called cuda in this build");
 		goto failed;
 	}
+	w->parallel = choose_parallel(w->engine, a.params.parallel);
+	a.params.parallel = w->parallel;
+	w->jobs = calloc(w->parallel, sizeof *w->jobs);
+	if (!w->jobs)
+		abort();
 	if (w->engine->open(&w->ctx, &a.params, &e))
 		goto failed;
 	if (w->engine->load(w->ctx, fd, on_progress, w, &e))
@@ -600,20 +698,52 @@ failed:
 	exit(1);
 }
 
+/* Begins the inferences that came since the last step. */
+static void begin_waiting(struct worker *w)
+{
+	for (unsigned i = 0; i < w->parallel; i++) {
+		struct job *j = &w->jobs[i];
+		if (j->req && !j->seq && !j->cancel)
+			begin_infer(w, j);
+	}
+}
+
+/*
+ * Requests, until WM_STOP or the channel's end. With nothing running the
+ * worker waits in a receive; while inferences run it steps them and looks at
+ * the channel when one of them ended (its successor may be there already)
+ * or every TICK_EVERY_MS, so that a request joins at the next step.
+ */
 static void serve(struct worker *w)
 {
 	const msgpack_object *msg;
 	uint64_t type = 0;
-	int rc;
+	int rc = 1;
 
-	while (!w->stop && (rc = chan_read(&w->chan, -1, &msg)) == 1) {
-		msg_u64(msg, "t", &type);
-		if (type == WM_INFER || type == WM_TOKENIZE || type == WM_DETOKENIZE || type == WM_EMBED)
-			serve_request(w, (enum wmsg)type, msg);
+	w->serving = true;
+	while (!w->stop || w->busy) {
+		if (w->busy == 0) {
+			if ((rc = chan_read(&w->chan, -1, &msg)) != 1)
+				break;
+			w->last_tick_ms = clock_mono_ms();	/* the channel was read just now */
+			msg_u64(msg, "t", &type);
+			if (type == WM_TOKENIZE || type == WM_DETOKENIZE || type == WM_EMBED)
+				serve_text_op(w, (enum wmsg)type, msg);
+			else
+				handle_interrupt(w, msg);
+			if (chan_buffered(&w->chan))	/* more came with it */
+				service_channel(w);
+			continue;
+		}
+		unsigned before = w->busy;
+		begin_waiting(w);
+		step_infers(w);
+		if ((w->busy && w->busy < before) || chan_buffered(&w->chan))
+			service_channel(w);
 		else
-			handle_interrupt(w, msg);
+			on_tick(w);
 	}
-	if (!w->stop && w->chan.error)
+	if (rc < 0 && w->chan.error)
 		log_error("channel: %s", w->chan.error);
 }
 
@@ -656,6 +786,9 @@ int main(int argc, char **argv)
 	serve(&w);
 	w.engine->close(w.ctx);
 	chan_free(&w.chan);
-	free(w.job.pending);
+	for (unsigned i = 0; i < w.parallel; i++)
+		free(w.jobs[i].pending);
+	free(w.jobs);
+	free(w.op.pending);
 	return 0;
 }

@@ -749,7 +749,8 @@ static void test_inference_waits_its_turn_or_tries(void **state)
 	rec.device_taken = false;
 	feed(SEV_LOCKED, 0, 0);
 	assert_int_equal(rec.infers, 1);
-	assert_int_equal(s.inflight, r->seq);
+	assert_int_equal(s.nrunning, 1);
+	assert_int_equal(s.running[0].seq, r->seq);
 	rec.device_taken = true;
 	struct req *t = new_req(OP_INFER, &mb);
 	t->gpu_try = true;

@@ -3,7 +3,8 @@
  * cancels, worker messages, crashes and timers, in the order a random
  * world would send them. After every event the invariants are checked:
  * at most one worker, never a spawn before the last worker was reaped,
- * every request ended exactly once; at the end, with the world answering
+ * never more requests at the worker than it takes (parallel, 1 to 3 by
+ * seed), every request ended exactly once; at the end, with the world answering
  * everything, no request is left where nothing can end it.
  */
 #include <setjmp.h>
@@ -22,13 +23,16 @@
 #define SEEDS 2000
 #define STEPS 400
 #define MAX_REQS 64
+#define MAX_PARALLEL 3
 
 /* The world: one worker at most (the machine's promise), its requests, timers. */
 static struct world {
 	uint64_t rng, now;
 	bool alive, stopping, loaded, warmed;
-	uint64_t at_worker;		/* the request the worker runs */
-	bool cancel_sent;
+	unsigned parallel;		/* what the worker says it takes */
+	uint64_t at_worker[MAX_PARALLEL];	/* the requests the worker runs */
+	bool cancel_sent[MAX_PARALLEL];
+	unsigned nat;
 	uint64_t timer_at;		/* the slot's timer; 0 unarmed */
 	struct req *reqs[MAX_REQS];	/* not yet answered */
 	int nreqs;
@@ -61,7 +65,7 @@ static int e_spawn(struct slot *sl, char *err, size_t n)
 	check(!w.alive, "a worker was spawned while another lived");
 	w.alive = true;
 	w.stopping = w.loaded = w.warmed = false;
-	w.at_worker = 0;
+	w.nat = 0;
 	sl->pid = 100 + w.seed;
 	return 0;
 }
@@ -73,12 +77,17 @@ static void e_send_infer(struct slot *sl, struct req *r)
 {
 	(void)sl;
 	check(w.alive && !w.stopping, "a request went to a worker that is not there");
-	check(w.at_worker == 0, "a second request went to the worker");
-	w.at_worker = r->seq;
-	w.cancel_sent = false;
+	check(w.nat < w.parallel, "request %u went to a worker that takes %u", w.nat + 1, w.parallel);
+	w.cancel_sent[w.nat] = false;
+	w.at_worker[w.nat++] = r->seq;
 }
 
-static void e_cancel(struct slot *sl, uint64_t seq) { (void)sl; if (seq == w.at_worker) w.cancel_sent = true; }
+static void e_cancel(struct slot *sl, uint64_t seq)
+{
+	(void)sl;
+	for (unsigned i = 0; i < w.nat; i++)
+		w.cancel_sent[i] |= w.at_worker[i] == seq;
+}
 static void e_arm(struct slot *sl, uint64_t ms) { (void)sl; w.timer_at = ms ? w.now + ms : 0; }
 static void e_arm_req(struct slot *sl, struct req *r, uint64_t ms) { (void)sl; r->timer = ms ? (void *)1 : NULL; }
 static int e_memory(struct slot *sl, const struct model *m, uint64_t f, char *msg, size_t n)
@@ -147,7 +156,9 @@ static void feed(struct slot_ev ev)
 	check(s.has_worker == w.alive, "has_worker %d, but a worker is %s", s.has_worker,
 	      w.alive ? "alive" : "gone");
 	check(s.state != SS_READY || s.has_worker, "ready without a worker");
-	check(!s.inflight || w.alive, "a request in flight at no worker");
+	check(!s.nrunning || w.alive, "a request in flight at no worker");
+	check(s.nrunning == w.nat || !w.alive, "the slot counts %u requests at the worker, which runs %u",
+	      s.nrunning, w.nat);
 }
 
 static struct req *new_req(enum op op, const struct model *m)
@@ -214,19 +225,22 @@ static bool worker_step(bool cooperate)
 		ev.type = SEV_EXITED;
 	} else if (!w.loaded) {
 		w.loaded = true;
+		s.parallel = w.parallel;	/* as modeld reads it from the worker's loaded */
 		ev.type = !cooperate && rnd(8) == 0 ? SEV_FAILED : SEV_LOADED;
 		ev.code = E_LOAD_FAILED;
 	} else if (!w.warmed && s.state == SS_WARMING) {
 		w.warmed = true;
 		ev.type = SEV_WARMED;
-	} else if (w.at_worker) {
-		ev.a = w.at_worker;
-		ev.type = w.cancel_sent || rnd(3) == 0 ? SEV_INFER_DONE : SEV_TOKENS;
-		if (w.cancel_sent)
+	} else if (w.nat) {
+		unsigned i = (unsigned)rnd(w.nat);
+		ev.a = w.at_worker[i];
+		ev.type = w.cancel_sent[i] || rnd(3) == 0 ? SEV_INFER_DONE : SEV_TOKENS;
+		if (w.cancel_sent[i])
 			out.finish = "cancelled";
 		if (ev.type == SEV_INFER_DONE) {
 			out.ntokens = 0;
-			w.at_worker = 0;
+			w.at_worker[i] = w.at_worker[--w.nat];
+			w.cancel_sent[i] = w.cancel_sent[w.nat];
 		}
 	} else {
 		return false;
@@ -255,10 +269,18 @@ static bool timer_step(bool cooperate)
 	return true;
 }
 
+static bool at_worker(const struct req *r)
+{
+	for (unsigned i = 0; i < s.nrunning; i++)
+		if (s.running[i].req == r)
+			return true;
+	return false;
+}
+
 static const char *where(const struct req *r)
 {
 	return r->list == &s.queue ? "queued" : r->list == &s.load_waiters ? "waiting for a load" :
-	       r->list == &s.unload_waiters ? "waiting for an unload" : r == s.active ? "at the worker" :
+	       r->list == &s.unload_waiters ? "waiting for an unload" : at_worker(r) ? "at the worker" :
 	       "in no list";
 }
 
@@ -270,6 +292,7 @@ static void run(int seed)
 	conf.switch_debounce_ms = rnd(2) ? 0 : 60;
 	conf.idle_timeout_ms = rnd(2) ? 0 : 300;
 	conf.autoload = (enum autoload)rnd(3);
+	w.parallel = 1 + (unsigned)rnd(MAX_PARALLEL);
 	slot_init(&s, &conf, rnd(2) ? &models[1] : NULL, &env);
 	feed((struct slot_ev){ .type = SEV_START });
 	for (w.step = 0; w.step < STEPS; w.step++) {
