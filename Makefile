@@ -317,8 +317,12 @@ bench-load-sweep: deps all $(BUILD)/bench_load $(BENCH_FILE)
 	$(BUILD)/bench_load $(BENCH_FILE) --sweep
 
 # llama engine: tokens/s, time to first token and load through modeld beside libllama direct.
-bench-llama: deps all
-	BUILD=$(BUILD) /usr/bin/python3 bench/llama.py
+# llama.cpp's own batched-bench, from the same pinned source: the yardstick of parallel streams.
+BATCHED_BENCH = $(LLAMA_DIR)/bin/llama-batched-bench
+$(BATCHED_BENCH):
+	sh packaging/llama.sh --batched-bench $(LLAMA_DIR) $(LLAMA_NATIVE)
+bench-llama: deps all $(BATCHED_BENCH)
+	BUILD=$(BUILD) BENCH_BATCHED=$(BATCHED_BENCH) /usr/bin/python3 bench/llama.py
 
 bench-subscribers: deps all
 	BUILD=$(BUILD) /usr/bin/python3 bench/subscribers.py

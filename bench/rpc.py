@@ -12,7 +12,8 @@ figures are medians of the rounds, goals are ratios:
   a switch with 1,000 subscribers <= 1.5x one with none
   modeld RSS <= 16 MiB with 1,000 clients, flat over BENCH_RPC_REQUESTS infers
 
-BENCH_ROUNDS (10) and BENCH_RPC_REQUESTS (1,000,000) scale it.
+BENCH_ROUNDS (10) and BENCH_RPC_REQUESTS (1,000,000) scale it; BENCH_PARALLEL
+(4) is the reference model's parallel.
 """
 import os
 import resource
@@ -33,7 +34,12 @@ LONG_RUN = int(os.environ.get("BENCH_RPC_REQUESTS", "1000000"))
 LOAD = os.path.join(BUILD, "rpc_load")
 FLOOR = os.path.join(BUILD, "rpc_floor")
 MODEL = ("--n", 64, "--a", 5, "--c", 1)
-CONFIG = "[modeld]\nmax_clients = 4096\nmax_clients_per_uid = 4096\nclient_idle_timeout = 0\n[slot main]\n"
+PARALLEL = int(os.environ.get("BENCH_PARALLEL", "4"))
+# The reference model runs up to PARALLEL inferences at once, so that the
+# next request waits at the worker, not a round trip away (the floor's backend
+# queues every request it is sent).
+CONFIG = ("[modeld]\nmax_clients = 4096\nmax_clients_per_uid = 4096\nclient_idle_timeout = 0\n[slot main]\n"
+          "[model a]\npath = @DIR@/models/a.safetensors\nparallel = %d\n" % PARALLEL)
 
 # name: rpc_load's arguments after the socket
 SCENARIOS = {

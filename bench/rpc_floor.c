@@ -100,15 +100,27 @@ static const msgpack_object *next_frame(struct conn *c, size_t *used)
 struct job {
 	uint32_t tokens[4096];
 	uint32_t n;
+	bool eos;
+	uint32_t prompt_tokens;
 };
 
-static int on_piece(void *arg, const struct engine_piece *p)
+/* One generation to its end, a step at a time. */
+static void generate(struct engine_ctx *ctx, const struct engine_request *rq, struct job *j)
 {
-	struct job *j = arg;
+	struct engine_error e = { 0 };
+	struct engine_step st = { 0 };
+	struct engine_seq *seq;
 
-	if (j->n < sizeof j->tokens / sizeof j->tokens[0])
-		j->tokens[j->n++] = p->token;
-	return 0;
+	if (engine_cpu.begin(ctx, rq, &seq, &j->prompt_tokens, &e) < 0)
+		die(e.message);
+	while (!st.done) {
+		if (engine_cpu.step(ctx, &seq, &st, 1, &e) < 0)
+			die(e.message);
+		if (st.has_piece && j->n < sizeof j->tokens / sizeof j->tokens[0])
+			j->tokens[j->n++] = st.piece.token;
+	}
+	j->eos = st.eos;
+	engine_cpu.end(ctx, seq);
 }
 
 static int no_progress(void *arg, uint64_t bytes, uint64_t total)
@@ -134,8 +146,6 @@ static void write_all(int fd, const void *p, size_t n)
 static void backend_serve(struct engine_ctx *ctx, const msgpack_object *m, int fd)
 {
 	struct engine_request rq = { 0 };
-	struct engine_outcome out = { 0 };
-	struct engine_error e = { 0 };
 	struct job job = { .n = 0 };
 	char err[GEN_ERR_LEN];
 	uint64_t req = 0;
@@ -150,14 +160,13 @@ static void backend_serve(struct engine_ctx *ctx, const msgpack_object *m, int f
 	rq.ninput = g.ninput;
 	rq.max_tokens = g.max_tokens;
 	rq.sampling = (struct engine_sampling){ g.temperature, g.top_k, g.top_p, g.min_p, g.repeat_penalty, g.seed };
-	if (engine_cpu.infer(ctx, &rq, on_piece, &job, &out, &e) < 0)
-		die(e.message);
+	generate(ctx, &rq, &job);
 	msgw_wmsg(&w, WM_DONE);
 	msgw_ku64(&w, "req", req);
 	msgw_key(&w, "tokens");
 	msgw_u32s(&w, job.tokens, job.n);
-	msgw_kstr(&w, "finish", out.eos ? "stop" : "length");
-	msgw_ku64(&w, "prompt_tokens", out.prompt_tokens);
+	msgw_kstr(&w, "finish", job.eos ? "stop" : "length");
+	msgw_ku64(&w, "prompt_tokens", job.prompt_tokens);
 	msgw_ku64(&w, "first_ms", 0);
 	msgw_end(&w);
 	const void *frame = msgw_frame(&w, &len);

@@ -7,18 +7,24 @@
 # fetches nor compiles.
 #
 # usage: llama.sh DIR [GGML_NATIVE (ON|OFF, default OFF)] [CUDA_ARCHITECTURES]
+#        llama.sh --batched-bench DIR [GGML_NATIVE]
+# The second form builds llama.cpp's own tools/batched-bench instead, into
+# DIR/bin/llama-batched-bench: a yardstick for make bench-llama, never shipped.
 # With CUDA_ARCHITECTURES (such as 90-real) ggml's CUDA backend is built too,
 # with nvcc ($CUDACXX, else nvcc on PATH, else /usr/local/cuda/bin/nvcc).
 # Leaves DIR/prefix/{include,lib} and DIR/vocab/ggml-vocab-llama-spm.gguf
 # (with the release's tokenizer test vectors), and DIR/prefix/LICENSE.
 # Exits non-zero, saying why, when npm, git, cmake or the registry is missing.
 set -e
+tool=
+[ "$1" = --batched-bench ] && { tool=batched-bench; shift; }
 dir=$1
 native=${2:-OFF}
 cuda=${3:-}
 pkg=node-llama-cpp@3.22.1
 sha=a0d9dd80eacd2ab1cfe71aee57ac8a806487fd70b3d2a38fbec637752d9e5c5f
 stamp="$dir/prefix/.built-$sha-native-$native${cuda:+-cuda-$cuda}"
+[ -n "$tool" ] && stamp="$dir/bin/.built-$tool-$sha-native-$native"
 [ -f "$stamp" ] && exit 0
 
 for tool in npm git cmake c++; do
@@ -39,9 +45,29 @@ if [ ! -f "$tgz" ] || ! echo "$sha  $tgz" | sha256sum -c --status; then
 fi
 echo "$sha  $tgz" | sha256sum -c --status || { echo "llama.sh: $tgz: sha256 mismatch" >&2; exit 1; }
 
-rm -rf "$dir/src" "$dir/repo" "$dir/cmake-build" "$dir/prefix" "$dir/vocab"
+rm -rf "$dir/src" "$dir/repo" "$dir/cmake-build"
 tar -xzf "$tgz" -C "$dir" package/llama/gitRelease.bundle
 git clone -q --bare "$dir/package/llama/gitRelease.bundle" "$dir/repo"
+gen=
+command -v ninja >/dev/null 2>&1 && gen="-G Ninja"
+if [ -n "$tool" ]; then
+	mkdir -p "$dir/src" "$dir/bin"
+	git -C "$dir/repo" archive HEAD CMakeLists.txt cmake ggml/CMakeLists.txt ggml/cmake ggml/include \
+		ggml/src src include vendor common tools LICENSE | tar -x -C "$dir/src"
+	rm -rf "$dir/package" "$dir/repo"
+	# shellcheck disable=SC2086 # $gen is words on purpose
+	cmake -S "$dir/src" -B "$dir/cmake-build" $gen -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
+		-DGGML_NATIVE="$native" -DGGML_OPENMP=ON -DLLAMA_BUILD_COMMON=ON -DLLAMA_BUILD_TOOLS=ON \
+		-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF \
+		-DLLAMA_OPENSSL=OFF -DGGML_CCACHE=OFF >"$dir/cmake.log" 2>&1 || { tail -20 "$dir/cmake.log" >&2; exit 1; }
+	cmake --build "$dir/cmake-build" -j "$(nproc)" --target llama-batched-bench >>"$dir/cmake.log" 2>&1 ||
+		{ tail -20 "$dir/cmake.log" >&2; exit 1; }
+	cp "$dir/cmake-build/bin/llama-batched-bench" "$dir/bin/"
+	rm -rf "$dir/cmake-build" "$dir/src"
+	touch "$stamp"
+	exit 0
+fi
+rm -rf "$dir/prefix" "$dir/vocab"
 mkdir -p "$dir/src" "$dir/vocab"
 git -C "$dir/repo" archive HEAD CMakeLists.txt cmake ggml/CMakeLists.txt ggml/cmake ggml/include \
 	ggml/src src include vendor LICENSE | tar -x -C "$dir/src"
@@ -49,8 +75,6 @@ git -C "$dir/repo" archive HEAD models/ggml-vocab-llama-spm.gguf models/ggml-voc
 	models/ggml-vocab-llama-spm.gguf.out | tar -x -C "$dir/vocab" --strip-components=1
 rm -rf "$dir/package" "$dir/repo"
 
-gen=
-command -v ninja >/dev/null 2>&1 && gen="-G Ninja"
 # shellcheck disable=SC2086 # $gen and $cuda_flags are words on purpose
 cmake -S "$dir/src" -B "$dir/cmake-build" $gen -DCMAKE_BUILD_TYPE=Release \
 	-DCMAKE_POSITION_INDEPENDENT_CODE=ON -DBUILD_SHARED_LIBS=OFF -DGGML_NATIVE="$native" \

@@ -29,8 +29,11 @@
  * configured, whatever the model was trained for; llama.cpp rounds a context
  * up to a multiple of LM_CTX_PAD; and the memory check's margin for compute
  * buffers, LM_COMPUTE_MARGIN plus 1/LM_COMPUTE_MARGIN_DIV of the weights.
+ * LM_PARALLEL_DEFAULT generations run at once when the model does not say,
+ * each with a context of its own.
  */
 #define LM_CTX_DEFAULT_MAX 4096u
+#define LM_PARALLEL_DEFAULT 4u
 #define LM_CTX_PAD 256u
 #define LM_COMPUTE_MARGIN (64u << 20)
 #define LM_COMPUTE_MARGIN_DIV 16u

@@ -640,7 +640,10 @@ static void act_restart(struct slot *s, const struct slot_ev *ev)
 	}
 }
 
-/* Puts r in the queue, with its wait_ms running. */
+/*
+ * Puts r in the queue; in ready it may go to the worker at once. A request
+ * left waiting gets its wait_ms timer (none is made for one that does not wait).
+ */
 static void queue_request(struct slot *s, struct req *r)
 {
 	if (slot_queue_length(s) >= s->conf->max_queue) {
@@ -648,7 +651,11 @@ static void queue_request(struct slot *s, struct req *r)
 		return;
 	}
 	hold(&s->queue, r);
-	s->env->arm_req(s, r, r->wait_ms);
+	if (s->state == SS_READY)
+		dispatch_next(s);
+	/* r may have ended meanwhile (and be freed); if it still waits, it is the queue's last */
+	if (TAILQ_LAST(&s->queue, req_list) == r)
+		s->env->arm_req(s, r, r->wait_ms);
 }
 
 /*
@@ -681,8 +688,6 @@ static void act_infer(struct slot *s, const struct slot_ev *ev)
 	if (wrong_model(s, ev->req))
 		return;
 	queue_request(s, ev->req);
-	if (s->state == SS_READY)
-		dispatch_next(s);
 }
 
 /* Not ready: wait in the queue up to wait_ms, or fail at once with wait_ms 0. */

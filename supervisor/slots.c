@@ -140,9 +140,10 @@ static uint64_t device_free(const struct slot *s)
 }
 
 /*
- * What a GGUF model adds to its weights: the KV cache of its context (the
+ * What a GGUF model adds to its weights: the KV cache of its contexts (the
  * model's ctx, else its trained context up to LM_CTX_DEFAULT_MAX, as the
- * llama engine rounds it) and a margin for compute buffers. 0 when fd is not
+ * llama engine rounds it, for each of its parallel generations) and a
+ * margin for compute buffers. 0 when fd is not
  * a GGUF file, or one whose metadata cannot be read (its load will say why).
  */
 static uint64_t gguf_extra(const struct model *m, int fd, uint64_t weights)
@@ -155,7 +156,8 @@ static uint64_t gguf_extra(const struct model *m, int fd, uint64_t weights)
 	uint64_t ctx = m->ctx ? m->ctx : g.ctx_train && g.ctx_train < LM_CTX_DEFAULT_MAX ? g.ctx_train :
 		       LM_CTX_DEFAULT_MAX;
 	ctx = (ctx + LM_CTX_PAD - 1) / LM_CTX_PAD * LM_CTX_PAD;
-	return ggufmeta_kv_bytes(&g, ctx) + LM_COMPUTE_MARGIN + weights / LM_COMPUTE_MARGIN_DIV;
+	uint64_t parallel = m->embedding ? 1 : m->parallel ? m->parallel : LM_PARALLEL_DEFAULT;
+	return ggufmeta_kv_bytes(&g, ctx * parallel) + LM_COMPUTE_MARGIN + weights / LM_COMPUTE_MARGIN_DIV;
 }
 
 /*

@@ -21,6 +21,7 @@ struct rec {
 	int spawns, stops, kills, infers, cancels, chunks;
 	uint64_t armed;			/* last arm() value */
 	uint64_t req_armed;		/* last arm_req() value */
+	unsigned req_timers;		/* arm_req() calls that started a timer */
 	int memory;			/* what check_memory answers */
 	bool device_taken;		/* another slot holds the device */
 	int unlocks;
@@ -51,7 +52,12 @@ static void r_kill(struct slot *s, const char *why) { (void)s; (void)why; rec.ki
 static void r_send_infer(struct slot *s, struct req *r) { (void)s; (void)r; rec.infers++; }
 static void r_cancel(struct slot *s, uint64_t seq) { (void)s; (void)seq; rec.cancels++; }
 static void r_arm(struct slot *s, uint64_t ms) { (void)s; rec.armed = ms; }
-static void r_arm_req(struct slot *s, struct req *r, uint64_t ms) { (void)s; (void)r; rec.req_armed = ms; }
+static void r_arm_req(struct slot *s, struct req *r, uint64_t ms)
+{
+	(void)s; (void)r;
+	rec.req_armed = ms;
+	rec.req_timers += ms != 0;
+}
 static int r_check_memory(struct slot *s, const struct model *m, uint64_t freed, char *msg, size_t n)
 {
 	(void)s; (void)m; (void)freed;
@@ -315,10 +321,15 @@ static void test_infer_runs_only_when_ready(void **state)
 	assert_int_equal(rec.last_code, E_NOT_READY);
 	feed(SEV_LOADED, 1, 16);
 	feed(SEV_WARMED, 1, 0);
+	unsigned timers = rec.req_timers;
 	struct req *r = request(SEV_INFER, OP_INFER, &ma);
-	request(SEV_INFER, OP_INFER, &ma);
+	assert_int_equal(rec.req_timers, timers);	/* it went to the worker: no wait, no timer */
+	struct req *q = new_req(OP_INFER, &ma);
+	q->wait_ms = 1000;
+	slot_event(&s, &(struct slot_ev){ .type = SEV_INFER, .req = q, .model = &ma });
 	assert_int_equal(rec.infers, 1);	/* one at a time at the worker */
 	assert_int_equal(slot_queue_length(&s), 1);
+	assert_int_equal(rec.req_timers, timers + 1);	/* the one that waits has its wait_ms running */
 	uint32_t tokens[] = { 3, 4 };
 	struct work_out out = { .tokens = tokens, .ntokens = 2, .finish = "length" };
 	struct slot_ev done = { .type = SEV_INFER_DONE, .a = r->seq, .out = &out };
@@ -328,6 +339,46 @@ static void test_infer_runs_only_when_ready(void **state)
 	assert_int_equal(rec.last_code, E_NONE);
 	assert_int_equal(rec.last_ntokens, 2);	/* the answer carried the worker's tokens */
 	assert_int_equal(rec.infers, 2);	/* the queued one went next */
+}
+
+static void test_parallel_inferences_at_the_worker(void **state)
+{
+	(void)state;
+	request(SEV_LOAD, OP_LOAD, &ma);
+	s.parallel = 2;		/* as the worker's loaded says */
+	feed(SEV_LOADED, 1, 16);
+	feed(SEV_WARMED, 1, 0);
+	struct req *a = request(SEV_INFER, OP_INFER, &ma);
+	struct req *b = request(SEV_INFER, OP_INFER, &ma);
+	struct req *c = request(SEV_INFER, OP_INFER, &ma);
+	assert_int_equal(rec.infers, 2);
+	assert_int_equal(s.nrunning, 2);
+	assert_int_equal(slot_queue_length(&s), 1);
+	/* a tokenize waits until nothing else runs, then goes alone */
+	struct req *t = request(SEV_INFER, OP_TOKENIZE, &ma);
+	struct work_out none = { .finish = "length" };
+	struct slot_ev done = { .type = SEV_INFER_DONE, .a = b->seq, .out = &none };
+	slot_event(&s, &done);
+	assert_int_equal(rec.infers, 3);	/* c joined a */
+	assert_int_equal(s.nrunning, 2);
+	done.a = a->seq;
+	slot_event(&s, &done);
+	assert_int_equal(rec.infers, 3);	/* the tokenize still waits for c */
+	done.a = c->seq;
+	slot_event(&s, &done);
+	assert_int_equal(rec.infers, 4);
+	assert_int_equal(s.nrunning, 1);
+	assert_true(s.running[0].alone && s.running[0].req == t);
+	/* a crash ends everything the worker ran */
+	done.a = t->seq;
+	slot_event(&s, &done);
+	request(SEV_INFER, OP_INFER, &ma);
+	request(SEV_INFER, OP_INFER, &ma);
+	int before = rec.finished;
+	feed(SEV_EXITED, 0, 0);
+	assert_int_equal(rec.finished, before + 2);
+	assert_int_equal(rec.last_code, E_WORKER_CRASHED);
+	assert_int_equal(s.nrunning, 0);
 }
 
 static void test_crash_fails_the_running_request(void **state)
@@ -788,6 +839,7 @@ int main(void)
 		cmocka_unit_test_setup(test_crash_reconnects_with_backoff, setup),
 		cmocka_unit_test_setup(test_too_many_deaths_is_error, setup),
 		cmocka_unit_test_setup(test_infer_runs_only_when_ready, setup),
+		cmocka_unit_test_setup(test_parallel_inferences_at_the_worker, setup),
 		cmocka_unit_test_setup(test_crash_fails_the_running_request, setup),
 		cmocka_unit_test_setup(test_cancel_stops_the_worker_request, setup),
 		cmocka_unit_test_setup(test_a_stream_gets_the_text_its_end_released, setup),
