@@ -173,6 +173,8 @@ void chan_free(struct chan *c)
 	msgpack_unpacked_destroy(&c->msg);
 	free(c->buf);
 	c->buf = NULL;
+	free(c->out);
+	c->out = NULL;
 }
 
 /* Keeps descriptors that arrived with the bytes; closes any beyond our room. */
@@ -280,11 +282,9 @@ int chan_take_fd(struct chan *c)
 	return fd;
 }
 
-int chan_send(struct chan *c, struct msgw *w)
+/* Writes p[0..len) whole; blocking. */
+static int send_all(struct chan *c, const char *p, size_t len)
 {
-	size_t len;
-	const char *p = msgw_frame(w, &len);
-
 	while (len > 0) {
 		ssize_t n = send(c->fd, p, len, MSG_NOSIGNAL);
 		if (n < 0 && errno == EINTR)
@@ -295,4 +295,46 @@ int chan_send(struct chan *c, struct msgw *w)
 		len -= (size_t)n;
 	}
 	return 0;
+}
+
+/* Keeps a frame for chan_flush. */
+static int chan_hold(struct chan *c, const char *p, size_t len)
+{
+	if (c->out_len + len > c->out_cap) {
+		size_t cap = c->out_cap ? c->out_cap : 4096;
+		while (cap < c->out_len + len)
+			cap *= 2;
+		char *b = realloc(c->out, cap);
+		if (!b)
+			return -1;
+		c->out = b;
+		c->out_cap = cap;
+	}
+	memcpy(c->out + c->out_len, p, len);
+	c->out_len += len;
+	return 0;
+}
+
+int chan_send(struct chan *c, struct msgw *w)
+{
+	size_t len;
+	const char *p = msgw_frame(w, &len);
+
+	if (c->hold)
+		return chan_hold(c, p, len);
+	return send_all(c, p, len);
+}
+
+void chan_hold_sends(struct chan *c)
+{
+	c->hold = true;
+}
+
+int chan_flush(struct chan *c)
+{
+	size_t len = c->out_len;
+
+	c->hold = false;
+	c->out_len = 0;
+	return len ? send_all(c, c->out, len) : 0;
 }

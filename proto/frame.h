@@ -40,6 +40,9 @@ struct chan {
 	int nfds;
 	msgpack_unpacked msg;
 	const char *error;	/* why the last chan_read returned -1; NULL at EOF */
+	bool hold;		/* sends are kept until chan_flush */
+	char *out;		/* the frames kept */
+	size_t out_len, out_cap;
 };
 
 void chan_init(struct chan *c, int fd, size_t max_frame);
@@ -58,7 +61,11 @@ static inline bool chan_buffered(const struct chan *c)
 }
 /* The oldest fd received and not yet taken, or -1. The caller owns it. */
 int chan_take_fd(struct chan *c);
-/* Writes the frame of w whole; blocking. 0 or -1 (errno set). */
+/* Writes the frame of w whole; blocking. 0 or -1 (errno set). After
+ * chan_hold_sends, it is kept instead, and chan_flush writes what was kept
+ * in one go (several answers of one step, say) and sends at once again. */
 int chan_send(struct chan *c, struct msgw *w);
+void chan_hold_sends(struct chan *c);
+int chan_flush(struct chan *c);
 
 #endif

@@ -399,18 +399,23 @@ static void step_infers(struct worker *w)
 		else if (j->seq)
 			js[n] = j, seqs[n++] = j->seq;
 	}
-	if (n && w->engine->step(w->ctx, seqs, st, n, &e)) {
-		for (unsigned i = 0; i < n; i++)	/* a cancel may have cut the step short */
-			finish_infer(w, js[i], js[i]->cancel ? "cancelled" : NULL, js[i]->cancel ? NULL : &e);
-		return;
-	}
+	int rc = n ? w->engine->step(w->ctx, seqs, st, n, &e) : 0;
+	chan_hold_sends(&w->chan);	/* what the step made goes in one write */
 	for (unsigned i = 0; i < n; i++) {
 		struct job *j = js[i];
+		if (rc) {		/* a cancel may have cut the step short */
+			finish_infer(w, j, j->cancel ? "cancelled" : NULL, j->cancel ? NULL : &e);
+			continue;
+		}
 		bool stopped = st[i].has_piece && add_piece(j, &st[i].piece);
 		if (st[i].done || stopped)
 			finish_infer(w, j, st[i].eos || stopped ? "stop" : "length", NULL);
 		else if (j->stream && j->npending)
 			flush_tokens(w, j, WM_TOKENS);
+	}
+	if (chan_flush(&w->chan) < 0) {
+		log_error("channel write failed: %s", strerror(errno));
+		_exit(1);
 	}
 }
 
