@@ -207,7 +207,7 @@ $(BUILD)/test_msg: $(call obj,tests/unit/test_msg.c $(PROTO_SRC))
 $(BUILD)/test_frame: $(call obj,tests/unit/test_frame.c $(PROTO_SRC))
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_MSGPACK) $(LIB_CMOCKA)
 $(BUILD)/test_safetensors: $(call obj,tests/unit/test_safetensors.c worker/safetensors.c worker/mlp.c)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_JANSSON) $(LIB_CMOCKA)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_JANSSON) $(LIB_CMOCKA) -lm
 $(BUILD)/test_slot: $(call obj,tests/unit/test_slot.c supervisor/slot.c supervisor/req.c $(PROTO_SRC))
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_MSGPACK) $(LIB_CMOCKA)
 $(BUILD)/test_slot_random: $(call obj,tests/unit/test_slot_random.c supervisor/slot.c supervisor/req.c $(PROTO_SRC))
@@ -316,6 +316,18 @@ bench-load: deps all $(BUILD)/bench_load $(BENCH_FILE)
 bench-load-sweep: deps all $(BUILD)/bench_load $(BENCH_FILE)
 	$(BUILD)/bench_load $(BENCH_FILE) --sweep
 
+# The cpu engine's loader beside a pread of the whole file, on a reference model of
+# BENCH_CPU_N^2 x 3 weights (16384: 3 GiB as F32), stored as F32 and as F16.
+BENCH_CPU_N ?= 16384
+$(BUILD)/cpu_load: $(call obj,bench/cpu_load.c worker/cpu.c worker/engine.c worker/safetensors.c worker/mlp.c)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_JANSSON) -lm
+$(BUILD)/bench/cpu-%.safetensors: | $(BUILD)/mkmodel
+	@mkdir -p $(dir $@)
+	$(BUILD)/mkmodel $@ --n $(BENCH_CPU_N) --dtype $*
+bench-cpu-load: deps all $(BUILD)/cpu_load $(BUILD)/bench/cpu-f32.safetensors $(BUILD)/bench/cpu-f16.safetensors
+	$(BUILD)/cpu_load $(BUILD)/bench/cpu-f32.safetensors
+	$(BUILD)/cpu_load $(BUILD)/bench/cpu-f16.safetensors
+
 # llama engine: tokens/s, time to first token and load through modeld beside libllama direct.
 # llama.cpp's own batched-bench, from the same pinned source: the yardstick of parallel streams.
 BATCHED_BENCH = $(LLAMA_DIR)/bin/llama-batched-bench
@@ -351,4 +363,4 @@ clean:
 	rm -rf $(BUILD) build-san build-fuzz
 
 FORCE:
-.PHONY: all llama deps install deb FORCE test-deps run test test-gpu bench-load bench-load-sweep bench-switch bench-llama bench-subscribers bench-http bench-rpc fuzz clean
+.PHONY: all llama deps install deb FORCE test-deps run test test-gpu bench-load bench-load-sweep bench-cpu-load bench-switch bench-llama bench-subscribers bench-http bench-rpc fuzz clean

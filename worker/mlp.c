@@ -3,6 +3,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #include "mlp.h"
 
@@ -96,27 +99,55 @@ static float half_to_f32(uint16_t h)
 	return f;
 }
 
+#if defined(__x86_64__)
+/* F16 to F32 eight at a time with the F16C instructions, where the CPU has them. */
+__attribute__((target("avx,f16c")))
+static uint64_t f16_to_f32_f16c(float *dst, const unsigned char *src, uint64_t n)
+{
+	uint64_t i = 0;
+
+	for (; i + 8 <= n; i += 8)
+		_mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + 2 * i))));
+	return i;
+}
+#endif
+
+/* F16 to F32: what the CPU converts itself, the rest (or all) in C. */
+static void f16_to_f32(float *dst, const unsigned char *src, uint64_t n)
+{
+	uint64_t i = 0;
+	uint16_t h;
+
+#if defined(__x86_64__)
+	if (__builtin_cpu_supports("f16c"))
+		i = f16_to_f32_f16c(dst, src, n);
+#endif
+	for (; i < n; i++) {
+		memcpy(&h, src + 2 * i, 2);
+		dst[i] = half_to_f32(h);
+	}
+}
+
 void mlp_to_f32(float *dst, const void *src, uint64_t n, enum st_dtype d)
 {
 	const unsigned char *p = src;
+	uint16_t h;
+	uint32_t bits;
 
-	for (uint64_t i = 0; i < n; i++) {
-		uint16_t h;
-		uint32_t bits;
-		switch (d) {
-		case ST_F32:
-			memcpy(&dst[i], p + 4 * i, 4);
-			break;
-		case ST_F16:
-			memcpy(&h, p + 2 * i, 2);
-			dst[i] = half_to_f32(h);
-			break;
-		default:	/* ST_BF16: the top half of an F32 */
+	switch (d) {
+	case ST_F32:
+		memcpy(dst, src, n * 4);
+		break;
+	case ST_F16:
+		f16_to_f32(dst, p, n);
+		break;
+	default:	/* ST_BF16: the top half of an F32 */
+		for (uint64_t i = 0; i < n; i++) {
 			memcpy(&h, p + 2 * i, 2);
 			bits = (uint32_t)h << 16;
 			memcpy(&dst[i], &bits, 4);
-			break;
 		}
+		break;
 	}
 }
 

@@ -73,11 +73,11 @@ if MODE == "spawner":
 if MODE == "silent":
     time.sleep(600)
 if MODE == "old":
-    send(WM_LOADED, proto=load["proto"] - 1, mem_bytes=0, vocab=16)
+    send(WM_LOADED, proto=load["proto"] - 1, mem_bytes=0, vocab=16, parallel=1)
 elif MODE == "chatty":
-    send(WM_LOADED, proto=load["proto"], mem_bytes=0, vocab=16, colour="blue")
+    send(WM_LOADED, proto=load["proto"], mem_bytes=0, vocab=16, parallel=1, colour="blue")
 else:
-    send(WM_LOADED, proto=load["proto"], mem_bytes=0, vocab=16)
+    send(WM_LOADED, proto=load["proto"], mem_bytes=0, vocab=16, parallel=1)
 if load.get("warmup"):
     send(WM_WARMED, warmup_ms=0)
 if MODE == "closes":
