@@ -17,7 +17,8 @@ BENCH_TOKENS tokens after a prompt of BENCH_PROMPT (32) random token ids,
 sent together to a model with parallel = BENCH_STREAMS, beside llama.cpp's
 own llama-batched-bench (tools/batched-bench of the same pinned source,
 built by packaging/llama.sh --batched-bench) with as many parallel
-sequences, the same threads, context per sequence and batch. Generation
+sequences, the same threads (BENCH_THREADS, default the host's cores),
+context per sequence and batch. Generation
 tokens/s is aggregate over the streams: modeld's from the moment every
 stream has its first token to the last token, as batched-bench times its
 generation after the prompts.
@@ -42,6 +43,7 @@ STREAMS = int(os.environ.get("BENCH_STREAMS", "8"))
 PROMPT_TOKENS = int(os.environ.get("BENCH_PROMPT", "32"))
 BATCHED = os.environ.get("BENCH_BATCHED", os.path.join(BUILD, "llama", "bin", "llama-batched-bench"))
 CTX = 256                       # per sequence: the prompt and the generation fit
+THREADS = int(os.environ.get("BENCH_THREADS", str(os.cpu_count())))     # of the parallel streams' runs
 VOCAB = 32000
 
 
@@ -87,7 +89,7 @@ def through_modeld(d, name):
 
 def batched_bench(path):
     """llama-batched-bench's generation tokens/s with 1 and with STREAMS sequences."""
-    threads = str(os.cpu_count())
+    threads = str(THREADS)
     out = subprocess.run([BATCHED, "-m", path, "-c", str(CTX * STREAMS), "-b", "512", "-ub", "512",
                           "-npp", str(PROMPT_TOKENS), "-ntg", str(TOKENS), "-npl", "1,%d" % STREAMS,
                           "-t", threads, "-tb", threads, "--output-format", "jsonl"],
@@ -149,7 +151,7 @@ def main():
     files = {shape: model_file(shape) for shape in SHAPES}
     config = "[slot cpu]\nheartbeat_timeout = 60\n" + "".join(
         "[model %s]\npath = %s\nwarmup = 0\n[model %s-par]\npath = %s\nwarmup = 0\nparallel = %d\nctx = %d\n"
-        "threads = %d\n" % (shape, path, shape, path, STREAMS, CTX, os.cpu_count()) for shape, path in files.items())
+        "threads = %d\n" % (shape, path, shape, path, STREAMS, CTX, THREADS) for shape, path in files.items())
     d = Daemon(config)
     try:
         print("%d rounds, %d tokens, %d cores; medians" % (ROUNDS, TOKENS, os.cpu_count()))

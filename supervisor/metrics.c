@@ -254,6 +254,10 @@ static void write_slots(struct evbuffer *out)
 	for (size_t i = 0; i < md.nslots; i++)
 		sample(out, "modeld_queue_depth", "slot", md.slots[i].s.conf->name, NULL, NULL,
 		       slot_queue_length(&md.slots[i].s));
+	family(out, "modeld_requests_running", "gauge", "Requests the slot's worker runs, up to its model's parallel.");
+	for (size_t i = 0; i < md.nslots; i++)
+		sample(out, "modeld_requests_running", "slot", md.slots[i].s.conf->name, NULL, NULL,
+		       md.slots[i].s.nrunning);
 	family(out, "modeld_load_duration_seconds", "histogram", "From a worker's start to weights loaded.");
 	for (size_t i = 0; i < md.nslots; i++)
 		histogram_write(out, "modeld_load_duration_seconds", "slot", md.slots[i].s.conf->name,

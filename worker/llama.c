@@ -367,8 +367,11 @@ static int prompt_tokens(struct engine_ctx *c, const struct engine_request *rq, 
 	return rc;
 }
 
+/* A sampler chain for s; NULL for plain greedy decoding, which sample() does itself. */
 static struct llama_sampler *make_sampler(const struct engine_ctx *c, const struct engine_sampling *s)
 {
+	if (s->temperature <= 0 && s->repeat_penalty == 1.0)
+		return NULL;
 	struct llama_sampler *chain = llama_sampler_chain_init(llama_sampler_chain_default_params());
 
 	if (s->repeat_penalty != 1.0)
@@ -469,10 +472,27 @@ static void fill_batch(struct engine_ctx *c, struct engine_seq *const *seqs, uns
 	}
 }
 
+/*
+ * Greedy decoding without a sampler chain: the first of the highest logits,
+ * as llama.cpp's greedy sampler picks, without copying the vocabulary's
+ * logits into candidates first (with several sequences that copy is a step's
+ * noticeable part on a small model).
+ */
+static llama_token argmax(struct engine_ctx *c, int32_t row)
+{
+	const float *logits = llama_get_logits_ith(c->lctx, row);
+	int32_t n = llama_vocab_n_tokens(c->vocab), best = 0;
+
+	for (int32_t i = 1; i < n; i++)
+		if (logits[i] > logits[best])
+			best = i;
+	return best;
+}
+
 /* What a sequence's logits of this step give: its next token, or its end. */
 static void sample(struct engine_ctx *c, struct engine_seq *q, struct engine_step *st)
 {
-	llama_token t = llama_sampler_sample(q->sampler, c->lctx, q->logits_at);
+	llama_token t = q->sampler ? llama_sampler_sample(q->sampler, c->lctx, q->logits_at) : argmax(c, q->logits_at);
 
 	q->has_next = false;
 	if (llama_vocab_is_eog(c->vocab, t)) {

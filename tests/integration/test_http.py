@@ -381,7 +381,8 @@ class Metrics(DaemonTest):
                            ('modeld_load_duration_seconds_bucket{slot="cpu",le="+Inf"}', 1),
                            ('modeld_time_to_first_token_seconds_count{model="a"}', 1),
                            ('modeld_request_duration_seconds_count{model="a"}', 1),
-                           ('modeld_queue_depth{slot="cpu"}', 0)):
+                           ('modeld_queue_depth{slot="cpu"}', 0),
+                           ('modeld_requests_running{slot="cpu"}', 0)):
             self.assertEqual(m[key], value, key)
         self.assertGreater(m['modeld_device_memory_total_bytes{device="cpu"}'], 0)
         self.assertEqual(m['modeld_worker_deaths_total{slot="cpu",cause="signal"}'], 0)

@@ -5,11 +5,25 @@ alone; cancel, a crash and a drain act on each request as they would alone.
 The worker is held with SIGSTOP while requests are sent, so that what it
 holds when it goes on is known, not a matter of timing."""
 import os
+import shutil
 import signal
+import subprocess
+import tempfile
 import unittest
 
 from harness import DaemonTest, perm_tokens, pid_alive, wait_until
-from test_llama import HAVE, PROMPT, SLOW, fixture, FIX
+from test_llama import HAVE, MKGGUF, PROMPT, SLOW, VOCAB
+
+FIX = tempfile.mkdtemp(prefix="modeld-parallel-")
+
+
+def setUpModule():
+    if HAVE:
+        subprocess.run([MKGGUF, VOCAB, os.path.join(FIX, "chat.gguf"), "--seed", "1"], check=True, timeout=SLOW)
+
+
+def tearDownModule():
+    shutil.rmtree(FIX, ignore_errors=True)
 
 REF = ("--n", 64, "--a", 5, "--c", 3)
 
@@ -125,10 +139,6 @@ threads = 2
 parallel = 1
 """.format(fix=FIX)
     models = {}
-
-    def setUp(self):
-        fixture("chat.gguf", "--seed", 1)
-        super().setUp()
 
     def test_each_stream_gets_what_it_gets_alone(self):
         """Six requests on the default parallel of 4: four batched together, two joining as others end."""
