@@ -34,7 +34,7 @@ LONG_RUN = int(os.environ.get("BENCH_RPC_REQUESTS", "1000000"))
 LOAD = os.path.join(BUILD, "rpc_load")
 FLOOR = os.path.join(BUILD, "rpc_floor")
 MODEL = ("--n", 64, "--a", 5, "--c", 1)
-PARALLEL = int(os.environ.get("BENCH_PARALLEL", "4"))
+PARALLEL = int(os.environ.get("BENCH_PARALLEL", "16"))
 # The reference model runs up to PARALLEL inferences at once, so that the
 # next request waits at the worker, not a round trip away (the floor's backend
 # queues every request it is sent).
