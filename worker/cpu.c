@@ -17,7 +17,7 @@
 #include "engine.h"
 #include "mlp.h"
 
-#define CPU_CHUNK (4u << 20)
+#define CPU_CHUNK (256u << 10)	/* a read's bytes; a converted chunk stays in the cache */
 #define CPU_HUGE_PAGE (2u << 20)
 
 struct engine_ctx {
