@@ -302,7 +302,7 @@ fuzz:
 
 # Benchmarks (bench/): need a GPU; elsewhere they say so and succeed.
 BENCH_BYTES ?= 4294967296
-$(BUILD)/bench_load: $(call obj,bench/bench_load.c $(CUDA_SRC) worker/engine.c worker/cpu.c worker/safetensors.c worker/mlp.c) $(WORK_OBJ_EXTRA)
+$(BUILD)/bench_load: $(call obj,bench/bench_load.c bench/stats.c $(CUDA_SRC) worker/engine.c worker/cpu.c worker/safetensors.c worker/mlp.c) $(WORK_OBJ_EXTRA)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_JANSSON) -ldl -lm -pthread
 
 BENCH_FILE = $(BUILD)/bench/load.safetensors
@@ -319,7 +319,7 @@ bench-load-sweep: deps all $(BUILD)/bench_load $(BENCH_FILE)
 # The cpu engine's loader beside a pread of the whole file, on a reference model of
 # BENCH_CPU_N^2 x 3 weights (16384: 3 GiB as F32), stored as F32 and as F16.
 BENCH_CPU_N ?= 16384
-$(BUILD)/cpu_load: $(call obj,bench/cpu_load.c worker/cpu.c worker/engine.c worker/safetensors.c worker/mlp.c)
+$(BUILD)/cpu_load: $(call obj,bench/cpu_load.c bench/stats.c worker/cpu.c worker/engine.c worker/safetensors.c worker/mlp.c)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_JANSSON) -lm
 $(BUILD)/bench/cpu-%.safetensors: | $(BUILD)/mkmodel
 	@mkdir -p $(dir $@)

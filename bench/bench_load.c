@@ -26,6 +26,7 @@
 #include "../proto/proto.h"
 #include "../worker/cudaapi.h"
 #include "../worker/engine.h"
+#include "stats.h"
 
 #define LIMIT_CHUNK (8u << 20)
 #define LIMIT_BUFFERS 8
@@ -161,25 +162,13 @@ static int hold(uint64_t bytes)
 	return 0;
 }
 
-static int by_value(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-	qsort(v, (size_t)n, sizeof *v, by_value);
-	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
 /* The median GB/s of runs measurements. */
 static double median_of(double (*bench)(const struct run *), const struct run *r, int runs)
 {
 	double v[MAX_RUNS];
 	for (int i = 0; i < runs; i++)
 		v[i] = bench(r);
-	return median(v, runs);
+	return stats_median(v, runs);
 }
 
 /* Every setting whose ring fits, with the limit before and after (noise shows as their gap). */

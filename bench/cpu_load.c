@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "../worker/engine.h"
+#include "stats.h"
 
 #define MAX_RUNS 31
 #define READ_CHUNK (8u << 20)
@@ -107,18 +108,6 @@ static struct sample sample(void (*fn)(int, uint64_t, struct sample *), int fd, 
 	return s;
 }
 
-static int by_value(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-	qsort(v, (size_t)n, sizeof *v, by_value);
-	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
 int main(int argc, char **argv)
 {
 	int runs = 5;
@@ -150,8 +139,8 @@ int main(int argc, char **argv)
 		t_load[i] = a.secs, rss_load[i] = (double)a.rss_kib * 1024, model = a.model_bytes;
 		t_floor[i] = b.secs, rss_floor[i] = (double)b.rss_kib * 1024;
 	}
-	double tl = median(t_load, runs), tf = median(t_floor, runs);
-	double rl = median(rss_load, runs), rf = median(rss_floor, runs);
+	double tl = stats_median(t_load, runs), tf = stats_median(t_floor, runs);
+	double rl = stats_median(rss_load, runs), rf = stats_median(rss_floor, runs);
 	printf("file %.2f GiB, model %.2f GiB as F32, page cache, medians of %d runs\n",
 	       (double)size / (1u << 30), (double)model / (1u << 30), runs);
 	printf("%-22s %8s %9s %12s\n", "", "s", "GB/s", "peak RSS GiB");
