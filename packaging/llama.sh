@@ -16,15 +16,15 @@
 # (with the release's tokenizer test vectors), and DIR/prefix/LICENSE.
 # Exits non-zero, saying why, when npm, git, cmake or the registry is missing.
 set -e
-tool=
-[ "$1" = --batched-bench ] && { tool=batched-bench; shift; }
+bench_tool=
+[ "$1" = --batched-bench ] && { bench_tool=batched-bench; shift; }
 dir=$1
 native=${2:-OFF}
 cuda=${3:-}
 pkg=node-llama-cpp@3.22.1
 sha=a0d9dd80eacd2ab1cfe71aee57ac8a806487fd70b3d2a38fbec637752d9e5c5f
 stamp="$dir/prefix/.built-$sha-native-$native${cuda:+-cuda-$cuda}"
-[ -n "$tool" ] && stamp="$dir/bin/.built-$tool-$sha-native-$native"
+[ -n "$bench_tool" ] && stamp="$dir/bin/.built-$bench_tool-$sha-native-$native"
 [ -f "$stamp" ] && exit 0
 
 for tool in npm git cmake c++; do
@@ -50,7 +50,7 @@ tar -xzf "$tgz" -C "$dir" package/llama/gitRelease.bundle
 git clone -q --bare "$dir/package/llama/gitRelease.bundle" "$dir/repo"
 gen=
 command -v ninja >/dev/null 2>&1 && gen="-G Ninja"
-if [ -n "$tool" ]; then
+if [ -n "$bench_tool" ]; then
 	mkdir -p "$dir/src" "$dir/bin"
 	git -C "$dir/repo" archive HEAD CMakeLists.txt cmake ggml/CMakeLists.txt ggml/cmake ggml/include \
 		ggml/src src include vendor common tools LICENSE | tar -x -C "$dir/src"

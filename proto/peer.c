@@ -42,6 +42,7 @@ struct peer {
 	struct event *rev;	/* readable: persistent while the peer is read */
 	struct event *wev;	/* writable: added only while output is owed */
 	struct event *later;	/* deferred work: the gone notice, or the free */
+	struct event *soon;	/* writes what peer_send_soon queued; made on its first use */
 	struct bytes in, out;
 	size_t max_frame;
 	size_t max_output;
@@ -106,6 +107,8 @@ static void peer_really_free(struct peer *p)
 	event_free(p->rev);
 	event_free(p->wev);
 	event_free(p->later);
+	if (p->soon)
+		event_free(p->soon);
 	close(p->fd);
 	free(p->in.data);
 	free(p->out.data);
@@ -359,6 +362,33 @@ void peer_send_later(struct peer *p, struct msgw *w)
 	}
 	LIST_INSERT_HEAD(&later_peers, p, later_link);
 	p->later_listed = true;
+}
+
+static void peer_soon_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd; (void)what;
+	struct peer *p = arg;
+
+	if (p->out.len && !p->free_pending && !event_pending(p->wev, EV_WRITE, NULL))
+		peer_flush_now(p);
+}
+
+void peer_send_soon(struct peer *p, struct msgw *w)
+{
+	size_t len;
+	const char *frame = msgw_frame(w, &len);
+
+	if (!peer_takes(p, len))
+		return;
+	bytes_add(&p->out, frame, len);
+	if (event_pending(p->wev, EV_WRITE, NULL))
+		return;		/* written when the socket takes more */
+	if (!p->soon) {
+		p->soon = event_new(event_get_base(p->rev), -1, 0, peer_soon_cb, p);
+		if (!p->soon)
+			abort();
+	}
+	event_active(p->soon, 0, 0);	/* after the events of this turn already due; once if called again */
 }
 
 void peer_free_after_flush(struct peer *p)

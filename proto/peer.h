@@ -41,6 +41,13 @@ void peer_send(struct peer *p, struct msgw *w);
  * not stand in the way of replies. Its order with peer_send's is kept.
  */
 void peer_send_later(struct peer *p, struct msgw *w);
+/*
+ * Queues the frame of w, to be written once the events of this turn of the
+ * loop that are as urgent have run, with whatever they queued for p too:
+ * the requests that many clients' reads of one turn hand one worker go in
+ * one write. Its order with peer_send's is kept.
+ */
+void peer_send_soon(struct peer *p, struct msgw *w);
 /* Stops reading; frees the peer once its queued output is written (or fails, or
  * PEER_FLUSH_SECONDS have passed). */
 void peer_free_after_flush(struct peer *p);

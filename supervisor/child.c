@@ -257,6 +257,12 @@ void child_send(struct child *c, struct msgw *w)
 		peer_send(c->peer, w);
 }
 
+void child_send_soon(struct child *c, struct msgw *w)
+{
+	if (c->peer)
+		peer_send_soon(c->peer, w);
+}
+
 pid_t child_pid(const struct child *c)
 {
 	return c->pid;

@@ -118,6 +118,8 @@ void child_stop(struct child *c, bool kill);
 /* Kills a worker that failed; its exit is reported as "was killed: why". */
 void child_kill(struct child *c, const char *why);
 void child_send(struct child *c, struct msgw *w);
+/* A request for the worker: written with the others handed to it in this turn of the loop. */
+void child_send_soon(struct child *c, struct msgw *w);
 pid_t child_pid(const struct child *c);
 void child_reap(void);
 unsigned child_count(void);

@@ -50,12 +50,12 @@ static void env_kill(struct slot *s, const char *why)
 		child_kill(rt_of(s)->child, why);
 }
 
-/* Ends w and sends it to the slot's worker, if it has one. */
-static void to_worker(struct slot *s, struct msgw *w)
+/* Ends w and sends it to the slot's worker, if it has one, with send (child_send or child_send_soon). */
+static void to_worker(struct slot *s, struct msgw *w, void (*send)(struct child *, struct msgw *))
 {
 	msgw_end(w);
 	if (rt_of(s)->child)
-		child_send(rt_of(s)->child, w);
+		send(rt_of(s)->child, w);
 	msgw_free(w);
 }
 
@@ -90,7 +90,7 @@ static void env_send_infer(struct slot *s, struct req *r)
 	}
 	msgw_ku64(&w, "req", r->seq);
 	r->sent_ms = clock_mono_ms();
-	to_worker(s, &w);
+	to_worker(s, &w, child_send_soon);
 }
 
 static void env_cancel_infer(struct slot *s, uint64_t seq)
@@ -100,7 +100,7 @@ static void env_cancel_infer(struct slot *s, uint64_t seq)
 	log_debug("slot %s: the worker is asked to stop request %llu", s->conf->name, (unsigned long long)seq);
 	msgw_wmsg(&w, WM_CANCEL);
 	msgw_ku64(&w, "req", seq);
-	to_worker(s, &w);
+	to_worker(s, &w, child_send);
 }
 
 static void req_waited_cb(evutil_socket_t fd, short what, void *arg)
