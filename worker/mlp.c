@@ -1,9 +1,11 @@
 /* mlp.c: see mlp.h. */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #if defined(__x86_64__)
+#include <cpuid.h>
 #include <immintrin.h>
 #endif
 
@@ -110,6 +112,18 @@ static uint64_t f16_to_f32_f16c(float *dst, const unsigned char *src, uint64_t n
 		_mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + 2 * i))));
 	return i;
 }
+
+/* Whether the CPU has F16C (and AVX, whose registers the OS saves). */
+static bool has_f16c(void)
+{
+	unsigned a, b, c, d;
+	uint32_t lo, hi;
+
+	if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & bit_F16C) || !(c & bit_AVX) || !(c & bit_OSXSAVE))
+		return false;
+	__asm__("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+	return (lo & 6) == 6;	/* SSE and AVX state */
+}
 #endif
 
 /* F16 to F32: what the CPU converts itself, the rest (or all) in C. */
@@ -119,7 +133,7 @@ static void f16_to_f32(float *dst, const unsigned char *src, uint64_t n)
 	uint16_t h;
 
 #if defined(__x86_64__)
-	if (__builtin_cpu_supports("f16c"))
+	if (has_f16c())		/* a cpuid per call: calls convert large chunks */
 		i = f16_to_f32_f16c(dst, src, n);
 #endif
 	for (; i < n; i++) {
