@@ -340,22 +340,36 @@ static void later_flush_cb(evutil_socket_t fd, short what, void *arg)
 		event_active(later_flush, 0, 0);
 }
 
-void peer_send_later(struct peer *p, struct msgw *w)
+/*
+ * Appends the frame of w to what p is owed, for a write to come. True when
+ * that write is the caller's to arrange: the socket is not already waited on.
+ */
+static bool peer_queue(struct peer *p, struct msgw *w)
 {
 	size_t len;
 	const char *frame = msgw_frame(w, &len);
 
 	if (!peer_takes(p, len))
-		return;
+		return false;
 	bytes_add(&p->out, frame, len);
-	if (p->later_listed || event_pending(p->wev, EV_WRITE, NULL))
+	return !event_pending(p->wev, EV_WRITE, NULL);
+}
+
+/* *ev, made on first use: an event of no descriptor on p's loop, calling cb with arg. */
+static struct event *event_made(struct event **ev, struct peer *p, event_callback_fn cb, void *arg)
+{
+	if (!*ev && !(*ev = event_new(event_get_base(p->rev), -1, 0, cb, arg)))
+		abort();
+	return *ev;
+}
+
+void peer_send_later(struct peer *p, struct msgw *w)
+{
+	if (!peer_queue(p, w) || p->later_listed)
 		return;		/* written when the socket takes more, or already due */
-	if (!later_flush) {
-		later_flush = event_new(event_get_base(p->rev), -1, 0, later_flush_cb, NULL);
-		if (!later_flush)
-			abort();
-		event_priority_set(later_flush, PEER_LATER_PRIORITY);	/* fails harmlessly without priorities */
-	}
+	if (!later_flush)
+		event_priority_set(event_made(&later_flush, p, later_flush_cb, NULL),
+				   PEER_LATER_PRIORITY);	/* fails harmlessly without priorities */
 	if (LIST_EMPTY(&later_peers) && !event_pending(later_flush, EV_TIMEOUT, NULL)) {
 		struct timeval delay = { 0, PEER_LATER_DELAY_US };
 		evtimer_add(later_flush, &delay);
@@ -375,20 +389,8 @@ static void peer_soon_cb(evutil_socket_t fd, short what, void *arg)
 
 void peer_send_soon(struct peer *p, struct msgw *w)
 {
-	size_t len;
-	const char *frame = msgw_frame(w, &len);
-
-	if (!peer_takes(p, len))
-		return;
-	bytes_add(&p->out, frame, len);
-	if (event_pending(p->wev, EV_WRITE, NULL))
-		return;		/* written when the socket takes more */
-	if (!p->soon) {
-		p->soon = event_new(event_get_base(p->rev), -1, 0, peer_soon_cb, p);
-		if (!p->soon)
-			abort();
-	}
-	event_active(p->soon, 0, 0);	/* after the events of this turn already due; once if called again */
+	if (peer_queue(p, w))	/* after the events of this turn already due; once if called again */
+		event_active(event_made(&p->soon, p, peer_soon_cb, p), 0, 0);
 }
 
 void peer_free_after_flush(struct peer *p)
