@@ -1,8 +1,8 @@
 /*
  * child.c: worker processes, as the supervisor sees them.
  *
- * A worker is forked with a socketpair on fd 3, in a process group of its
- * own, and exec'd. Its first message, WM_LOAD, carries the weights fd that
+ * A worker is started (posix_spawn) with a socketpair on fd 3, in a process
+ * group of its own. Its first message, WM_LOAD, carries the weights fd that
  * modeld opened. From then on everything it says is checked here and turned
  * into a slot event; anything malformed gets it killed. Its end is learnt
  * only from waitpid: the slot hears SEV_EXITED once the pid is reaped, which
@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -298,30 +299,41 @@ static void child_log_cb(struct bufferevent *bev, void *arg)
 /* --- spawning --- */
 
 /*
- * In the forked child: the worker gets /dev/null for stdin and stdout, the
- * log pipe for stderr, its channel on fd 3 and nothing else (the weights
- * come over the channel); no terminal to reach, no descriptor of modeld's.
+ * Starts the worker: /dev/null for stdin and stdout, the log pipe for
+ * stderr, its channel on fd 3 and nothing else (the weights come over the
+ * channel), a process group of its own, no signal blocked. posix_spawn
+ * shares modeld's memory until the exec instead of copying its page
+ * tables, so a spawn costs the same however much modeld holds.
+ * The pid, or -1 with errno.
  */
-static void exec_worker(int chan, int log, const char *path, pid_t parent)
+static pid_t spawn_worker_process(int chan, int log, const char *path, pid_t parent)
 {
-	char ppid[16];
-
-	setpgid(0, 0);
-	if (dup2(md.devnull, STDIN_FILENO) < 0 || dup2(md.devnull, STDOUT_FILENO) < 0 ||
-	    dup2(log, STDERR_FILENO) < 0)
-		_exit(126);
-	if (chan == WORKER_CHANNEL_FD) {
-		fcntl(chan, F_SETFD, 0);
-	} else if (dup2(chan, WORKER_CHANNEL_FD) < 0) {
-		_exit(126);
-	}
-	close_range(WORKER_CHANNEL_FD + 1, ~0U, 0);
+	posix_spawn_file_actions_t fa;
+	posix_spawnattr_t at;
 	sigset_t none;
-	sigemptyset(&none);
-	sigprocmask(SIG_SETMASK, &none, NULL);
+	char ppid[16];
+	char *argv[] = { "modeld-worker", ppid, NULL };
+	pid_t pid;
+
 	snprintf(ppid, sizeof ppid, "%d", (int)parent);
-	execl(path, "modeld-worker", ppid, (char *)NULL);
-	_exit(127);
+	sigemptyset(&none);
+	if (posix_spawn_file_actions_init(&fa))
+		return -1;
+	posix_spawnattr_init(&at);
+	/* dup2 onto itself clears close-on-exec, as the channel needs when it is fd 3 already */
+	int rc = posix_spawn_file_actions_adddup2(&fa, md.devnull, STDIN_FILENO) ||
+		 posix_spawn_file_actions_adddup2(&fa, md.devnull, STDOUT_FILENO) ||
+		 posix_spawn_file_actions_adddup2(&fa, log, STDERR_FILENO) ||
+		 posix_spawn_file_actions_adddup2(&fa, chan, WORKER_CHANNEL_FD) ||
+		 posix_spawn_file_actions_addclosefrom_np(&fa, WORKER_CHANNEL_FD + 1) ||
+		 posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK) ||
+		 posix_spawnattr_setpgroup(&at, 0) || posix_spawnattr_setsigmask(&at, &none);
+	if (rc == 0)
+		rc = posix_spawn(&pid, path, &fa, &at, argv, environ);
+	posix_spawn_file_actions_destroy(&fa);
+	posix_spawnattr_destroy(&at);
+	errno = rc;
+	return rc ? -1 : pid;
 }
 
 /*
@@ -437,19 +449,16 @@ struct child *child_spawn(struct slot_rt *rt, char *err, size_t errlen)
 		close(weights);
 		return NULL;
 	}
-	pid_t parent = getpid(), pid = fork();
-	if (pid == 0)
-		exec_worker(sv[1], logp[1], md.worker_path, parent);
+	pid_t pid = spawn_worker_process(sv[1], logp[1], md.worker_path, getpid());
 	close(sv[1]);
 	close(logp[1]);
 	if (pid < 0) {
-		snprintf(err, errlen, "fork: %s", strerror(errno));
+		snprintf(err, errlen, "cannot start %s: %s", md.worker_path, strerror(errno));
 		close(sv[0]);
 		close(logp[0]);
 		close(weights);
 		return NULL;
 	}
-	setpgid(pid, pid);	/* also here, so that signals to the group work at once */
 	if (send_load(sv[0], rt, weights) < 0)
 		log_warn("worker %d: cannot send the load message: %s", (int)pid, strerror(errno));
 	close(weights);
