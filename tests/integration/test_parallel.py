@@ -4,6 +4,8 @@ alone; cancel, a crash and a drain act on each request as they would alone.
 
 The worker is held with SIGSTOP while requests are sent, so that what it
 holds when it goes on is known, not a matter of timing."""
+import http.client
+import json
 import os
 import shutil
 import signal
@@ -12,6 +14,7 @@ import tempfile
 import unittest
 
 from harness import DaemonTest, perm_tokens, pid_alive, wait_until
+from test_http import port_of
 from test_llama import HAVE, MKGGUF, PROMPT, SLOW, VOCAB
 
 FIX = tempfile.mkdtemp(prefix="modeld-parallel-")
@@ -127,6 +130,8 @@ parallel = 3
 @unittest.skipUnless(HAVE, "skipped: the llama engine is not built")
 class Llama(DaemonTest):
     config = """
+[modeld]
+http = 127.0.0.1:0
 [slot cpu]
 device = cpu
 heartbeat_timeout = 30
@@ -166,6 +171,30 @@ parallel = 1
             wait_until(lambda: running(c, "cpu") == (1, 2), timeout=SLOW, what="one at the worker")
         for rid, p in zip(rids, prompts):
             self.assertEqual(c.reply(rid)["tokens"], alone[prompts.index(p)][:4])
+
+    def test_streams_over_http_at_once(self):
+        """OpenAI streams on several connections run together, each with the text it gets alone."""
+        c = self.d.client()
+        c.sock.settimeout(SLOW)
+        c.ok("load", model="chat")
+        port = wait_until(lambda: port_of(self.d), what="the HTTP port in the log")
+        prompts = ["The quick brown fox", "Once upon a time", "Hello", "1, 2, 3,"]
+        alone = [c.ok("infer", model="chat", prompt=p, max_tokens=10, temperature=0)["text"] for p in prompts]
+        conns = []
+        with Held(self):
+            for p in prompts:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=SLOW)
+                conn.request("POST", "/v1/completions", body=json.dumps(
+                    {"model": "chat", "prompt": p, "max_tokens": 10, "temperature": 0, "stream": True}))
+                conns.append(conn)
+            wait_until(lambda: running(c, "cpu") == (4, 0), timeout=SLOW, what="four at the worker")
+        for conn, want in zip(conns, alone):
+            r = conn.getresponse()
+            self.assertEqual(r.status, 200)
+            events = [line[6:] for line in r.read().decode().split("\n") if line.startswith("data: ")]
+            conn.close()
+            self.assertEqual(events[-1], "[DONE]")
+            self.assertEqual("".join(json.loads(e)["choices"][0]["text"] for e in events[:-1]), want)
 
 
 if __name__ == "__main__":
