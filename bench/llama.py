@@ -44,7 +44,7 @@ PROMPT_TOKENS = int(os.environ.get("BENCH_PROMPT", "32"))
 BATCHED = os.environ.get("BENCH_BATCHED", os.path.join(BUILD, "llama", "bin", "llama-batched-bench"))
 CTX = 256                       # per sequence: the prompt and the generation fit
 THREADS = int(os.environ.get("BENCH_THREADS", str(os.cpu_count())))     # of the parallel streams' runs
-VOCAB = 32000
+VOCAB = 32000                   # token ids of the llama-spm vocabulary mkgguf gives the models
 
 
 def model_file(shape):

@@ -128,19 +128,19 @@ static void end_load_waiters(struct slot *s, enum err code, const char *message)
 	end_all(s, &s->load_waiters, code, message);
 }
 
-/* The request at e ends with code; the worker is told to stop it. */
-static void cancel_running(struct slot *s, struct slot_running *e, enum err code, const char *message)
+/* The request at e ends, cancelled; the worker is told to stop it. */
+static void cancel_running(struct slot *s, struct slot_running *e, const char *message)
 {
 	s->env->cancel_infer(s, e->seq);
-	req_end(s, e->req, code, message);
+	req_end(s, e->req, E_CANCELLED, message);
 }
 
-/* The requests at the worker end with code, and the worker is told to stop them. */
-static void cancel_all_running(struct slot *s, enum err code, const char *message)
+/* The requests at the worker end, cancelled, and the worker is told to stop them. */
+static void cancel_all_running(struct slot *s, const char *message)
 {
 	for (unsigned i = 0; i < s->nrunning; i++)
 		if (s->running[i].req)
-			cancel_running(s, &s->running[i], code, message);
+			cancel_running(s, &s->running[i], message);
 }
 
 /* Every inference ends: those at the worker (which is going) and those queued. */
@@ -510,7 +510,7 @@ static void begin_unload(struct slot *s, struct req *r, bool force, bool evict)
 		job_note(s, &s->unload_job, "unload", s->model, "running", NULL);
 	}
 	if (force)
-		cancel_all_running(s, E_CANCELLED, "the slot was unloaded (force)");
+		cancel_all_running(s, "the slot was unloaded (force)");
 	wait_on(s, r, &s->unload_waiters, s->unload_job);
 	if (!s->has_worker) {
 		enter_empty(s);
@@ -628,7 +628,7 @@ static void act_restart(struct slot *s, const struct slot_ev *ev)
 		return;
 	}
 	s->env->arm(s, 0);
-	cancel_all_running(s, E_CANCELLED, "the slot is restarting");
+	cancel_all_running(s, "the slot is restarting");
 	s->next = NULL;
 	if (s->has_worker)
 		s->env->stop(s, s->state != SS_READY);
@@ -768,7 +768,7 @@ static void act_cancel(struct slot *s, const struct slot_ev *ev)
 		return;
 	}
 	if (e)
-		cancel_running(s, e, E_CANCELLED, "cancelled");
+		cancel_running(s, e, "cancelled");
 	else
 		req_end(s, r, E_CANCELLED, "cancelled");
 	if (load_waiter)
@@ -885,7 +885,7 @@ static void act_switch_deadline(struct slot *s, const struct slot_ev *ev)
 		return;
 	}
 	log_warn("slot %s: streams still running after drain_timeout; cancelling them", s->conf->name);
-	cancel_all_running(s, E_CANCELLED, "drain_timeout ran out during a switch");
+	cancel_all_running(s, "drain_timeout ran out during a switch");
 	continue_switch(s);
 }
 
