@@ -24,6 +24,8 @@ void msgw_init(struct msgw *w)
 	msgpack_packer_init(&w->pk, &w->sb, msgpack_sbuffer_write);
 	msgpack_sbuffer_write(&w->sb, header, sizeof header);
 	w->depth = 0;
+	w->past_limit = 0;
+	w->too_deep = false;
 }
 
 void msgw_free(struct msgw *w)
@@ -35,8 +37,11 @@ static void open_container(struct msgw *w, unsigned char tag, bool is_map)
 {
 	static const char zero[4];
 
-	if (w->depth == MSGW_MAX_DEPTH)
-		abort();	/* a programming error, not input */
+	if (w->depth == MSGW_MAX_DEPTH) {
+		w->past_limit++;
+		w->too_deep = true;
+		return;
+	}
 	count_item(w);
 	msgpack_sbuffer_write(&w->sb, (const char *)&tag, 1);
 	w->open[w->depth].offset = w->sb.size;
@@ -51,6 +56,10 @@ void msgw_array(struct msgw *w) { open_container(w, 0xdd, false); }
 
 void msgw_end(struct msgw *w)
 {
+	if (w->past_limit > 0) {
+		w->past_limit--;
+		return;
+	}
 	if (w->depth == 0)
 		abort();
 	w->depth--;
@@ -165,10 +174,15 @@ void msgw_wmsg(struct msgw *w, int type)
 	msgw_ku64(w, "t", (uint64_t)type);
 }
 
+bool msgw_too_deep(const struct msgw *w)
+{
+	return w->too_deep;
+}
+
 const void *msgw_frame(struct msgw *w, size_t *len)
 {
-	if (w->depth != 0)
-		abort();
+	if (w->depth != 0 || w->too_deep)
+		abort();	/* a programming error: the writers of fixed shapes stay shallow */
 	uint32_t n = (uint32_t)(w->sb.size - FRAME_HEADER_LEN);
 	unsigned char *p = (unsigned char *)w->sb.data;
 	p[0] = n >> 24; p[1] = n >> 16; p[2] = n >> 8; p[3] = n;

@@ -23,6 +23,8 @@ struct msgw {
 	msgpack_sbuffer sb;
 	msgpack_packer pk;
 	int depth;
+	int past_limit;		/* containers open beyond MSGW_MAX_DEPTH, not written */
+	bool too_deep;		/* one was: the frame is not whole (msgw_too_deep) */
 	struct {
 		size_t offset;	/* of the container's 4-byte count */
 		uint32_t items;	/* values written inside it so far */
@@ -58,7 +60,14 @@ void msgw_ku64(struct msgw *w, const char *key, uint64_t v);
 void msgw_kbool(struct msgw *w, const char *key, bool v);
 void msgw_knil(struct msgw *w, const char *key);
 
-/* The finished frame, header included. All containers must be closed. */
+/*
+ * Whether a container was opened more than MSGW_MAX_DEPTH deep. Such a
+ * writer keeps balancing opens and ends but holds no frame: a writer that
+ * copies a client's nesting (JSON turned into msgpack) checks this and
+ * refuses the input instead of calling msgw_frame.
+ */
+bool msgw_too_deep(const struct msgw *w);
+/* The finished frame, header included. All containers must be closed, none too deep. */
 const void *msgw_frame(struct msgw *w, size_t *len);
 
 /* Readers. MSG_MISSING also covers a nil value: optional arguments may be nil. */

@@ -6,7 +6,7 @@
 #include "modeld.h"
 
 struct devlock {
-	const char *device;
+	char *device;			/* a copy: a reload frees the config strings it came from */
 	struct slot *holder;
 	const char *op;			/* of the holder */
 	struct slot *line[CONFIG_MAX_SLOTS];	/* waiting, first first */
@@ -24,13 +24,18 @@ void devlock_init(void)
 		abort();
 	for (size_t i = 0; i < md.nslots; i++) {
 		const char *name = config_slot_lock(md.slots[i].s.conf);
-		if (config_device_exclusive(&md.conf, name) && !devlock_of(name))
-			locks[nlocks++].device = name;
+		if (!config_device_exclusive(&md.conf, name) || devlock_of(name))
+			continue;
+		if (!(locks[nlocks].device = strdup(name)))
+			abort();
+		nlocks++;
 	}
 }
 
 void devlock_free(void)
 {
+	for (size_t i = 0; i < nlocks; i++)
+		free(locks[i].device);
 	free(locks);
 	locks = NULL;
 	nlocks = 0;

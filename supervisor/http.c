@@ -201,6 +201,8 @@ struct ask {
 	bool native;			/* load or unload: modeld's own answer, as JSON */
 	bool embeddings, chat, stream, include_usage, started;
 	bool said_role;			/* a chat stream's first delta says who speaks */
+	bool base64;			/* embeddings as base64 of little-endian float32, as OpenAI's */
+	uint32_t dimensions;		/* embeddings: the length asked for; 0: the model's */
 	char id[32];
 	uint64_t created;
 };
@@ -314,20 +316,52 @@ static void write_completion(struct jw *w, struct ask *a, const struct req *r, c
 	jw_end(w);
 }
 
-/* embed's answer, as OpenAI's: a list of vectors, each with its index. */
-static json_t *embeddings(const struct req *r)
+/* n floats as base64 of their little-endian float32 bytes, as OpenAI's encoding_format base64. */
+static json_t *base64_floats(const float *v, size_t n)
+{
+	static const char digits[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	size_t nbytes = n * 4, len = 0;
+	unsigned char *bytes = malloc(nbytes + 1);
+	char *text = malloc((nbytes + 2) / 3 * 4 + 1);
+
+	if (!bytes || !text)
+		abort();
+	for (size_t i = 0; i < n; i++) {
+		uint32_t u;
+		memcpy(&u, &v[i], sizeof u);
+		for (int b = 0; b < 4; b++)
+			bytes[i * 4 + b] = (unsigned char)(u >> (8 * b));
+	}
+	for (size_t i = 0; i < nbytes; i += 3) {
+		uint32_t x = (uint32_t)bytes[i] << 16 | (i + 1 < nbytes ? (uint32_t)bytes[i + 1] << 8 : 0) |
+			     (i + 2 < nbytes ? bytes[i + 2] : 0);
+		text[len++] = digits[x >> 18];
+		text[len++] = digits[(x >> 12) & 63];
+		text[len++] = i + 1 < nbytes ? digits[(x >> 6) & 63] : '=';
+		text[len++] = i + 2 < nbytes ? digits[x & 63] : '=';
+	}
+	json_t *j = json_stringn(text, len);
+	free(bytes);
+	free(text);
+	return j;
+}
+
+/* embed's answer, as OpenAI's: a list of vectors, each with its index, as floats or base64. */
+static json_t *embeddings(const struct ask *a, const struct req *r)
 {
 	json_t *data = json_array();
 
 	for (uint32_t i = 0; i < r->count; i++) {
-		json_t *v = json_array();
-		for (uint32_t j = 0; j < r->dim; j++)
-			json_array_append_new(v, json_real(r->embeddings[(size_t)i * r->dim + j]));
+		const float *vec = r->embeddings + (size_t)i * r->dim;
+		json_t *v = a->base64 ? base64_floats(vec, r->dim) : json_array();
+		for (uint32_t j = 0; !a->base64 && j < r->dim; j++)
+			json_array_append_new(v, json_real(vec[j]));
 		json_array_append_new(data, json_pack("{s:s, s:i, s:o}", "object", "embedding", "index", (json_int_t)i,
 						      "embedding", v));
 	}
 	return json_pack("{s:s, s:o, s:s, s:{s:i, s:i}}", "object", "list", "data", data, "model",
-			 r->model ? r->model->name : "", "usage", "prompt_tokens", 0, "total_tokens", 0);
+			 r->model ? r->model->name : "", "usage", "prompt_tokens", (json_int_t)r->prompt_tokens,
+			 "total_tokens", (json_int_t)r->prompt_tokens);
 }
 
 /* One server-sent event. */
@@ -453,8 +487,13 @@ static void ask_finish(struct req *r, const struct slot *s, enum err code, const
 		send_error(er, status, type, proto_err_name(code), message ? message : proto_err_name(code));
 	} else if (a->native) {
 		send_json(last_reply(a), HTTP_OK, result_json(s, r));
+	} else if (a->embeddings && a->dimensions && a->dimensions != r->dim) {
+		char why[128];
+		snprintf(why, sizeof why, "dimensions: model %s gives embeddings of %u dimensions, not %u",
+			 r->model ? r->model->name : "", r->dim, a->dimensions);
+		send_error(last_reply(a), 400, "invalid_request_error", "bad_request", why);
 	} else if (a->embeddings) {
-		send_json(last_reply(a), HTTP_OK, embeddings(r));
+		send_json(last_reply(a), HTTP_OK, embeddings(a, r));
 	} else {
 		struct jw w;
 		write_completion(&w, a, r, &(struct part){ .choice = true, .usage = true, .text = r->text, .n = r->ntext,
@@ -523,14 +562,56 @@ static json_t *read_body(struct evhttp_request *req)
 	return j;
 }
 
-/* stop, stream_options and the OpenAI names modeld does not take leave the body; the rest is infer's. */
-/* OpenAI's names for what infer takes differently, and what modeld does not take, out of body. */
-static void as_infer_body(json_t *body)
+/* OpenAI's fields that would change the answer and that modeld does not serve, each with the
+ * values that change nothing: such a field with another value is refused, naming it. */
+static bool unserved_is_neutral(const char *key, const json_t *v)
 {
-	static const char *const drop[] = { "model", "stream_options", "n", "user", "logprobs",
-					    "frequency_penalty", "presence_penalty" };
+	if (!v || json_is_null(v))
+		return true;
+	if (!strcmp(key, "n") || !strcmp(key, "best_of"))
+		return json_is_integer(v) && json_integer_value(v) == 1;
+	if (!strcmp(key, "presence_penalty") || !strcmp(key, "frequency_penalty"))
+		return json_is_number(v) && json_number_value(v) == 0;
+	if (!strcmp(key, "logprobs") || !strcmp(key, "echo"))
+		return json_is_false(v);
+	if (!strcmp(key, "top_logprobs"))
+		return json_is_integer(v) && json_integer_value(v) == 0;
+	if (!strcmp(key, "logit_bias"))
+		return json_is_object(v) && json_object_size(v) == 0;
+	if (!strcmp(key, "tools") || !strcmp(key, "functions"))
+		return json_is_array(v) && json_array_size(v) == 0;
+	if (!strcmp(key, "tool_choice") || !strcmp(key, "function_call"))
+		return json_is_string(v) && (!strcmp(json_string_value(v), "none") ||
+					      !strcmp(json_string_value(v), "auto"));
+	if (!strcmp(key, "response_format"))
+		return json_is_object(v) && json_is_string(json_object_get(v, "type")) &&
+		       !strcmp(json_string_value(json_object_get(v, "type")), "text");
+	if (!strcmp(key, "suffix"))
+		return json_is_string(v) && json_string_length(v) == 0;
+	return true;
+}
+
+/*
+ * OpenAI's names for what infer takes differently, and the fields modeld
+ * does not take, out of body; the rest is infer's. 0, or -1 with err naming
+ * a field that would change the answer and is not served.
+ */
+static int as_infer_body(json_t *body, char *err, size_t errlen)
+{
+	static const char *const unserved[] = { "n", "best_of", "logprobs", "top_logprobs", "logit_bias",
+						"presence_penalty", "frequency_penalty", "response_format", "tools",
+						"tool_choice", "functions", "function_call", "echo", "suffix" };
+	static const char *const ignored[] = { "model", "stream_options", "user" };
 	json_t *m = json_object_get(body, "prompt");
 
+	for (size_t i = 0; i < sizeof unserved / sizeof unserved[0]; i++) {
+		if (!unserved_is_neutral(unserved[i], json_object_get(body, unserved[i]))) {
+			snprintf(err, errlen, "%s is not supported: leave it out (or give the value that changes nothing)",
+				 unserved[i]);
+			return -1;
+		}
+		json_object_del(body, unserved[i]);
+	}
 	if (json_is_array(m) && json_array_size(m) > 0 && json_is_integer(json_array_get(m, 0))) {
 		json_object_set(body, "input", m);	/* token ids, as OpenAI's API allows */
 		json_object_del(body, "prompt");
@@ -538,8 +619,33 @@ static void as_infer_body(json_t *body)
 	if ((m = json_object_get(body, "max_completion_tokens")) && !json_object_get(body, "max_tokens"))
 		json_object_set(body, "max_tokens", m);
 	json_object_del(body, "max_completion_tokens");
-	for (size_t i = 0; i < sizeof drop / sizeof drop[0]; i++)
-		json_object_del(body, drop[i]);
+	for (size_t i = 0; i < sizeof ignored / sizeof ignored[0]; i++)
+		json_object_del(body, ignored[i]);
+	return 0;
+}
+
+/* OpenAI's embeddings fields beside input: encoding_format and dimensions, into a. 0, or -1 with err. */
+static int as_embed_body(const json_t *body, struct ask *a, char *err, size_t errlen)
+{
+	const json_t *f = json_object_get(body, "encoding_format");
+	const json_t *d = json_object_get(body, "dimensions");
+
+	if (f && !json_is_null(f)) {
+		const char *v = json_string_value(f);
+		if (!v || (strcmp(v, "float") && strcmp(v, "base64"))) {
+			snprintf(err, errlen, "encoding_format must be \"float\" or \"base64\"");
+			return -1;
+		}
+		a->base64 = !strcmp(v, "base64");
+	}
+	if (d && !json_is_null(d)) {
+		if (!json_is_integer(d) || json_integer_value(d) < 1 || json_integer_value(d) > EMBED_MAX_DIM) {
+			snprintf(err, errlen, "dimensions must be an integer from 1 to %u", EMBED_MAX_DIM);
+			return -1;
+		}
+		a->dimensions = (uint32_t)json_integer_value(d);
+	}
+	return 0;
 }
 
 /* body as the msgpack a socket client would have sent, decoded into u; -1 with err. */
@@ -550,8 +656,12 @@ static int body_msg(const json_t *body, struct msgw *w, msgpack_unpacked *u, cha
 
 	msgw_init(w);
 	json_to_msg(w, body);
-	const void *frame = msgw_frame(w, &len);
 	msgpack_unpacked_init(u);
+	if (msgw_too_deep(w)) {
+		snprintf(err, errlen, "the body is nested too deep (at most %d levels)", MSGW_MAX_DEPTH);
+		return -1;
+	}
+	const void *frame = msgw_frame(w, &len);
 	if (frame_decode(frame, len, HTTP_MAX_BODY, u, &used, &why) == FRAME_OK)
 		return 0;
 	snprintf(err, errlen, "%s", why);
@@ -654,11 +764,11 @@ static void on_completion(struct evhttp_request *er, bool chat, bool embeddings,
 	a->embeddings = embeddings;
 	a->stream = json_is_true(json_object_get(body, "stream"));
 	a->include_usage = json_is_true(json_object_get(json_object_get(body, "stream_options"), "include_usage"));
-	if (!embeddings)
-		as_infer_body(body);
 	struct req *r = req_new(&ask_sink, 0, embeddings ? OP_EMBED : OP_INFER, ++md.next_seq, clock_mono_ms());
 	r->asker = a;
-	int rc = read_work(body, embeddings, r, err, sizeof err);
+	int rc = embeddings ? as_embed_body(body, a, err, sizeof err) : as_infer_body(body, err, sizeof err);
+	if (rc == 0)
+		rc = read_work(body, embeddings, r, err, sizeof err);
 	json_decref(body);
 	if (rc < 0) {
 		a->er = NULL;		/* answered here, and evhttp's from now on */

@@ -680,6 +680,10 @@ static void write_embeddings(struct msgw *w, const struct slot *s, const struct 
 	for (uint32_t i = 0; i < r->count; i++)
 		msgw_f32s(w, r->embeddings + (size_t)i * r->dim, r->dim);
 	msgw_end(w);
+	msgw_key(w, "usage");
+	msgw_map(w);
+	msgw_ku64(w, "prompt_tokens", r->prompt_tokens);
+	msgw_end(w);
 }
 
 static void op_infer(struct client *c, uint64_t id, const msgpack_object *m)

@@ -43,6 +43,7 @@ void req_add_output(struct req *r, const struct work_out *o, uint64_t now_ms)
 		memcpy(r->embeddings, o->embeddings, n * sizeof *r->embeddings);
 		r->count = o->count;
 		r->dim = o->dim;
+		r->prompt_tokens = o->prompt_tokens;
 	}
 }
 

@@ -82,6 +82,10 @@ static int read_embeddings(const msgpack_object *m, struct wmsg_in *w)
 		}
 	}
 	o->embeddings = w->embeddings;
+	uint64_t tokens = 0;
+	if (msg_u64(m, "prompt_tokens", &tokens) == MSG_BAD_TYPE || tokens > UINT32_MAX)
+		return -1;
+	o->prompt_tokens = (uint32_t)tokens;
 	return 0;
 }
 

@@ -1,5 +1,5 @@
 /*
- * engine.h: the interface between modeld-worker and an engine, version 3.
+ * engine.h: the interface between modeld-worker and an engine, version 5.
  * This file is the whole contract for an engine author.
  *
  * An engine runs one model in one worker process. The worker calls, in
@@ -24,7 +24,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define ENGINE_ABI_VERSION 4
+#define ENGINE_ABI_VERSION 5
 #define ENGINE_SYMBOL "modeld_engine"
 #define ENGINE_WARMUP_TOKENS 4
 #define ENGINE_UNAVAILABLE "unavailable"
@@ -159,8 +159,9 @@ struct engine {
 	int (*detokenize)(struct engine_ctx *ctx, const uint32_t *tokens, size_t n, char **text,
 			  size_t *len, struct engine_error *e);
 	/* For models opened with embedding: one normalized vector for text, *dim floats
-	 * (the caller frees *vec). NULL when the engine has no embeddings. */
-	int (*embed)(struct engine_ctx *ctx, const char *text, float **vec, size_t *dim,
+	 * (the caller frees *vec), and the tokens the text was in *ntokens. NULL when
+	 * the engine has no embeddings. */
+	int (*embed)(struct engine_ctx *ctx, const char *text, float **vec, size_t *dim, uint32_t *ntokens,
 		     struct engine_error *e);
 };
 

@@ -556,7 +556,7 @@ static int llama_detokenize_op(struct engine_ctx *c, const uint32_t *tokens, siz
 	return 0;
 }
 
-static int llama_embed(struct engine_ctx *c, const char *text, float **vec, size_t *dim,
+static int llama_embed(struct engine_ctx *c, const char *text, float **vec, size_t *dim, uint32_t *ntokens,
 		       struct engine_error *e)
 {
 	llama_token *t = NULL;
@@ -568,6 +568,7 @@ static int llama_embed(struct engine_ctx *c, const char *text, float **vec, size
 	if (tokenize(c, text, true, true, &t, &n, e))
 		return -1;
 	int rc = -1;
+	*ntokens = (uint32_t)n;
 	if (n == 0 || (uint32_t)n > c->n_batch) {
 		engine_fail(e, "bad_request", "the text is %d tokens; model %s embeds 1 to %u", n, c->name,
 			    c->n_batch);

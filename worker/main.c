@@ -478,36 +478,61 @@ static void do_detokenize(struct worker *w, const msgpack_object *msg)
 	free(text);
 }
 
-/* One vector per text; the first failure fails the request. */
+/*
+ * The strings of msg's array "texts", copied (NULL-terminated, free with
+ * free_texts): the embedding loop serves the channel between texts, and a
+ * message received there frees msg and what it points into.
+ */
+static char **copy_texts(const msgpack_object *msg)
+{
+	const msgpack_object_array *a;
+
+	if (msg_array(msg, "texts", &a))
+		malformed(WM_EMBED);
+	char **texts = calloc(a->size + 1, sizeof *texts);
+	if (!texts)
+		abort();
+	for (uint32_t i = 0; i < a->size; i++) {
+		if (a->ptr[i].type != MSGPACK_OBJECT_STR)
+			malformed(WM_EMBED);
+		if (!(texts[i] = strndup(a->ptr[i].via.str.ptr, a->ptr[i].via.str.size)))
+			abort();
+	}
+	return texts;
+}
+
+static void free_texts(char **texts)
+{
+	for (char **t = texts; *t; t++)
+		free(*t);
+	free(texts);
+}
+
+/* One vector per text; the first failure fails the request. Keeps nothing of msg. */
 static void do_embed(struct worker *w, const msgpack_object *msg)
 {
 	struct engine_error e = { 0 };
-	const msgpack_object_array *texts;
+	char **texts = copy_texts(msg);
 
-	if (msg_array(msg, "texts", &texts))
-		malformed(WM_EMBED);
 	struct msgw m;
 	job_msg(&w->op, &m, WM_DONE);
 	msgw_key(&m, "embeddings");
 	msgw_array(&m);
-	for (uint32_t i = 0; i < texts->size && !e.code[0]; i++) {
-		const msgpack_object *o = &texts->ptr[i];
+	for (char **t = texts; *t && !e.code[0]; t++) {
 		float *vec = NULL;
 		size_t dim = 0;
-		if (o->type != MSGPACK_OBJECT_STR)
-			malformed(WM_EMBED);
-		char *text = strndup(o->via.str.ptr, o->via.str.size);
-		if (!text)
-			abort();
+		uint32_t ntokens = 0;
 		if (!w->engine->embed)
 			engine_fail(&e, "bad_request", "this model does not serve embeddings");
-		else if (w->engine->embed(w->ctx, text, &vec, &dim, &e) == 0)
+		else if (w->engine->embed(w->ctx, *t, &vec, &dim, &ntokens, &e) == 0)
 			msgw_f32s(&m, vec, dim);
+		w->op.prompt_tokens += ntokens;
 		free(vec);
-		free(text);
 		service_channel(w);
 	}
+	free_texts(texts);
 	msgw_end(&m);
+	msgw_ku64(&m, "prompt_tokens", w->op.prompt_tokens);
 	if (e.code[0]) {
 		msgw_free(&m);
 		job_fail(w, &w->op, &e);
@@ -736,7 +761,10 @@ static void serve(struct worker *w)
 				serve_text_op(w, (enum wmsg)type, msg);
 			else
 				handle_interrupt(w, msg);
-			if (chan_buffered(&w->chan))	/* more came with it */
+			/* Inferences that came with this one join it before the first step. With
+			 * none running, what came next (a text operation behind a ping, say) is
+			 * read by the receive above, which serves every kind. */
+			if (w->busy && chan_buffered(&w->chan))
 				service_channel(w);
 			continue;
 		}

@@ -129,6 +129,34 @@ class Completions(DaemonTest):
             self.assertTrue(big.recv(4096).startswith(b"HTTP/1.1 413"))
         self.assertEqual(post(port, "/v1/completions", {"model": "a", "prompt": [1], "max_tokens": 1})[0], 200)
 
+    def test_fields_that_would_change_the_answer_are_refused_by_name(self):
+        port = wait_until(lambda: port_of(self.d), what="the HTTP port in the log")
+        base = {"model": "a", "prompt": [1], "max_tokens": 2}
+        for field, value in (("n", 2), ("best_of", 3), ("logprobs", True), ("logprobs", 2), ("top_logprobs", 3),
+                             ("logit_bias", {"5": 100}), ("presence_penalty", 0.5), ("frequency_penalty", -1),
+                             ("response_format", {"type": "json_object"}), ("echo", True), ("suffix", "end"),
+                             ("tools", [{"type": "function", "function": {"name": "f"}}]),
+                             ("tool_choice", "required")):
+            for path in ("/v1/completions", "/v1/chat/completions"):
+                status, r = post(port, path, dict(base, **{field: value}))
+                self.assertEqual((status, r["error"]["code"]), (400, "bad_request"), (path, field))
+                self.assertTrue(r["error"]["message"].startswith(field + " "), r)
+        # values that change nothing stay accepted
+        neutral = dict(base, n=1, presence_penalty=0, frequency_penalty=0.0, logprobs=False, user="u",
+                       logit_bias={}, tools=[], tool_choice="none", response_format={"type": "text"}, echo=False,
+                       suffix=None, top_logprobs=None)
+        status, r = post(port, "/v1/completions", neutral)
+        self.assertEqual(status, 200, r)
+        self.assertEqual(r["usage"]["completion_tokens"], 2)
+
+    def test_a_body_nested_too_deep_is_refused_and_modeld_lives(self):
+        port = wait_until(lambda: port_of(self.d), what="the HTTP port in the log")
+        for path in ("/v1/completions", "/v1/chat/completions", "/v1/embeddings"):
+            status, r = post(port, path, {"model": "a", "x": json.loads("[" * 16 + "]" * 16)})
+            self.assertEqual(status, 400, (path, r))
+            self.assertIn("nested too deep", r["error"]["message"])
+        self.assertEqual(post(port, "/v1/completions", {"model": "a", "prompt": [1], "max_tokens": 1})[0], 200)
+
     def test_a_client_that_sends_half_a_request_holds_up_nobody(self):
         port = wait_until(lambda: port_of(self.d), what="the HTTP port in the log")
         slow = socket.create_connection(("127.0.0.1", port))

@@ -1,10 +1,12 @@
 """The llama engine end to end: GGUF models with random weights and a real
 tokenizer (made by build/mkgguf), checked against libllama called directly
 (build/llama-direct) on the same file."""
+import base64
 import json
 import os
 import shutil
 import signal
+import struct
 import subprocess
 import tempfile
 import unittest
@@ -54,9 +56,12 @@ def direct(*args):
     return out.split()
 
 
+# Pings every 2 ms, far more often than a tokenize, an embedding or a decode takes, so that
+# messages reach the worker in the middle of each operation.
 CONFIG = """
 [slot cpu]
 device = cpu
+heartbeat_interval = 0.002
 heartbeat_timeout = 30
 [model chat]
 path = {fix}/chat.gguf
@@ -273,7 +278,7 @@ class LongPrompt(DaemonTest):
     inside the decode, and is not taken for hung."""
     config = """
 [slot cpu]
-heartbeat_interval = 0.1
+heartbeat_interval = 0.002
 heartbeat_timeout = 0.75
 [model slow]
 path = {fix}/slow.gguf
@@ -330,9 +335,30 @@ class OverHTTP(DaemonTest):
         for got, ref in zip(r["data"], want):
             self.assertEqual(len(got["embedding"]), len(ref))
             self.assertTrue(all(abs(x - y) < 1e-6 for x, y in zip(got["embedding"], ref)))
+        tokens = sum(len(self.d.client().ok("tokenize", model="embed", text=t, add_special=True)["tokens"])
+                     for t in ("a cat", "a dog"))
+        self.assertEqual(r["usage"], {"prompt_tokens": tokens, "total_tokens": tokens})
         status, r = post(port, "/v1/embeddings", {"model": "embed"})
         self.assertEqual((status, r["error"]["code"]), (400, "bad_request"))
         self.assertIn("input must be a string", r["error"]["message"])
+
+    def test_embeddings_as_base64_and_the_dimensions_asked(self):
+        """openai for Node up to v6 and LangChain ask for base64 unless told otherwise."""
+        from test_http import port_of, post
+        port = wait_until(lambda: port_of(self.d), what="the HTTP port in the log")
+        want = self.d.client().ok("embed", model="embed", texts=["a cat", "a dog"])["embeddings"]
+        status, r = post(port, "/v1/embeddings", {"model": "embed", "input": ["a cat", "a dog"],
+                                                   "encoding_format": "base64", "dimensions": len(want[0])})
+        self.assertEqual(status, 200, r)
+        for got, ref in zip(r["data"], want):
+            raw = base64.b64decode(got["embedding"])
+            self.assertEqual(list(struct.unpack("<%df" % len(ref), raw)), [struct.unpack("<f", struct.pack("<f", x))[0]
+                                                                         for x in ref])
+        for body, says in (({"encoding_format": "hex"}, "encoding_format"), ({"dimensions": 0}, "dimensions"),
+                           ({"dimensions": len(want[0]) - 1}, "gives embeddings of %d dimensions" % len(want[0]))):
+            status, r = post(port, "/v1/embeddings", dict(body, model="embed", input="a cat"))
+            self.assertEqual((status, r["error"]["code"]), (400, "bad_request"), body)
+            self.assertIn(says, r["error"]["message"])
 
     def openai_client(self, model, prompt):
         """What the official OpenAI client for Node.js got from modeld for model (tests/openai/client.cjs)."""

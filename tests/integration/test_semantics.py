@@ -303,6 +303,15 @@ class DeviceLock(DaemonTest):
         self.assertEqual(evs, [("g2", "infer", "waiting"), ("g1", "infer", "completed"),
                                ("g2", "infer", "started"), ("g2", "infer", "completed")])
 
+    def test_gpu_events_name_their_device_after_a_reload(self):
+        c = self.d.client()
+        c.ok("load", model="a", slot="g1")
+        c.ok("reload")          # the running configuration's strings are replaced
+        c.ok("subscribe", events=["gpu"])
+        c.ok("infer", slot="g1", input=[1], max_tokens=2)
+        evs = c.events_until(lambda e: e["op"] == "infer" and e["status"] == "completed")
+        self.assertEqual({e["device"] for e in evs}, {"grp"})
+
     def test_a_load_waits_for_the_lock(self):
         c = self.d.client()
         c.ok("subscribe", events=["gpu"])

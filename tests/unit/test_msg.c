@@ -132,6 +132,35 @@ static void test_readers_tell_missing_from_wrong_type(void **state)
 	msgw_free(&w);
 }
 
+/* Input nested past the limit leaves the writer in an error state, balanced, never aborted. */
+static void test_nesting_past_the_limit_is_an_error_not_an_abort(void **state)
+{
+	(void)state;
+	struct msgw w;
+	msgw_init(&w);
+	msgw_map(&w);
+	msgw_key(&w, "x");
+	for (int i = 0; i < MSGW_MAX_DEPTH + 4; i++)
+		msgw_array(&w);
+	msgw_u64(&w, 1);
+	for (int i = 0; i < MSGW_MAX_DEPTH + 4; i++)
+		msgw_end(&w);
+	msgw_end(&w);
+	assert_true(msgw_too_deep(&w));
+	msgw_free(&w);
+
+	msgw_init(&w);		/* at the limit exactly is fine */
+	for (int i = 0; i < MSGW_MAX_DEPTH; i++)
+		msgw_array(&w);
+	for (int i = 0; i < MSGW_MAX_DEPTH; i++)
+		msgw_end(&w);
+	assert_false(msgw_too_deep(&w));
+	msgpack_unpacked u;
+	decode(&w, &u);
+	msgpack_unpacked_destroy(&u);
+	msgw_free(&w);
+}
+
 static void test_names_round_trip(void **state)
 {
 	(void)state;
@@ -155,6 +184,7 @@ int main(void)
 		cmocka_unit_test(test_strings_go_out_as_valid_utf8),
 		cmocka_unit_test(test_readers_tell_missing_from_wrong_type),
 		cmocka_unit_test(test_names_round_trip),
+		cmocka_unit_test(test_nesting_past_the_limit_is_an_error_not_an_abort),
 	};
 	return cmocka_run_group_tests_name("msg", tests, NULL, NULL);
 }
