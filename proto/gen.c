@@ -131,7 +131,7 @@ static int read_prompt(const msgpack_object *map, struct gen *g, char *err)
 
 int gen_read(const msgpack_object *map, struct gen *g, char err[GEN_ERR_LEN])
 {
-	uint64_t max_tokens = GEN_DEFAULT_MAX_TOKENS, top_k = 0;
+	uint64_t max_tokens = INFER_MAX_TOKENS, top_k = 0;
 
 	memset(g, 0, sizeof *g);
 	g->temperature = GEN_DEFAULT_TEMPERATURE;
@@ -148,6 +148,7 @@ int gen_read(const msgpack_object *map, struct gen *g, char err[GEN_ERR_LEN])
 	if (msg_bool(map, "stream", &g->stream) == MSG_BAD_TYPE)
 		return fail(err, "stream must be a boolean");
 	g->max_tokens = (uint32_t)max_tokens;
+	g->max_tokens_default = msg_get(map, "max_tokens") == NULL;
 	g->top_k = (uint32_t)top_k;
 	return 0;
 }

@@ -18,7 +18,6 @@
 #define GEN_MAX_MESSAGES 1024
 #define GEN_MAX_STOPS 16
 #define GEN_MAX_STOP_LEN 256
-#define GEN_DEFAULT_MAX_TOKENS 256
 #define GEN_ERR_LEN 160
 #define GEN_SEED_RANDOM UINT64_MAX
 
@@ -35,6 +34,8 @@ struct gen {
 	struct gen_message *messages;	/* rendered with the model's chat template */
 	uint32_t nmessages;
 	uint32_t max_tokens;
+	bool max_tokens_default;	/* none was given: INFER_MAX_TOKENS, which the model's configured
+					 * default replaces; the engine ends at the context's end */
 	bool stream;
 	/* sampling; the defaults leave each step off except temperature */
 	double temperature;		/* 0: greedy */

@@ -104,6 +104,7 @@ static const struct key model_keys[] = {
 	{ "parallel", K_UINT, M(parallel), 1, PROTO_PARALLEL_MAX, NO_LINE },
 	{ "chat_template", K_STR, M(chat_template), 0, 0, NO_LINE },
 	{ "embedding", K_BOOL, M(embedding), 0, 0, NO_LINE },
+	{ "max_tokens", K_UINT, M(max_tokens), 1, INFER_MAX_TOKENS, NO_LINE },
 };
 #undef M
 

@@ -94,6 +94,7 @@ struct model {
 	unsigned threads;
 	unsigned batch;
 	unsigned parallel;		/* inferences at once in its worker; 0: the engine's default */
+	unsigned max_tokens;		/* for a request that gives none; 0: up to the context's end */
 	char *chat_template;
 	bool embedding;			/* serves embed */
 	size_t index;			/* in the configuration's models */

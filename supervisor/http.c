@@ -198,6 +198,7 @@ static void on_models(struct evhttp_request *req)
 /* An HTTP exchange that waits for its inference. */
 struct ask {
 	struct evhttp_request *er;	/* NULL once its last reply is sent or the client went away */
+	struct event *hangup;		/* the client's socket, watched for its end until the last reply */
 	bool native;			/* load or unload: modeld's own answer, as JSON */
 	bool embeddings, chat, stream, include_usage, started;
 	bool said_role;			/* a chat stream's first delta says who speaks */
@@ -416,8 +417,13 @@ static int status_of(enum err code, const char **type)
 static struct evhttp_request *last_reply(struct ask *a)
 {
 	struct evhttp_request *er = a->er;
+	struct evhttp_connection *conn = evhttp_request_get_connection(er);
 
-	evhttp_connection_set_closecb(evhttp_request_get_connection(er), NULL, NULL);
+	if (conn)	/* none when its close callback runs */
+		evhttp_connection_set_closecb(conn, NULL, NULL);
+	if (a->hangup)
+		event_free(a->hangup);
+	a->hangup = NULL;
 	a->er = NULL;
 	return er;
 }
@@ -527,21 +533,46 @@ static const struct req_sink ask_sink = { ask_finish, ask_chunk, ask_forget };
  * The client went away: its inference is cancelled, and nothing more is
  * sent. evhttp has let go of the exchange, which ending it frees.
  */
+/* The client of r went away: its exchange ends, and r is cancelled (a load or unload goes on, as on the socket). */
+static void ask_abandoned(struct req *r)
+{
+	struct slot *s = r->slot;
+	struct ask *a = r->asker;
+	bool started = a->started;
+	struct evhttp_request *er = last_reply(a);
+
+	if (started)
+		evhttp_send_reply_end(er);
+	else
+		evhttp_send_reply(er, 499, "Client Closed Request", NULL);
+	req_orphan(r);
+	if (s && !ops_is_admin(r->op))
+		slot_event(s, &(struct slot_ev){ .type = SEV_CANCEL, .req = r });
+}
+
 static void ask_closed(struct evhttp_connection *conn, void *arg)
 {
 	(void)conn;
-	struct req *r = arg;
-	struct slot *s = r->slot;
-	struct ask *a = r->asker;
+	ask_abandoned(arg);
+}
 
-	if (a->started)
-		evhttp_send_reply_end(a->er);
-	else
-		evhttp_send_reply(a->er, 499, "Client Closed Request", NULL);
-	a->er = NULL;
-	req_orphan(r);
-	if (s && !ops_is_admin(r->op))	/* as on the socket: a load or unload goes on */
-		slot_event(s, &(struct slot_ev){ .type = SEV_CANCEL, .req = r });
+/*
+ * The client's socket became readable while its answer is made: evhttp
+ * reads nothing then, so an end of stream here is the only word that the
+ * client left. Bytes instead (a pipelined request) end the watch.
+ */
+static void ask_hangup_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)what;
+	struct req *r = arg;
+	struct ask *a = r->asker;
+	char byte;
+	ssize_t n = recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+
+	if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+		ask_abandoned(r);
+	else if (n < 0)		/* woken for nothing */
+		event_add(a->hangup, NULL);
 }
 
 /* The JSON body of req (an object); NULL with an error reply sent. */
@@ -702,8 +733,14 @@ static struct ask *ask_new(struct evhttp_request *er)
 static void ask_submit(struct ask *a, struct req *r)
 {
 	struct slot_rt *rt = slots_for_model(r->model);
+	struct evhttp_connection *conn = evhttp_request_get_connection(a->er);
 
-	evhttp_connection_set_closecb(evhttp_request_get_connection(a->er), ask_closed, r);
+	evhttp_connection_set_closecb(conn, ask_closed, r);
+	a->hangup = event_new(md.base, bufferevent_getfd(evhttp_connection_get_bufferevent(conn)), EV_READ,
+			      ask_hangup_cb, r);
+	if (!a->hangup)
+		abort();
+	event_add(a->hangup, NULL);
 	r->slot = &rt->s;
 	slot_event(&rt->s, &(struct slot_ev){ .type = SEV_INFER, .req = r, .model = r->model });
 }

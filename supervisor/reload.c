@@ -162,6 +162,7 @@ static struct model **take_models(struct config *next, struct reload_counts *n, 
 	for (size_t i = 0; i < next->nmodels; i++) {
 		struct model *run = (struct model *)config_model(&md.conf, next->models[i]->name);
 		if (run && same_model(run, next->models[i])) {
+			run->max_tokens = next->models[i]->max_tokens;	/* read per request: no reload */
 			config_model_free(next->models[i]);
 			next->models[i] = run;
 			stays[run->index] = true;

@@ -85,6 +85,8 @@ static void env_send_infer(struct slot *s, struct req *r)
 		break;
 	default:
 		msgw_wmsg(&w, WM_INFER);
+		if (r->gen.max_tokens_default && s->model && s->model->max_tokens)
+			r->gen.max_tokens = s->model->max_tokens;
 		gen_write(&w, &r->gen);
 		break;
 	}

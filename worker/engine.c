@@ -29,6 +29,9 @@ int engine_ref_begin(uint32_t vocab, const struct engine_request *rq, struct eng
 {
 	if (!rq->input)
 		return engine_fail(e, "bad_request", "this model takes token ids (input), not text");
+	if (rq->ninput >= ENGINE_REF_CTX)
+		return engine_fail(e, "bad_request", "the prompt is %u tokens; this model takes at most %u",
+				   rq->ninput, ENGINE_REF_CTX - 1);
 	for (uint32_t i = 0; i < rq->ninput; i++)
 		if (rq->input[i] >= vocab)
 			return engine_fail(e, "bad_request", "input token %u is not below the vocabulary size %u",
@@ -36,7 +39,9 @@ int engine_ref_begin(uint32_t vocab, const struct engine_request *rq, struct eng
 	*seq = malloc(sizeof **seq);
 	if (!*seq)
 		return engine_fail(e, "insufficient_memory", "out of memory");
-	**seq = (struct engine_seq){ .last = rq->input[rq->ninput - 1], .left = rq->max_tokens };
+	uint32_t room = ENGINE_REF_CTX - rq->ninput;
+	**seq = (struct engine_seq){ .last = rq->input[rq->ninput - 1],
+				     .left = rq->max_tokens < room ? rq->max_tokens : room };
 	*prompt_tokens = rq->ninput;
 	return 0;
 }

@@ -28,6 +28,8 @@
 #define ENGINE_SYMBOL "modeld_engine"
 #define ENGINE_WARMUP_TOKENS 4
 #define ENGINE_UNAVAILABLE "unavailable"
+/* A reference model's context: its prompt and what it generates, together. */
+#define ENGINE_REF_CTX 4096
 
 struct engine_error {
 	char code[32];

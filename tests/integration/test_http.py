@@ -111,6 +111,29 @@ class Completions(DaemonTest):
         status, r = post(port, "/v1/completions", {"model": "a", "prompt": [2], "max_tokens": 2})
         self.assertEqual((status, r["usage"]["completion_tokens"]), (200, 2))
 
+    def test_a_client_that_goes_away_before_a_whole_answer_cancels_it(self):
+        """Without a stream evhttp reads nothing while the answer is made: the hang-up is watched for."""
+        port = wait_until(lambda: port_of(self.d), what="the HTTP port in the log")
+        self.assertEqual(post(port, "/v1/completions", {"model": "a", "prompt": [1], "max_tokens": 1})[0], 200)
+        c = self.d.client()
+        pid = c.ok("status", slot="cpu")["slots"][0]["pid"]
+        os.kill(pid, signal.SIGSTOP)            # the answer is not made until the worker goes on
+        self.addCleanup(lambda: pid_alive(pid) and os.kill(pid, signal.SIGCONT))
+        running, queued = (http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE) for _ in range(2))
+        for conn, prompt in ((running, [1]), (queued, [2])):
+            conn.request("POST", "/v1/completions", body=json.dumps({"model": "a", "prompt": prompt}),
+                         headers={"Content-Type": "application/json"})
+            wait_until(lambda: sum(s["queue"] + s["active"] for s in c.ok("status")["slots"]) == prompt[0],
+                       what="the request at the slot")
+        queued.sock.shutdown(socket.SHUT_RDWR)
+        queued.close()
+        wait_until(lambda: c.ok("status", slot="cpu")["slots"][0]["queue"] == 0, what="the queue left")
+        running.sock.shutdown(socket.SHUT_RDWR)
+        running.close()
+        wait_until(lambda: "the worker is asked to stop request" in self.d.read_log(), what="the cancel")
+        os.kill(pid, signal.SIGCONT)
+        self.assertEqual(post(port, "/v1/completions", {"model": "a", "prompt": [1], "max_tokens": 2})[0], 200)
+
     def test_errors_have_openais_shape_and_status(self):
         port = wait_until(lambda: port_of(self.d), what="the HTTP port in the log")
         for body, status, code in (({"model": "nope", "prompt": [1]}, 404, "model_not_found"),

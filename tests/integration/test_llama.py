@@ -115,6 +115,12 @@ class Llama(DaemonTest):
         # token ids in give the same as the text they are
         self.assertEqual(self.greedy(c, prompt=None, input=prompt, max_tokens=24)["tokens"], r["tokens"])
 
+    def test_without_max_tokens_it_generates_to_the_end_of_the_context(self):
+        c = self.loaded("small")            # ctx = 256
+        r = c.ok("infer", model="small", prompt=PROMPT, temperature=0)
+        self.assertEqual(r["finish_reason"], "length")
+        self.assertEqual(r["usage"]["prompt_tokens"] + r["usage"]["completion_tokens"], 256)
+
     def test_streamed_chunks_add_up_to_the_final_text(self):
         c = self.loaded()
         chunks = []

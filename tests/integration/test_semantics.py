@@ -377,3 +377,28 @@ class UnusableDevice(DaemonTest):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class MaxTokensDefault(DaemonTest):
+    """A request without max_tokens generates to the end of its text or of the context, as OpenAI's API
+    and llama.cpp's server do, unless the model's config sets a default."""
+    models = {"a": A}
+    config = ("[modeld]\nhttp = 127.0.0.1:0\n[slot cpu]\nautoload = yes\n"
+              "[model capped]\npath = @DIR@/models/a.safetensors\nmax_tokens = 7\n")
+
+    def test_no_max_tokens_runs_to_the_context_or_the_configured_default(self):
+        from test_http import port_of, post
+        c = self.d.client()
+        r = c.ok("infer", model="a", input=[1, 2])
+        self.assertEqual((r["finish_reason"], r["usage"]["prompt_tokens"] + r["usage"]["completion_tokens"]),
+                         ("length", 4096))          # a reference model's context
+        self.assertEqual(r["tokens"], perm_tokens(16, 3, 1, 2, 4094))
+        self.assertEqual(len(c.ok("infer", model="capped", input=[1])["tokens"]), 7)
+        self.assertEqual(len(c.ok("infer", model="capped", input=[1], max_tokens=9)["tokens"]), 9)
+        self.assertEqual(c.call("infer", model="a", input=[1] * 4096)["error"]["code"], "bad_request")
+        port = wait_until(lambda: port_of(self.d), what="the HTTP port in the log")
+        status, r = post(port, "/v1/completions", {"model": "capped", "prompt": [1]})
+        self.assertEqual((status, r["usage"]["completion_tokens"]), (200, 7))
+        status, r = post(port, "/v1/completions", {"model": "a", "prompt": [1]})
+        self.assertEqual((status, r["usage"]["completion_tokens"], r["choices"][0]["finish_reason"]),
+                         (200, 4095, "length"))
