@@ -476,13 +476,7 @@ static int not_a_number(const char *option, const char *value)
 
 static int parse_u32(const char *s, uint64_t *out)
 {
-	char *end;
-	errno = 0;
-	unsigned long long v = strtoull(s, &end, 10);
-	if (errno || end == s || *end || s[0] == '-' || v > UINT32_MAX)
-		return -1;
-	*out = v;
-	return 0;
+	return proto_parse_u64(s, UINT32_MAX, out);
 }
 
 /* A reply's text, else its tokens, on one line. */

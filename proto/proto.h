@@ -10,6 +10,7 @@
 #define PROTO_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #define PROTO_VERSION 1
 #define PROTO_SERVER_NAME "modeld"
@@ -126,6 +127,9 @@ char *proto_default_socket(void);
  * and $MODELD_SOCKET is unset, the system daemon's. The caller frees it. */
 char *proto_client_socket(void);
 #define PROTO_SYSTEM_SOCKET "/run/modeld/modeld.sock"
+
+/* A whole string of decimal digits (no sign, no space) worth at most max. 0, or -1. */
+int proto_parse_u64(const char *s, uint64_t max, uint64_t *out);
 
 /* Worker channel. */
 #define WPROTO_VERSION 4

@@ -974,19 +974,17 @@ static bool watcher_start(struct watcher *wt, struct evhttp_request *er, uint64_
 	return !rp.ended;
 }
 
-/* The Last-Event-ID a reconnecting client sends (or ?last_event_id=); *have false if none. */
-static uint64_t last_event_id(struct evhttp_request *er, struct evkeyvalq *query, bool *have)
+/* The Last-Event-ID a reconnecting client sends (or ?last_event_id=) into *id; *have false if none
+ * (or empty). -1 when it is not a decimal event number. */
+static int last_event_id(struct evhttp_request *er, struct evkeyvalq *query, uint64_t *id, bool *have)
 {
 	const char *v = evhttp_find_header(evhttp_request_get_input_headers(er), "Last-Event-ID");
-	char *end;
 
 	if (!v)
 		v = evhttp_find_header(query, "last_event_id");
+	*id = 0;
 	*have = v && *v;
-	unsigned long long n = *have ? strtoull(v, &end, 10) : 0;
-	if (*have && *end)
-		*have = false;
-	return n;
+	return *have ? proto_parse_u64(v, UINT64_MAX, id) : 0;
 }
 
 /* A comma-separated list of event kinds as a mask; 0 if one is not a kind. */
@@ -1022,8 +1020,12 @@ static void on_events(struct evhttp_request *er)
 		wt->kinds = parse_kinds(kinds);
 	struct slot_rt *rt = (slot = evhttp_find_header(&query, "slot")) != NULL ? slots_find(slot) : NULL;
 	wt->slot = rt ? &rt->s : NULL;
-	uint64_t after = last_event_id(er, &query, &have);
-	if (!wt->kinds || (slot && !wt->slot)) {
+	uint64_t after;
+	if (last_event_id(er, &query, &after, &have) < 0) {
+		send_error(er, 400, "invalid_request_error", "bad_request",
+			   "Last-Event-ID (or last_event_id) must be an event's seq, a decimal number");
+		free(wt);
+	} else if (!wt->kinds || (slot && !wt->slot)) {
 		send_error(er, wt->kinds ? 404 : 400, "invalid_request_error", wt->kinds ? "unknown_slot" : "bad_request",
 			   wt->kinds ? "no slot of that name" : "events is a comma-separated list of event kinds");
 		free(wt);

@@ -55,7 +55,7 @@ static bool arg_str(struct client *c, uint64_t id, const msgpack_object *m, cons
 		    bool required, char **out)
 {
 	*out = NULL;
-	return arg_ok(c, id, msg_strdup(m, key, out), key, required, "a string");
+	return arg_ok(c, id, msg_strdup(m, key, out), key, required, "a string without NUL bytes");
 }
 
 static struct slot_rt *find_slot(struct client *c, uint64_t id, const char *name)
@@ -79,14 +79,26 @@ static const char *const capabilities[] = {
 	"text", "chat", "tokenize", "embed", "cancel_partial", "max_frame", "autoload_admin",
 };
 
-/* Whether the client speaks this server's protocol: proto is a version, or an array of them. */
+/* Whether proto is a version, or a non-empty array of versions. */
+static bool is_proto(const msgpack_object *proto)
+{
+	if (proto && proto->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+		return true;
+	if (!proto || proto->type != MSGPACK_OBJECT_ARRAY || proto->via.array.size == 0)
+		return false;
+	for (uint32_t i = 0; i < proto->via.array.size; i++)
+		if (proto->via.array.ptr[i].type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+			return false;
+	return true;
+}
+
+/* Whether the client speaks this server's protocol (proto as is_proto takes it). */
 static bool speaks_ours(const msgpack_object *proto)
 {
 	if (proto->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
 		return proto->via.u64 == PROTO_VERSION;
-	for (uint32_t i = 0; proto->type == MSGPACK_OBJECT_ARRAY && i < proto->via.array.size; i++)
-		if (proto->via.array.ptr[i].type == MSGPACK_OBJECT_POSITIVE_INTEGER &&
-		    proto->via.array.ptr[i].via.u64 == PROTO_VERSION)
+	for (uint32_t i = 0; i < proto->via.array.size; i++)
+		if (proto->via.array.ptr[i].via.u64 == PROTO_VERSION)
 			return true;
 	return false;
 }
@@ -95,13 +107,15 @@ static void op_hello(struct client *c, uint64_t id, const msgpack_object *m)
 {
 	const msgpack_object *proto = msg_get(m, "proto");
 	uint64_t max = 0;
+	char *client = NULL;
 	struct msgw w;
 
-	if (!arg_u64(c, id, m, "max_frame", false, &max))
+	if (!arg_u64(c, id, m, "max_frame", false, &max) || !arg_str(c, id, m, "client", false, &client))
 		return;
-	if (!proto || (proto->type != MSGPACK_OBJECT_POSITIVE_INTEGER && proto->type != MSGPACK_OBJECT_ARRAY)) {
+	free(client);		/* checked, not kept */
+	if (!is_proto(proto)) {
 		server_reply_error(c, id, E_BAD_REQUEST, "proto is required: a version, or an array of the "
-				   "versions the client speaks");
+				   "versions the client speaks (unsigned integers)");
 		return;
 	}
 	if (max && max < CLIENT_MIN_FRAME) {
@@ -344,9 +358,10 @@ static struct slot_rt *find_target(const msgpack_object *m, bool model_required,
 
 	*mod = NULL;
 	if ((rc = msg_strdup(m, "model", &model)) == MSG_BAD_TYPE || (rc == MSG_MISSING && model_required))
-		ops_error(err, E_BAD_REQUEST, rc == MSG_BAD_TYPE ? "model must be a string" : "model is required (a string)");
+		ops_error(err, E_BAD_REQUEST, rc == MSG_BAD_TYPE ? "model must be a string without NUL bytes" :
+			  "model is required (a string)");
 	else if (msg_strdup(m, "slot", &slot) == MSG_BAD_TYPE)
-		ops_error(err, E_BAD_REQUEST, "slot must be a string");
+		ops_error(err, E_BAD_REQUEST, "slot must be a string without NUL bytes");
 	else if (model && !(*mod = config_model(&md.conf, model)))
 		ops_error(err, E_UNKNOWN_MODEL, "no model called %s", model);
 	else if (slot && !(rt = slots_find(slot)))
@@ -539,7 +554,8 @@ int ops_read_texts(const msgpack_object *o, struct req *r, const char *name, cha
 	for (uint32_t i = 0; ok && i < n; i++)
 		ok = items[i].type == MSGPACK_OBJECT_STR && !memchr(items[i].via.str.ptr, 0, items[i].via.str.size);
 	if (!ok) {
-		snprintf(err, len, "%s must be a string or an array of 1 to %u strings", name, EMBED_MAX_TEXTS);
+		snprintf(err, len, "%s must be a string or an array of 1 to %u strings, without NUL bytes", name,
+			 EMBED_MAX_TEXTS);
 		return -1;
 	}
 	r->texts = calloc(n, sizeof *r->texts);

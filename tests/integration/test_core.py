@@ -94,6 +94,10 @@ class Inference(DaemonTest):
             ({"op": "hello", "proto": 2}, "unsupported_proto", "2"),
             ({"op": "hello", "proto": [2, 3]}, "unsupported_proto", "none of those"),
             ({"op": "hello"}, "bad_request", "proto"),
+            ({"op": "hello", "proto": [1, "x"]}, "bad_request", "proto"),
+            ({"op": "hello", "proto": []}, "bad_request", "proto"),
+            ({"op": "hello", "proto": 1, "client": 5}, "bad_request", "client must be a string"),
+            ({"op": "load", "model": "a\0b"}, "bad_request", "without NUL bytes"),
             ({"op": "subscribe", "events": ["nope"]}, "bad_request", "events"),
             ({"op": 5}, "bad_request", "op"),
         ]

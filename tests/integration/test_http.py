@@ -24,9 +24,9 @@ def port_of(d):
     return int(m.group(1)) if m else None
 
 
-def get(port, path, method="GET", token=None):
+def get(port, path, method="GET", token=None, headers=None):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE)
-    headers = {"Authorization": "Bearer " + token} if token else {}
+    headers = dict(headers or {}, **({"Authorization": "Bearer " + token} if token else {}))
     conn.request(method, path, headers=headers)
     r = conn.getresponse()
     body = json.loads(r.read() or b"null")
@@ -348,6 +348,13 @@ class Events(DaemonTest):
         self.assertEqual(ids, list(range(ids[0], ids[0] + len(ids))), "a gap, or one twice")
         self.assertTrue(any(self.is_state("ready", "b")(e[1]) for e in seen))
         self.assertTrue(all(e[1]["seq"] == e[0] for e in seen))
+
+    def test_a_last_event_id_that_is_not_a_number_is_refused(self):
+        port = wait_until(lambda: port_of(self.d), what="the HTTP port in the log")
+        for value in ("-1", "abc", "12x", "+3", "18446744073709551616"):
+            status, _, body = get(port, "/v1/events", headers={"Last-Event-ID": value})
+            self.assertEqual(status, 400, value)
+            self.assertIn("Last-Event-ID", body["error"]["message"])
 
     def test_an_id_the_buffer_cannot_serve_is_said_and_the_stream_goes_on(self):
         port = wait_until(lambda: port_of(self.d), what="the HTTP port in the log")
