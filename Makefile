@@ -177,7 +177,14 @@ $(BUILD)/gen/paths.h: FORCE
 	@echo '#define MODELD_LIBDIR "$(LIBDIR)"' > $@.tmp
 	@if cmp -s $@.tmp $@; then rm -f $@.tmp; else mv $@.tmp $@; fi
 $(call obj,supervisor/main.c): $(BUILD)/gen/paths.h
-$(call obj,supervisor/main.c): CFLAGS += -I$(BUILD)/gen
+
+# The one version of the binaries and the package: the changelog's latest entry.
+VERSION = $(shell sed -n '1s/^[^(]*(\([^)]*\)).*/\1/p' packaging/debian/changelog)
+$(BUILD)/gen/version.h: packaging/debian/changelog
+	@mkdir -p $(dir $@)
+	@echo '#define MODELD_VERSION "$(VERSION)"' > $@
+$(call obj,supervisor/main.c supervisor/ops.c cli/modelctl.c): $(BUILD)/gen/version.h
+$(call obj,supervisor/main.c supervisor/ops.c cli/modelctl.c): CFLAGS += -I$(BUILD)/gen
 
 $(BUILD)/modeld: $(call obj,$(SUP_SRC) $(PROTO_SRC) $(PEER_SRC) proto/json.c proto/jw.c)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_EVENT) $(LIB_MSGPACK) $(LIB_INIH) $(LIB_JANSSON) $(LIB_SYSTEMD) -lm

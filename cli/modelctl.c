@@ -19,6 +19,7 @@
 #include "../proto/frame.h"
 #include "../proto/proto.h"
 #include "print.h"
+#include "version.h"
 
 #define EXIT_USAGE 2
 

@@ -14,7 +14,6 @@
 
 #define PROTO_VERSION 1
 #define PROTO_SERVER_NAME "modeld"
-#define MODELD_VERSION "0.1.0"
 
 /* Frames: a 4-byte big-endian length, then that many bytes of one map. */
 #define FRAME_HEADER_LEN 4

@@ -23,6 +23,7 @@
 #include "../proto/peer.h"
 #include "modeld.h"
 #include "paths.h"
+#include "version.h"
 #include "probe.h"
 
 struct modeld md;
@@ -32,6 +33,7 @@ static struct event *shutdown_deadline;
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: modeld [-c FILE] [-s SOCKET] [--models DIR] [--worker PATH] [-l LEVEL] [--syslog] [-d] [-p FILE] [-t]\n"
+		   "       modeld --version\n"
 		   "  -c, --config FILE   read FILE (INI); default: the embedded configuration\n"
 		   "  -t, --test-config   check the configuration, say whether it is good, and exit\n"
 		   "  -s, --socket PATH   control socket (overrides the config's socket)\n"
@@ -149,6 +151,7 @@ static int parse_args(int argc, char **argv, struct options *o)
 		{ "daemon", no_argument, NULL, 'd' },
 		{ "pidfile", required_argument, NULL, 'p' },
 		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
 		{ 0 },
 	};
 	int ch;
@@ -166,6 +169,7 @@ static int parse_args(int argc, char **argv, struct options *o)
 		case 'd': o->daemon = true; o->use_syslog = 1; break;
 		case 'p': o->pidfile = optarg; break;
 		case 'h': usage(stdout); exit(0);
+		case 'V': printf("modeld %s\n", MODELD_VERSION); exit(0);
 		default: usage(stderr); return -1;
 		}
 	}

@@ -18,6 +18,7 @@
 #include "../proto/log.h"
 #include "modeld.h"
 #include "probe.h"
+#include "version.h"
 
 
 /*

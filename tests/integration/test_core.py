@@ -1,6 +1,7 @@
 """modeld end to end on the cpu engine: loads, inference, switches, crashes, bad input."""
 import json
 import os
+import re
 import shutil
 import signal
 import struct
@@ -114,6 +115,13 @@ class Inference(DaemonTest):
         self.assertEqual(c.ok("hello", proto=1)["server"], "modeld")
         hello = c.ok("hello", proto=[3, 1])      # the versions the client speaks
         self.assertEqual(hello["proto"], 1)
+        # one version for the binaries and the package: the changelog's
+        with open(os.path.join(os.path.dirname(__file__), "..", "..", "packaging", "debian", "changelog")) as f:
+            version = re.match(r"modeld \(([^)]+)\)", f.readline()).group(1)
+        self.assertEqual(hello["version"], version)
+        for prog in (MODELD, MODELCTL):
+            out = subprocess.run([prog, "--version"], capture_output=True, text=True, check=True).stdout
+            self.assertEqual(out, "%s %s\n" % (os.path.basename(prog), version))
         self.assertIn("text", hello["capabilities"])
         c.ok("load", model="a")
         models = {m["name"]: m for m in c.ok("models")["models"]}
