@@ -142,7 +142,7 @@ $(call obj,tests/mkgguf.c tests/llama_direct.c) $(BUILD)/pic/worker/llama.o: CFL
 # llama.cpp it says why and goes on.
 llama:
 	@mkdir -p $(BUILD)
-	@if [ "$(LLAMA_PKGCONFIG)" = 1 ] || sh packaging/llama.sh $(LLAMA_DIR) $(LLAMA_NATIVE) $(LLAMA_CUDA_ARGS) >$(BUILD)/llama.log 2>&1; then \
+	@if [ "$(LLAMA_PKGCONFIG)" = 1 ] || sh packaging/llama.sh $(LLAMA_DIR) $(LLAMA_NATIVE) $(LLAMA_CUDA_ARGS) 3>&1 >$(BUILD)/llama.log 2>&1; then \
 		$(MAKE) --no-print-directory $(LLAMA_ENGINE) $(LLAMA_TOOLS) && rm -f $(LLAMA_MISSING) && \
 		{ [ -z "$(LLAMA_VOCAB)" ] || { mkdir -p $(BUILD)/vocab && cp $(LLAMA_VOCAB)* $(BUILD)/vocab/; }; }; \
 	else \

@@ -27,6 +27,23 @@ stamp="$dir/prefix/.built-$sha-native-$native${cuda:+-cuda-$cuda}"
 [ -n "$bench_tool" ] && stamp="$dir/bin/.built-$bench_tool-$sha-native-$native"
 [ -f "$stamp" ] && exit 0
 
+# What it is doing and how far along goes to fd 3 (the terminal, from the
+# Makefile); the rest, to stdout and stderr (build/llama.log).
+{ true >&3; } 2>/dev/null || exec 3>/dev/null
+say() { echo "llama.cpp: $*" >&3; }
+# Reads cmake --build's lines then "exit N", says each 10% of the build, and exits N.
+progress() {
+	awk '/^exit [0-9]+$/ { code = $2; next }
+	     /^\[ *[0-9]+%\]/ { p = substr($0, 2) + 0 }
+	     match($0, /^\[[0-9]+\/[0-9]+\]/) { split(substr($0, 2, RLENGTH - 2), f, "/"); p = int(100 * f[1] / f[2]) }
+	     p >= next_p { printf "llama.cpp: compiling, %d%%\n", p > "/dev/fd/3"; fflush("/dev/fd/3"); next_p = p - p % 10 + 10 }
+	     END { exit code }'
+}
+# cmake --build with its arguments, into cmake.log, saying how far along it is.
+build() {
+	{ cmake --build "$@" 2>&1; echo "exit $?"; } | tee -a "$dir/cmake.log" | progress
+}
+
 for tool in npm git cmake c++; do
 	command -v $tool >/dev/null 2>&1 || { echo "llama.sh: $tool not found" >&2; exit 1; }
 done
@@ -41,6 +58,7 @@ dir=$(cd "$dir" && pwd)
 tgz="$dir/node-llama-cpp-3.22.1.tgz"
 if [ ! -f "$tgz" ] || ! echo "$sha  $tgz" | sha256sum -c --status; then
 	rm -f "$tgz"
+	say "fetching $pkg with npm (its source, checked by sha256)"
 	(cd "$dir" && npm pack --silent "$pkg" >/dev/null) || { echo "llama.sh: npm pack $pkg failed" >&2; exit 1; }
 fi
 echo "$sha  $tgz" | sha256sum -c --status || { echo "llama.sh: $tgz: sha256 mismatch" >&2; exit 1; }
@@ -60,8 +78,8 @@ if [ -n "$bench_tool" ]; then
 		-DGGML_NATIVE="$native" -DGGML_OPENMP=ON -DLLAMA_BUILD_COMMON=ON -DLLAMA_BUILD_TOOLS=ON \
 		-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF \
 		-DLLAMA_OPENSSL=OFF -DGGML_CCACHE=OFF >"$dir/cmake.log" 2>&1 || { tail -20 "$dir/cmake.log" >&2; exit 1; }
-	cmake --build "$dir/cmake-build" -j "$(nproc)" --target llama-batched-bench >>"$dir/cmake.log" 2>&1 ||
-		{ tail -20 "$dir/cmake.log" >&2; exit 1; }
+	say "building llama-batched-bench (once; a few minutes; the log is $dir/cmake.log)"
+	build "$dir/cmake-build" -j "$(nproc)" --target llama-batched-bench || { tail -20 "$dir/cmake.log" >&2; exit 1; }
 	cp "$dir/cmake-build/bin/llama-batched-bench" "$dir/bin/"
 	rm -rf "$dir/cmake-build" "$dir/src"
 	touch "$stamp"
@@ -81,8 +99,10 @@ cmake -S "$dir/src" -B "$dir/cmake-build" $gen -DCMAKE_BUILD_TYPE=Release \
 	-DGGML_OPENMP=ON -DLLAMA_BUILD_COMMON=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_TOOLS=OFF \
 	-DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_OPENSSL=OFF -DGGML_CCACHE=OFF $cuda_flags \
 	-DCMAKE_INSTALL_PREFIX="$dir/prefix" >"$dir/cmake.log" 2>&1 || { tail -20 "$dir/cmake.log" >&2; exit 1; }
-cmake --build "$dir/cmake-build" -j "$(nproc)" >>"$dir/cmake.log" 2>&1 || { tail -20 "$dir/cmake.log" >&2; exit 1; }
+say "building its static libraries (once; a few minutes; the log is $dir/cmake.log)"
+build "$dir/cmake-build" -j "$(nproc)" || { tail -20 "$dir/cmake.log" >&2; exit 1; }
 cmake --install "$dir/cmake-build" >>"$dir/cmake.log" 2>&1
 cp "$dir/src/LICENSE" "$dir/prefix/LICENSE"
 rm -rf "$dir/cmake-build" "$dir/src"
 touch "$stamp"
+say "built into $dir/prefix"
