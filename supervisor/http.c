@@ -1160,14 +1160,45 @@ static void on_request(struct evhttp_request *req, void *arg)
 		on_view(req, path + 5);
 }
 
-/* "TOKEN" or "TOKEN admin" a line; # comments. 0, or -1 with err at file:line. */
-static int read_tokens(const char *file, char *err, size_t errlen)
+static void free_tokens(struct token *t, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(t[i].value);
+	free(t);
+}
+
+/* One line of a token file into *t: "TOKEN" or "TOKEN admin", split on blanks. 1 a token, 0 none
+ * (blank or # comment), -1 a bad line. */
+static int token_line(char *line, struct token *t)
+{
+	char *save, *value = strtok_r(line, " \t\r\n", &save);
+	char *mark = value ? strtok_r(NULL, " \t\r\n", &save) : NULL;
+
+	if (!value || value[0] == '#')
+		return 0;
+	if ((mark && strcmp(mark, "admin") != 0) || strtok_r(NULL, " \t\r\n", &save) ||
+	    strlen(value) < HTTP_TOKEN_MIN || strlen(value) > HTTP_TOKEN_MAX)
+		return -1;
+	if (!(t->value = strdup(value)))
+		abort();
+	t->admin = mark != NULL;
+	return 1;
+}
+
+/*
+ * The tokens of file into *out (*n of them; free_tokens frees them): a
+ * line is "TOKEN" or "TOKEN admin"; # comments. 0, or -1 with err at
+ * file:line.
+ */
+static int read_tokens(const char *file, struct token **out, size_t *n, char *err, size_t errlen)
 {
 	struct stat st;
-	char line[512];
-	int n = 0;
+	char line[HTTP_TOKEN_MAX + 64];
+	int lineno = 0, rc = 0;
 	FILE *f = fopen(file, "re");
 
+	*out = NULL;
+	*n = 0;
 	if (!f || fstat(fileno(f), &st) < 0) {
 		snprintf(err, errlen, "http_token_file %s: %s", file, strerror(errno));
 		if (f)
@@ -1177,32 +1208,32 @@ static int read_tokens(const char *file, char *err, size_t errlen)
 	if (st.st_mode & S_IROTH)
 		log_warn("http_token_file %s is readable by every user: chmod o-r it", file);
 	while (fgets(line, sizeof line, f)) {
-		char value[256], mark[16];
-		int fields;
-		n++;
-		if (line[strspn(line, " \t\r\n")] == '\0' || line[strspn(line, " \t")] == '#')
-			continue;
-		fields = sscanf(line, "%255s %15s", value, mark);
-		if (fields < 1 || (fields == 2 && strcmp(mark, "admin") != 0) || strlen(value) < HTTP_TOKEN_MIN) {
-			snprintf(err, errlen, "%s:%d: a line is TOKEN (at least %d characters) or TOKEN admin", file,
-				 n, HTTP_TOKEN_MIN);
-			fclose(f);
-			return -1;
+		lineno++;
+		if (!strchr(line, '\n') && !feof(f)) {	/* longer than any good line */
+			rc = -1;
+			break;
 		}
-		tokens = realloc(tokens, (ntokens + 1) * sizeof *tokens);
-		if (!tokens || !(tokens[ntokens].value = strdup(value)))
+		if (!(*out = realloc(*out, (*n + 1) * sizeof **out)))
 			abort();
-		tokens[ntokens++].admin = fields == 2;
+		if ((rc = token_line(line, &(*out)[*n])) < 0)
+			break;
+		*n += (size_t)rc;
 	}
 	fclose(f);
-	if (ntokens == 0) {
-		snprintf(err, errlen, "http_token_file %s: no token in it", file);
+	if (rc < 0 || *n == 0) {
+		if (rc < 0)
+			snprintf(err, errlen, "%s:%d: a line is TOKEN (%d to %d characters) or TOKEN admin", file,
+				 lineno, HTTP_TOKEN_MIN, HTTP_TOKEN_MAX);
+		else
+			snprintf(err, errlen, "http_token_file %s: no token in it", file);
+		free_tokens(*out, *n);
+		*out = NULL;
+		*n = 0;
 		return -1;
 	}
 	return 0;
 }
 
-/* Splits ADDRESS:PORT ([V6]:PORT); whether the address is a loopback one. */
 static int parse_address(const char *spec, char *host, size_t hostlen, unsigned *port, bool *loopback)
 {
 	const char *colon = strrchr(spec, ':');
@@ -1229,27 +1260,53 @@ static int parse_address(const char *spec, char *host, size_t hostlen, unsigned 
 	return 0;
 }
 
+/*
+ * What c's http and http_token_file say, checked: the address to bind and
+ * its port, and the tokens (*t, *n; free_tokens frees them). 0, or -1 with
+ * err. Off (c->http NULL) is 0 with *n 0.
+ */
+static int read_http_conf(const struct config *c, char host[HTTP_HOST_LEN], unsigned *port, struct token **t,
+			  size_t *n, char *err, size_t errlen)
+{
+	bool loopback;
+
+	*t = NULL;
+	*n = 0;
+	if (!c->http)
+		return 0;
+	if (parse_address(c->http, host, HTTP_HOST_LEN, port, &loopback) < 0) {
+		snprintf(err, errlen, "http: \"%s\" is not ADDRESS:PORT (an IPv4 or [IPv6] address)", c->http);
+		return -1;
+	}
+	if (!loopback && !c->http_token_file) {
+		snprintf(err, errlen, "http: %s is not a loopback address; serving it needs http_token_file", host);
+		return -1;
+	}
+	return c->http_token_file ? read_tokens(c->http_token_file, t, n, err, errlen) : 0;
+}
+
+int http_check(const struct config *c, char *err, size_t errlen)
+{
+	char host[HTTP_HOST_LEN];
+	unsigned port;
+	struct token *t;
+	size_t n;
+	int rc = read_http_conf(c, host, &port, &t, &n, err, errlen);
+
+	free_tokens(t, n);
+	return rc;
+}
+
 int http_listen(char *err, size_t errlen)
 {
-	char host[64];
+	char host[HTTP_HOST_LEN];
 	unsigned port;
-	bool loopback;
 	struct sockaddr_storage ss;
 	socklen_t sslen = sizeof ss;
 
 	if (!md.conf.http)
 		return 0;
-	if (parse_address(md.conf.http, host, sizeof host, &port, &loopback) < 0) {
-		snprintf(err, errlen, "http: \"%s\" is not ADDRESS:PORT (an IPv4 or [IPv6] address)",
-			 md.conf.http);
-		return -1;
-	}
-	if (!loopback && !md.conf.http_token_file) {
-		snprintf(err, errlen, "http: %s is not a loopback address; serving it needs http_token_file",
-			 host);
-		return -1;
-	}
-	if (md.conf.http_token_file && read_tokens(md.conf.http_token_file, err, errlen) < 0)
+	if (read_http_conf(&md.conf, host, &port, &tokens, &ntokens, err, errlen) < 0)
 		return -1;
 	http = evhttp_new(md.base);
 	evhttp_set_max_headers_size(http, HTTP_MAX_HEADERS);
@@ -1284,9 +1341,7 @@ void http_close(void)
 	if (http)
 		evhttp_free(http);
 	http = NULL;
-	for (size_t i = 0; i < ntokens; i++)
-		free(tokens[i].value);
-	free(tokens);
+	free_tokens(tokens, ntokens);
 	tokens = NULL;
 	ntokens = 0;
 }

@@ -223,7 +223,7 @@ int modeld_read_config(struct config *c, char err[CONFIG_ERR_LEN])
 		}
 		c->log_level = level;
 	}
-	if (config_finish(c, err) < 0)
+	if (config_finish(c, err) < 0 || http_check(c, err, CONFIG_ERR_LEN) < 0)
 		return -1;
 	default_worker_user(c);
 	return 0;

@@ -52,6 +52,8 @@
 #define HTTP_MAX_BODY (1 << 20)
 #define HTTP_TIMEOUT_SECONDS 60
 #define HTTP_TOKEN_MIN 16
+#define HTTP_TOKEN_MAX 255
+#define HTTP_HOST_LEN 64
 /* An event stream with nothing to say gets a comment this often, so that it is seen to live. */
 #define HTTP_KEEPALIVE_SECONDS 15
 /* Whom workers run as when modeld is root and worker_user is not set. */
@@ -203,7 +205,11 @@ void metrics_request(const struct req *r, enum err code);
 /* Every metric, in Prometheus' text format. */
 void metrics_write(struct evbuffer *out);
 
-/* http.c: the HTTP listener, when the config has one. 0, or -1 with err. */
+/* http.c: the HTTP listener, when the config has one. */
+/* Whether c's http settings would serve (address, tokens read): the check that -t, a start and a
+ * reload share. 0, or -1 with err. */
+int http_check(const struct config *c, char *err, size_t errlen);
+/* Listens as md.conf says (nothing when it has no http). 0, or -1 with err. */
 int http_listen(char *err, size_t errlen);
 void http_close(void);
 /* An event to the HTTP event streams that want it. */

@@ -221,14 +221,19 @@ class Tokens(unittest.TestCase):
         self.addCleanup(shutil.rmtree, self.dir, True)
 
     def start(self, config):
-        """modeld with config; it must stop at once. Returns its stderr."""
+        """modeld with config; it must stop at once, and modeld -t must refuse the same config with the
+        same words. Returns its stderr."""
         path = os.path.join(self.dir, "modeld.ini")
         with open(path, "w") as f:
             f.write(config)
-        p = subprocess.run([MODELD, "-c", path, "-s", os.path.join(self.dir, "s.sock"), "--models", self.dir],
-                           capture_output=True, text=True, timeout=DEADLINE)
-        self.assertEqual(p.returncode, 1)
-        return p.stderr
+        said = []
+        for check in ([], ["-t"]):
+            p = subprocess.run([MODELD, "-c", path, "-s", os.path.join(self.dir, "s.sock"), "--models", self.dir]
+                               + check, capture_output=True, text=True, timeout=DEADLINE)
+            self.assertEqual(p.returncode, 1, (check, p.stdout, p.stderr))
+            said.append(p.stderr.splitlines()[-1])      # the reason, after any warning
+        self.assertEqual(said[0], said[1])
+        return said[0]
 
     def test_a_non_loopback_address_needs_tokens(self):
         self.assertIn("0.0.0.0 is not a loopback address; serving it needs http_token_file",
@@ -239,8 +244,18 @@ class Tokens(unittest.TestCase):
         tokens = os.path.join(self.dir, "tokens")
         with open(tokens, "w") as f:
             f.write("short\n")
-        self.assertIn(tokens + ":1: a line is TOKEN (at least 16 characters)",
-                      self.start("[modeld]\nhttp = 127.0.0.1:0\nhttp_token_file = %s\n" % tokens))
+        config = "[modeld]\nhttp = 127.0.0.1:0\nhttp_token_file = %s\n" % tokens
+        self.assertIn(tokens + ":1: a line is TOKEN (16 to 255 characters)", self.start(config))
+        for bad in ("t" * 255 + "admin\n",     # one token too long, not a token marked admin
+                    "t" * 20 + " admin extra\n", "t" * 20 + " root\n", "t" * 600 + "\n"):
+            with open(tokens, "w") as f:
+                f.write("# tokens\n" + bad)
+            self.assertIn(tokens + ":2: a line is TOKEN", self.start(config), bad[-20:])
+        os.unlink(tokens)
+        self.assertIn("http_token_file %s: No such file" % tokens, self.start(config))
+        with open(tokens, "w") as f:
+            f.write("# nothing\n")
+        self.assertIn("no token in it", self.start(config))
 
 
 class Bearer(DaemonTest):

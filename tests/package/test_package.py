@@ -1,9 +1,10 @@
 """The Debian package, as an administrator meets it: built with make deb
 (lintian clean), installed with dpkg, run by its init script, purged.
 
-Needs root and dpkg; installs into this machine's /etc, /usr and /var, so
-it runs where make test runs as root (CI's fresh machine). Leaves the
-machine as it found it: the package purged, its test model removed.
+Runs only in a throwaway root (tests/package/throwaway-root.sh, which
+tests/run puts it in): an overlay of this machine's root that goes when the
+tests end, so that the host's own installation (a modeld package, its
+configuration and its state) is never touched. Needs root and dpkg there.
 """
 import glob
 import os
@@ -49,6 +50,9 @@ def purge():
         run("dpkg", "--purge", "modeld")
 
 
+@unittest.skipUnless(os.environ.get("MODELD_THROWAWAY_ROOT") == "1",
+                     "skipped: the package test runs only in a throwaway root (tests/package/throwaway-root.sh "
+                     "needs root, unshare and overlayfs), never on the host's own installation")
 @unittest.skipUnless(os.geteuid() == 0 and shutil.which("dpkg"), "skipped: the package test needs root and dpkg")
 class Package(unittest.TestCase):
     @classmethod
@@ -108,6 +112,20 @@ class Package(unittest.TestCase):
         c = Client(SOCKET)
         self.assertEqual(c.ok("infer", model="pkgtest-b", input=[1], max_tokens=1)["tokens"], [6])
         c.close()
+
+        # a broken configuration: reload and restart refuse it, say why, and leave modeld serving
+        pid = self.slot()["pid"]        # pkgtest-b's worker
+        with open("/etc/modeld/modeld.conf") as f:
+            good = f.read()
+        with open("/etc/modeld/modeld.conf", "a") as f:
+            f.write("\nmax_queue = many\n")          # in the [slot cpu] just added
+        for action in ("reload", "restart"):
+            r = run(INIT, action, check=False)
+            self.assertNotEqual(r.returncode, 0, action)
+            self.assertIn("max_queue", r.stdout + r.stderr, action)
+            self.assertEqual(self.slot()["pid"], pid, "%s touched the running modeld" % action)
+        with open("/etc/modeld/modeld.conf", "w") as f:
+            f.write(good)
 
         run(INIT, "stop")
         self.assertEqual(installed_processes(), [], "modeld or a worker is left after stop")
