@@ -2,9 +2,11 @@
  * http.c: modeld's HTTP listener (libevent's evhttp, on the same loop).
  *
  * Off unless the config's `http` names ADDRESS:PORT. A loopback address
- * serves anyone on the host, as the control socket's mode does; any other
- * needs `http_token_file`, and then every request a bearer token from it
- * (a token marked admin for what only administrators may do). Headers,
+ * serves inference to anyone on the host, as the control socket's mode
+ * does; any other needs `http_token_file`, and then every request a bearer
+ * token from it. Administration takes a token marked admin, on loopback
+ * too. Requests a browser's page could make on its own (another Origin,
+ * another Host name, a body that is not JSON) are refused. Headers,
  * bodies and idle connections are bounded.
  *
  * GET /healthz: the loop is turning. GET /readyz: 200 once every slot with
@@ -25,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/queue.h>
 #include <sys/stat.h>
@@ -52,6 +55,7 @@ static struct evhttp *http;
 static struct evhttp_bound_socket *bound;
 static struct token *tokens;
 static size_t ntokens;
+static char bound_host[HTTP_HOST_LEN];	/* the address listened on, as the config names it */
 
 /* Sends n bytes of JSON text (and a newline) with status. */
 static void send_text(struct evhttp_request *req, int status, const char *text, size_t n)
@@ -575,15 +579,28 @@ static void ask_hangup_cb(evutil_socket_t fd, short what, void *arg)
 		event_add(a->hangup, NULL);
 }
 
+/* Whether the media type of a Content-Type header is application/json (parameters aside). */
+static bool is_json_type(const char *type)
+{
+	size_t n = strlen("application/json");
+
+	return type && !strncasecmp(type, "application/json", n) && strchr("; \t", type[n]);
+}
+
 /* The JSON body of req (an object); NULL with an error reply sent. */
 static json_t *read_body(struct evhttp_request *req)
 {
 	struct evbuffer *in = evhttp_request_get_input_buffer(req);
 	size_t n = evbuffer_get_length(in);
 	json_error_t je;
-	json_t *j = json_loadb((const char *)evbuffer_pullup(in, (ev_ssize_t)n), n, 0, &je);
+	json_t *j;
 	char msg[256];
 
+	if (!is_json_type(evhttp_find_header(evhttp_request_get_input_headers(req), "Content-Type"))) {
+		send_error(req, 415, "invalid_request_error", "bad_request", "Content-Type must be application/json");
+		return NULL;
+	}
+	j = json_loadb((const char *)evbuffer_pullup(in, (ev_ssize_t)n), n, 0, &je);
 	if (!j || !json_is_object(j)) {
 		snprintf(msg, sizeof msg, "the body is not a JSON object: %s", j ? "" : je.text);
 		send_error(req, 400, "invalid_request_error", "bad_request", msg);
@@ -755,7 +772,8 @@ static void on_admin(struct evhttp_request *er, enum op op, bool admin)
 	const char *type;
 
 	if (!admin) {
-		send_error(er, 403, "permission_error", "unauthorized", "this needs an admin token");
+		send_error(er, 403, "permission_error", "unauthorized",
+			   "administration over HTTP needs an admin token (\"TOKEN admin\" in http_token_file)");
 		return;
 	}
 	if (!(body = read_body(er)))
@@ -1128,6 +1146,51 @@ static const struct route *route_of(const char *path)
 	return NULL;
 }
 
+/* Whether the Host header's name (its port left out) is this server's address or a loopback name. */
+static bool host_is_ours(const char *host)
+{
+	char name[HTTP_HOST_LEN];
+	struct in_addr a4;
+	size_t n = host[0] == '[' ? strcspn(host, "]") + 1 : strcspn(host, ":");
+
+	if (n >= sizeof name)
+		return false;
+	memcpy(name, host, n);
+	name[n] = '\0';
+	if (!strcasecmp(name, "localhost") || !strcmp(name, "[::1]") ||
+	    (inet_pton(AF_INET, name, &a4) == 1 && (ntohl(a4.s_addr) >> 24) == 127))
+		return true;
+	return name[0] == '[' ? n >= 2 && strlen(bound_host) == n - 2 && !strncmp(name + 1, bound_host, n - 2) :
+				!strcmp(name, bound_host);
+}
+
+/*
+ * What a web page in a browser on this host could send on its own: a
+ * request from another origin (an Origin that is not this server's), one
+ * for another name (DNS rebinding: only checked where no token is needed,
+ * as tokens are what a page cannot have). Refused with the reply sent:
+ * true. A POST that is not JSON, which a page may send without asking
+ * (a "simple" request), is refused where bodies are read.
+ */
+static bool cross_site(struct evhttp_request *req)
+{
+	const struct evkeyvalq *h = evhttp_request_get_input_headers(req);
+	const char *host = evhttp_find_header(h, "Host"), *origin = evhttp_find_header(h, "Origin");
+	char why[HTTP_HOST_LEN * 2 + 64];
+
+	if (!ntokens && host && !host_is_ours(host)) {
+		snprintf(why, sizeof why, "Host %.*s is not this server's address or a loopback name", HTTP_HOST_LEN, host);
+		send_error(req, 403, "permission_error", "forbidden", why);
+		return true;
+	}
+	if (origin && (!host || strncmp(origin, "http://", 7) || strcasecmp(origin + 7, host))) {
+		snprintf(why, sizeof why, "cross-site requests are refused (Origin %.*s)", HTTP_HOST_LEN, origin);
+		send_error(req, 403, "permission_error", "forbidden", why);
+		return true;
+	}
+	return false;
+}
+
 static void on_request(struct evhttp_request *req, void *arg)
 {
 	(void)arg;
@@ -1143,13 +1206,15 @@ static void on_request(struct evhttp_request *req, void *arg)
 	}
 	if (!path)
 		path = "";
+	if (cross_site(req))
+		return;
 	if (r && method != r->method)
 		send_error(req, 405, "invalid_request_error", "method_not_allowed",
 			   r->get ? "this path takes GET" : "this path takes POST");
 	else if (r && r->get)
 		r->get(req);
 	else if (r)
-		r->post(req, !ntokens || t->admin);	/* admin: loopback without tokens, or an admin token */
+		r->post(req, t && t->admin);	/* only an admin token administers, on loopback too */
 	else if (strncmp(path, "/api/", 5) != 0)
 		send_error(req, 404, "invalid_request_error", "not_found", "no such path");
 	else if (method != EVHTTP_REQ_GET)
@@ -1308,6 +1373,7 @@ int http_listen(char *err, size_t errlen)
 		return 0;
 	if (read_http_conf(&md.conf, host, &port, &tokens, &ntokens, err, errlen) < 0)
 		return -1;
+	snprintf(bound_host, sizeof bound_host, "%s", host);
 	http = evhttp_new(md.base);
 	evhttp_set_max_headers_size(http, HTTP_MAX_HEADERS);
 	evhttp_set_max_body_size(http, HTTP_MAX_BODY);

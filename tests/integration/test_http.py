@@ -102,7 +102,8 @@ class Completions(DaemonTest):
         port = wait_until(lambda: port_of(self.d), what="the HTTP port in the log")
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE)
         conn.request("POST", "/v1/completions", body=json.dumps(
-            {"model": "a", "prompt": [1], "max_tokens": 65536, "stream": True}))
+            {"model": "a", "prompt": [1], "max_tokens": 65536, "stream": True}),
+            headers={"Content-Type": "application/json"})
         r = conn.getresponse()
         self.assertTrue(r.readline().startswith(b"data: "))    # streaming
         conn.sock.shutdown(socket.SHUT_RDWR)
@@ -142,13 +143,13 @@ class Completions(DaemonTest):
             got, r = post(port, "/v1/completions", body)
             self.assertEqual((got, r["error"]["code"]), (status, code), body)
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE)
-        conn.request("POST", "/v1/chat/completions", body="{not json")
+        conn.request("POST", "/v1/chat/completions", body="{not json", headers={"Content-Type": "application/json"})
         r = conn.getresponse()
         self.assertEqual(r.status, 400)
         self.assertIn("not a JSON object", json.loads(r.read())["error"]["message"])
         conn.close()
         with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as big:    # over the 1 MiB bound
-            big.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 2097152\r\n\r\n{")
+            big.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2097152\r\n\r\n{")
             self.assertTrue(big.recv(4096).startswith(b"HTTP/1.1 413"))
         self.assertEqual(post(port, "/v1/completions", {"model": "a", "prompt": [1], "max_tokens": 1})[0], 200)
 
@@ -183,7 +184,7 @@ class Completions(DaemonTest):
     def test_a_client_that_sends_half_a_request_holds_up_nobody(self):
         port = wait_until(lambda: port_of(self.d), what="the HTTP port in the log")
         slow = socket.create_connection(("127.0.0.1", port))
-        slow.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"mo")
+        slow.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n{\"mo")
         self.assertEqual(post(port, "/v1/completions", {"model": "a", "prompt": [1], "max_tokens": 2})[0], 200)
         slow.close()
 
@@ -196,7 +197,7 @@ class Completions(DaemonTest):
         sel = selectors.DefaultSelector()
         socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(1000)]
         for s in socks:     # every one connected before any asks
-            s.sendall(b"GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            s.sendall(b"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
             s.setblocking(False)
             sel.register(s, selectors.EVENT_READ, b"")
         answers = []
@@ -261,7 +262,21 @@ class Tokens(unittest.TestCase):
 class Bearer(DaemonTest):
     models = {"a": A}
     files = {"tokens": b"# who may call\n" + b"a" * 20 + b"\n" + b"b" * 20 + b" admin\n"}
-    config = "[modeld]\nhttp = 127.0.0.1:0\nhttp_token_file = @DIR@/tokens\n"
+    config = "[modeld]\nhttp = 127.0.0.1:0\nhttp_token_file = @DIR@/tokens\n[slot cpu]\nautoload = admin\n"
+
+    def test_autoload_for_administrators_takes_an_admin_token(self):
+        """As on the socket: with autoload = admin, only an administrator's request loads its model."""
+        port = wait_until(lambda: port_of(self.d), what="the HTTP port in the log")
+        body = json.dumps({"model": "a", "prompt": [1], "max_tokens": 1})
+        for token, status in (("a" * 20, 404), ("b" * 20, 200)):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE)
+            conn.request("POST", "/v1/completions", body=body,
+                         headers={"Authorization": "Bearer " + token, "Content-Type": "application/json"})
+            r = conn.getresponse()
+            said = json.loads(r.read())
+            conn.close()
+            self.assertEqual(r.status, status, said)
+        self.assertEqual(said["usage"]["completion_tokens"], 1)
 
     def test_every_request_needs_a_token_from_the_file(self):
         port = wait_until(lambda: port_of(self.d), what="the HTTP port in the log")
@@ -288,13 +303,59 @@ class Bearer(DaemonTest):
         for token, status in (("a" * 20, 403), ("b" * 20, 200)):
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE)
             conn.request("POST", "/api/load", body=json.dumps({"model": "a"}),
-                         headers={"Authorization": "Bearer " + token})
+                         headers={"Authorization": "Bearer " + token, "Content-Type": "application/json"})
             r = conn.getresponse()
             body = json.loads(r.read())
             conn.close()
             self.assertEqual(r.status, status, body)
         self.assertEqual(body["model"], "a")
 
+
+class CrossSite(DaemonTest):
+    """What a web page in any browser on the host could send: refused, on loopback without tokens too."""
+    models = {"a": A}
+    config = "[modeld]\nhttp = 127.0.0.1:0\n[slot cpu]\nautoload = admin\n"
+
+    def send(self, port, method, path, body=None, **headers):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE)
+        conn.request(method, path, body=body, headers=headers)
+        r = conn.getresponse()
+        said = json.loads(r.read() or b"null")
+        conn.close()
+        return r.status, said
+
+    def test_administration_cross_site_and_rebinding_are_refused(self):
+        port = wait_until(lambda: port_of(self.d), what="the HTTP port in the log")
+        self.d.client().ok("load", model="a")
+        unload = json.dumps({"slot": "cpu", "force": True})
+        status, r = self.send(port, "POST", "/api/unload", unload, **{"Content-Type": "application/json"})
+        self.assertEqual(status, 403)
+        self.assertIn("needs an admin token", r["error"]["message"])
+        # a form or a fetch with no preflight: not JSON
+        status, r = self.send(port, "POST", "/v1/completions", json.dumps({"model": "a", "prompt": [1]}),
+                              **{"Content-Type": "text/plain"})
+        self.assertEqual((status, r["error"]["message"]), (415, "Content-Type must be application/json"))
+        status, r = self.send(port, "POST", "/api/unload", unload,
+                              **{"Content-Type": "text/plain", "Origin": "http://evil.example"})
+        self.assertEqual(status, 403)
+        self.assertIn("Origin http://evil.example", r["error"]["message"])
+        # DNS rebinding: another name for this address
+        status, r = self.send(port, "GET", "/v1/models", Host="evil.example:%d" % port)
+        self.assertEqual(status, 403)
+        self.assertIn("Host evil.example", r["error"]["message"])
+        self.assertEqual(self.d.client().ok("status")["slots"][0]["state"], "ready")
+        # the same origin, and loopback names, are served
+        for host in ("127.0.0.1:%d" % port, "localhost:%d" % port, "[::1]:%d" % port, "127.0.0.1"):
+            status, r = self.send(port, "POST", "/v1/completions", json.dumps({"model": "a", "prompt": [1],
+                                                                               "max_tokens": 1}),
+                                  **{"Content-Type": "application/json; charset=utf-8", "Host": host,
+                                     "Origin": "http://" + host})
+            self.assertEqual(status, 200, (host, r))
+        # autoload = admin: nobody over HTTP without an admin token, as a user that is not one on the socket
+        self.d.client().ok("unload", slot="cpu")
+        status, r = self.send(port, "POST", "/v1/completions", json.dumps({"model": "a", "prompt": [1]}),
+                              **{"Content-Type": "application/json"})
+        self.assertEqual((status, r["error"]["code"]), (404, "not_loaded"))
 
 class Stream:
     """A server-sent event stream: its events as (id, data) in order; comments are skipped."""
@@ -335,10 +396,9 @@ class Stream:
         self.conn.close()
 
 
-def admin(port, op, **body):
-    status, r = post(port, "/api/" + op, body)
-    assert status == 200, (status, r)
-    return r
+def admin(d, op, **body):
+    """op done by an administrator, on the socket (over HTTP it needs an admin token: Bearer tests it)."""
+    return d.client().ok(op, **body)
 
 
 class Events(DaemonTest):
@@ -351,11 +411,11 @@ class Events(DaemonTest):
     def test_a_stream_that_reconnects_with_last_event_id_misses_nothing(self):
         port = wait_until(lambda: port_of(self.d), what="the HTTP port in the log")
         s = Stream(port, "/v1/events")
-        admin(port, "load", model="a")
+        admin(self.d, "load", model="a")
         seen = s.until(self.is_state("ready", "a"))
         s.close()
-        admin(port, "load", model="b")      # while it is away
-        admin(port, "unload", slot="cpu")
+        admin(self.d, "load", model="b")      # while it is away
+        admin(self.d, "unload", slot="cpu")
         s = Stream(port, "/v1/events", last_id=seen[-1][0])
         seen += s.until(self.is_state("empty", None))
         s.close()
@@ -377,7 +437,7 @@ class Events(DaemonTest):
         _, missed = s.next()
         self.assertEqual(missed["event"], "missed")
         self.assertEqual(missed["after"], 10 ** 9)
-        admin(port, "load", model="a")
+        admin(self.d, "load", model="a")
         got = s.until(self.is_state("ready", "a"))
         self.assertTrue(all(e[1]["event"] == "state" for e in got))     # only what it asked for
         s.close()
@@ -392,7 +452,7 @@ class JobStreams(DaemonTest):
 
     def test_a_jobs_stream_follows_it_live_and_ends_with_it(self):
         port = wait_until(lambda: port_of(self.d), what="the HTTP port in the log")
-        job = admin(port, "load", model="a", wait=False)["job"]
+        job = admin(self.d, "load", model="a", wait=False)["job"]
         s = Stream(port, "/api/jobs/%d/events" % job)
         s.until(lambda e: e["event"] == "job" and e["status"] == "running")
         self.assertEqual([(j["job"], j["status"]) for j in get(port, "/api/jobs")[2]["jobs"]], [(job, "running")])

@@ -2,6 +2,7 @@
 tokenizer (made by build/mkgguf), checked against libllama called directly
 (build/llama-direct) on the same file."""
 import base64
+import http.client
 import json
 import os
 import shutil
@@ -365,6 +366,31 @@ class OverHTTP(DaemonTest):
             status, r = post(port, "/v1/embeddings", dict(body, model="embed", input="a cat"))
             self.assertEqual((status, r["error"]["code"]), (400, "bad_request"), body)
             self.assertIn(says, r["error"]["message"])
+
+    def test_a_stream_cut_short_ends_with_an_error_not_a_finish(self):
+        """A truncated answer never looks whole: a crash or a forced unload mid-stream is an error event."""
+        from test_http import port_of
+        port = wait_until(lambda: port_of(self.d), what="the HTTP port in the log")
+        c = self.d.client()
+        c.sock.settimeout(SLOW)
+        for cut, code in (("kill", "worker_crashed"), ("unload", "cancelled")):
+            c.ok("load", model="chat")
+            pid = c.ok("status")["slots"][0]["pid"]
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=SLOW)
+            conn.request("POST", "/v1/chat/completions", body=json.dumps(
+                {"model": "chat", "messages": [{"role": "user", "content": "hi"}], "stream": True,
+                 "max_tokens": 4000}), headers={"Content-Type": "application/json"})
+            r = conn.getresponse()
+            self.assertTrue(r.readline().startswith(b"data: {"))     # it streams
+            if cut == "kill":
+                os.kill(pid, signal.SIGKILL)
+            else:
+                c.ok("unload", slot="cpu", force=True)
+            events = [line[6:] for line in r.read().decode().split("\n") if line.startswith("data: ")]
+            conn.close()
+            self.assertEqual(events[-1], "[DONE]")
+            self.assertEqual(json.loads(events[-2])["error"]["code"], code, cut)
+            self.assertFalse(any(json.loads(e)["choices"][0]["finish_reason"] for e in events[:-2]), cut)
 
     def openai_client(self, model, prompt):
         """What the official OpenAI client for Node.js got from modeld for model (tests/openai/client.cjs)."""

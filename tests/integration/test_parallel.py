@@ -185,7 +185,8 @@ parallel = 1
             for p in prompts:
                 conn = http.client.HTTPConnection("127.0.0.1", port, timeout=SLOW)
                 conn.request("POST", "/v1/completions", body=json.dumps(
-                    {"model": "chat", "prompt": p, "max_tokens": 10, "temperature": 0, "stream": True}))
+                    {"model": "chat", "prompt": p, "max_tokens": 10, "temperature": 0, "stream": True}),
+                    headers={"Content-Type": "application/json"})
                 conns.append(conn)
             wait_until(lambda: running(c, "cpu") == (4, 0), timeout=SLOW, what="four at the worker")
         for conn, want in zip(conns, alone):
