@@ -60,6 +60,7 @@ static const struct key modeld_keys[] = {
 	{ "max_clients_per_uid", K_UINT, offsetof(struct config, max_clients_per_uid), 1, 65536, NO_LINE },
 	{ "admin_reserve", K_UINT, offsetof(struct config, admin_reserve), 0, 65536, NO_LINE },
 	{ "client_idle_timeout", K_SECONDS, offsetof(struct config, client_idle_timeout_ms), 0, 0, NO_LINE },
+	{ "http_wait_timeout", K_SECONDS, offsetof(struct config, http_wait_timeout_ms), 0, 0, NO_LINE },
 };
 
 #define S(f) offsetof(struct slot_conf, f)

@@ -120,6 +120,7 @@ struct config {
 	unsigned max_clients;
 	unsigned max_clients_per_uid;	/* so that one user cannot take every place */
 	unsigned admin_reserve;		/* places of max_clients that only administrators may take */
+	uint64_t http_wait_timeout_ms;		/* an HTTP request without wait_ms waits this long; 0: as long as its client */
 	uint64_t client_idle_timeout_ms;	/* a client with nothing outstanding and no subscription is closed after this; 0: never */
 	struct slot_conf *slots;
 	size_t nslots;

@@ -672,6 +672,28 @@ static int as_infer_body(json_t *body, char *err, size_t errlen)
 	return 0;
 }
 
+/*
+ * How long r may wait in a queue (a load included): the body's wait_ms,
+ * else http_wait_timeout, else as long as its client does; a client that
+ * leaves takes its request out of the queue. Takes wait_ms out of body. 0,
+ * or -1 with err.
+ */
+static int read_wait(json_t *body, struct req *r, char *err, size_t errlen)
+{
+	const json_t *w = json_object_get(body, "wait_ms");
+
+	r->wait_ms = md.conf.http_wait_timeout_ms ? md.conf.http_wait_timeout_ms : REQ_WAIT_FOREVER;
+	if (w && !json_is_null(w)) {
+		if (!json_is_integer(w) || json_integer_value(w) < 0 || json_integer_value(w) > INFER_MAX_WAIT_MS) {
+			snprintf(err, errlen, "wait_ms must be an integer from 0 to %u", INFER_MAX_WAIT_MS);
+			return -1;
+		}
+		r->wait_ms = (uint64_t)json_integer_value(w);
+	}
+	json_object_del(body, "wait_ms");
+	return 0;
+}
+
 /* OpenAI's embeddings fields beside input: encoding_format and dimensions, into a. 0, or -1 with err. */
 static int as_embed_body(const json_t *body, struct ask *a, char *err, size_t errlen)
 {
@@ -821,7 +843,9 @@ static void on_completion(struct evhttp_request *er, bool chat, bool embeddings,
 	a->include_usage = json_is_true(json_object_get(json_object_get(body, "stream_options"), "include_usage"));
 	struct req *r = req_new(&ask_sink, 0, embeddings ? OP_EMBED : OP_INFER, ++md.next_seq, clock_mono_ms());
 	r->asker = a;
-	int rc = embeddings ? as_embed_body(body, a, err, sizeof err) : as_infer_body(body, err, sizeof err);
+	int rc = read_wait(body, r, err, sizeof err);
+	if (rc == 0)
+		rc = embeddings ? as_embed_body(body, a, err, sizeof err) : as_infer_body(body, err, sizeof err);
 	if (rc == 0)
 		rc = read_work(body, embeddings, r, err, sizeof err);
 	json_decref(body);
@@ -833,7 +857,6 @@ static void on_completion(struct evhttp_request *er, bool chat, bool embeddings,
 	}
 	snprintf(a->id, sizeof a->id, "%s-%llu", chat ? "chatcmpl" : "cmpl", (unsigned long long)r->seq);
 	r->model = mod;
-	r->wait_ms = INFER_DEFAULT_WAIT_MS;
 	r->admin = admin;	/* autoload = admin: on loopback without tokens, or with an admin token */
 	ask_submit(a, r);
 }

@@ -47,6 +47,8 @@
 /* How long an inference waits for its slot by default, and at most. */
 #define INFER_DEFAULT_WAIT_MS 30000
 #define INFER_MAX_WAIT_MS (24u * 3600 * 1000)
+/* wait_ms of a request that waits as long as its client does (HTTP, whose hang-up ends it) */
+#define REQ_WAIT_FOREVER UINT64_MAX
 /* HTTP: bounds on a request, and on an idle connection; the shortest bearer token. */
 #define HTTP_MAX_HEADERS (16 << 10)
 #define HTTP_MAX_BODY (1 << 20)

@@ -122,6 +122,7 @@ static void take_globals(struct config *next)
 	md.conf.max_clients_per_uid = next->max_clients_per_uid;
 	md.conf.admin_reserve = next->admin_reserve;
 	md.conf.client_idle_timeout_ms = next->client_idle_timeout_ms;
+	md.conf.http_wait_timeout_ms = next->http_wait_timeout_ms;
 	swap_str(&md.conf.models_dir, &next->models_dir);
 	swap_str(&md.conf.state_dir, &next->state_dir);
 	swap_str(&md.conf.file, &next->file);

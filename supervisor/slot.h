@@ -96,7 +96,8 @@ struct slot_env {
 	void (*cancel_infer)(struct slot *s, uint64_t seq);
 	/* Arms the slot's one timer ms from now; 0 disarms it. */
 	void (*arm)(struct slot *s, uint64_t ms);
-	/* Arms r's wait timer (SEV_WAITED after ms); 0 disarms it. */
+	/* Arms r's wait timer (SEV_WAITED after ms); 0 disarms it, and so does UINT64_MAX: waiting
+	 * as long as its client does, r gets no timer. */
 	void (*arm_req)(struct slot *s, struct req *r, uint64_t ms);
 	/*
 	 * The memory check before loading m, counting freed bytes that an

@@ -116,6 +116,8 @@ static void req_waited_cb(evutil_socket_t fd, short what, void *arg)
 static void env_arm_req(struct slot *s, struct req *r, uint64_t ms)
 {
 	(void)s;
+	if (ms == REQ_WAIT_FOREVER)
+		ms = 0;
 	if (!r->timer) {
 		if (ms == 0)
 			return;

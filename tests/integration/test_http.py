@@ -311,6 +311,41 @@ class Bearer(DaemonTest):
         self.assertEqual(body["model"], "a")
 
 
+class Waiting(DaemonTest):
+    """A queued HTTP request waits as its wait_ms says, else http_wait_timeout, else as long as its client."""
+    models = {"a": A}
+    config = "[modeld]\nhttp = 127.0.0.1:0\nhttp_wait_timeout = 0.2\n[slot cpu]\nheartbeat_timeout = 30\n"
+
+    def test_a_queued_request_waits_as_its_body_or_the_config_says(self):
+        port = wait_until(lambda: port_of(self.d), what="the HTTP port in the log")
+        c = self.d.client()
+        c.ok("load", model="a")
+        self.assertEqual(post(port, "/v1/completions", {"model": "a", "prompt": [1], "wait_ms": -1})[0], 400)
+        pid = c.ok("status", slot="cpu")["slots"][0]["pid"]
+        os.kill(pid, signal.SIGSTOP)            # nothing ends until the worker goes on
+        self.addCleanup(lambda: pid_alive(pid) and os.kill(pid, signal.SIGCONT))
+        conns = []
+        for n, wait in enumerate((None, 600000, None)):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE)
+            body = {"model": "a", "prompt": [n + 1], "max_tokens": 2}
+            if wait:
+                body["wait_ms"] = wait
+            conn.request("POST", "/v1/completions", body=json.dumps(body), headers={"Content-Type": "application/json"})
+            conns.append(conn)
+            wait_until(lambda: sum(s["queue"] + s["active"] for s in c.ok("status")["slots"]) == n + 1,
+                       what="the request at the slot")
+        r = conns[2].getresponse()         # the config's 0.2 s
+        self.assertEqual(r.status, 503)
+        self.assertIn("waited 200 ms", json.loads(r.read())["error"]["message"])
+        self.assertEqual(c.ok("status", slot="cpu")["slots"][0]["queue"], 1)     # its own wait_ms holds
+        os.kill(pid, signal.SIGCONT)
+        for conn in conns[:2]:
+            r = conn.getresponse()
+            self.assertEqual((r.status, json.loads(r.read())["usage"]["completion_tokens"]), (200, 2))
+            conn.close()
+        conns[2].close()
+
+
 class CrossSite(DaemonTest):
     """What a web page in any browser on the host could send: refused, on loopback without tokens too."""
     models = {"a": A}
