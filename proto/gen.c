@@ -126,6 +126,12 @@ static int read_prompt(const msgpack_object *map, struct gen *g, char *err)
 		return -1;
 	if ((g->input != NULL) + (g->prompt != NULL) + (g->messages != NULL) != 1)
 		return fail(err, "exactly one of input, prompt and messages is required");
+	size_t bytes = g->prompt ? strlen(g->prompt) : 0;
+	for (uint32_t i = 0; i < g->nmessages; i++)
+		bytes += strlen(g->messages[i].content);
+	if (bytes > INFER_MAX_TEXT_BYTES)
+		return fail(err, "%s is %zu bytes; at most %u", g->prompt ? "prompt" : "messages (their content together)",
+			    bytes, INFER_MAX_TEXT_BYTES);
 	return 0;
 }
 

@@ -25,6 +25,14 @@
 #define INFER_MAX_TOKENS 65536u
 #define INFER_MAX_INPUT 65536u
 /*
+ * The most text one request may have tokenized: a prompt, its messages
+ * together, a tokenize's text, each text of an embed. Room for
+ * INFER_MAX_INPUT tokens of ordinary text; llama.cpp's time to split out
+ * special tokens grows with the square of their number, so this also bounds
+ * how long one tokenization may keep a worker.
+ */
+#define INFER_MAX_TEXT_BYTES (256u * 1024u)
+/*
  * Language models (the llama engine): the longest context used when none is
  * configured, whatever the model was trained for; llama.cpp rounds a context
  * up to a multiple of LM_CTX_PAD; and the memory check's margin for compute

@@ -522,9 +522,15 @@ static bool infer_args(struct client *c, uint64_t id, const msgpack_object *m, s
 static bool tokenize_args(struct client *c, uint64_t id, const msgpack_object *m, struct req *r)
 {
 	r->parse_special = true;
-	return arg_str(c, id, m, "text", true, &r->gen.prompt) &&
-	       arg_bool(c, id, m, "add_special", &r->add_special) &&
-	       arg_bool(c, id, m, "parse_special", &r->parse_special);
+	if (!arg_str(c, id, m, "text", true, &r->gen.prompt) || !arg_bool(c, id, m, "add_special", &r->add_special) ||
+	    !arg_bool(c, id, m, "parse_special", &r->parse_special))
+		return false;
+	if (strlen(r->gen.prompt) > INFER_MAX_TEXT_BYTES) {
+		server_reply_error(c, id, E_BAD_REQUEST, "text is %zu bytes; at most %u", strlen(r->gen.prompt),
+				   INFER_MAX_TEXT_BYTES);
+		return false;
+	}
+	return true;
 }
 
 static bool detokenize_args(struct client *c, uint64_t id, const msgpack_object *m, struct req *r)
@@ -559,6 +565,12 @@ int ops_read_texts(const msgpack_object *o, struct req *r, const char *name, cha
 			 EMBED_MAX_TEXTS);
 		return -1;
 	}
+	for (uint32_t i = 0; i < n; i++)
+		if (items[i].via.str.size > INFER_MAX_TEXT_BYTES) {
+			snprintf(err, len, "%s[%u] is %u bytes; at most %u", name, i, items[i].via.str.size,
+				 INFER_MAX_TEXT_BYTES);
+			return -1;
+		}
 	r->texts = calloc(n, sizeof *r->texts);
 	if (!r->texts)
 		abort();

@@ -19,12 +19,15 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <pthread.h>
 #include <sched.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/sysinfo.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <ggml-backend.h>
@@ -38,6 +41,9 @@
 #define LLAMA_REPEAT_LAST_N 64
 #define LLAMA_ERR_MAX 200
 #define LLAMA_DECODE_ABORTED 2	/* llama_decode's answer when the abort callback said stop */
+/* Texts at least this long are tokenized on a thread while the worker's thread ticks, every LM_TICK_WAIT_US. */
+#define LM_TOKENIZE_INLINE_BYTES 16384
+#define LM_TICK_WAIT_US 1000
 
 struct engine_ctx {
 	struct engine_params p;		/* its strings are the caller's, gone after load: */
@@ -271,6 +277,47 @@ static int llama_warmup(struct engine_ctx *c, struct engine_error *e)
 	return decode_prompt(c, &t, 1, e);
 }
 
+/* One llama_tokenize call, to be run on a thread of its own. */
+struct tokenizing {
+	const struct llama_vocab *vocab;
+	const char *text;
+	int32_t len, cap, n;
+	llama_token *out;
+	bool add_special, parse_special;
+	atomic_bool done;
+};
+
+static void *tokenizing_run(void *arg)
+{
+	struct tokenizing *t = arg;
+
+	t->n = llama_tokenize(t->vocab, t->text, t->len, t->out, t->cap, t->add_special, t->parse_special);
+	atomic_store(&t->done, true);
+	return NULL;
+}
+
+/*
+ * Runs t; a long text on a thread of its own while this one ticks every
+ * LM_TICK_WAIT_US, so that the worker answers heartbeats: llama.cpp splits
+ * out special tokens in time that grows with the square of their number
+ * (140 KB of them: 3 s), and the call cannot be cut short.
+ */
+static void tokenize_ticking(struct engine_ctx *c, struct tokenizing *t)
+{
+	static const struct timespec wait = { 0, LM_TICK_WAIT_US * 1000 };
+	pthread_t thread;
+
+	if (t->len < LM_TOKENIZE_INLINE_BYTES || pthread_create(&thread, NULL, tokenizing_run, t) != 0) {
+		tokenizing_run(t);
+		return;
+	}
+	while (!atomic_load(&t->done)) {
+		c->p.tick(c->p.tick_arg);	/* a cancel is seen once the text is tokenized */
+		nanosleep(&wait, NULL);
+	}
+	pthread_join(thread, NULL);
+}
+
 /* text as tokens, into a malloc'd array. */
 static int tokenize(struct engine_ctx *c, const char *text, bool add_special, bool parse_special,
 		    llama_token **out, int32_t *n, struct engine_error *e)
@@ -283,7 +330,10 @@ static int tokenize(struct engine_ctx *c, const char *text, bool add_special, bo
 	*out = malloc((size_t)cap * sizeof **out);
 	if (!*out)
 		return engine_fail(e, "insufficient_memory", "out of memory");
-	*n = llama_tokenize(c->vocab, text, (int32_t)len, *out, cap, add_special, parse_special);
+	struct tokenizing t = { .vocab = c->vocab, .text = text, .len = (int32_t)len, .cap = cap, .out = *out,
+				.add_special = add_special, .parse_special = parse_special };
+	tokenize_ticking(c, &t);
+	*n = t.n;
 	if (*n < 0) {
 		free(*out);
 		*out = NULL;

@@ -304,6 +304,23 @@ threads = 2
         self.assertNotIn("no heartbeat", self.d.read_log())
 
 
+    def test_a_text_of_special_tokens_keeps_the_heartbeat_and_texts_are_bounded(self):
+        """llama.cpp splits out special tokens in time that grows with the square of their number: 100 KB of
+        them take longer than the heartbeat timeout, and the worker answers pings meanwhile."""
+        c = self.d.client()
+        c.sock.settimeout(SLOW)
+        c.ok("load", model="slow")
+        r = c.ok("tokenize", model="slow", text="<s></s>" * 15000, add_special=False)
+        self.assertEqual(len(r["tokens"]), 30000)
+        self.assertNotIn("no heartbeat", self.d.read_log())
+        big = "a" * (256 * 1024 + 1)
+        for op, args in (("tokenize", {"text": big}), ("infer", {"prompt": big}),
+                         ("infer", {"messages": [{"role": "user", "content": big}]})):
+            r = c.call(op, model="slow", **args)
+            self.assertEqual(r["error"]["code"], "bad_request", op)
+            self.assertIn("262145 bytes; at most 262144", r["error"]["message"])
+
+
 @unittest.skipUnless(HAVE, "skipped: the llama engine is not built")
 class OverHTTP(DaemonTest):
     """The OpenAI-shaped endpoints on a llama model: a chat, whole and streamed, gives the same text."""
