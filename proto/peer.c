@@ -44,6 +44,7 @@ struct peer {
 	struct event *later;	/* deferred work: the gone notice, or the free */
 	struct event *soon;	/* writes what peer_send_soon queued; made on its first use */
 	struct bytes in, out;
+	size_t out_head;	/* bytes at the front of out that end a frame partly written */
 	size_t max_frame;
 	size_t max_output;
 	peer_dispatch_fn dispatch;
@@ -98,6 +99,25 @@ static void bytes_take(struct bytes *b, size_t n)
 	b->len -= n;
 	if (b->len == 0)
 		b->off = 0;
+}
+
+/* The length of the frame whose header starts at h: its header and its body. */
+static size_t frame_length(const char *h)
+{
+	const unsigned char *u = (const unsigned char *)h;
+
+	return FRAME_HEADER_LEN + ((size_t)u[0] << 24 | (size_t)u[1] << 16 | (size_t)u[2] << 8 | u[3]);
+}
+
+/* n bytes of out were written: keeps out_head, the end of a frame cut by the write, known. */
+static void out_take(struct peer *p, size_t n)
+{
+	size_t at = p->out_head;
+
+	while (at < n)
+		at += frame_length(p->out.data + p->out.off + at);
+	p->out_head = at - n;
+	bytes_take(&p->out, n);
 }
 
 static void peer_really_free(struct peer *p)
@@ -188,13 +208,13 @@ static bool peer_flush(struct peer *p)
 	while (p->out.len) {
 		ssize_t n = write(p->fd, p->out.data + p->out.off, p->out.len);
 		if (n > 0) {
-			bytes_take(&p->out, (size_t)n);
+			out_take(p, (size_t)n);
 		} else if (n < 0 && errno == EINTR) {
 			continue;
 		} else if (n < 0 && errno == EAGAIN) {
 			break;
 		} else {
-			p->out.len = p->out.off = 0;	/* nobody will read it */
+			p->out.len = p->out.off = p->out_head = 0;	/* nobody will read it */
 			if (p->free_when_drained)
 				peer_free(p);
 			else
@@ -313,6 +333,7 @@ void peer_send(struct peer *p, struct msgw *w)
 		}
 		if (n < 0)
 			n = 0;
+		p->out_head = n > 0 ? len - (size_t)n : 0;
 	}
 	if ((size_t)n < len) {
 		bool was_owed = p->out.len > 0;
@@ -405,6 +426,14 @@ void peer_free_after_flush(struct peer *p)
 		peer_free(p);
 	else
 		event_add(p->later, &limit);	/* a peer that does not read is not waited for */
+}
+
+void peer_send_instead(struct peer *p, struct msgw *w)
+{
+	p->out.len = p->out_head;
+	if (p->out.len == 0)
+		p->out.off = 0;
+	peer_send(p, w);
 }
 
 size_t peer_owed(const struct peer *p)

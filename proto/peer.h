@@ -48,6 +48,12 @@ void peer_send_later(struct peer *p, struct msgw *w);
  * one write. Its order with peer_send's is kept.
  */
 void peer_send_soon(struct peer *p, struct msgw *w);
+/*
+ * Sends the frame of w in place of the frames queued for p that it has not
+ * begun to receive (the end of one it has begun still goes first): what a
+ * peer that fell too far behind is told last.
+ */
+void peer_send_instead(struct peer *p, struct msgw *w);
 /* Stops reading; frees the peer once its queued output is written (or fails, or
  * PEER_FLUSH_SECONDS have passed). */
 void peer_free_after_flush(struct peer *p);

@@ -95,7 +95,10 @@ static void on_shutdown_deadline(evutil_socket_t fd, short what, void *arg)
 	child_kill_all();
 }
 
-/* SIGTERM, SIGINT: stop accepting, unload every slot, leave once all workers are reaped. */
+/*
+ * SIGTERM, SIGINT: unload every slot, leave once all workers are reaped.
+ * Meanwhile the socket refuses new clients with shutting_down.
+ */
 static void on_terminate(evutil_socket_t sig, short what, void *arg)
 {
 	(void)what; (void)arg;
@@ -106,7 +109,6 @@ static void on_terminate(evutil_socket_t sig, short what, void *arg)
 	log_info("signal %d: shutting down", (int)sig);
 	md.shutting_down = true;
 	service_stopping();
-	server_close();
 	http_close();
 	slots_shutdown();
 	for (size_t i = 0; i < md.nslots; i++)

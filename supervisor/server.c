@@ -38,6 +38,11 @@ struct client {
 	uint64_t active_ms;		/* when it last sent a request */
 	uint64_t stale;			/* slots (by index) whose state events were held back */
 	struct client *next_dropped;	/* server_broadcast's list of subscribers to let go */
+	/*
+	 * Told it fell too far behind: kept, and counted among the clients, until
+	 * it has read that, hangs up or idles out; what it sends is not read.
+	 */
+	bool dropped;
 };
 
 static LIST_HEAD(, client) clients = LIST_HEAD_INITIALIZER(clients);
@@ -222,6 +227,7 @@ static void caught_up(struct peer *p, void *arg)
 }
 
 static void client_gone(struct client *c);
+static void client_let_go(struct client *c);
 
 /* The stale mask has a bit per slot. */
 _Static_assert(CONFIG_MAX_SLOTS <= 64, "a client's stale mask is 64 bits");
@@ -232,7 +238,7 @@ _Static_assert(CONFIG_MAX_SLOTS <= 64, "a client's stale mask is 64 bits");
  * events (the coalesced state says where each slot ended up); past
  * SUBSCRIBER_MAX_OWED it is dropped, with an error frame that says why.
  */
-/* Returns false when c must be dropped (told why already); the caller drops it once it is done with the list. */
+/* Returns false when c must be dropped; the caller drops it (drop_lagging) once it is done with the list. */
 static bool deliver_event(struct client *c, int kind, const struct slot *s, struct msgw *w, size_t len)
 {
 	size_t owed = peer_owed(c->peer);
@@ -248,14 +254,44 @@ static bool deliver_event(struct client *c, int kind, const struct slot *s, stru
 	} else if (owed + len <= SUBSCRIBER_MAX_OWED) {
 		peer_send_later(c->peer, w);
 	} else {
-		log_warn("client pid %d: %zu bytes of events unread; dropping it", (int)c->pid, owed);
-		server_reply_error(c, 0, E_BUSY, "dropped: %zu bytes of events were left unread", owed);
-		ndropped++;
-		peer_free_after_flush(c->peer);
 		return false;
 	}
 	return true;
 }
+
+/* The last of a dropped subscriber's output is written: it goes. */
+static void dropped_drained(struct peer *p, void *arg)
+{
+	peer_free(p);
+	client_gone(arg);
+}
+
+/*
+ * Drops c, which owes too much: the events it has not begun to receive give
+ * way to an error frame that says why, which it reads before its end of
+ * the connection, however late it reads.
+ */
+static void drop_lagging(struct client *c)
+{
+	char message[128];
+	struct msgw w;
+
+	log_warn("client pid %d: %zu bytes of events unread; dropping it", (int)c->pid, peer_owed(c->peer));
+	snprintf(message, sizeof message, "dropped: %zu bytes of events were left unread", peer_owed(c->peer));
+	write_error(&w, 0, E_BUSY, message);
+	peer_send_instead(c->peer, &w);
+	msgw_free(&w);
+	ndropped++;
+	client_let_go(c);
+	c->subs = 0;
+	c->stale = 0;
+	c->dropped = true;
+	if (peer_owed(c->peer) == 0)
+		dropped_drained(c->peer, c);
+	else
+		peer_when_drained(c->peer, 0, dropped_drained, c);
+}
+
 
 void server_broadcast(int kind, const struct slot *s, struct msgw *w)
 {
@@ -272,7 +308,7 @@ void server_broadcast(int kind, const struct slot *s, struct msgw *w)
 	/* after the walk: letting a client go cancels its requests, which may publish events */
 	for (c = dropped; c; c = next) {
 		next = c->next_dropped;
-		client_gone(c);
+		drop_lagging(c);
 	}
 }
 
@@ -323,10 +359,10 @@ static bool peer_is_admin(const struct ucred *cred)
 }
 
 /*
- * The client is gone: requests still in a slot are cancelled there (a
- * generation stops in the worker); loads and unloads go on, unheard.
+ * c will not hear of its requests: those still in a slot are cancelled there
+ * (a generation stops in the worker); loads and unloads go on, unheard.
  */
-static void client_gone(struct client *c)
+static void client_let_go(struct client *c)
 {
 	struct req *r;
 
@@ -337,6 +373,12 @@ static void client_gone(struct client *c)
 			slot_event(r->slot, &ev);
 		}
 	}
+}
+
+/* The client is gone; its peer is freed already, or to be. */
+static void client_gone(struct client *c)
+{
+	client_let_go(c);
 	LIST_REMOVE(c, link);
 	nclients--;
 	free(c);
@@ -347,6 +389,8 @@ static void client_dispatch(struct peer *p, const msgpack_object *msg, void *arg
 	struct client *c = arg;
 
 	if (msg) {
+		if (c->dropped)
+			return;
 		c->active_ms = clock_mono_ms();
 		ops_dispatch(c, msg);
 		return;
@@ -478,9 +522,13 @@ static void idle_sweep_cb(evutil_socket_t fd, short what, void *arg)
 		if (!TAILQ_EMPTY(&c->reqs) || c->subs || t - c->active_ms < md.conf.client_idle_timeout_ms)
 			continue;
 		log_info("client pid %d: idle; closing it", (int)c->pid);
-		server_reply_error(c, 0, E_TIMEOUT, "closed after %.1f s without a request",
-				   (double)md.conf.client_idle_timeout_ms / 1000);
-		peer_free_after_flush(c->peer);
+		if (c->dropped) {	/* it was told why already */
+			peer_free(c->peer);
+		} else {
+			server_reply_error(c, 0, E_TIMEOUT, "closed after %.1f s without a request",
+					   (double)md.conf.client_idle_timeout_ms / 1000);
+			peer_free_after_flush(c->peer);
+		}
 		client_gone(c);
 	}
 }
@@ -584,9 +632,18 @@ int server_listen(const char *path, mode_t mode, char *err, size_t errlen)
 	return 0;
 }
 
-/* Stops accepting; the clients stay until modeld exits. */
+/*
+ * At exit: each client is told that modeld is shutting down (id 0; those
+ * that do not read what they are owed may not hear it), and the socket
+ * goes. Until then it was accepting, refusing with shutting_down.
+ */
 void server_close(void)
 {
+	struct client *c;
+
+	LIST_FOREACH(c, &clients, link)
+		if (!c->dropped)
+			server_reply_error(c, 0, E_SHUTTING_DOWN, "modeld is shutting down");
 	if (listener) {
 		server_unguard_accept(listener);
 		evconnlistener_free(listener);

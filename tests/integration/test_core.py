@@ -306,6 +306,32 @@ class HeldLoads(DaemonTest):
         wait_until(lambda: self.d.workers() == [], what="the loading worker to be gone")
 
 
+class ShutdownWhileLoading(DaemonTest):
+    """A shutdown held open by a load that does not end until its worker is killed."""
+    models = HeldLoads.models
+    files = HeldLoads.files
+    config = HeldLoads.config + "stop_timeout = 600\n"
+    loading = HeldLoads.loading
+
+    def test_every_client_is_told_and_the_socket_refuses_until_modeld_is_gone(self):
+        c = self.d.client()
+        rid = self.loading(c)
+        pid = slot_status(c)["pid"]
+        idle = self.d.client()
+        idle.ok("status")
+        self.d.proc.send_signal(signal.SIGTERM)
+        self.assertEqual(c.reply(rid)["error"]["code"], "shutting_down")
+        late = self.d.client()          # the socket is still there: a newcomer hears why it is refused
+        self.assertEqual(late.recv()["error"]["code"], "shutting_down")
+        os.kill(pid, signal.SIGKILL)
+        self.assertEqual(self.d.proc.wait(timeout=DEADLINE), 0)
+        m = idle.recv()
+        self.assertEqual((m["id"], m["error"]["code"]), (0, "shutting_down"))
+        with self.assertRaises(EOFError):
+            idle.recv()
+        self.assertFalse(os.path.exists(self.d.sock))
+
+
 class BadModels(DaemonTest):
     models = {"a": A}
     files = {"models/%s.safetensors" % k: v[0] for k, v in _MALFORMED.items()}

@@ -10,6 +10,8 @@ import subprocess
 import tempfile
 import unittest
 
+import msgpack
+
 from harness import DEADLINE, MODELCTL, MODELD, Daemon, DaemonTest, fake_worker, pid_alive, wait_until
 
 A = ("--n", 16, "--a", 3, "--c", 1)
@@ -267,10 +269,13 @@ class SlowSubscribers(DaemonTest):
         slow = self.d.client()
         slow.ok("subscribe", events=["gpu"])
         self.flood(c, 20000)
+        unread = 0      # the events it receives before the error: what the socket held when it was dropped
         while True:
             m = slow.recv()
             if "error" in m:
                 break
+            unread += len(msgpack.packb(m)) + 4
+        self.assertLess(unread, 256 << 10)      # what modeld held for it gave way to the error, which came however late
         self.assertEqual(m["error"]["code"], "busy")
         self.assertIn("events were left unread", m["error"]["message"])
         with self.assertRaises((EOFError, OSError)):
