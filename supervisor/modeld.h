@@ -80,6 +80,7 @@ struct slot_rt {
 	struct event *deadline;
 	struct child *child;
 	uint64_t progress_sent_ms;
+	bool progress_done_sent;	/* this load's last progress event (all its bytes) went out */
 	uint64_t dev_free, dev_total;	/* from the worker's last heartbeat */
 	uint64_t overhead;		/* memory the engine held beyond the file, last load */
 	struct devlock *lock;		/* of its device, when that is exclusive */

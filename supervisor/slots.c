@@ -35,6 +35,7 @@ static int env_spawn(struct slot *s, char *err, size_t errlen)
 		return -1;
 	s->pid = (int)child_pid(rt->child);
 	rt->progress_sent_ms = 0;
+	rt->progress_done_sent = false;
 	return 0;
 }
 
@@ -257,15 +258,19 @@ static void env_chunk(struct slot *s, struct req *r, const struct work_out *o)
 	req_chunk(r, o);
 }
 
-/* At most one progress event per PROGRESS_EVENT_MS per load, and always the last. */
+/*
+ * At most one progress event per PROGRESS_EVENT_MS per load, and always the
+ * last, once: an engine may say it has read every byte more than once.
+ */
 static void env_progress(struct slot *s)
 {
 	struct slot_rt *rt = rt_of(s);
 	uint64_t t = clock_mono_ms();
 
-	if (s->bytes < s->total && t - rt->progress_sent_ms < PROGRESS_EVENT_MS)
+	if (s->bytes < s->total ? t - rt->progress_sent_ms < PROGRESS_EVENT_MS : rt->progress_done_sent)
 		return;
 	rt->progress_sent_ms = t;
+	rt->progress_done_sent = s->bytes >= s->total;
 	events_progress(s);
 }
 

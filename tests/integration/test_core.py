@@ -220,6 +220,14 @@ class Lifecycle(DaemonTest):
         e = c.wait_event(lambda e: e["job"] == job and e["status"] == "done")
         self.assertEqual((e["op"], e["slot"], e["model"]), ("load", "cpu", "a"))
 
+    def test_a_load_reports_its_last_progress_once(self):
+        c = self.d.client()
+        c.ok("subscribe", events=["progress", "state"])
+        c.ok("load", model="a")
+        c.ok("subscribe", events=["job"])       # its reply follows every progress event of the load
+        done = [e for e in c.events if e["event"] == "progress" and e["bytes"] == e["total"]]
+        self.assertEqual(len(done), 1, done)
+
     def test_restart_goes_through_service_restarting(self):
         c = self.d.client()
         c.ok("load", model="a")
