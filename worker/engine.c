@@ -58,10 +58,14 @@ int engine_ref_step(struct engine_ctx *ctx, engine_step_fn step, uint32_t eos, s
 		}
 		if (step(ctx, q->last, &q->last, e))
 			return -1;
+		q->left--;
+		if (q->last == eos) {	/* it ends the text and is not part of it, as with llama.cpp's models */
+			st[i].eos = st[i].done = true;
+			continue;
+		}
 		st[i].has_piece = true;
 		st[i].piece = (struct engine_piece){ .token = q->last };
-		st[i].eos = q->last == eos;
-		st[i].done = --q->left == 0 || st[i].eos;
+		st[i].done = q->left == 0;
 	}
 	return 0;
 }

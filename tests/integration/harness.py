@@ -22,13 +22,13 @@ DEADLINE = 10.0
 
 
 def perm_tokens(n, a, c, start, count, eos=None):
-    """The expected output of a permutation fixture."""
+    """The expected output of a permutation fixture: the end-of-generation token ends it, unsent."""
     out, t = [], start
     for _ in range(count):
         t = (t * a + c) % n
-        out.append(t)
         if t == eos:
             break
+        out.append(t)
     return out
 
 

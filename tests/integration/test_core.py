@@ -46,7 +46,8 @@ class Inference(DaemonTest):
         c.ok("load", model="bf")
         r = c.ok("infer", model="bf", input=[1], max_tokens=50)
         self.assertEqual(r["tokens"], perm_tokens(10, 3, 4, 1, 50, eos=9))
-        self.assertEqual(r["tokens"][-1], 9)
+        self.assertEqual(r["tokens"], [7, 5])     # 1 -> 7 -> 5 -> 9, which ends it and is not sent
+        self.assertEqual((r["finish_reason"], r["usage"]["completion_tokens"]), ("stop", 2))
 
     def test_streaming_sends_chunks_then_all_tokens(self):
         c = self.d.client()
