@@ -122,17 +122,21 @@ static void on_healthz(struct evhttp_request *req)
 	send_json(req, HTTP_OK, json_pack("{s:s}", "status", "ok"));
 }
 
-/* Ready once every slot with a default model has it ready; the reasons otherwise. */
+/*
+ * Ready once every slot holds what it should now (state_wanted: the state
+ * restored at start, else its default model, then what an administrator
+ * made of it); the reasons otherwise.
+ */
 static void on_readyz(struct evhttp_request *req)
 {
 	json_t *waiting = json_array();
 
 	for (size_t i = 0; i < md.nslots; i++) {
 		const struct slot *s = &md.slots[i].s;
-		const char *want = s->conf->default_model;
-		if (want && !(s->state == SS_READY && s->model && strcmp(s->model->name, want) == 0))
+		const struct model *want = state_wanted(&md.slots[i]);
+		if (want && !(s->state == SS_READY && s->model == want))
 			json_array_append_new(waiting, json_pack("{s:s, s:s, s:s}", "slot", s->conf->name,
-								 "model", want, "state",
+								 "model", want->name, "state",
 								 slot_state_name(s->state)));
 	}
 	if (json_array_size(waiting) == 0) {

@@ -149,6 +149,8 @@ void reload_free(void);
 void state_load(void);
 /* The model rt starts with: the state file's, else configured (its default_model). */
 const struct model *state_initial(const struct slot_rt *rt, const struct model *configured);
+/* What rt should hold now (NULL: nothing): the model it started with, then the one it last became ready with. */
+const struct model *state_wanted(const struct slot_rt *rt);
 /* After any state change of s: a slot that became ready or empty is written down. */
 void state_changed(const struct slot *s);
 void state_free(void);

@@ -7,8 +7,16 @@
  * whole (write, fsync, rename, fsync of the directory) at every change, so
  * a reader finds the old state or the new, never half of one. A file that
  * cannot be read is reported and ignored: the slots start as configured.
+ * The file also keeps each slot's default_model when it was written: a
+ * slot whose default_model has changed since starts with the new one (the
+ * later decision wins).
  *
- *   {"version": 1, "slots": {"gpu0": "qwen2.5-0.5b", "cpu": null}}
+ *   {"version": 1, "slots": {"gpu0": "qwen2.5-0.5b", "cpu": null},
+ *    "defaults": {"gpu0": "llama-3.2-1b", "cpu": null}}
+ *
+ * What each slot should hold now, which /readyz waits for, is kept here
+ * too, with or without state_dir: the model it started with, then the
+ * model it last became ready with, nothing once it was emptied.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -30,10 +38,25 @@ struct desired {
 	bool from_file;			/* the file had an entry for this slot */
 	const struct model *at_start;
 	const struct model *now;
+	const struct model *wanted;	/* what the slot should hold now */
 };
 
 static struct desired *desired;
 static char path[PATH_MAX];
+
+/* Whether the file kept rt's default_model as other than it is now (a file without defaults kept none). */
+static bool default_changed(const json_t *root, const struct slot_rt *rt)
+{
+	const json_t *defaults = json_object_get(root, "defaults");
+	const char *now = rt->s.conf->default_model;
+
+	if (!json_is_object(defaults))
+		return false;
+	const json_t *then = json_object_get(defaults, rt->s.conf->name);
+	if (json_is_string(then))
+		return !now || strcmp(now, json_string_value(then)) != 0;
+	return now != NULL;
+}
 
 /* The file's slots into desired; -1 with why if it is not a state file. */
 static int read_entries(const json_t *root, const char **why)
@@ -50,6 +73,11 @@ static int read_entries(const json_t *root, const char **why)
 		struct slot_rt *rt = slots_find(name);
 		if (!rt) {
 			log_warn("state %s: slot %s is no longer configured; its entry is dropped", path, name);
+			continue;
+		}
+		if (default_changed(root, rt)) {
+			log_info("state %s: slot %s's default_model has changed since; the slot starts with it", path,
+				 name);
 			continue;
 		}
 		struct desired *d = &desired[rt - md.slots];
@@ -89,27 +117,33 @@ void state_load(void)
 
 const struct model *state_initial(const struct slot_rt *rt, const struct model *configured)
 {
-	const struct desired *d = &desired[rt - md.slots];
+	struct desired *d = &desired[rt - md.slots];
 
-	if (!d->from_file)
-		return configured;
-	if (d->at_start != configured)
+	d->wanted = d->from_file ? d->at_start : configured;
+	if (d->from_file && d->at_start != configured)
 		log_info("slot %s: %s, as before the restart", rt->s.conf->name,
 			 d->at_start ? d->at_start->name : "left empty");
-	return d->at_start;
+	return d->wanted;
+}
+
+const struct model *state_wanted(const struct slot_rt *rt)
+{
+	return desired[rt - md.slots].wanted;
 }
 
 /* Writes every slot's entry to a temporary file, then renames it over the state file. */
 static int write_file(void)
 {
 	char tmp[PATH_MAX + 8];
-	json_t *slots = json_object();
+	json_t *slots = json_object(), *defaults = json_object();
 	int fd = -1, rc = -1;
 
-	for (size_t i = 0; i < md.nslots; i++)
-		json_object_set_new(slots, md.slots[i].s.conf->name,
-				    desired[i].now ? json_string(desired[i].now->name) : json_null());
-	json_t *root = json_pack("{s:i, s:o}", "version", STATE_VERSION, "slots", slots);
+	for (size_t i = 0; i < md.nslots; i++) {
+		const struct slot_conf *c = md.slots[i].s.conf;
+		json_object_set_new(slots, c->name, desired[i].now ? json_string(desired[i].now->name) : json_null());
+		json_object_set_new(defaults, c->name, c->default_model ? json_string(c->default_model) : json_null());
+	}
+	json_t *root = json_pack("{s:i, s:o, s:o}", "version", STATE_VERSION, "slots", slots, "defaults", defaults);
 	char *text = json_dumps(root, JSON_INDENT(1));
 	json_decref(root);
 	snprintf(tmp, sizeof tmp, "%s.tmp", path);
@@ -134,13 +168,15 @@ void state_changed(const struct slot *s)
 	struct desired *d = &desired[(const struct slot_rt *)s - md.slots];
 	const struct model *now = d->now;
 
-	if (!md.conf.state_dir || md.shutting_down)
+	if (md.shutting_down)
 		return;
 	if (s->state == SS_READY)
 		now = s->model;
 	else if (s->state == SS_EMPTY)
 		now = NULL;
-	if (now == d->now)
+	if (s->state == SS_READY || s->state == SS_EMPTY)
+		d->wanted = now;
+	if (!md.conf.state_dir || now == d->now)
 		return;
 	d->now = now;
 	if (write_file() < 0)

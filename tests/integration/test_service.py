@@ -147,6 +147,50 @@ class DesiredState(unittest.TestCase):
         self.assertEqual(d.client().ok("status")["slots"][0]["state"], "empty")
         self.stopped(d)
 
+    def ready(self, d):
+        """/readyz's status code, with what it waits for."""
+        from test_http import get, port_of
+        port = wait_until(lambda: port_of(d), what="the HTTP port in the log")
+        status, _, body = get(port, "/readyz")
+        return status, body
+
+    def test_ready_means_holding_what_it_should_now(self):
+        self.config = self.config.replace("[modeld]\n", "[modeld]\nhttp = 127.0.0.1:0\n")
+        with open(os.path.join(self.state_dir, "modeld.state"), "w") as f:
+            json.dump({"version": 1, "slots": {"main": "b"}, "defaults": {"main": "a"}}, f)
+        d = self.daemon()           # restored: b, not the default a
+        self.wait_ready(d, "b")
+        self.assertEqual(self.ready(d)[0], 200)
+        d.client().ok("unload", slot="main")
+        self.assertEqual(self.ready(d)[0], 200)     # emptied by an administrator: nothing is awaited
+        c = d.client()
+        c.ok("subscribe", events=["state"])
+        d.client().ok("load", model="a", wait=False)
+        c.wait_state("loading_model")
+        self.assertEqual(self.ready(d)[0], 200)     # until it becomes ready with a, empty is what it holds
+        c.wait_state("ready")
+        os.kill(c.ok("status")["slots"][0]["pid"], signal.SIGKILL)
+        c.wait_state("reconnecting")
+        status, body = self.ready(d)                # a crash is not a change of mind: a is awaited again
+        self.assertEqual((status, body["waiting"][0]["model"]), (503, "a"))
+        c.wait_state("ready")
+        self.assertEqual(self.ready(d)[0], 200)
+        self.stopped(d)
+
+    def test_a_changed_default_model_wins_over_the_kept_state(self):
+        d = self.daemon()
+        self.wait_ready(d, "a")
+        d.client().ok("unload", slot="main")
+        self.stopped(d)
+        d = self.daemon()           # the same default: empty, as before the restart
+        self.assertEqual(d.client().ok("status")["slots"][0]["state"], "empty")
+        self.stopped(d)
+        self.config = self.config.replace("default_model = a", "default_model = b")
+        d = self.daemon()           # a new default is a later decision than the kept state
+        self.wait_ready(d, "b")
+        self.assertIn("slot main's default_model has changed since", d.read_log())
+        self.stopped(d)
+
     def test_a_crash_keeps_the_state(self):
         d = self.daemon()
         self.wait_ready(d, "a")
