@@ -210,6 +210,7 @@ struct ask {
 	bool native;			/* load or unload: modeld's own answer, as JSON */
 	bool embeddings, chat, stream, include_usage, started;
 	bool said_role;			/* a chat stream's first delta says who speaks */
+	bool said_token;		/* a model without a tokenizer: a token id was written as text */
 	bool base64;			/* embeddings as base64 of little-endian float32, as OpenAI's */
 	uint32_t dimensions;		/* embeddings: the length asked for; 0: the model's */
 	char id[32];
@@ -276,15 +277,47 @@ static void envelope_open(struct jw *w, const struct ask *a, const struct req *r
 	jw_arr(w);
 }
 
-/* One choice: the whole text, or (streamed) a piece of it; reason NULL until the end. */
-static void write_choice(struct jw *w, struct ask *a, const char *text, size_t n, const char *reason)
+/* What a piece of a completion carries: a choice (text or tokens, reason), the usage, or both. */
+struct part {
+	bool choice, usage;
+	const char *text;		/* NULL: the model has no text; its tokens stand for it */
+	size_t n;
+	const uint32_t *tokens;
+	uint32_t ntokens;
+	const char *reason;
+};
+
+/*
+ * The text of a model without a tokenizer: its token ids in decimal,
+ * separated by spaces across a stream's pieces too (malloc'd, *n bytes).
+ */
+static char *ids_text(struct ask *a, const struct part *p, size_t *n)
 {
+	char *text = malloc((size_t)p->ntokens * sizeof " 4294967295" + 1);
+
+	if (!text)
+		abort();
+	*n = 0;
+	for (uint32_t i = 0; i < p->ntokens; i++) {
+		*n += (size_t)sprintf(text + *n, &" %u"[!a->said_token], p->tokens[i]);
+		a->said_token = true;
+	}
+	return text;
+}
+
+/* One choice: the whole text, or (streamed) a piece of it; reason NULL until the end. */
+static void write_choice(struct jw *w, struct ask *a, const struct part *p)
+{
+	size_t n = p->n;
+	char *ids = p->text ? NULL : ids_text(a, p, &n);
+	const char *text = p->text ? p->text : ids;
+
 	jw_obj(w);
 	jw_ku64(w, "index", 0);
-	jw_kstr(w, "finish_reason", reason);
+	jw_kstr(w, "finish_reason", p->reason);
 	if (!a->chat) {
 		jw_key(w, "text");
-		jw_strn(w, text ? text : "", text ? n : 0);
+		jw_strn(w, text, n);
 	} else {
 		jw_key(w, a->stream ? "delta" : "message");
 		jw_obj(w);
@@ -292,19 +325,19 @@ static void write_choice(struct jw *w, struct ask *a, const char *text, size_t n
 			jw_kstr(w, "role", "assistant");
 		a->said_role = a->stream;
 		jw_key(w, "content");
-		jw_strn(w, text ? text : "", text ? n : 0);
+		jw_strn(w, text, n);
 		jw_end(w);
 	}
+	if (ids) {
+		jw_key(w, "tokens");
+		jw_arr(w);
+		for (uint32_t i = 0; i < p->ntokens; i++)
+			jw_u64(w, p->tokens[i]);
+		jw_end(w);
+	}
+	free(ids);
 	jw_end(w);
 }
-
-/* What a piece of a completion carries: a choice (text, reason), the usage, or both. */
-struct part {
-	bool choice, usage;
-	const char *text;
-	size_t n;
-	const char *reason;
-};
 
 /* A completion, whole or one event of a stream, into w (made here). */
 static void write_completion(struct jw *w, struct ask *a, const struct req *r, const struct part *p)
@@ -312,7 +345,7 @@ static void write_completion(struct jw *w, struct ask *a, const struct req *r, c
 	jw_init(w);
 	envelope_open(w, a, r);
 	if (p->choice)
-		write_choice(w, a, p->text, p->n, p->reason);
+		write_choice(w, a, p);
 	jw_end(w);
 	if (p->usage) {
 		jw_key(w, "usage");
@@ -451,7 +484,7 @@ static void end_stream(struct ask *a, const struct req *r, enum err code, const 
 	if (!a->started)
 		start_stream(a);
 	if (code == E_NONE) {
-		write_completion(&w, a, r, &(struct part){ .choice = true, .reason = finish_reason(r) });
+		write_completion(&w, a, r, &(struct part){ .choice = true, .text = "", .reason = finish_reason(r) });
 		send_event(a, &w);
 		if (a->include_usage) {
 			write_completion(&w, a, r, &(struct part){ .usage = true });
@@ -511,6 +544,7 @@ static void ask_finish(struct req *r, const struct slot *s, enum err code, const
 	} else {
 		struct jw w;
 		write_completion(&w, a, r, &(struct part){ .choice = true, .usage = true, .text = r->text, .n = r->ntext,
+							   .tokens = r->tokens, .ntokens = r->ntokens,
 							   .reason = finish_reason(r) });
 		send_jw(last_reply(a), HTTP_OK, &w);
 	}
@@ -525,7 +559,8 @@ static void ask_chunk(struct req *r, const struct work_out *o)
 
 	if (!a->started)
 		start_stream(a);
-	write_completion(&w, a, r, &(struct part){ .choice = true, .text = o->text, .n = o->ntext });
+	write_completion(&w, a, r, &(struct part){ .choice = true, .text = o->text, .n = o->ntext, .tokens = o->tokens,
+						   .ntokens = o->ntokens });
 	send_event(a, &w);
 }
 

@@ -13,8 +13,8 @@ import tempfile
 import time
 import unittest
 
-from harness import (BUILD, DEADLINE, GATED_WORKER, MODELD, DaemonTest, gated_worker, open_gate, pid_alive,
-                     wait_until)
+from harness import (BUILD, DEADLINE, GATED_WORKER, MODELD, DaemonTest, gated_worker, open_gate, perm_tokens,
+                     pid_alive, wait_until)
 
 A = ("--n", 16, "--a", 3, "--c", 1)
 
@@ -87,6 +87,9 @@ class Completions(DaemonTest):
         self.assertEqual(r["object"], "text_completion")
         self.assertEqual(r["choices"][0]["finish_reason"], "length")
         self.assertEqual(r["usage"], {"prompt_tokens": 1, "completion_tokens": 4, "total_tokens": 5})
+        want = perm_tokens(16, 3, 1, 1, 4)      # a model without a tokenizer: its ids stand for its text
+        self.assertEqual(r["choices"][0]["tokens"], want)
+        self.assertEqual(r["choices"][0]["text"], " ".join(map(str, want)))
 
     def test_a_stream_ends_with_done(self):
         port = wait_until(lambda: port_of(self.d), what="the HTTP port in the log")
@@ -97,6 +100,10 @@ class Completions(DaemonTest):
         last = [json.loads(e) for e in events[:-1]]
         self.assertEqual(last[-2]["choices"][0]["finish_reason"], "length")
         self.assertEqual(last[-1]["usage"]["completion_tokens"], 3)
+        want = perm_tokens(16, 3, 1, 1, 3)
+        pieces = [e["choices"][0] for e in last if e["choices"]]
+        self.assertEqual(sum((p.get("tokens", []) for p in pieces), []), want)
+        self.assertEqual("".join(p["text"] for p in pieces), " ".join(map(str, want)))
 
     def test_a_client_that_goes_away_mid_stream_cancels_its_inference(self):
         port = wait_until(lambda: port_of(self.d), what="the HTTP port in the log")
