@@ -23,6 +23,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +32,7 @@
 #include <sys/socket.h>
 #include <sys/queue.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -1424,6 +1426,33 @@ int http_check(const struct config *c, char *err, size_t errlen)
 	return rc;
 }
 
+/*
+ * Each new connection's bufferevent. Descriptors are handed out lowest
+ * first, so the lowest free one says whether those below the HTTP ceiling
+ * are all taken: then accepting pauses, and the connections wait in the
+ * backlog, so that the socket's clients, the workers and the model files
+ * always have descriptors.
+ */
+static struct bufferevent *new_connection(struct event_base *base, void *arg)
+{
+	(void)arg;
+	static uint64_t logged_ms;
+	int probe = fcntl(md.devnull, F_DUPFD_CLOEXEC, 0);
+
+	if (probe < 0 || probe >= md.http_fd_ceiling) {
+		uint64_t t = clock_mono_ms();
+		if (!logged_ms || t - logged_ms >= ACCEPT_LOG_MS) {
+			logged_ms = t;
+			log_warn("http: %d descriptors in use, the most HTTP may hold; not accepting for %d ms at a time",
+				 md.http_fd_ceiling, ACCEPT_PAUSE_MS);
+		}
+		server_pause_accept(evhttp_bound_socket_get_listener(bound));
+	}
+	if (probe >= 0)
+		close(probe);
+	return bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+}
+
 int http_listen(char *err, size_t errlen)
 {
 	char host[HTTP_HOST_LEN];
@@ -1441,6 +1470,7 @@ int http_listen(char *err, size_t errlen)
 	evhttp_set_max_body_size(http, HTTP_MAX_BODY);
 	evhttp_set_timeout(http, HTTP_TIMEOUT_SECONDS);
 	evhttp_set_gencb(http, on_request, NULL);
+	evhttp_set_bevcb(http, new_connection, NULL);
 	keepalive = event_new(md.base, -1, EV_PERSIST, keep_alive, NULL);
 	struct timeval every = { HTTP_KEEPALIVE_SECONDS, 0 };
 	event_add(keepalive, &every);

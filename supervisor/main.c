@@ -263,6 +263,7 @@ static void fit_fd_limit(void)
 {
 	struct rlimit rl;
 
+	md.http_fd_ceiling = INT_MAX;
 	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
 		return;
 	if (rl.rlim_cur < rl.rlim_max) {
@@ -280,6 +281,9 @@ static void fit_fd_limit(void)
 			 (unsigned long long)rl.rlim_cur, (unsigned long long)room);
 		md.conf.max_clients = (unsigned)room;
 	}
+	/* HTTP has what the socket's clients leave, and at least half the room */
+	uint64_t sockets = md.conf.max_clients < room / 2 ? md.conf.max_clients : room / 2;
+	md.http_fd_ceiling = room - sockets < INT_MAX ? (int)(room - sockets) : INT_MAX;
 }
 
 static void add_signal(int sig, event_callback_fn cb, struct event **slot)

@@ -101,6 +101,11 @@ struct modeld {
 	bool shutting_down;
 	uid_t uid;
 	int devnull;			/* workers' stdin and stdout */
+	/*
+	 * HTTP connections hold descriptors below this; those above are kept for
+	 * the socket's clients, the workers and the model files.
+	 */
+	int http_fd_ceiling;
 	struct gpu *gpus;		/* found at start (probe.c) */
 	size_t ngpus;
 };
@@ -193,6 +198,8 @@ struct evconnlistener;
 /* Out of descriptors, l stops accepting for ACCEPT_PAUSE_MS at a time instead of spinning; unguard before freeing l. */
 void server_guard_accept(struct evconnlistener *l);
 void server_unguard_accept(struct evconnlistener *l);
+/* A guarded l stops accepting for ACCEPT_PAUSE_MS. */
+void server_pause_accept(struct evconnlistener *l);
 /* Subscribers dropped for leaving events unread, since start. */
 uint64_t server_dropped_count(void);
 

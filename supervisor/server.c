@@ -450,7 +450,6 @@ static void accept_error_cb(struct evconnlistener *l, void *arg)
 	(void)arg;
 	static uint64_t logged_ms;
 	int err = EVUTIL_SOCKET_ERROR();
-	struct timeval pause = clock_timeval(ACCEPT_PAUSE_MS);
 
 	if (err != EMFILE && err != ENFILE && err != ENOBUFS && err != ENOMEM) {
 		log_warn("accept: %s", strerror(err));
@@ -459,6 +458,13 @@ static void accept_error_cb(struct evconnlistener *l, void *arg)
 	if (log_due(&logged_ms))
 		log_error("accept: %s; not accepting for %d ms at a time while it lasts", strerror(err),
 			  ACCEPT_PAUSE_MS);
+	server_pause_accept(l);
+}
+
+void server_pause_accept(struct evconnlistener *l)
+{
+	struct timeval pause = clock_timeval(ACCEPT_PAUSE_MS);
+
 	for (size_t i = 0; i < sizeof guarded / sizeof guarded[0]; i++)
 		if (guarded[i].listener == l) {
 			evconnlistener_disable(l);

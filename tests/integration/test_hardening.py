@@ -1,5 +1,6 @@
 """What hostile or careless input, peers and hosts must not do to modeld."""
 import glob
+import http.client
 import os
 import re
 import resource
@@ -12,7 +13,7 @@ import unittest
 
 import msgpack
 
-from harness import DEADLINE, MODELCTL, MODELD, Daemon, DaemonTest, fake_worker, pid_alive, wait_until
+from harness import DEADLINE, MODELCTL, MODELD, Daemon, DaemonTest, fake_worker, perm_tokens, pid_alive, wait_until
 
 A = ("--n", 16, "--a", 3, "--c", 1)
 
@@ -79,6 +80,30 @@ class Descriptors(unittest.TestCase):
         self.assertEqual(d.client().ok("status")["ok"], True)     # accepting again
         log = d.read_log()
         self.assertEqual(log.count("Too many open files"), 1, log[-2000:])
+
+    def test_http_connections_leave_descriptors_for_the_socket_and_the_workers(self):
+        d = Daemon("[modeld]\nhttp = 127.0.0.1:0\n", {"a": A}, preexec_fn=fd_limit(128))
+        self.addCleanup(shutil.rmtree, d.dir, True)
+        self.addCleanup(d.stop)
+        port = int(wait_until(lambda: re.search(r"http: listening on \S+ port (\d+)", d.read_log()),
+                              what="the HTTP port").group(1))
+        held = []
+        self.addCleanup(lambda: [s.close() for s in held])
+        for _ in range(120):        # more than modeld's descriptors: the rest wait in the backlog
+            held.append(socket.create_connection(("127.0.0.1", port), timeout=DEADLINE))
+        wait_until(lambda: "not accepting for" in d.read_log(), what="HTTP to stop accepting")
+        c = d.client()
+        self.assertTrue(c.ok("status")["ok"])                       # the socket still answers
+        self.assertEqual(c.ok("load", model="a")["model"], "a")     # and a worker still starts
+        self.assertEqual(c.ok("infer", model="a", input=[1], max_tokens=2)["tokens"], perm_tokens(16, 3, 1, 1, 2))
+        self.assertNotIn("Too many open files", d.read_log())
+        for s in held:
+            s.close()
+        held.clear()
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE)
+        conn.request("GET", "/healthz")
+        self.assertEqual(conn.getresponse().status, 200)            # accepting again
+        conn.close()
 
 
 class Ids(DaemonTest):
