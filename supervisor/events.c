@@ -32,13 +32,9 @@ static void keep(const struct event_ref *ref)
 	k->ref.frame = k->frame;
 }
 
-int events_replay(uint64_t after, void (*fn)(void *arg, const struct event_ref *e), void *arg)
+const struct event_ref *events_kept(uint64_t seq)
 {
-	if (after > md.event_seq || after + 1 < events_first_kept())
-		return -1;
-	for (uint64_t seq = after + 1; seq <= md.event_seq; seq++)
-		fn(arg, &kept[seq % EVENTS_KEPT].ref);
-	return 0;
+	return seq >= events_first_kept() && seq <= md.event_seq && seq ? &kept[seq % EVENTS_KEPT].ref : NULL;
 }
 
 uint64_t events_first_kept(void)

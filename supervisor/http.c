@@ -213,6 +213,7 @@ struct ask {
 	bool embeddings, chat, stream, include_usage, started;
 	bool said_role;			/* a chat stream's first delta says who speaks */
 	bool said_token;		/* a model without a tokenizer: a token id was written as text */
+	size_t overrun;			/* a stream cancelled for this many bytes left unread; 0: none */
 	bool base64;			/* embeddings as base64 of little-endian float32, as OpenAI's */
 	uint32_t dimensions;		/* embeddings: the length asked for; 0: the model's */
 	char id[32];
@@ -427,6 +428,23 @@ static void send_event(struct ask *a, struct jw *w)
 	jw_free(w);
 }
 
+/* Bytes written to the client of er and not yet taken. */
+static size_t conn_owed(struct evhttp_request *er)
+{
+	struct evhttp_connection *conn = evhttp_request_get_connection(er);
+	return evbuffer_get_length(bufferevent_get_output(evhttp_connection_get_bufferevent(conn)));
+}
+
+/* A stream's socket holds at most HTTP_STREAM_SNDBUF for a client that does not read. */
+static void bound_send_buffer(struct evhttp_request *er)
+{
+	int fd = bufferevent_getfd(evhttp_connection_get_bufferevent(evhttp_request_get_connection(er)));
+	int size = HTTP_STREAM_SNDBUF;
+
+	if (fd >= 0)
+		setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+}
+
 static void start_stream(struct ask *a)
 {
 	struct evkeyvalq *h = evhttp_request_get_output_headers(a->er);
@@ -434,6 +452,7 @@ static void start_stream(struct ask *a)
 	evhttp_add_header(h, "Content-Type", "text/event-stream");
 	evhttp_add_header(h, "Cache-Control", "no-cache");
 	evhttp_send_reply_start(a->er, HTTP_OK, "OK");
+	bound_send_buffer(a->er);
 	a->started = true;
 }
 
@@ -524,6 +543,12 @@ static void ask_finish(struct req *r, const struct slot *s, enum err code, const
 	struct ask *a = r->asker;
 	const char *type;
 
+	if (a->overrun) {
+		char why[96];
+		snprintf(why, sizeof why, "the client left %zu bytes of its stream unread", a->overrun);
+		end_stream(a, r, E_BUSY, why);
+		return;
+	}
 	if (a->stream && (code == E_NONE || a->started)) {
 		end_stream(a, r, code, message);
 		return;
@@ -553,14 +578,26 @@ static void ask_finish(struct req *r, const struct slot *s, enum err code, const
 }
 
 
+/*
+ * A piece of a stream. A client that leaves HTTP_STREAM_MAX_OWED unread has
+ * its request cancelled: what it owes stays bounded, and its stream ends
+ * with an error event once it reads that far.
+ */
 static void ask_chunk(struct req *r, const struct work_out *o)
 {
 	struct ask *a = r->asker;
-
 	struct jw w;
 
+	if (a->overrun)
+		return;
 	if (!a->started)
 		start_stream(a);
+	if (conn_owed(a->er) > HTTP_STREAM_MAX_OWED) {
+		a->overrun = conn_owed(a->er);
+		log_warn("http: a stream left %zu bytes unread; its request is cancelled", a->overrun);
+		slot_event(r->slot, &(struct slot_ev){ .type = SEV_CANCEL, .req = r });
+		return;
+	}
 	write_completion(&w, a, r, &(struct part){ .choice = true, .text = o->text, .n = o->ntext, .tokens = o->tokens,
 						   .ntokens = o->ntokens });
 	send_event(a, &w);
@@ -904,13 +941,21 @@ static void on_completion(struct evhttp_request *er, bool chat, bool embeddings,
 
 /* --- event streams --- */
 
-/* A client reading events as server-sent events: all of some kinds (of one slot), or one job's. */
+/*
+ * A client reading events as server-sent events: all of some kinds (of one
+ * slot), or one job's. What it may owe is bounded: a stream that starts
+ * from a Last-Event-ID, or that left SUBSCRIBER_MAX_OWED unread, is behind:
+ * it is given the kept events from `next` on, HTTP_STREAM_STEP at a time
+ * as it reads them, until it has caught up with the live ones.
+ */
 struct watcher {
 	LIST_ENTRY(watcher) link;
 	struct evhttp_request *er;
 	unsigned kinds;			/* a bit per event kind */
 	const struct slot *slot;	/* only this slot's events; NULL: every slot's */
 	uint64_t job;			/* only this job's, ending with it; 0: not a job's stream */
+	uint64_t next;			/* behind: the seq of the next event it is to be given */
+	bool behind;
 };
 
 static LIST_HEAD(, watcher) watchers = LIST_HEAD_INITIALIZER(watchers);
@@ -944,23 +989,22 @@ static bool watcher_wants(const struct watcher *wt, const struct event_ref *e)
 	return (wt->kinds & (1u << e->kind)) && (!wt->slot || wt->slot == e->slot);
 }
 
-static void watcher_write(struct watcher *wt, const char *text)
+static void watcher_caught_up(struct evhttp_connection *conn, void *arg);
+
+/* Writes text to the stream; with more_when_read, goes on catching up once the client has read it all. */
+static void watcher_write(struct watcher *wt, const char *text, bool more_when_read)
 {
 	struct evbuffer *out = evbuffer_new();
 
 	evbuffer_add(out, text, strlen(text));
-	evhttp_send_reply_chunk(wt->er, out);
+	if (more_when_read)
+		evhttp_send_reply_chunk_with_cb(wt->er, out, watcher_caught_up, wt);
+	else
+		evhttp_send_reply_chunk(wt->er, out);
 	evbuffer_free(out);
 }
 
-/* Bytes written to the client and not yet taken. */
-static size_t watcher_owed(const struct watcher *wt)
-{
-	struct evhttp_connection *conn = evhttp_request_get_connection(wt->er);
-	return evbuffer_get_length(bufferevent_get_output(evhttp_connection_get_bufferevent(conn)));
-}
-
-/* The stream ends: the job did, the client fell behind, or modeld stops. */
+/* The stream ends: the job did, or modeld stops. */
 static void watcher_end(struct watcher *wt)
 {
 	evhttp_connection_set_closecb(evhttp_request_get_connection(wt->er), NULL, NULL);
@@ -980,6 +1024,56 @@ static void watcher_closed(struct evhttp_connection *conn, void *arg)
 	free(wt);
 }
 
+/* Tells a stream that the events after seq after up to first_kept - 1 are gone. */
+static void watcher_missed(struct watcher *wt, uint64_t after, uint64_t first_kept)
+{
+	char gap[160];
+
+	snprintf(gap, sizeof gap, "data: {\"event\":\"missed\",\"after\":%llu,\"first_kept\":%llu}\n\n",
+		 (unsigned long long)after, (unsigned long long)first_kept);
+	watcher_write(wt, gap, false);
+}
+
+/*
+ * Gives a stream that is behind the kept events from wt->next on, until the
+ * client owes HTTP_STREAM_STEP (the rest once it has read that) or it has
+ * caught up. A job's stream may end in it: false then (wt is freed).
+ */
+static bool watcher_catch_up(struct watcher *wt)
+{
+	while (wt->next <= md.event_seq) {
+		if (wt->next < events_first_kept()) {
+			watcher_missed(wt, wt->next - 1, events_first_kept());
+			wt->next = events_first_kept();
+		}
+		const struct event_ref *e = events_kept(wt->next++);
+		char *text = watcher_wants(wt, e) ? event_text(e) : NULL;
+		if (!text)
+			continue;
+		bool step_done = conn_owed(wt->er) >= HTTP_STREAM_STEP;
+		watcher_write(wt, text, step_done);
+		free(text);
+		if (wt->job && e->job_over) {
+			watcher_end(wt);
+			return false;
+		}
+		if (step_done)
+			return true;
+	}
+	wt->behind = false;
+	return true;
+}
+
+/* The client of a stream that is behind has read what it was given. */
+static void watcher_caught_up(struct evhttp_connection *conn, void *arg)
+{
+	(void)conn;
+	struct watcher *wt = arg;
+
+	if (wt->behind)
+		watcher_catch_up(wt);
+}
+
 void http_broadcast(const struct event_ref *e)
 {
 	struct watcher *wt = LIST_FIRST(&watchers), *next;
@@ -987,17 +1081,16 @@ void http_broadcast(const struct event_ref *e)
 
 	for (; wt; wt = next) {
 		next = LIST_NEXT(wt, link);
-		if (!watcher_wants(wt, e))
-			continue;
+		if (wt->behind || !watcher_wants(wt, e))
+			continue;	/* one behind is given e from the kept events */
 		if (!text && !(text = event_text(e)))
 			return;
-		if (watcher_owed(wt) > SUBSCRIBER_MAX_OWED) {
-			/* it reconnects with Last-Event-ID and is given what it missed */
-			log_warn("http: an event stream left %zu bytes unread; ending it", watcher_owed(wt));
-			watcher_end(wt);
-			continue;
+		bool fell_behind = conn_owed(wt->er) > SUBSCRIBER_MAX_OWED;
+		if (fell_behind) {
+			wt->behind = true;
+			wt->next = e->seq + 1;
 		}
-		watcher_write(wt, text);
+		watcher_write(wt, text, fell_behind);
 		if (wt->job && e->job_over)
 			watcher_end(wt);
 	}
@@ -1009,51 +1102,37 @@ static void keep_alive(evutil_socket_t fd, short what, void *arg)
 	(void)fd; (void)what; (void)arg;
 	struct watcher *wt;
 
-	/* a comment: proxies and the idle timeout see a live stream */
+	/* a comment: proxies and the idle timeout see a live stream (one behind is being written to) */
 	LIST_FOREACH(wt, &watchers, link)
-		watcher_write(wt, ":\n\n");
+		if (!wt->behind)
+			watcher_write(wt, ":\n\n", false);
 }
 
-/* Replays kept events to a new stream; a job's stream may end in it. */
-struct replay {
-	struct watcher *wt;
-	bool ended;
-};
-
-static void replay_one(void *arg, const struct event_ref *e)
-{
-	struct replay *rp = arg;
-	char *text;
-
-	if (rp->ended || !watcher_wants(rp->wt, e) || !(text = event_text(e)))
-		return;
-	watcher_write(rp->wt, text);
-	free(text);
-	rp->ended = rp->wt->job && e->job_over;
-}
-
-/* Starts the stream of er as wt; false when it ended at once (ended and freed). */
+/*
+ * Starts the stream of er as wt: the live events, after the kept ones since
+ * seq after when replay; false when it ended at once (ended and freed).
+ */
 static bool watcher_start(struct watcher *wt, struct evhttp_request *er, uint64_t after, bool replay)
 {
 	struct evkeyvalq *h = evhttp_request_get_output_headers(er);
-	struct replay rp = { wt, false };
-	char gap[160];
 
 	wt->er = er;
 	evhttp_add_header(h, "Content-Type", "text/event-stream");
 	evhttp_add_header(h, "Cache-Control", "no-cache");
 	evhttp_send_reply_start(er, HTTP_OK, "OK");
+	bound_send_buffer(er);
 	LIST_INSERT_HEAD(&watchers, wt, link);
 	evhttp_connection_set_closecb(evhttp_request_get_connection(er), watcher_closed, wt);
-	watcher_write(wt, ":\n\n");
-	if (replay && events_replay(after, replay_one, &rp) < 0) {
-		snprintf(gap, sizeof gap, "data: {\"event\":\"missed\",\"after\":%llu,\"first_kept\":%llu}\n\n",
-			 (unsigned long long)after, (unsigned long long)events_first_kept());
-		watcher_write(wt, gap);
+	watcher_write(wt, ":\n\n", false);
+	if (!replay)
+		return true;
+	if (after > md.event_seq) {	/* a seq of an earlier modeld */
+		watcher_missed(wt, after, events_first_kept());
+		return true;
 	}
-	if (rp.ended)
-		watcher_end(wt);
-	return !rp.ended;
+	wt->behind = true;
+	wt->next = after + 1;
+	return watcher_catch_up(wt);
 }
 
 /* The Last-Event-ID a reconnecting client sends (or ?last_event_id=) into *id; *have false if none
@@ -1144,9 +1223,9 @@ static void on_job(struct evhttp_request *er, const char *rest)
 		events_write_job(&w, j);
 		json_t *last = frame_json(&w);
 		char *data = json_dumps(last, JSON_COMPACT);
-		watcher_write(wt, "data: ");
-		watcher_write(wt, data ? data : "{}");
-		watcher_write(wt, "\n\n");
+		watcher_write(wt, "data: ", false);
+		watcher_write(wt, data ? data : "{}", false);
+		watcher_write(wt, "\n\n", false);
 		free(data);
 		json_decref(last);
 		watcher_end(wt);
@@ -1446,7 +1525,8 @@ static struct bufferevent *new_connection(struct event_base *base, void *arg)
 			log_warn("http: %d descriptors in use, the most HTTP may hold; not accepting for %d ms at a time",
 				 md.http_fd_ceiling, ACCEPT_PAUSE_MS);
 		}
-		server_pause_accept(evhttp_bound_socket_get_listener(bound));
+		if (bound)
+			server_pause_accept(evhttp_bound_socket_get_listener(bound));
 	}
 	if (probe >= 0)
 		close(probe);
@@ -1486,16 +1566,23 @@ int http_listen(char *err, size_t errlen)
 	return 0;
 }
 
-void http_close(void)
+void http_stop(void)
 {
 	while (!LIST_EMPTY(&watchers))
 		watcher_end(LIST_FIRST(&watchers));
+	if (bound) {
+		server_unguard_accept(evhttp_bound_socket_get_listener(bound));
+		evhttp_del_accept_socket(http, bound);
+	}
+	bound = NULL;
+}
+
+void http_close(void)
+{
+	http_stop();
 	if (keepalive)
 		event_free(keepalive);
 	keepalive = NULL;
-	if (bound)
-		server_unguard_accept(evhttp_bound_socket_get_listener(bound));
-	bound = NULL;
 	if (http)
 		evhttp_free(http);
 	http = NULL;

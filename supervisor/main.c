@@ -109,7 +109,7 @@ static void on_terminate(evutil_socket_t sig, short what, void *arg)
 	log_info("signal %d: shutting down", (int)sig);
 	md.shutting_down = true;
 	service_stopping();
-	http_close();
+	http_stop();
 	slots_shutdown();
 	for (size_t i = 0; i < md.nslots; i++)
 		if (md.slots[i].s.conf->stop_timeout_ms > longest)
@@ -353,6 +353,8 @@ int main(int argc, char **argv)
 	log_info("stopped");
 	service_end();
 	server_close();
+	/* one more turn, without waiting: what was written to clients as it stopped goes to those that read */
+	event_base_loop(md.base, EVLOOP_NONBLOCK);
 	http_close();
 	slots_free();
 	state_free();

@@ -58,6 +58,16 @@
 #define HTTP_HOST_LEN 64
 /* An event stream with nothing to say gets a comment this often, so that it is seen to live. */
 #define HTTP_KEEPALIVE_SECONDS 15
+/*
+ * An event stream catching up from the kept events is written this much at
+ * a time, the next once the client has read it; a stream (of events or of
+ * tokens) has its socket's send buffer set to HTTP_STREAM_SNDBUF, which
+ * bounds what the kernel holds for a client that does not read.
+ */
+#define HTTP_STREAM_STEP (64u << 10)
+#define HTTP_STREAM_SNDBUF (128u << 10)
+/* A token stream whose client leaves this much unread is cancelled, with an error event. */
+#define HTTP_STREAM_MAX_OWED (256u << 10)
 /* Whom workers run as when modeld is root and worker_user is not set. */
 #define WORKER_DEFAULT_USER "nobody"
 /* Descriptors kept from clients: stdio, the log, the listener, the event loop, a spawn's. */
@@ -223,6 +233,12 @@ void metrics_write(struct evbuffer *out);
 int http_check(const struct config *c, char *err, size_t errlen);
 /* Listens as md.conf says (nothing when it has no http). 0, or -1 with err. */
 int http_listen(char *err, size_t errlen);
+/*
+ * As modeld stops: no more connections, and event streams end; requests
+ * under way end as their slots end them (an error event, then [DONE]).
+ */
+void http_stop(void);
+/* At exit: every connection goes. */
 void http_close(void);
 /* An event to the HTTP event streams that want it. */
 void http_broadcast(const struct event_ref *e);
@@ -281,8 +297,8 @@ struct job_rec {
 	uint64_t started_ms, updated_ms;	/* wall clock */
 };
 
-/* fn for every kept event after seq after, in order; -1 (nothing called) if some are no longer kept. */
-int events_replay(uint64_t after, void (*fn)(void *arg, const struct event_ref *e), void *arg);
+/* The event of that seq while it is kept (until EVENTS_KEPT more come), else NULL. */
+const struct event_ref *events_kept(uint64_t seq);
 uint64_t events_first_kept(void);
 void events_free(void);
 /* A job among the last JOBS_KEPT, or NULL. */

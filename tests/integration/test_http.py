@@ -13,7 +13,7 @@ import tempfile
 import time
 import unittest
 
-from harness import (BUILD, DEADLINE, GATED_WORKER, MODELD, DaemonTest, gated_worker, open_gate, perm_tokens,
+from harness import (BUILD, DEADLINE, GATED_WORKER, MODELD, DaemonTest, fake_worker, gated_worker, open_gate, perm_tokens,
                      pid_alive, wait_until)
 
 A = ("--n", 16, "--a", 3, "--c", 1)
@@ -486,6 +486,87 @@ class Events(DaemonTest):
         self.assertEqual(get(port, "/v1/events?events=nope")[0], 400)
         self.assertEqual(get(port, "/v1/events?slot=nope")[0], 404)
 
+
+
+class SlowReaders(DaemonTest):
+    """What a client that does not read may cost modeld is bounded, and it is told, or given, what it missed.
+    Inferences on a slot with a device lock make two gpu events each: a flood that costs the test little."""
+    models = {"a": A}
+    config = ("[modeld]\nhttp = 127.0.0.1:0\n[device grp]\nexclusive = yes\n"
+              "[slot cpu]\nlock = grp\nmax_queue = 100000\n")
+
+    def flood(self, n):
+        c = self.d.client()
+        for i in [c.request("infer", model="a", input=[1], max_tokens=1) for _ in range(n)]:
+            c.reply(i)
+
+    def test_an_event_stream_behind_is_caught_up_not_ended(self):
+        port = wait_until(lambda: port_of(self.d), what="the HTTP port in the log")
+        admin(self.d, "load", model="a")
+        s = Stream(port, "/v1/events?events=gpu")
+        s.conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        self.flood(3000)            # 6,000 events: far more than it may owe, or than are kept
+        got = s.until(lambda e: e["event"] == "missed")
+        self.assertGreater(got[-1][1]["first_kept"], 1)
+        after = s.next()            # then every kept event, in order, without a gap
+        self.assertEqual(after[0], got[-1][1]["first_kept"])
+        live = self.d.client()
+        live.ok("subscribe", events=["gpu"])
+        live.ok("infer", model="a", input=[1], max_tokens=1)
+        last = live.wait_event(lambda e: e["status"] == "completed")["seq"]
+        rest = s.until(lambda e: e["seq"] == last)      # and on to the live ones
+        ids = [after[0]] + [e[0] for e in rest]
+        self.assertEqual(ids, list(range(ids[0], ids[0] + len(ids))), "a gap, or one twice")
+        self.assertNotIn("ending it", self.d.read_log())
+        s.close()
+
+    def test_a_token_stream_not_read_is_cancelled_and_says_so(self):
+        port = wait_until(lambda: port_of(self.d), what="the HTTP port in the log")
+        admin(self.d, "load", model="a")
+        sock = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        body = json.dumps({"model": "a", "prompt": [1], "max_tokens": 65536, "stream": True})
+        sock.sendall(("POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                      "Content-Length: %d\r\n\r\n%s" % (len(body), body)).encode())
+        wait_until(lambda: "its request is cancelled" in self.d.read_log(), what="the stream to be cancelled")
+        text = b""
+        while b"data: [DONE]" not in text:
+            chunk = sock.recv(65536)
+            self.assertTrue(chunk, "the stream ended without [DONE]")
+            text += chunk
+        sock.close()
+        events = [line[6:] for line in text.decode().split("\r\n") if line.startswith("data: ")]
+        last = json.loads(events[-2])
+        self.assertEqual(last["error"]["code"], "busy")
+        self.assertIn("bytes of its stream unread", last["error"]["message"])
+        self.assertFalse(any('"finish_reason":"' in e for e in events[:-2]))    # it never looks whole
+
+
+class Stopping(DaemonTest):
+    """SIGTERM: a request under way is answered, an event stream ends whole, as modeld stops."""
+    models = {"a": A}
+    files = {"fake-worker": fake_worker("stalls")}
+    config = "[modeld]\nhttp = 127.0.0.1:0\nworker = @DIR@/fake-worker\n[slot cpu]\nstop_timeout = 0.2\n"
+
+    def test_streams_end_with_an_error_and_event_streams_end_whole(self):
+        port = wait_until(lambda: port_of(self.d), what="the HTTP port in the log")
+        c = self.d.client()
+        c.ok("load", model="a")
+        c.ok("subscribe", events=["state"])
+        events = Stream(port, "/v1/events?events=state")
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE)
+        conn.request("POST", "/v1/completions", body=json.dumps({"model": "a", "prompt": [1], "stream": True}),
+                     headers={"Content-Type": "application/json"})
+        wait_until(lambda: c.ok("status")["slots"][0]["active"] == 1, what="the request to reach the worker")
+        self.d.proc.send_signal(signal.SIGTERM)
+        r = conn.getresponse()
+        body = json.loads(r.read())
+        self.assertEqual((r.status, body["error"]["code"]), (503, "shutting_down"))
+        conn.close()
+        while events.next() is not None:     # to its end: no IncompleteRead, the last chunk came
+            pass
+        events.conn.close()
+        self.assertEqual(self.d.proc.wait(timeout=DEADLINE), 0)
 
 
 class JobStreams(DaemonTest):
