@@ -944,7 +944,7 @@ static void on_completion(struct evhttp_request *er, bool chat, bool embeddings,
 /*
  * A client reading events as server-sent events: all of some kinds (of one
  * slot), or one job's. What it may owe is bounded: a stream that starts
- * from a Last-Event-ID, or that left SUBSCRIBER_MAX_OWED unread, is behind:
+ * from a Last-Event-ID, or that left HTTP_STREAM_STEP unread, is behind:
  * it is given the kept events from `next` on, HTTP_STREAM_STEP at a time
  * as it reads them, until it has caught up with the live ones.
  */
@@ -1085,7 +1085,7 @@ void http_broadcast(const struct event_ref *e)
 			continue;	/* one behind is given e from the kept events */
 		if (!text && !(text = event_text(e)))
 			return;
-		bool fell_behind = conn_owed(wt->er) > SUBSCRIBER_MAX_OWED;
+		bool fell_behind = conn_owed(wt->er) > HTTP_STREAM_STEP;
 		if (fell_behind) {
 			wt->behind = true;
 			wt->next = e->seq + 1;

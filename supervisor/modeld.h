@@ -59,13 +59,14 @@
 /* An event stream with nothing to say gets a comment this often, so that it is seen to live. */
 #define HTTP_KEEPALIVE_SECONDS 15
 /*
- * An event stream catching up from the kept events is written this much at
- * a time, the next once the client has read it; a stream (of events or of
+ * An event stream that owes its client this much is behind: it is given the
+ * kept events this much at a time, the next once the client has read it, so
+ * that a client that does not read costs little. A stream (of events or of
  * tokens) has its socket's send buffer set to HTTP_STREAM_SNDBUF, which
  * bounds what the kernel holds for a client that does not read.
  */
 #define HTTP_STREAM_STEP (64u << 10)
-#define HTTP_STREAM_SNDBUF (128u << 10)
+#define HTTP_STREAM_SNDBUF (64u << 10)
 /* A token stream whose client leaves this much unread is cancelled, with an error event. */
 #define HTTP_STREAM_MAX_OWED (256u << 10)
 /* Whom workers run as when modeld is root and worker_user is not set. */
