@@ -441,7 +441,9 @@ class OverHTTP(DaemonTest):
         got = self.openai_client("ref", [1, 2])
         self.assertEqual(got["completion"]["usage"], {"prompt_tokens": 2, "completion_tokens": 8, "total_tokens": 10})
         self.assertEqual(got["completion_stream"]["usage"], got["completion"]["usage"])
-        self.assertEqual(got["completion"]["text"], "")     # token ids in and out: no text
+        ids = self.d.client().ok("infer", model="ref", input=[1, 2], max_tokens=8)["tokens"]
+        self.assertEqual(got["completion"]["text"], " ".join(map(str, ids)))     # no tokenizer: the ids as text
+        self.assertEqual(got["completion_stream"]["text"], got["completion"]["text"])
         error = got["chat"]["error"]                        # no chat template: the client raises OpenAI's error
         self.assertEqual((error["status"], error["code"]), (400, "bad_request"))
         self.assertEqual(got["chat_stream"]["error"]["status"], 400)
