@@ -3,8 +3,10 @@
  *
  * Started by modeld with the channel on fd 3. The first message is WM_LOAD,
  * which carries the weights fd: the worker opens no file itself (an engine
- * that is a shared object is opened before the sandbox). It loads,
- * reports, enters the sandbox, warms up and then serves requests until
+ * that is a shared object is opened before the sandbox). It drops to its
+ * user, opens its engine, enters the sandbox (a loading one, which may
+ * still open files to read: llama.cpp opens the model by its path), loads,
+ * reports, enters the loaded sandbox, warms up and then serves requests until
  * WM_STOP or the end of the channel: up to `parallel` WM_INFER at once,
  * stepped together (the engine batches them where it can, and a request
  * that comes joins between steps), or one WM_TOKENIZE, WM_DETOKENIZE or
@@ -673,6 +675,7 @@ static void load_model(struct worker *w)
 	struct engine_error e = { 0 };
 	struct load_args a = { 0 };
 	char err[256];
+	int debug = getenv("MODELD_SECCOMP_DEBUG") != NULL;
 	int fd = read_load(w, &a);
 
 	if (a.proto != WPROTO_VERSION) {
@@ -699,11 +702,16 @@ static void load_model(struct worker *w)
 		abort();
 	if (w->engine->open(&w->ctx, &a.params, &e))
 		goto failed;
+	/* a crafted model file meets a worker that may no longer do much: it is read in the sandbox */
+	if (sandbox_enter(true, debug, err, sizeof err)) {
+		engine_fail(&e, "load_failed", "sandbox: %s", err);
+		goto failed;
+	}
 	if (w->engine->load(w->ctx, fd, on_progress, w, &e))
 		goto failed;
 	close(fd);
 	report_loaded(w);
-	if (sandbox_enter(getenv("MODELD_SECCOMP_DEBUG") != NULL, err, sizeof err)) {
+	if (sandbox_enter(false, debug, err, sizeof err)) {
 		engine_fail(&e, "load_failed", "sandbox: %s", err);
 		goto failed;
 	}

@@ -7,6 +7,8 @@
  * worker being killed. Add the call below only once you know who makes it.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <stdbool.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -102,20 +104,66 @@ static int sandbox_rlimits(void)
 	return setrlimit(RLIMIT_CORE, &zero);
 }
 
+static bool opens(int nr)
+{
+	return nr == SCMP_SYS(openat) || nr == SCMP_SYS(open);
+}
+
+/*
+ * While loading, files may be opened but nothing made or cut short:
+ * llama.cpp opens the model by its path (/proc/self/fd/N), and a device
+ * driver may open its device files as it sets memory up. O_CREAT and
+ * O_TRUNC are refused (EACCES).
+ */
+static int allow_opening(scmp_filter_ctx ctx)
+{
+	const scmp_datum_t making = O_CREAT | O_TRUNC;
+	int rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(openat), 1, SCMP_A2(SCMP_CMP_MASKED_EQ, making, 0));
+
+	if (rc == 0)
+		rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EACCES), SCMP_SYS(openat), 1,
+				      SCMP_A2(SCMP_CMP_MASKED_EQ, making, O_CREAT));
+	if (rc == 0)
+		rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EACCES), SCMP_SYS(openat), 1,
+				      SCMP_A2(SCMP_CMP_MASKED_EQ, O_TRUNC, O_TRUNC));
+	if (rc == 0)
+		rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(open), 1, SCMP_A1(SCMP_CMP_MASKED_EQ, making, 0));
+	if (rc == 0)
+		rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EACCES), SCMP_SYS(open), 1,
+				      SCMP_A1(SCMP_CMP_MASKED_EQ, making, O_CREAT));
+	if (rc == 0)
+		rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EACCES), SCMP_SYS(open), 1,
+				      SCMP_A1(SCMP_CMP_MASKED_EQ, O_TRUNC, O_TRUNC));
+	if (rc == 0)	/* llama.cpp advises the kernel on how it will read the file it maps */
+		rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(fadvise64), 0);
+	if (rc == 0)	/* the loaded worker's filter, which can only take more away */
+		rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(seccomp), 0);
+	return rc;
+}
+
 /*
  * The filter: the architecture is checked by libseccomp (a call from another
- * ABI kills), then the denied and allowed calls above, then calls allowed
- * with arguments checked: clone only for a thread (a device driver may start
+ * ABI kills), then the denied and allowed calls above (while loading, files
+ * may be opened for reading: allow_opening), then calls allowed with
+ * arguments checked: clone only for a thread (a device driver may start
  * one), never a process. Anything else kills the worker (traps in debug).
- * TSYNC puts every thread of the worker, the driver's too, under it.
+ * TSYNC puts every thread of the worker, the driver's too, under it. The
+ * loaded worker's filter stacks on the loading one: of the two answers to
+ * a call, the kernel takes the stricter.
  */
-static int sandbox_filter(int debug)
+static int sandbox_filter(int debug, bool loading)
 {
 	scmp_filter_ctx ctx = seccomp_init(debug ? SCMP_ACT_TRAP : SCMP_ACT_KILL_PROCESS);
 	int rc = ctx ? seccomp_attr_set(ctx, SCMP_FLTATR_CTL_TSYNC, 1) : -ENOMEM;
 
+	if (rc == 0)	/* sandbox_enter set no_new_privs, and the filter refuses prctl */
+		rc = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_NNP, 0);
+
 	for (size_t i = 0; rc == 0 && i < sizeof denied / sizeof denied[0]; i++)
-		rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(denied[i].err), denied[i].nr, 0);
+		if (!loading || !opens(denied[i].nr))
+			rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(denied[i].err), denied[i].nr, 0);
+	if (rc == 0 && loading)
+		rc = allow_opening(ctx);
 	for (size_t i = 0; rc == 0 && i < sizeof allowed / sizeof allowed[0]; i++)
 		rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, allowed[i], 0);
 	if (rc == 0)
@@ -164,23 +212,25 @@ fail:
 	return -1;
 }
 
-int sandbox_enter(int debug, char *err, size_t errlen)
+int sandbox_enter(bool loading, int debug, char *err, size_t errlen)
 {
+	static bool entered;	/* then no_new_privs, the rlimits and the debug trap are in place */
 	int rc;
 
-	if (debug && sandbox_debug_setup()) {
+	if (!entered && debug && sandbox_debug_setup()) {
 		snprintf(err, errlen, "cannot set up the seccomp debug trap: %s", strerror(errno));
 		return -1;
 	}
-	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)) {
+	if (!entered && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)) {
 		snprintf(err, errlen, "no_new_privs: %s", strerror(errno));
 		return -1;
 	}
-	if (sandbox_rlimits()) {
+	if (!entered && sandbox_rlimits()) {
 		snprintf(err, errlen, "setrlimit: %s", strerror(errno));
 		return -1;
 	}
-	rc = sandbox_filter(debug);
+	entered = true;
+	rc = sandbox_filter(debug, loading);
 	if (rc) {
 		snprintf(err, errlen, "seccomp filter: %s", strerror(-rc));
 		return -1;

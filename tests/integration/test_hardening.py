@@ -106,6 +106,23 @@ class Descriptors(unittest.TestCase):
         conn.close()
 
 
+class Sandbox(DaemonTest):
+    def status_of(self, pid):
+        with open("/proc/%d/status" % pid) as f:
+            return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+
+    def test_the_model_file_is_read_in_the_sandbox_by_a_user_of_no_privilege(self):
+        c = self.d.client()
+        c.ok("load", model="a")
+        st = self.status_of(c.ok("status")["slots"][0]["pid"])
+        self.assertEqual((st["Seccomp"], st["NoNewPrivs"]), ("2", "1"))
+        self.assertEqual(st["Seccomp_filters"], "2")    # the one the file was read under, and the loaded one
+        if os.geteuid() == 0:       # modeld as root: its workers are not
+            self.assertNotIn("0", st["Uid"].split())
+            self.assertEqual(int(st["CapEff"], 16), 0)
+            self.assertEqual(int(st["CapPrm"], 16), 0)
+
+
 class Ids(DaemonTest):
     def test_an_id_still_in_flight_is_refused(self):
         c = self.d.client()

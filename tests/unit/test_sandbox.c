@@ -24,7 +24,7 @@ static int in_sandbox(int (*fn)(void))
 	pid_t pid = fork();
 	if (pid == 0) {
 		char err[128];
-		if (sandbox_enter(0, err, sizeof err) < 0)
+		if (sandbox_enter(false, 0, err, sizeof err) < 0)
 			_exit(100);
 		_exit(fn());
 	}
@@ -165,6 +165,51 @@ static void test_terminal_ioctls_are_refused(void **state)
 	assert_int_equal(WEXITSTATUS(st), 0);
 }
 
+/*
+ * While loading: a file opens to be read, none is made or truncated, and no
+ * process or socket is had; once loaded (the second filter), nothing opens.
+ */
+static int load_then_serve(void)
+{
+	char err[128];
+	int fd = open("/etc/hostname", O_RDONLY);
+
+	if (fd < 0)
+		return 20;
+	close(fd);
+	if (open("/tmp/modeld-sandbox-made", O_WRONLY | O_CREAT, 0600) >= 0 || errno != EACCES)
+		return 21;
+	if (open("/etc/hostname", O_RDONLY | O_TRUNC) >= 0 || errno != EACCES)
+		return 22;
+	if (socket(AF_INET, SOCK_STREAM, 0) >= 0 || errno != EACCES)
+		return 23;
+	if (sandbox_enter(false, 0, err, sizeof err) < 0)
+		return 24;
+	return open_file() ? 25 : 0;
+}
+
+static void test_loading_reads_files_and_the_loaded_worker_none(void **state)
+{
+	(void)state;
+	pid_t pid = fork();
+	if (pid == 0) {
+		char err[128];
+		_exit(sandbox_enter(true, 0, err, sizeof err) < 0 ? 100 : load_then_serve());
+	}
+	int st = 0;
+	waitpid(pid, &st, 0);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+	pid = fork();
+	if (pid == 0) {
+		char err[128];
+		_exit(sandbox_enter(true, 0, err, sizeof err) < 0 ? 100 : make_process());
+	}
+	waitpid(pid, &st, 0);
+	assert_true(WIFSIGNALED(st));
+	assert_int_equal(WTERMSIG(st), SIGSYS);
+}
+
 static void test_processes_and_exec_kill(void **state)
 {
 	(void)state;
@@ -184,6 +229,7 @@ int main(void)
 		cmocka_unit_test(test_files_and_sockets_fail_softly),
 		cmocka_unit_test(test_processes_and_exec_kill),
 		cmocka_unit_test(test_terminal_ioctls_are_refused),
+		cmocka_unit_test(test_loading_reads_files_and_the_loaded_worker_none),
 	};
 	return cmocka_run_group_tests_name("sandbox", tests, NULL, NULL);
 }
