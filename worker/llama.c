@@ -64,7 +64,7 @@ struct engine_ctx {
 	void *progress_arg;
 	bool aborted;			/* the progress callback asked to stop */
 	int statm;			/* /proc/self/statm, opened before the sandbox */
-	char last_error[LLAMA_ERR_MAX];	/* llama.cpp's last error line */
+	char first_error[LLAMA_ERR_MAX];	/* llama.cpp's first error line since it was cleared: the reason */
 };
 
 /* One generation: its sequence in the context, its prompt, its sampler and where it is. */
@@ -81,14 +81,18 @@ struct engine_seq {
 	char piece[LLAMA_PIECE_MAX];
 };
 
-/* llama.cpp logs in pieces; errors are kept for the load's reason. */
+/*
+ * llama.cpp logs in pieces. The first error line of a step is its reason:
+ * what follows it says only that the step failed ("failed to load model").
+ */
 static void llama_log(enum ggml_log_level level, const char *text, void *arg)
 {
 	struct engine_ctx *c = arg;
 	size_t n = strcspn(text, "\n");
 
 	if (level == GGML_LOG_LEVEL_ERROR) {
-		snprintf(c->last_error, sizeof c->last_error, "%.*s", (int)n, text);
+		if (!c->first_error[0])
+			snprintf(c->first_error, sizeof c->first_error, "%.*s", (int)n, text);
 		c->p.log(0, "llama.cpp: %.*s", (int)n, text);
 	} else if (level == GGML_LOG_LEVEL_WARN && n) {
 		c->p.log(1, "llama.cpp: %.*s", (int)n, text);
@@ -198,10 +202,11 @@ static int make_context(struct engine_ctx *c, struct engine_error *e)
 	cp.embeddings = c->p.embedding;
 	if (c->p.embedding)
 		cp.pooling_type = model_pooling(c->model);
+	c->first_error[0] = '\0';
 	c->lctx = llama_init_from_model(c->model, cp);
 	if (!c->lctx)
 		return engine_fail(e, "insufficient_memory", "cannot make a context of %u tokens: %s", cp.n_ctx,
-				   c->last_error[0] ? c->last_error : "llama.cpp gave no reason");
+				   c->first_error[0] ? c->first_error : "llama.cpp gave no reason");
 	c->n_ctx = llama_n_ctx_seq(c->lctx);
 	c->n_batch = llama_n_batch(c->lctx);	/* llama.cpp keeps it within the context */
 	c->batch = llama_batch_init((int32_t)c->n_batch, 0, 1);
@@ -230,12 +235,13 @@ static int llama_load(struct engine_ctx *c, int fd, engine_progress_fn progress,
 	mp.progress_callback = on_load_progress;
 	mp.progress_callback_user_data = c;
 	snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+	c->first_error[0] = '\0';
 	c->model = llama_model_load_from_file(path, mp);
 	if (!c->model) {
 		if (c->aborted)
 			return engine_fail(e, "cancelled", "load aborted");
-		return engine_fail(e, "load_failed", "%s", c->last_error[0] ? c->last_error :
-				   "llama.cpp could not load the model");
+		return engine_fail(e, "load_failed", "llama.cpp could not load the model: %s",
+				   c->first_error[0] ? c->first_error : "it gave no reason");
 	}
 	c->vocab = llama_model_get_vocab(c->model);
 	if (make_context(c, e))

@@ -260,10 +260,11 @@ class Llama(DaemonTest):
     def test_broken_gguf_files_fail_their_load_only(self):
         c = self.d.client()
         c.sock.settimeout(SLOW)
-        for name in ("truncated", "garbage"):
+        for name, why in (("truncated", "not within the file bounds"), ("garbage", "gguf")):
             e = c.call("load", model=name)["error"]
             self.assertEqual(e["code"], "load_failed", e)
-            self.assertTrue(e["message"], e)
+            self.assertIn("llama.cpp could not load the model: ", e["message"])
+            self.assertIn(why, e["message"])        # llama.cpp's reason, not only that it failed
         c.ok("load", model="chat")
         self.assertEqual(len(self.greedy(c, max_tokens=2)["tokens"]), 2)
 
