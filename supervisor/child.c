@@ -44,6 +44,7 @@ struct child {
 	uint64_t last_life_ms;
 	uint64_t ping_seq;
 	bool loaded;			/* loaded and warmed: the plain heartbeat timeout applies */
+	bool said_loaded, said_warmed;	/* each is said once, in that order */
 	bool stopping;
 	bool sent_term;
 	char killed_for[SLOT_MESSAGE_LEN];	/* why modeld killed it, for the exit message; "" if not */
@@ -105,6 +106,11 @@ static void on_loaded(struct child *c, const struct wmsg_in *w)
 {
 	struct slot_ev ev = { .type = SEV_LOADED };
 
+	if (c->said_loaded) {
+		child_bad(c, "it said it had loaded a second time");
+		return;
+	}
+	c->said_loaded = true;
 	if (w->proto != WPROTO_VERSION) {
 		char why[96];
 		snprintf(why, sizeof why, "it speaks worker protocol %llu, modeld %d (not from the same build?)",
@@ -134,6 +140,12 @@ static void on_message(struct child *c, const struct wmsg_in *w)
 		on_loaded(c, w);
 		return;
 	case WM_WARMED:
+		if (!c->said_loaded || c->said_warmed) {
+			child_bad(c, c->said_warmed ? "it said it had warmed up a second time" :
+				  "it said it had warmed up before it had loaded");
+			return;
+		}
+		c->said_warmed = true;
 		c->loaded = true;
 		feed(c, &(struct slot_ev){ .type = SEV_WARMED, .a = w->warmup_ms });
 		return;

@@ -11,6 +11,8 @@ the line before it (see harness.fake_worker):
 - bogus: fails an inference with an error code the protocol does not have;
 - old: speaks another version of the worker protocol;
 - chatty: says it loaded, with a key that message does not have;
+- loads_twice: says it loaded, twice;
+- warms_first: says it warmed up before it says it loaded;
 - spawner: starts a process in a session of its own (its pid in the file
   "orphan" beside the worker) and then serves as a silent but loaded worker.
 """
@@ -72,11 +74,15 @@ if MODE == "spawner":
         f.write(str(orphan.pid))
 if MODE == "silent":
     time.sleep(600)
+if MODE == "warms_first":
+    send(WM_WARMED, warmup_ms=0)
 if MODE == "old":
     send(WM_LOADED, proto=load["proto"] - 1, mem_bytes=0, vocab=16, parallel=1)
 elif MODE == "chatty":
     send(WM_LOADED, proto=load["proto"], mem_bytes=0, vocab=16, parallel=1, colour="blue")
 else:
+    send(WM_LOADED, proto=load["proto"], mem_bytes=0, vocab=16, parallel=1)
+if MODE == "loads_twice":
     send(WM_LOADED, proto=load["proto"], mem_bytes=0, vocab=16, parallel=1)
 if load.get("warmup"):
     send(WM_WARMED, warmup_ms=0)

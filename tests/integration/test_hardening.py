@@ -420,6 +420,24 @@ class Stall(DaemonTest):
         self.assertIn("no token for 0.2 s", e["message"])
 
 
+class OutOfOrder(unittest.TestCase):
+    """A worker that says it loaded twice, or warmed up before it loaded, breaks the protocol: it is killed."""
+
+    def test_each_is_killed_and_says_why(self):
+        for mode, says in (("loads_twice", "it said it had loaded a second time"),
+                           ("warms_first", "it said it had warmed up before it had loaded")):
+            d = Daemon(fake_config("restart_limit = 1\n"), {"a": A}, {"fake-worker": fake_worker(mode)})
+            try:
+                c = d.client()
+                c.request("load", model="a")
+                wait_until(lambda: says in d.read_log(), what=mode + " to be killed")
+                self.assertIn("was killed for breaking the worker protocol", d.read_log())
+                self.assertTrue(c.ok("status")["ok"])     # modeld goes on
+            finally:
+                self.assertEqual(d.stop(), 0)
+                shutil.rmtree(d.dir, ignore_errors=True)
+
+
 class Breach(unittest.TestCase):
     """A worker that says what it must not is killed, and its request gets worker_crashed."""
 
