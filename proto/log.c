@@ -9,6 +9,9 @@
 
 #include "log.h"
 
+/* The longest relayed line, escaped; the rest of a longer one is cut. */
+#define LOG_RELAY_MAX 1200
+
 static const char *log_ident = "modeld";
 static enum log_level log_level = LOG_LVL_INFO;
 static int log_syslog;
@@ -68,15 +71,31 @@ void log_msg(enum log_level level, const char *fmt, ...)
 		return;
 }
 
-void log_relay(const char *line, size_t len)
+/* line[0..len) with control bytes as \xNN, into out (cut short to fit, always terminated). */
+static void escape_line(char *out, size_t cap, const char *line, size_t len)
 {
-	char out[1200];
+	size_t o = 0;
+
+	for (size_t i = 0; i < len && o + 5 < cap; i++) {
+		unsigned char b = (unsigned char)line[i];
+		if (b < 0x20 || b == 0x7f)
+			o += (size_t)snprintf(out + o, cap - o, "\\x%02x", b);
+		else
+			out[o++] = (char)b;
+	}
+	out[o] = '\0';
+}
+
+void log_relay(int pid, const char *line, size_t len)
+{
+	char text[LOG_RELAY_MAX], out[LOG_RELAY_MAX + 32];
 	const char *from = memmem(line, len, "] ", 2);
 	int prio = LOG_INFO;
 
+	escape_line(text, sizeof text, line, len);
 	if (!log_syslog) {
-		int n = snprintf(out, sizeof out, "%.*s\n", (int)(len < sizeof out - 2 ? len : sizeof out - 2), line);
-		if (write(STDERR_FILENO, out, (size_t)n) < 0)
+		int n = snprintf(out, sizeof out, "worker %d: %s\n", pid, text);
+		if (write(STDERR_FILENO, out, (size_t)(n < (int)sizeof out ? n : (int)sizeof out - 1)) < 0)
 			log_syslog = 0;		/* nowhere to say it */
 		return;
 	}
@@ -86,10 +105,9 @@ void log_relay(const char *line, size_t len)
 		if ((size_t)(line + len - from) > n && memcmp(from, level_names[i], n) == 0 && from[n] == ':')
 			prio = syslog_prio[i];
 	}
-	/* the relayed line keeps the sender's ident and pid; the timestamp is syslog's */
-	const char *who = memchr(line, ' ', len);
-	who = who ? who + 1 : line;
-	syslog(prio, "%.*s", (int)(line + len - who), who);
+	/* the timestamp is syslog's; the relayed line keeps the sender's ident and pid */
+	const char *who = memchr(text, ' ', strlen(text));
+	syslog(prio, "worker %d: %s", pid, who ? who + 1 : text);
 }
 
 void log_bytes(char *buf, size_t len, uint64_t n)

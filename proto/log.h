@@ -13,9 +13,13 @@ void log_set_level(enum log_level level);
 int log_level_parse(const char *s);
 void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* Passes on a line another process logged ("... ident[pid] level: text"), to stderr as it is or to syslog
- * at its level. */
-void log_relay(const char *line, size_t len);
+/*
+ * Passes on a line process pid logged ("... ident[pid] level: text"), to
+ * stderr or to syslog at its level, as "worker PID: LINE": the prefix is
+ * ours, so that no line of another process passes for one of ours, and
+ * its control bytes are escaped (\xNN), so that it stays one line.
+ */
+void log_relay(int pid, const char *line, size_t len);
 
 /* A byte count for people: 1536 -> "1.5 KiB". */
 void log_bytes(char *buf, size_t len, uint64_t n);

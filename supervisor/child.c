@@ -283,29 +283,28 @@ pid_t child_pid(const struct child *c)
 
 /* --- its log --- */
 
-/* The whole lines in in (and with all, the rest too) go to modeld's log. */
-static void relay_lines(struct evbuffer *in, bool all)
+/* The whole lines in in (and with all, the rest too) go to modeld's log, as c's. */
+static void relay_lines(const struct child *c, struct evbuffer *in, bool all)
 {
 	char *line;
 	size_t n;
 
 	while ((line = evbuffer_readln(in, &n, EVBUFFER_EOL_LF)) != NULL) {
-		log_relay(line, n);
+		log_relay((int)c->pid, line, n);
 		free(line);
 	}
 	if (all && (n = evbuffer_get_length(in)) > 0) {
 		line = (char *)evbuffer_pullup(in, (ev_ssize_t)n);
-		log_relay(line, n);
+		log_relay((int)c->pid, line, n);
 		evbuffer_drain(in, n);
 	}
 }
 
 static void child_log_cb(struct bufferevent *bev, void *arg)
 {
-	(void)arg;
 	struct evbuffer *in = bufferevent_get_input(bev);
 
-	relay_lines(in, evbuffer_get_length(in) > CHILD_LOG_LINE_MAX);
+	relay_lines(arg, in, evbuffer_get_length(in) > CHILD_LOG_LINE_MAX);
 }
 
 /* --- spawning --- */
@@ -513,7 +512,7 @@ static void child_free(struct child *c)
 		struct evbuffer *in = bufferevent_get_input(c->log);
 		while ((n = read(bufferevent_getfd(c->log), buf, sizeof buf)) > 0)
 			evbuffer_add(in, buf, (size_t)n);
-		relay_lines(in, true);
+		relay_lines(c, in, true);
 		bufferevent_free(c->log);
 	}
 	if (c->peer)
