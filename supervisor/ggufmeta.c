@@ -231,10 +231,18 @@ int ggufmeta_read(int fd, struct ggufmeta *m, char err[GGUFMETA_ERR_LEN])
 	return 0;
 }
 
+/* a x b, or UINT64_MAX where that overflows: an estimate beyond any device, never one that wraps to little */
+static uint64_t times(uint64_t a, uint64_t b)
+{
+	uint64_t r;
+	return __builtin_mul_overflow(a, b, &r) ? UINT64_MAX : r;
+}
+
 uint64_t ggufmeta_kv_bytes(const struct ggufmeta *m, uint64_t ctx)
 {
 	uint64_t k = m->key_length ? m->key_length : m->embd / m->heads;
 	uint64_t v = m->value_length ? m->value_length : m->embd / m->heads;
+	uint64_t kv = k + v < k ? UINT64_MAX : k + v;
 
-	return ctx * m->layers * m->heads_kv * (k + v) * GGUFMETA_KV_ELEMENT_BYTES;
+	return times(times(times(times(ctx, m->layers), m->heads_kv), kv), GGUFMETA_KV_ELEMENT_BYTES);
 }

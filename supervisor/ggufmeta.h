@@ -21,7 +21,7 @@ struct ggufmeta {
 
 /* Reads the metadata at the start of fd. 0, or -1 with err saying what is wrong. */
 int ggufmeta_read(int fd, struct ggufmeta *m, char err[GGUFMETA_ERR_LEN]);
-/* The KV cache of ctx tokens: keys and values of every layer. */
+/* The KV cache of ctx tokens: keys and values of every layer; UINT64_MAX where that does not fit. */
 uint64_t ggufmeta_kv_bytes(const struct ggufmeta *m, uint64_t ctx);
 
 #endif

@@ -144,6 +144,13 @@ static uint64_t device_free(const struct slot *s)
 	return 0;
 }
 
+/* a + b, or UINT64_MAX where that overflows: a crafted file's estimate must not wrap to little */
+static uint64_t plus(uint64_t a, uint64_t b)
+{
+	uint64_t r;
+	return __builtin_add_overflow(a, b, &r) ? UINT64_MAX : r;
+}
+
 /*
  * What a GGUF model adds to its weights: the KV cache of its contexts (the
  * model's ctx, else its trained context up to LM_CTX_DEFAULT_MAX, as the
@@ -162,7 +169,7 @@ static uint64_t gguf_extra(const struct model *m, int fd, uint64_t weights)
 		       LM_CTX_DEFAULT_MAX;
 	ctx = (ctx + LM_CTX_PAD - 1) / LM_CTX_PAD * LM_CTX_PAD;
 	uint64_t parallel = m->embedding ? 1 : m->parallel ? m->parallel : LM_PARALLEL_DEFAULT;
-	return ggufmeta_kv_bytes(&g, ctx * parallel) + LM_COMPUTE_MARGIN + weights / LM_COMPUTE_MARGIN_DIV;
+	return plus(ggufmeta_kv_bytes(&g, ctx * parallel), LM_COMPUTE_MARGIN + weights / LM_COMPUTE_MARGIN_DIV);
 }
 
 /*
@@ -180,7 +187,7 @@ static int env_check_memory(struct slot *s, const struct model *m, uint64_t free
 		return 0;	/* a file that cannot be read fails at spawn, with its own message */
 	uint64_t extra = gguf_extra(m, fd, size);
 	close(fd);
-	uint64_t need = size + (extra > rt->overhead ? extra : rt->overhead);
+	uint64_t need = plus(size, extra > rt->overhead ? extra : rt->overhead);
 	uint64_t avail = device_free(s);
 	if (avail == 0 || need <= avail + freed)
 		return 0;

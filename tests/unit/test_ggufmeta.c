@@ -96,6 +96,18 @@ static void test_reads_a_llama_header(void **state)
 	assert_int_equal(ggufmeta_kv_bytes(&m, 2048), 2048ull * 22 * 4 * 128 * 2);
 }
 
+static void test_an_estimate_too_large_to_count_is_the_largest(void **state)
+{
+	(void)state;
+	struct ggufmeta m = { .layers = 0xffffffffu, .embd = 0xffffffffu, .heads = 1, .heads_kv = 0xffffffffu };
+
+	/* 2^32 x 2^32 x 2^32 x ...: it would wrap to a small number and pass a memory check */
+	assert_true(ggufmeta_kv_bytes(&m, 8192) == UINT64_MAX);
+	m.key_length = m.value_length = UINT64_MAX;
+	m.layers = m.heads_kv = 1;
+	assert_true(ggufmeta_kv_bytes(&m, 1) == UINT64_MAX);
+}
+
 static void test_every_truncation_is_an_error(void **state)
 {
 	(void)state;
@@ -153,6 +165,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_reads_a_llama_header),
 		cmocka_unit_test(test_every_truncation_is_an_error),
+		cmocka_unit_test(test_an_estimate_too_large_to_count_is_the_largest),
 		cmocka_unit_test(test_lies_about_sizes_are_errors),
 		cmocka_unit_test(test_a_header_without_its_numbers),
 	};
