@@ -116,6 +116,7 @@ LLAMA_CUDA_ARCH ?= 90-real
 ifeq ($(LLAMA_CUDA),1)
 LLAMA_DIR       ?= build/llama-cuda
 LLAMA_CUDA_ARGS  = $(LLAMA_CUDA_ARCH)
+LLAMA_CUDA_FLAGS = -DMODELD_LLAMA_CUDA
 LLAMA_CUDA_LIBS  = $(LLAMA_DIR)/prefix/lib/libggml-cuda.a -L$(CUDA_HOME)/lib64 -L$(CUDA_HOME)/lib64/stubs \
 		   -lcudart -lcublas -lcublasLt -lcuda
 else
@@ -137,6 +138,7 @@ LLAMA_ENGINE = $(BUILD)/modeld-engine-llama.so
 LLAMA_MISSING = $(BUILD)/modeld-engine-llama.missing
 LLAMA_TOOLS  = $(BUILD)/mkgguf $(BUILD)/llama-direct
 $(call obj,tests/mkgguf.c tests/llama_direct.c) $(BUILD)/pic/worker/llama.o: CFLAGS += $(LLAMA_CFLAGS)
+$(BUILD)/pic/worker/llama.o: CFLAGS += $(LLAMA_CUDA_FLAGS)
 
 # Builds llama.cpp when needed, then the engine and its test tools; without
 # llama.cpp it says why and goes on.

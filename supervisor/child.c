@@ -347,12 +347,7 @@ static pid_t spawn_worker_process(int chan, int log, const char *path, pid_t par
 	return rc ? -1 : pid;
 }
 
-/*
- * The engine a model runs on: the one configured, else by the file's magic:
- * GGUF is for the llama engine, anything else for the reference engine of
- * the slot's device.
- */
-static const char *engine_for(const struct model *m, const char *device, int weights)
+const char *child_engine_for(const struct model *m, const char *device, int weights)
 {
 	char magic[4];
 
@@ -374,7 +369,7 @@ static int send_load(int chan, const struct slot_rt *rt, int weights)
 	msgw_wmsg(&w, WM_LOAD);
 	msgw_ku64(&w, "proto", WPROTO_VERSION);
 	msgw_kstr(&w, "model", m->name);
-	msgw_kstr(&w, "engine", engine_for(m, conf->device, weights));
+	msgw_kstr(&w, "engine", child_engine_for(m, conf->device, weights));
 	msgw_kstr(&w, "engine_dir", md.engine_dir);
 	msgw_kstr(&w, "device", conf->device);
 	msgw_ku64(&w, "warmup", m->warmup);

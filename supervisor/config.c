@@ -581,6 +581,19 @@ static void resolve_path(const struct config *c, struct model *m)
 	m->path = full;
 }
 
+/* Notes which file m's path names now, and its size and time. */
+static void note_file(struct model *m)
+{
+	struct stat st;
+
+	if (stat(m->path, &st) < 0)
+		return;
+	m->file_dev = (uint64_t)st.st_dev;
+	m->file_ino = (uint64_t)st.st_ino;
+	m->file_size = (uint64_t)st.st_size;
+	m->file_mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+}
+
 /* The pinned ring a slot's cuda worker will make, defaults counted in. */
 static uint64_t loader_pinned(const struct slot_conf *s)
 {
@@ -606,6 +619,8 @@ int config_finish(struct config *c, char err[CONFIG_ERR_LEN])
 		}
 	}
 	scan_models(c);
+	for (size_t i = 0; i < c->nmodels; i++)
+		note_file(c->models[i]);
 	config_index_models(c);
 	for (size_t i = 0; i < c->nslots; i++) {
 		const struct slot_conf *s = &c->slots[i];

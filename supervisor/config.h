@@ -97,6 +97,10 @@ struct model {
 	unsigned max_tokens;		/* for a request that gives none; 0: up to the context's end */
 	char *chat_template;
 	bool embedding;			/* serves embed */
+	/* its file when the configuration was read: a reload that finds another (moved over it, or
+	 * written anew) takes the model as changed; all 0 where it could not be read */
+	uint64_t file_dev, file_ino, file_size;
+	int64_t file_mtime_ns;
 	size_t index;			/* in the configuration's models */
 	bool retired;			/* a reload took it out of the configuration */
 };

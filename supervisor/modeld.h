@@ -118,6 +118,7 @@ struct modeld {
 	 */
 	int http_fd_ceiling;
 	struct gpu *gpus;		/* found at start (probe.c) */
+	bool llama_gpu;			/* the llama engine runs on GPUs (built with CUDA), as the probe found */
 	size_t ngpus;
 };
 
@@ -134,6 +135,12 @@ struct slot_rt *slots_for_model(const struct model *m);
 /* child.c */
 /* The model's file and its size, opened without blocking; -1 with err unless it is a regular file. */
 int child_open_model(const struct model *m, uint64_t *size, char *err, size_t errlen);
+/*
+ * The engine m runs on: the one configured, else by the file's magic (the
+ * weights fd): GGUF is for the llama engine, anything else for the
+ * reference engine of the slot's device.
+ */
+const char *child_engine_for(const struct model *m, const char *device, int weights);
 struct child *child_spawn(struct slot_rt *rt, char *err, size_t errlen);
 void child_stop(struct child *c, bool kill);
 /* Kills a worker that failed; its exit is reported as "was killed: why". */

@@ -37,13 +37,15 @@ static size_t read_until(int fd, char *buf, size_t cap, uint64_t deadline)
 	return len;
 }
 
-static void parse(char *text, struct gpu **gpus, size_t *n)
+static void parse(char *text, struct gpu **gpus, size_t *n, bool *llama_gpu)
 {
 	char *save = NULL;
 
 	for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
 		struct gpu g = { 0 };
 		char name[16], label[128] = "";
+		if (strcmp(line, "engine\tllama\tgpu") == 0)
+			*llama_gpu = true;
 		if (sscanf(line, "%15[^\t]\t%" SCNu64 "\t%" SCNu64 "\t%127[^\n]", name, &g.total, &g.free,
 			   label) < 3 || strncmp(name, "cuda:", 5) != 0)
 			continue;
@@ -56,13 +58,14 @@ static void parse(char *text, struct gpu **gpus, size_t *n)
 	}
 }
 
-void probe_gpus(const char *worker, struct gpu **gpus, size_t *n)
+void probe_gpus(const char *worker, const char *engine_dir, struct gpu **gpus, size_t *n, bool *llama_gpu)
 {
 	int fds[2];
 	char *out = malloc(PROBE_OUTPUT_MAX);
 
 	*gpus = NULL;
 	*n = 0;
+	*llama_gpu = false;
 	if (!out || pipe2(fds, O_CLOEXEC) < 0) {
 		free(out);
 		return;
@@ -70,7 +73,7 @@ void probe_gpus(const char *worker, struct gpu **gpus, size_t *n)
 	pid_t pid = fork();
 	if (pid == 0) {
 		dup2(fds[1], STDOUT_FILENO);
-		execl(worker, "modeld-worker", "--probe", (char *)NULL);
+		execl(worker, "modeld-worker", "--probe", engine_dir, (char *)NULL);
 		_exit(127);
 	}
 	close(fds[1]);
@@ -78,7 +81,7 @@ void probe_gpus(const char *worker, struct gpu **gpus, size_t *n)
 		read_until(fds[0], out, PROBE_OUTPUT_MAX, clock_mono_ms() + PROBE_TIMEOUT_MS);
 		kill(pid, SIGKILL);	/* done or hung: either way it goes */
 		waitpid(pid, NULL, 0);
-		parse(out, gpus, n);
+		parse(out, gpus, n, llama_gpu);
 	}
 	close(fds[0]);
 	free(out);

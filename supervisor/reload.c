@@ -4,7 +4,8 @@
  * leaves the running configuration as it was, and the log, the reply and
  * an advisory event say why (file:line). What lands:
  *
- * - Models: new ones appear. One that is gone, or whose definition changed,
+ * - Models: new ones appear. One that is gone, or whose definition or file
+ *   (another file moved over its path, or one written anew) changed,
  *   is retired: requests for it end (unknown_model) and a slot holding it
  *   unloads; a changed one is then loaded again, from its new definition,
  *   where it was loaded. Models that did not change are the same objects,
@@ -35,10 +36,12 @@ static bool same_str(const char *a, const char *b)
 	return a == b || (a && b && strcmp(a, b) == 0);
 }
 
-/* Whether a worker would load b as it loaded a (where in the file they are aside). */
+/* Whether a worker would load b as it loaded a (where in the file they are aside), from the same file. */
 static bool same_model(const struct model *a, const struct model *b)
 {
-	return same_str(a->path, b->path) && same_str(a->slot, b->slot) && same_str(a->engine, b->engine) &&
+	return same_str(a->path, b->path) && a->file_dev == b->file_dev && a->file_ino == b->file_ino &&
+	       a->file_size == b->file_size && a->file_mtime_ns == b->file_mtime_ns &&
+	       same_str(a->slot, b->slot) && same_str(a->engine, b->engine) &&
 	       a->warmup == b->warmup && a->load_timeout_ms == b->load_timeout_ms &&
 	       a->idle_timeout_ms == b->idle_timeout_ms && a->ctx == b->ctx && a->gpu_layers == b->gpu_layers &&
 	       a->threads == b->threads && a->batch == b->batch && a->parallel == b->parallel &&

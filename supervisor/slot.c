@@ -373,26 +373,34 @@ static void proceed_switch(struct slot *s)
 
 /* switching_model: wait out the debounce window, then drain, then go on. */
 /*
- * With memory_check = refuse, a model that will not fit even once the
- * current one is gone is refused before that one is unloaded: r, and the
- * inferences queued for it, get insufficient_memory; the slot keeps what
- * it has.
+ * A model that cannot run on the slot's device at all (its engine here has
+ * no GPU backend), or, with memory_check = refuse, one that will not fit
+ * even once the current one is gone, is refused before that one is
+ * unloaded: r, and the inferences queued for it, get load_failed or
+ * insufficient_memory; the slot keeps what it has. A slot's first model
+ * (r NULL, no worker) is not checked: its load fails as it will, saying why.
  */
 static bool refused_before_unload(struct slot *s, const struct model *m, struct req *r)
 {
 	char err[SLOT_MESSAGE_LEN];
 	struct req *q, *next;
+	enum err code = E_LOAD_FAILED;
 
-	if (!s->has_worker || s->conf->memory_check != MEMCHECK_REFUSE ||
-	    s->env->check_memory(s, m, s->mem_bytes, err, sizeof err) >= 0)
+	if (!s->has_worker && !r)
 		return false;
+	if (!s->env->can_run || s->env->can_run(s, m, err, sizeof err) >= 0) {
+		code = E_INSUFFICIENT_MEMORY;
+		if (!s->has_worker || s->conf->memory_check != MEMCHECK_REFUSE ||
+		    s->env->check_memory(s, m, s->mem_bytes, err, sizeof err) >= 0)
+			return false;
+	}
 	log_warn("slot %s: %s; keeping %s", s->conf->name, err, model_name(s->model));
 	if (r)
-		req_end(s, r, E_INSUFFICIENT_MEMORY, err);
+		req_end(s, r, code, err);
 	for (q = TAILQ_FIRST(&s->queue); q; q = next) {
 		next = TAILQ_NEXT(q, link);
 		if (q->model == m)
-			req_end(s, q, E_INSUFFICIENT_MEMORY, err);
+			req_end(s, q, code, err);
 	}
 	return true;
 }

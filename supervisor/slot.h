@@ -105,6 +105,8 @@ struct slot_env {
 	 * by the env), -1 refuse (message in msg).
 	 */
 	int (*check_memory)(struct slot *s, const struct model *m, uint64_t freed, char *msg, size_t len);
+	/* Whether m can run on s's device at all: 0, or -1 with why in msg. NULL: it can. */
+	int (*can_run)(struct slot *s, const struct model *m, char *msg, size_t len);
 	/*
 	 * The device lock, for op ("load", "infer"): true when s holds it now,
 	 * else s waits and SEV_LOCKED follows. Devices that are not exclusive

@@ -202,6 +202,23 @@ static int env_check_memory(struct slot *s, const struct model *m, uint64_t free
 	return 1;
 }
 
+/* A GGUF model on a GPU slot needs a llama engine built with CUDA, which the probe found or not. */
+static int env_can_run(struct slot *s, const struct model *m, char *msg, size_t len)
+{
+	uint64_t size;
+	int fd;
+
+	if (strncmp(s->conf->device, "cuda", 4) != 0 || md.llama_gpu || (fd = child_open_model(m, &size, msg, len)) < 0)
+		return 0;	/* a file that cannot be read fails at spawn, with its own message */
+	bool llama = strcmp(child_engine_for(m, s->conf->device, fd), "llama") == 0;
+	close(fd);
+	if (!llama)
+		return 0;
+	snprintf(msg, len, "%s runs on the llama engine, which is built here without CUDA (make LLAMA_CUDA=1 "
+		 "builds one with it): it loads on cpu slots only", m->name);
+	return -1;
+}
+
 static bool env_lock(struct slot *s, const char *op)
 {
 	struct devlock *l = rt_of(s)->lock;
@@ -305,6 +322,7 @@ static const struct slot_env env = {
 	.arm = env_arm,
 	.arm_req = env_arm_req,
 	.check_memory = env_check_memory,
+	.can_run = env_can_run,
 	.lock = env_lock,
 	.unlock = env_unlock,
 	.device_busy = env_device_busy,

@@ -504,6 +504,7 @@ static uint32_t cuda_vocab(struct engine_ctx *c)
 const struct engine engine_cuda = {
 	.abi_version = ENGINE_ABI_VERSION,
 	.name = "cuda",
+	.flags = ENGINE_GPU,
 	.parallel_default = 1,
 	.parallel_max = ENGINE_REF_PARALLEL_MAX,
 	.open = cuda_open,

@@ -63,6 +63,7 @@ struct engine_params {
 
 /* What an engine can do beyond generating from token ids. */
 #define ENGINE_TEXT 1u		/* tokenize, detokenize; requests with prompt or messages */
+#define ENGINE_GPU 2u		/* runs on a GPU slot (an engine without it runs on cpu slots only) */
 
 struct engine_message {
 	const char *role;
@@ -121,7 +122,7 @@ struct engine_seq;		/* one generation's state, the engine's own */
 struct engine {
 	unsigned abi_version;
 	const char *name;
-	unsigned flags;		/* ENGINE_TEXT */
+	unsigned flags;		/* ENGINE_TEXT, ENGINE_GPU */
 	/* Generations at once when the model does not say (parallel = 0), and at most. */
 	unsigned parallel_default, parallel_max;
 	int (*open)(struct engine_ctx **ctx, const struct engine_params *p, struct engine_error *e);

@@ -234,6 +234,10 @@ static int llama_load(struct engine_ctx *c, int fd, engine_progress_fn progress,
 	mp.main_gpu = 0;
 	mp.progress_callback = on_load_progress;
 	mp.progress_callback_user_data = c;
+	/* read, not mapped: a file written over in place (cp) must not take the weights, or the worker
+	 * (SIGBUS where it got shorter), with it */
+	mp.load_mode = LLAMA_LOAD_MODE_NONE;
+	mp.lazy_mode = LLAMA_LAZY_MODE_OFF;
 	snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
 	c->first_error[0] = '\0';
 	c->model = llama_model_load_from_file(path, mp);
@@ -700,7 +704,11 @@ static uint32_t llama_vocab_size(struct engine_ctx *c)
 static const struct engine engine_llama = {
 	.abi_version = ENGINE_ABI_VERSION,
 	.name = "llama",
+#ifdef MODELD_LLAMA_CUDA
+	.flags = ENGINE_TEXT | ENGINE_GPU,
+#else
 	.flags = ENGINE_TEXT,
+#endif
 	.open = llama_open,
 	.load = llama_load,
 	.warmup = llama_warmup,

@@ -789,19 +789,25 @@ static void serve(struct worker *w)
 }
 
 /*
- * modeld-worker --probe: one line per GPU on stdout ("cuda:N", total and
- * free bytes, name, tab-separated), for modeld's inventory at start. Exits
- * 0 with no lines when there is no usable GPU (the reason on stderr).
+ * modeld-worker --probe [ENGINE_DIR]: one line per GPU on stdout ("cuda:N",
+ * total and free bytes, name, tab-separated), for modeld's inventory at
+ * start, and whether the llama engine in ENGINE_DIR runs on a GPU
+ * ("engine", "llama", "gpu" or "cpu"). Exits 0 with no GPU lines when there
+ * is no usable GPU (the reason on stderr).
  */
-static int probe(void)
+static int probe(const char *engine_dir)
 {
-#ifdef MODELD_HAVE_CUDA
 	struct engine_error e = { 0 };
+	const struct engine *llama;
+
+#ifdef MODELD_HAVE_CUDA
 	if (cuda_probe(stdout, &e) < 0)
 		log_info("no GPU: %s", e.message);
 #else
 	log_info("no GPU: this build has no cuda engine");
 #endif
+	if (engine_dir && (llama = engines_find("llama", engine_dir, &e)) != NULL)
+		printf("engine\tllama\t%s\n", llama->flags & ENGINE_GPU ? "gpu" : "cpu");
 	return 0;
 }
 
@@ -811,7 +817,7 @@ int main(int argc, char **argv)
 
 	if (argc > 1 && strcmp(argv[1], "--probe") == 0) {
 		log_init("modeld-worker", LOG_LVL_INFO, 0);
-		return probe();
+		return probe(argc > 2 ? argv[2] : NULL);
 	}
 	pid_t parent = argc > 1 ? (pid_t)atoi(argv[1]) : 0;
 

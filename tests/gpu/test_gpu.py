@@ -26,9 +26,19 @@ def probe():
     out = subprocess.run([WORKER, "--probe"], capture_output=True, text=True, timeout=30).stdout
     gpus = {}
     for line in out.splitlines():
-        name, total, free, label = line.split("\t", 3)
-        gpus[name] = (int(total), int(free), label)
+        if line.startswith("cuda:"):
+            name, total, free, label = line.split("\t", 3)
+            gpus[name] = (int(total), int(free), label)
     return gpus
+
+
+def llama_runs_on_gpus():
+    """What the probe says of the llama engine beside the worker: True, False, or None where it is not built."""
+    out = subprocess.run([WORKER, "--probe", BUILD], capture_output=True, text=True, timeout=30).stdout
+    for line in out.splitlines():
+        if line.startswith("engine\tllama\t"):
+            return line.endswith("\tgpu")
+    return None
 
 
 GPUS = probe() if os.path.exists(WORKER) else {}
@@ -43,6 +53,10 @@ A = ("--n", 64, "--a", 5, "--c", 1)
 H = ("--n", 96, "--a", 7, "--c", 3, "--dtype", "f16")
 BF = ("--n", 40, "--a", 3, "--c", 2, "--dtype", "bf16", "--eos", 7)
 BIG = ("--n", 1024, "--a", 3, "--c", 1)       # 12 MiB of weights
+
+
+MKGGUF = os.path.join(BUILD, "mkgguf")
+VOCAB = os.path.join(BUILD, "vocab", "ggml-vocab-llama-spm.gguf")
 
 
 def free_now():
@@ -182,6 +196,27 @@ class DriverRefuses(EnvTest):
 
     def test_a_cuinit_error_is_named_and_retried(self):
         self.assert_unavailable_and_retried("a", "cuInit: CUDA_ERROR_NO_DEVICE")
+
+
+
+@needs_gpu
+@unittest.skipUnless(llama_runs_on_gpus() is False, "skipped: no llama engine, or one built with CUDA")
+class GgufWithoutCuda(DaemonTest):
+    """A GGUF model on a GPU slot, where the llama engine has no CUDA: refused before anything is unloaded."""
+    models = {"a": A}
+    config = "[slot gpu]\ndevice = cuda:0\n"
+
+    def test_a_gguf_model_is_refused_and_the_slot_keeps_its_model(self):
+        subprocess.run([MKGGUF, VOCAB, os.path.join(self.d.models_dir, "g.gguf"), "--seed", "1"], check=True,
+                       timeout=120)
+        c = self.d.client()
+        c.ok("reload")
+        c.ok("load", model="a")
+        e = c.call("load", model="g")["error"]
+        self.assertEqual(e["code"], "load_failed")
+        self.assertIn("built here without CUDA", e["message"])
+        st = c.ok("status")["slots"][0]
+        self.assertEqual((st["state"], st["model"]), ("ready", "a"))
 
 
 if __name__ == "__main__":

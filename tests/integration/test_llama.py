@@ -280,6 +280,37 @@ class Llama(DaemonTest):
 
 
 @unittest.skipUnless(HAVE, "skipped: the llama engine is not built")
+class FileWrittenOver(DaemonTest):
+    """A loaded model's file written over in place, as cp does: the worker holds its own copy of the weights."""
+    config = CONFIG
+    models = {"ref": ("--n", 16, "--a", 3, "--c", 1)}
+
+    def setUp(self):
+        super().setUp()
+        self.victim = os.path.join(self.d.models_dir, "victim.gguf")
+        shutil.copy(fixture("chat.gguf"), self.victim)
+        self.d.client().ok("reload")
+
+    def test_requests_go_on_and_a_reload_loads_the_new_file(self):
+        c = self.d.client()
+        c.sock.settimeout(SLOW)
+        c.ok("load", model="victim")
+        pid = c.ok("status")["slots"][0]["pid"]
+        want = c.ok("infer", model="victim", prompt=PROMPT, max_tokens=8, temperature=0)["tokens"]
+        with open(fixture("plain.gguf"), "rb") as f:
+            other = f.read()
+        with open(self.victim, "r+b") as f:       # cut short first, as cp does, then the other model
+            f.truncate(0)
+            f.write(other[: len(other) // 2])
+            f.flush()
+            os.fsync(f.fileno())
+        r = c.ok("infer", model="victim", prompt=PROMPT, max_tokens=8, temperature=0)
+        self.assertEqual(r["tokens"], want)
+        self.assertEqual(c.ok("status")["slots"][0]["pid"], pid)
+        self.assertEqual(c.ok("reload")["changed"], 1)      # and it is seen to have changed
+
+
+@unittest.skipUnless(HAVE, "skipped: the llama engine is not built")
 class LongPrompt(DaemonTest):
     """A prompt whose decode (batches of the default 512 tokens) outlasts the
     heartbeat timeout several times over: the worker answers pings from

@@ -12,7 +12,7 @@ import tempfile
 import unittest
 
 from harness import (DEADLINE, GATED_WORKER, MKMODEL, MODELCTL, MODELD, Client, Daemon, DaemonTest, gated_worker,
-                     pid_alive, wait_until)
+                     perm_tokens, pid_alive, wait_until)
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
 MAN = os.path.join(ROOT, "docs", "man")
@@ -237,6 +237,20 @@ class Reload(DaemonTest):
 
     def names(self, c):
         return sorted(m["name"] for m in c.ok("models")["models"])
+
+    def test_a_file_moved_over_a_loaded_model_is_a_change(self):
+        c = self.d.client()
+        c.ok("load", model="a")
+        pid = self.slot(c)["pid"]
+        path = os.path.join(self.d.models_dir, "a.safetensors")
+        subprocess.run([MKMODEL, path + ".new"] + [str(v) for v in B], check=True)
+        os.rename(path + ".new", path)      # what a careful operator does: the old file stays whole
+        self.assertEqual(c.ok("reload")["changed"], 1)
+        c.ok("subscribe", events=["state"])
+        c.wait_state("ready", model="a")
+        self.assertNotEqual(self.slot(c)["pid"], pid)
+        self.assertEqual(c.ok("infer", model="a", input=[1], max_tokens=3)["tokens"], perm_tokens(16, 5, 1, 1, 3))
+        self.assertEqual(c.ok("reload")["changed"], 0)
 
     def test_models_appear_and_go_and_workers_stay(self):
         c = self.d.client()
