@@ -304,7 +304,9 @@ fuzz:
 		proto/log.c $(LIB_MSGPACK)
 	clang $(FUZZ_CFLAGS) -o build-fuzz/fuzz_wmsg tests/fuzz/fuzz_wmsg.c supervisor/wmsg.c proto/frame.c proto/msg.c \
 		proto/proto.c $(LIB_MSGPACK)
-	@for f in frame safetensors gguf config gen wmsg; do \
+	clang $(FUZZ_CFLAGS) -o build-fuzz/fuzz_http tests/fuzz/fuzz_http.c supervisor/httpreq.c supervisor/req.c \
+		proto/gen.c proto/frame.c proto/msg.c proto/proto.c proto/log.c $(LIB_MSGPACK) $(LIB_JANSSON)
+	@for f in frame safetensors gguf config gen wmsg http; do \
 		mkdir -p build-fuzz/corpus-$$f; \
 		build-fuzz/fuzz_$$f -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -artifact_prefix=build-fuzz/ build-fuzz/corpus-$$f tests/fuzz/corpus/$$f || exit 1; \
 	done

@@ -46,6 +46,7 @@
 #include "../proto/json.h"
 #include "../proto/jw.h"
 #include "../proto/log.h"
+#include "httpreq.h"
 #include "modeld.h"
 
 struct token {
@@ -219,49 +220,6 @@ struct ask {
 	char id[32];
 	uint64_t created;
 };
-
-/* JSON to msgpack, as a client of the socket would have written it. */
-static void json_to_msg(struct msgw *w, const json_t *j)
-{
-	const char *key;
-	json_t *v;
-	size_t i;
-
-	switch (json_typeof(j)) {
-	case JSON_OBJECT:
-		msgw_map(w);
-		json_object_foreach((json_t *)j, key, v) {
-			msgw_key(w, key);
-			json_to_msg(w, v);
-		}
-		msgw_end(w);
-		break;
-	case JSON_ARRAY:
-		msgw_array(w);
-		json_array_foreach(j, i, v)
-			json_to_msg(w, v);
-		msgw_end(w);
-		break;
-	case JSON_STRING:
-		msgw_strn(w, json_string_value(j), json_string_length(j));
-		break;
-	case JSON_INTEGER:
-		if (json_integer_value(j) >= 0)
-			msgw_u64(w, (uint64_t)json_integer_value(j));
-		else
-			msgw_i64(w, json_integer_value(j));
-		break;
-	case JSON_REAL:
-		msgw_f64(w, json_real_value(j));
-		break;
-	case JSON_TRUE:
-	case JSON_FALSE:
-		msgw_bool(w, json_is_true(j));
-		break;
-	default:
-		msgw_nil(w);
-	}
-}
 
 static const char *finish_reason(const struct req *r)
 {
@@ -670,7 +628,6 @@ static json_t *read_body(struct evhttp_request *req)
 {
 	struct evbuffer *in = evhttp_request_get_input_buffer(req);
 	size_t n = evbuffer_get_length(in);
-	json_error_t je;
 	json_t *j;
 	char msg[256];
 
@@ -678,161 +635,9 @@ static json_t *read_body(struct evhttp_request *req)
 		send_error(req, 415, "invalid_request_error", "bad_request", "Content-Type must be application/json");
 		return NULL;
 	}
-	j = json_loadb((const char *)evbuffer_pullup(in, (ev_ssize_t)n), n, 0, &je);
-	if (!j || !json_is_object(j)) {
-		snprintf(msg, sizeof msg, "the body is not a JSON object: %s", j ? "" : je.text);
+	if (!(j = httpreq_parse((const char *)evbuffer_pullup(in, (ev_ssize_t)n), n, msg, sizeof msg)))
 		send_error(req, 400, "invalid_request_error", "bad_request", msg);
-		json_decref(j);
-		return NULL;
-	}
 	return j;
-}
-
-/* OpenAI's fields that would change the answer and that modeld does not serve, each with the
- * values that change nothing: such a field with another value is refused, naming it. */
-static bool unserved_is_neutral(const char *key, const json_t *v)
-{
-	if (!v || json_is_null(v))
-		return true;
-	if (!strcmp(key, "n") || !strcmp(key, "best_of"))
-		return json_is_integer(v) && json_integer_value(v) == 1;
-	if (!strcmp(key, "presence_penalty") || !strcmp(key, "frequency_penalty"))
-		return json_is_number(v) && json_number_value(v) == 0;
-	if (!strcmp(key, "logprobs") || !strcmp(key, "echo"))
-		return json_is_false(v);
-	if (!strcmp(key, "top_logprobs"))
-		return json_is_integer(v) && json_integer_value(v) == 0;
-	if (!strcmp(key, "logit_bias"))
-		return json_is_object(v) && json_object_size(v) == 0;
-	if (!strcmp(key, "tools") || !strcmp(key, "functions"))
-		return json_is_array(v) && json_array_size(v) == 0;
-	if (!strcmp(key, "tool_choice") || !strcmp(key, "function_call"))
-		return json_is_string(v) && (!strcmp(json_string_value(v), "none") ||
-					      !strcmp(json_string_value(v), "auto"));
-	if (!strcmp(key, "response_format"))
-		return json_is_object(v) && json_is_string(json_object_get(v, "type")) &&
-		       !strcmp(json_string_value(json_object_get(v, "type")), "text");
-	if (!strcmp(key, "suffix"))
-		return json_is_string(v) && json_string_length(v) == 0;
-	return true;
-}
-
-/*
- * OpenAI's names for what infer takes differently, and the fields modeld
- * does not take, out of body; the rest is infer's. 0, or -1 with err naming
- * a field that would change the answer and is not served.
- */
-static int as_infer_body(json_t *body, char *err, size_t errlen)
-{
-	static const char *const unserved[] = { "n", "best_of", "logprobs", "top_logprobs", "logit_bias",
-						"presence_penalty", "frequency_penalty", "response_format", "tools",
-						"tool_choice", "functions", "function_call", "echo", "suffix" };
-	static const char *const ignored[] = { "model", "stream_options", "user" };
-	json_t *m = json_object_get(body, "prompt");
-
-	for (size_t i = 0; i < sizeof unserved / sizeof unserved[0]; i++) {
-		if (!unserved_is_neutral(unserved[i], json_object_get(body, unserved[i]))) {
-			snprintf(err, errlen, "%s is not supported: leave it out (or give the value that changes nothing)",
-				 unserved[i]);
-			return -1;
-		}
-		json_object_del(body, unserved[i]);
-	}
-	if (json_is_array(m) && json_array_size(m) > 0 && json_is_integer(json_array_get(m, 0))) {
-		json_object_set(body, "input", m);	/* token ids, as OpenAI's API allows */
-		json_object_del(body, "prompt");
-	}
-	if ((m = json_object_get(body, "max_completion_tokens")) && !json_object_get(body, "max_tokens"))
-		json_object_set(body, "max_tokens", m);
-	json_object_del(body, "max_completion_tokens");
-	for (size_t i = 0; i < sizeof ignored / sizeof ignored[0]; i++)
-		json_object_del(body, ignored[i]);
-	return 0;
-}
-
-/*
- * How long r may wait in a queue (a load included): the body's wait_ms,
- * else http_wait_timeout, else as long as its client does; a client that
- * leaves takes its request out of the queue. Takes wait_ms out of body. 0,
- * or -1 with err.
- */
-static int read_wait(json_t *body, struct req *r, char *err, size_t errlen)
-{
-	const json_t *w = json_object_get(body, "wait_ms");
-
-	r->wait_ms = md.conf.http_wait_timeout_ms ? md.conf.http_wait_timeout_ms : REQ_WAIT_FOREVER;
-	if (w && !json_is_null(w)) {
-		if (!json_is_integer(w) || json_integer_value(w) < 0 || json_integer_value(w) > INFER_MAX_WAIT_MS) {
-			snprintf(err, errlen, "wait_ms must be an integer from 0 to %u", INFER_MAX_WAIT_MS);
-			return -1;
-		}
-		r->wait_ms = (uint64_t)json_integer_value(w);
-	}
-	json_object_del(body, "wait_ms");
-	return 0;
-}
-
-/* OpenAI's embeddings fields beside input: encoding_format and dimensions, into a. 0, or -1 with err. */
-static int as_embed_body(const json_t *body, struct ask *a, char *err, size_t errlen)
-{
-	const json_t *f = json_object_get(body, "encoding_format");
-	const json_t *d = json_object_get(body, "dimensions");
-
-	if (f && !json_is_null(f)) {
-		const char *v = json_string_value(f);
-		if (!v || (strcmp(v, "float") && strcmp(v, "base64"))) {
-			snprintf(err, errlen, "encoding_format must be \"float\" or \"base64\"");
-			return -1;
-		}
-		a->base64 = !strcmp(v, "base64");
-	}
-	if (d && !json_is_null(d)) {
-		if (!json_is_integer(d) || json_integer_value(d) < 1 || json_integer_value(d) > EMBED_MAX_DIM) {
-			snprintf(err, errlen, "dimensions must be an integer from 1 to %u", EMBED_MAX_DIM);
-			return -1;
-		}
-		a->dimensions = (uint32_t)json_integer_value(d);
-	}
-	return 0;
-}
-
-/* body as the msgpack a socket client would have sent, decoded into u; -1 with err. */
-static int body_msg(const json_t *body, struct msgw *w, msgpack_unpacked *u, char *err, size_t errlen)
-{
-	size_t len, used;
-	const char *why = NULL;
-
-	msgw_init(w);
-	json_to_msg(w, body);
-	msgpack_unpacked_init(u);
-	if (msgw_too_deep(w)) {
-		snprintf(err, errlen, "the body is nested too deep (at most %d levels)", MSGW_MAX_DEPTH);
-		return -1;
-	}
-	const void *frame = msgw_frame(w, &len);
-	if (frame_decode(frame, len, HTTP_MAX_BODY, u, &used, &why) == FRAME_OK)
-		return 0;
-	snprintf(err, errlen, "%s", why);
-	return -1;
-}
-
-/*
- * The request's own arguments into r, read as the socket reads them:
- * embed's input, or infer's body through gen.c. 0, or -1 with err.
- */
-static int read_work(json_t *body, bool embeddings, struct req *r, char *err, size_t errlen)
-{
-	struct msgw w;
-	msgpack_unpacked u;
-	int rc = body_msg(body, &w, &u, err, errlen);
-
-	if (rc == 0 && embeddings)
-		rc = ops_read_texts(msg_get(&u.data, "input"), r, "input", err, errlen);
-	else if (rc == 0)
-		rc = gen_read(&u.data, &r->gen, err) == 0 ? 0 : -1;
-	msgpack_unpacked_destroy(&u);
-	msgw_free(&w);
-	return rc;
 }
 
 static struct ask *ask_new(struct evhttp_request *er)
@@ -883,7 +688,7 @@ static void on_admin(struct evhttp_request *er, enum op op, bool admin)
 	struct req *r = req_new(&ask_sink, 0, op, ++md.next_seq, clock_mono_ms());
 	r->asker = a;
 	r->admin = true;
-	int rc = body_msg(body, &w, &u, err.message, sizeof err.message);
+	int rc = httpreq_msg(body, &w, &u, err.message, sizeof err.message);
 	json_decref(body);
 	if (rc == 0)
 		evhttp_connection_set_closecb(evhttp_request_get_connection(er), ask_closed, r);
@@ -921,12 +726,13 @@ static void on_completion(struct evhttp_request *er, bool chat, bool embeddings,
 	a->include_usage = json_is_true(json_object_get(json_object_get(body, "stream_options"), "include_usage"));
 	struct req *r = req_new(&ask_sink, 0, embeddings ? OP_EMBED : OP_INFER, ++md.next_seq, clock_mono_ms());
 	r->asker = a;
-	int rc = read_wait(body, r, err, sizeof err);
-	if (rc == 0)
-		rc = embeddings ? as_embed_body(body, a, err, sizeof err) : as_infer_body(body, err, sizeof err);
-	if (rc == 0)
-		rc = read_work(body, embeddings, r, err, sizeof err);
+	struct httpreq_embed emb;
+	/* a queued request waits as long as its client does (whose leaving takes it out), unless the config says */
+	int rc = httpreq_read(body, embeddings, md.conf.http_wait_timeout_ms ? md.conf.http_wait_timeout_ms :
+			      REQ_WAIT_FOREVER, r, &emb, err, sizeof err);
 	json_decref(body);
+	a->base64 = emb.base64;
+	a->dimensions = emb.dimensions;
 	if (rc < 0) {
 		a->er = NULL;		/* answered here, and evhttp's from now on */
 		send_error(er, 400, "invalid_request_error", "bad_request", err);

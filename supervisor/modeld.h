@@ -44,14 +44,10 @@
 #define CHILD_CLOSED_GRACE_MS 2000
 /* Progress events per load: at most one per this many ms. */
 #define PROGRESS_EVENT_MS 100
-/* How long an inference waits for its slot by default, and at most. */
+/* How long an inference waits for its slot by default (the most is req.h's). */
 #define INFER_DEFAULT_WAIT_MS 30000
-#define INFER_MAX_WAIT_MS (24u * 3600 * 1000)
-/* wait_ms of a request that waits as long as its client does (HTTP, whose hang-up ends it) */
-#define REQ_WAIT_FOREVER UINT64_MAX
 /* HTTP: bounds on a request, and on an idle connection; the shortest bearer token. */
 #define HTTP_MAX_HEADERS (16 << 10)
-#define HTTP_MAX_BODY (1 << 20)
 #define HTTP_TIMEOUT_SECONDS 60
 #define HTTP_TOKEN_MIN 16
 #define HTTP_TOKEN_MAX 255
@@ -264,8 +260,6 @@ int ops_submit_admin(struct req *r, const msgpack_object *m, struct op_error *er
 void ops_dispatch(struct client *c, const msgpack_object *msg);
 /* The results of r, a request that waited in slot s and ended well, after "slot". */
 void ops_write_result(struct msgw *w, const struct slot *s, const struct req *r);
-/* embed's texts, from o (a string or an array of strings) into r; -1 with err naming the argument name. */
-int ops_read_texts(const msgpack_object *o, struct req *r, const char *name, char *err, size_t len);
 /* The result of status, models or devices (name), as a whole map in w (msgw_free it); -1 for another name. */
 int ops_write_view(struct msgw *w, const char *name);
 /* Calls fn for every device: the host's memory, the GPUs found at start, any other a slot names. */

@@ -547,44 +547,11 @@ static bool detokenize_args(struct client *c, uint64_t id, const msgpack_object 
 	return true;
 }
 
-/* texts: a string, or an array of 1 to EMBED_MAX_TEXTS strings. */
-int ops_read_texts(const msgpack_object *o, struct req *r, const char *name, char *err, size_t len)
-{
-	const msgpack_object *items = o;
-	uint32_t n = 1;
-
-	if (o && o->type == MSGPACK_OBJECT_ARRAY) {
-		items = o->via.array.ptr;
-		n = o->via.array.size;
-	}
-	bool ok = o && n >= 1 && n <= EMBED_MAX_TEXTS;
-	for (uint32_t i = 0; ok && i < n; i++)
-		ok = items[i].type == MSGPACK_OBJECT_STR && !memchr(items[i].via.str.ptr, 0, items[i].via.str.size);
-	if (!ok) {
-		snprintf(err, len, "%s must be a string or an array of 1 to %u strings, without NUL bytes", name,
-			 EMBED_MAX_TEXTS);
-		return -1;
-	}
-	for (uint32_t i = 0; i < n; i++)
-		if (items[i].via.str.size > INFER_MAX_TEXT_BYTES) {
-			snprintf(err, len, "%s[%u] is %u bytes; at most %u", name, i, items[i].via.str.size,
-				 INFER_MAX_TEXT_BYTES);
-			return -1;
-		}
-	r->texts = calloc(n, sizeof *r->texts);
-	if (!r->texts)
-		abort();
-	for (r->ntexts = 0; r->ntexts < n; r->ntexts++)
-		if (!(r->texts[r->ntexts] = strndup(items[r->ntexts].via.str.ptr, items[r->ntexts].via.str.size)))
-			abort();
-	return 0;
-}
-
 static bool embed_args(struct client *c, uint64_t id, const msgpack_object *m, struct req *r)
 {
 	char err[96];
 
-	if (ops_read_texts(msg_get(m, "texts"), r, "texts", err, sizeof err) == 0)
+	if (req_read_texts(msg_get(m, "texts"), r, "texts", err, sizeof err) == 0)
 		return true;
 	server_reply_error(c, id, E_BAD_REQUEST, "%s", err);
 	return false;

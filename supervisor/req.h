@@ -18,6 +18,11 @@
 #include "../proto/gen.h"
 #include "../proto/proto.h"
 
+/* The longest a request may wait in a queue. */
+#define INFER_MAX_WAIT_MS (24u * 3600 * 1000)
+/* wait_ms of a request that waits as long as its client does (HTTP, whose hang-up ends it) */
+#define REQ_WAIT_FOREVER UINT64_MAX
+
 struct client;
 struct model;
 
@@ -106,5 +111,10 @@ void req_discard(struct req *r);
 void req_add_output(struct req *r, const struct work_out *o, uint64_t now_ms);
 /* Frees what r holds (not r itself). */
 void req_clear(struct req *r);
+/*
+ * embed's texts, from o (a string or an array of strings) into r->texts,
+ * copied: o may go once this returns. -1 with err naming the argument name.
+ */
+int req_read_texts(const msgpack_object *o, struct req *r, const char *name, char *err, size_t len);
 
 #endif
