@@ -208,7 +208,7 @@ $(BUILD)/mkmodel: $(call obj,tests/mkmodel.c)
 -include $(shell find $(BUILD)/obj $(BUILD)/pic -name '*.d' 2>/dev/null)
 
 # --- unit tests (cmocka) ---
-UNIT_TESTS = msg frame slot slot_random safetensors config sandbox ggufmeta text jw
+UNIT_TESTS = msg frame slot slot_random safetensors config sandbox ggufmeta text jw httpreq
 UNIT_BINS  = $(patsubst %,$(BUILD)/test_%,$(UNIT_TESTS))
 
 $(BUILD)/test_msg: $(call obj,tests/unit/test_msg.c $(PROTO_SRC))
@@ -229,6 +229,8 @@ $(BUILD)/test_jw: $(call obj,tests/unit/test_jw.c proto/jw.c proto/msg.c)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_MSGPACK) $(LIB_JANSSON) $(LIB_CMOCKA)
 $(BUILD)/test_text: $(call obj,tests/unit/test_text.c worker/text.c)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_CMOCKA)
+$(BUILD)/test_httpreq: $(call obj,tests/unit/test_httpreq.c supervisor/httpreq.c supervisor/req.c $(PROTO_SRC))
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_MSGPACK) $(LIB_JANSSON) $(LIB_CMOCKA)
 $(BUILD)/test_config: $(call obj,tests/unit/test_config.c supervisor/config.c $(PROTO_SRC))
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_MSGPACK) $(LIB_INIH) $(LIB_CMOCKA) -lm
 
@@ -308,7 +310,8 @@ fuzz:
 		proto/gen.c proto/frame.c proto/msg.c proto/proto.c proto/log.c $(LIB_MSGPACK) $(LIB_JANSSON)
 	@for f in frame safetensors gguf config gen wmsg http; do \
 		mkdir -p build-fuzz/corpus-$$f; \
-		build-fuzz/fuzz_$$f -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -artifact_prefix=build-fuzz/ build-fuzz/corpus-$$f tests/fuzz/corpus/$$f || exit 1; \
+		build-fuzz/fuzz_$$f -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -artifact_prefix=build-fuzz/ \
+			$$(test -f tests/fuzz/$$f.dict && echo -dict=tests/fuzz/$$f.dict) build-fuzz/corpus-$$f tests/fuzz/corpus/$$f || exit 1; \
 	done
 
 # Benchmarks (bench/): need a GPU; elsewhere they say so and succeed.

@@ -198,12 +198,15 @@ static int read_work(json_t *body, bool embeddings, struct req *r, char *err, si
 {
 	struct msgw w;
 	msgpack_unpacked u;
+	char why[GEN_ERR_LEN];	/* gen_read's own size; err may be shorter */
 	int rc = httpreq_msg(body, &w, &u, err, errlen);
 
 	if (rc == 0 && embeddings)
 		rc = req_read_texts(msg_get(&u.data, "input"), r, "input", err, errlen);
-	else if (rc == 0)
-		rc = gen_read(&u.data, &r->gen, err) == 0 ? 0 : -1;
+	else if (rc == 0 && gen_read(&u.data, &r->gen, why) < 0) {
+		snprintf(err, errlen, "%s", why);
+		rc = -1;
+	}
 	msgpack_unpacked_destroy(&u);
 	msgw_free(&w);
 	return rc;
