@@ -126,7 +126,12 @@ struct engine {
 	/* Generations at once when the model does not say (parallel = 0), and at most. */
 	unsigned parallel_default, parallel_max;
 	int (*open)(struct engine_ctx **ctx, const struct engine_params *p, struct engine_error *e);
-	/* Loads the weights from fd (pread, mmap, or /proc/self/fd/N; the offset is not used). */
+	/*
+	 * Loads the weights from fd (pread, or /proc/self/fd/N; the offset is
+	 * not used) into the engine's own memory. Not mapped: the file may be
+	 * written over in place while the model serves, and a mapping of a file
+	 * cut short kills the worker with SIGBUS at the next read.
+	 */
 	int (*load)(struct engine_ctx *ctx, int fd, engine_progress_fn progress, void *arg,
 		    struct engine_error *e);
 	int (*warmup)(struct engine_ctx *ctx, struct engine_error *e);

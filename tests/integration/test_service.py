@@ -252,6 +252,22 @@ class Reload(DaemonTest):
         self.assertEqual(c.ok("infer", model="a", input=[1], max_tokens=3)["tokens"], perm_tokens(16, 5, 1, 1, 3))
         self.assertEqual(c.ok("reload")["changed"], 0)
 
+    def test_a_file_written_over_in_place_kills_nothing(self):
+        c = self.d.client()
+        c.ok("load", model="a")
+        pid = self.slot(c)["pid"]
+        path = os.path.join(self.d.models_dir, "a.safetensors")
+        subprocess.run([MKMODEL, path + ".new"] + [str(v) for v in B], check=True)
+        with open(path + ".new", "rb") as f:
+            other = f.read()
+        os.unlink(path + ".new")
+        with open(path, "r+b") as f:        # cut short first, as cp does, then part of the other model
+            f.truncate(0)
+            f.write(other[: len(other) // 2])
+        self.assertEqual(c.ok("infer", model="a", input=[1], max_tokens=3)["tokens"], perm_tokens(16, 3, 1, 1, 3))
+        self.assertEqual(self.slot(c)["pid"], pid)
+        self.assertEqual(c.ok("reload")["changed"], 1)      # and it is seen to have changed
+
     def test_models_appear_and_go_and_workers_stay(self):
         c = self.d.client()
         c.ok("load", model="a")
