@@ -308,7 +308,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	/* after detaching, so that a daemon's probe says what it found in the log, not on the terminal */
-	probe_gpus(md.worker_path, md.engine_dir, &md.gpus, &md.ngpus, &md.llama_gpu);
+	probe_gpus(md.worker_path, md.engine_dir, &md.gpus, &md.ngpus, &md.llama);
 	config_default_slots(&md.conf, md.ngpus);	/* read before the GPUs were known */
 	signal(SIGPIPE, SIG_IGN);
 	fit_fd_limit();

@@ -23,6 +23,7 @@
 
 #include "../proto/msg.h"
 #include "config.h"
+#include "probe.h"
 #include "req.h"
 #include "slot.h"
 
@@ -114,7 +115,7 @@ struct modeld {
 	 */
 	int http_fd_ceiling;
 	struct gpu *gpus;		/* found at start (probe.c) */
-	bool llama_gpu;			/* the llama engine runs on GPUs (built with CUDA), as the probe found */
+	enum probe_llama llama;		/* what the llama engine runs on, as the probe found */
 	size_t ngpus;
 };
 

@@ -37,15 +37,17 @@ static size_t read_until(int fd, char *buf, size_t cap, uint64_t deadline)
 	return len;
 }
 
-static void parse(char *text, struct gpu **gpus, size_t *n, bool *llama_gpu)
+static void parse(char *text, struct gpu **gpus, size_t *n, enum probe_llama *llama)
 {
 	char *save = NULL;
 
 	for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
 		struct gpu g = { 0 };
 		char name[16], label[128] = "";
+		if (strcmp(line, "engine\tllama\tcpu") == 0)
+			*llama = PROBE_LLAMA_CPU;
 		if (strcmp(line, "engine\tllama\tgpu") == 0)
-			*llama_gpu = true;
+			*llama = PROBE_LLAMA_GPU;
 		if (sscanf(line, "%15[^\t]\t%" SCNu64 "\t%" SCNu64 "\t%127[^\n]", name, &g.total, &g.free,
 			   label) < 3 || strncmp(name, "cuda:", 5) != 0)
 			continue;
@@ -58,14 +60,14 @@ static void parse(char *text, struct gpu **gpus, size_t *n, bool *llama_gpu)
 	}
 }
 
-void probe_gpus(const char *worker, const char *engine_dir, struct gpu **gpus, size_t *n, bool *llama_gpu)
+void probe_gpus(const char *worker, const char *engine_dir, struct gpu **gpus, size_t *n, enum probe_llama *llama)
 {
 	int fds[2];
 	char *out = malloc(PROBE_OUTPUT_MAX);
 
 	*gpus = NULL;
 	*n = 0;
-	*llama_gpu = false;
+	*llama = PROBE_LLAMA_NONE;
 	if (!out || pipe2(fds, O_CLOEXEC) < 0) {
 		free(out);
 		return;
@@ -81,7 +83,7 @@ void probe_gpus(const char *worker, const char *engine_dir, struct gpu **gpus, s
 		read_until(fds[0], out, PROBE_OUTPUT_MAX, clock_mono_ms() + PROBE_TIMEOUT_MS);
 		kill(pid, SIGKILL);	/* done or hung: either way it goes */
 		waitpid(pid, NULL, 0);
-		parse(out, gpus, n, llama_gpu);
+		parse(out, gpus, n, llama);
 	}
 	close(fds[0]);
 	free(out);

@@ -9,7 +9,6 @@
 #ifndef PROBE_H
 #define PROBE_H
 
-#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -22,9 +21,13 @@ struct gpu {
 };
 
 /*
- * Runs worker --probe; *gpus (malloc'd) and *n get what it found, and
- * *llama_gpu whether the llama engine in engine_dir runs on a GPU.
+ * What the llama engine in engine_dir runs on: nothing where it is not
+ * there (not built, or it does not open: a load says why), the CPU only,
+ * or GPUs too (built with CUDA).
  */
-void probe_gpus(const char *worker, const char *engine_dir, struct gpu **gpus, size_t *n, bool *llama_gpu);
+enum probe_llama { PROBE_LLAMA_NONE, PROBE_LLAMA_CPU, PROBE_LLAMA_GPU };
+
+/* Runs worker --probe; *gpus (malloc'd) and *n get what it found, *llama what its llama engine runs on. */
+void probe_gpus(const char *worker, const char *engine_dir, struct gpu **gpus, size_t *n, enum probe_llama *llama);
 
 #endif

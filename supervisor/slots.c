@@ -172,6 +172,19 @@ static uint64_t gguf_extra(const struct model *m, int fd, uint64_t weights)
 	return plus(ggufmeta_kv_bytes(&g, ctx * parallel), LM_COMPUTE_MARGIN + weights / LM_COMPUTE_MARGIN_DIV);
 }
 
+/* A need for people: "about 1.5 GiB", or for one that saturated, what 64 bits cannot count. */
+static void need_text(char *buf, size_t len, uint64_t need)
+{
+	char bytes[32];
+
+	if (need == UINT64_MAX) {
+		snprintf(buf, len, "more than 16 EiB");
+		return;
+	}
+	log_bytes(bytes, sizeof bytes, need);
+	snprintf(buf, len, "about %s", bytes);
+}
+
 /*
  * The need: the file's size plus what the engine added the last time this
  * slot loaded it, or for a GGUF model its estimate, whichever is more.
@@ -179,7 +192,7 @@ static uint64_t gguf_extra(const struct model *m, int fd, uint64_t weights)
 static int env_check_memory(struct slot *s, const struct model *m, uint64_t freed, char *msg, size_t len)
 {
 	struct slot_rt *rt = rt_of(s);
-	char need_s[32], free_s[32];
+	char need_s[48], free_s[32];
 	uint64_t size;
 	int fd;
 
@@ -191,9 +204,9 @@ static int env_check_memory(struct slot *s, const struct model *m, uint64_t free
 	uint64_t avail = device_free(s);
 	if (avail == 0 || need <= avail + freed)
 		return 0;
-	log_bytes(need_s, sizeof need_s, need);
+	need_text(need_s, sizeof need_s, need);
 	log_bytes(free_s, sizeof free_s, avail + freed);
-	snprintf(msg, len, "%s needs about %s; %s has %s free%s", m->name, need_s, s->conf->device, free_s,
+	snprintf(msg, len, "%s needs %s; %s has %s free%s", m->name, need_s, s->conf->device, free_s,
 		 freed ? " once the current model is unloaded" : "");
 	if (s->conf->memory_check == MEMCHECK_REFUSE)
 		return -1;
@@ -202,13 +215,18 @@ static int env_check_memory(struct slot *s, const struct model *m, uint64_t free
 	return 1;
 }
 
-/* A GGUF model on a GPU slot needs a llama engine built with CUDA, which the probe found or not. */
+/*
+ * A GGUF model on a GPU slot needs a llama engine built with CUDA: one the
+ * probe found built without it is refused here. Where the probe found no
+ * llama engine at all, the load fails, saying why it is missing.
+ */
 static int env_can_run(struct slot *s, const struct model *m, char *msg, size_t len)
 {
 	uint64_t size;
 	int fd;
 
-	if (strncmp(s->conf->device, "cuda", 4) != 0 || md.llama_gpu || (fd = child_open_model(m, &size, msg, len)) < 0)
+	if (strncmp(s->conf->device, "cuda", 4) != 0 || md.llama != PROBE_LLAMA_CPU ||
+	    (fd = child_open_model(m, &size, msg, len)) < 0)
 		return 0;	/* a file that cannot be read fails at spawn, with its own message */
 	bool llama = strcmp(child_engine_for(m, s->conf->device, fd), "llama") == 0;
 	close(fd);

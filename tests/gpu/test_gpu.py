@@ -198,25 +198,43 @@ class DriverRefuses(EnvTest):
         self.assert_unavailable_and_retried("a", "cuInit: CUDA_ERROR_NO_DEVICE")
 
 
-
 @needs_gpu
-@unittest.skipUnless(llama_runs_on_gpus() is False, "skipped: no llama engine, or one built with CUDA")
+@unittest.skipUnless(os.path.exists(os.path.join(BUILD, "modeld-engine-llama.so")), "skipped: no llama engine")
 class GgufWithoutCuda(DaemonTest):
     """A GGUF model on a GPU slot, where the llama engine has no CUDA: refused before anything is unloaded."""
     models = {"a": A}
     config = "[slot gpu]\ndevice = cuda:0\n"
 
     def test_a_gguf_model_is_refused_and_the_slot_keeps_its_model(self):
+        if llama_runs_on_gpus():
+            self.skipTest("the llama engine here is built with CUDA")
         subprocess.run([MKGGUF, VOCAB, os.path.join(self.d.models_dir, "g.gguf"), "--seed", "1"], check=True,
                        timeout=120)
         c = self.d.client()
         c.ok("reload")
         c.ok("load", model="a")
+        pid = c.ok("status")["slots"][0]["pid"]
         e = c.call("load", model="g")["error"]
+        st = c.ok("status")["slots"][0]
+        self.assertEqual((st["state"], st["model"], st["pid"]), ("ready", "a", pid))     # nothing unloaded
         self.assertEqual(e["code"], "load_failed")
         self.assertIn("built here without CUDA", e["message"])
-        st = c.ok("status")["slots"][0]
-        self.assertEqual((st["state"], st["model"]), ("ready", "a"))
+
+
+@needs_gpu
+class GgufWithNoLlamaEngine(DaemonTest):
+    """A GGUF model on a GPU slot where there is no llama engine at all: the load says that, not "without CUDA"."""
+    models = {"a": A}
+    config = "[modeld]\nengine_dir = @DIR@/engines\n[slot gpu]\ndevice = cuda:0\n"
+    files = {"models/text.gguf": b"GGUF" + bytes(60),
+             "engines/modeld-engine-llama.missing": b"it was not built: llama.sh: npm not found\n"}
+
+    def test_the_load_names_the_missing_engine(self):
+        c = self.d.client()
+        c.ok("load", model="a")
+        e = c.call("load", model="text")["error"]
+        self.assertEqual(e["code"], "load_failed")
+        self.assertIn("no engine called llama: it was not built", e["message"])
 
 
 if __name__ == "__main__":
