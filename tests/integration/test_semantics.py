@@ -1,6 +1,7 @@
 """The request semantics operators rely on: what waits, what fails, and why."""
 import os
 import signal
+import struct
 import subprocess
 import time
 import unittest
@@ -245,14 +246,33 @@ class Fallback(DaemonTest):
         self.assertEqual(evs[-1]["model"], "a")
 
 
+def gguf_header(arch, **numbers):
+    """A GGUF file of no tensors: its architecture and u64 numbers under "<arch>.<key>"."""
+    def string(s):
+        return struct.pack("<Q", len(s)) + s.encode()
+    kvs = string("general.architecture") + struct.pack("<I", 8) + string(arch)
+    for key, value in numbers.items():
+        kvs += string(arch + "." + key) + struct.pack("<IQ", 10, value)
+    return b"GGUF" + struct.pack("<IQQ", 3, 0, 1 + len(numbers)) + kvs
+
+
 class MemoryCheck(DaemonTest):
     models = {"a": A, "huge": HUGE}
+    # its KV cache, 4096 tokens x 4 generations x 2^49 layers x (1 + 1) x 2 bytes, is 2^66 bytes: 0 if it wrapped
+    files = {"models/wraps.gguf": gguf_header("llama", block_count=1 << 49, embedding_length=1,
+                                              **{"attention.head_count": 1})}
     config = "[slot cpu]\nmemory_check = refuse\n"
 
     def test_refuse(self):
         r = self.d.client().call("load", model="huge")
         self.assertEqual(r["error"]["code"], "insufficient_memory")
         self.assertIn("needs about", r["error"]["message"])
+        self.assertEqual(self.d.workers(), [])
+
+    def test_an_estimate_too_large_to_count_is_refused(self):
+        r = self.d.client().call("load", model="wraps")
+        self.assertEqual(r["error"]["code"], "insufficient_memory", r)
+        self.assertIn("wraps needs more than 16 EiB", r["error"]["message"])
         self.assertEqual(self.d.workers(), [])
 
 

@@ -108,6 +108,49 @@ static void test_an_estimate_too_large_to_count_is_the_largest(void **state)
 	assert_true(ggufmeta_kv_bytes(&m, 1) == UINT64_MAX);
 }
 
+static void put_u64_kv(struct buf *b, const char *key, uint64_t v)
+{
+	put_str(b, key);
+	put(b, 10, 4);		/* u64 */
+	put(b, v, 8);
+}
+
+/* A llama header whose numbers are its own: u64 layers and key length, one head, width 1. */
+static void crafted(struct buf *b, uint64_t layers, uint64_t key_length)
+{
+	memcpy(b->b, "GGUF", 4);
+	b->n = 4;
+	put(b, 3, 4);
+	put(b, 0, 8);			/* tensors */
+	put(b, 6, 8);			/* key-values */
+	put_str(b, "general.architecture");
+	put(b, 8, 4);			/* string */
+	put_str(b, "llama");
+	put_u64_kv(b, "llama.block_count", layers);
+	put_u32_kv(b, "llama.embedding_length", 1);
+	put_u32_kv(b, "llama.attention.head_count", 1);
+	put_u64_kv(b, "llama.attention.key_length", key_length);
+	put_u32_kv(b, "llama.attention.value_length", 1);
+}
+
+static void test_a_crafted_header_cannot_wrap_its_estimate_to_little(void **state)
+{
+	(void)state;
+	struct buf b;
+	struct ggufmeta m;
+	char err[GGUFMETA_ERR_LEN];
+
+	/* 4096 tokens x 4 generations x 2^49 layers x (1 + 1) x 2 bytes = 2^66: it would wrap to 0 */
+	crafted(&b, 1ull << 49, 1);
+	assert_int_equal(read_buf(&b, &m, err), 0);
+	assert_int_equal(m.layers, 1ull << 49);
+	assert_true(ggufmeta_kv_bytes(&m, 4096 * 4) == UINT64_MAX);
+	/* one layer, but keys of 2^64 - 1 and values of 1: their sum would wrap to 0 */
+	crafted(&b, 1, UINT64_MAX);
+	assert_int_equal(read_buf(&b, &m, err), 0);
+	assert_true(ggufmeta_kv_bytes(&m, 4096 * 4) == UINT64_MAX);
+}
+
 static void test_every_truncation_is_an_error(void **state)
 {
 	(void)state;
@@ -166,6 +209,7 @@ int main(void)
 		cmocka_unit_test(test_reads_a_llama_header),
 		cmocka_unit_test(test_every_truncation_is_an_error),
 		cmocka_unit_test(test_an_estimate_too_large_to_count_is_the_largest),
+		cmocka_unit_test(test_a_crafted_header_cannot_wrap_its_estimate_to_little),
 		cmocka_unit_test(test_lies_about_sizes_are_errors),
 		cmocka_unit_test(test_a_header_without_its_numbers),
 	};
