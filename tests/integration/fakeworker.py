@@ -13,7 +13,7 @@ the line before it (see harness.fake_worker):
 - chatty: says it loaded, with a key that message does not have;
 - loads_twice: says it loaded, twice;
 - warms_first: says it warmed up before it says it loaded;
-- forger: writes a line that looks like modeld's own, with control bytes, then loads;
+- forger: writes lines that look like modeld's own, with control bytes, in one write, then loads;
 - spawner: starts a process in a session of its own (its pid in the file
   "orphan" beside the worker) and then serves as a silent but loaded worker.
 """
@@ -68,7 +68,8 @@ def answer(m):
 
 load = recv()
 if MODE == "forger":
-    sys.stderr.write("12:00:00.000 modeld[1] error: slot cpu: forged\x1b[2J\rmore\n")
+    sys.stderr.write("12:00:00.000 modeld[1] error: slot cpu: forged\x1b[2J\rmore\n"
+                     "12:00:00.000 modeld[1] info: forged too\x7f\n")
     sys.stderr.flush()
 if MODE == "spawner":
     import os

@@ -442,13 +442,14 @@ class WorkerLines(DaemonTest):
     files = {"fake-worker": fake_worker("forger")}
     config = fake_config()
 
-    def test_a_workers_line_is_marked_as_its_own_and_escaped(self):
+    def test_a_workers_lines_are_marked_as_its_own_and_escaped(self):
         c = self.d.client()
         c.ok("load", model="a")
         pid = c.ok("status")["slots"][0]["pid"]
-        wait_until(lambda: "forged" in self.d.read_log(), what="the worker's line")
+        wait_until(lambda: "forged too" in self.d.read_log(), what="the worker's lines")
         lines = [line for line in self.d.read_log().split("\n") if "forged" in line]
-        self.assertEqual(lines, ["worker %d: 12:00:00.000 modeld[1] error: slot cpu: forged\\x1b[2J\\x0dmore" % pid])
+        self.assertEqual(lines, ["worker %d: 12:00:00.000 modeld[1] error: slot cpu: forged\\x1b[2J\\x0dmore" % pid,
+                                 "worker %d: 12:00:00.000 modeld[1] info: forged too\\x7f" % pid])
 
 
 class Breach(unittest.TestCase):
