@@ -6,7 +6,7 @@
  * mapped by llama.cpp; its context (KV cache, compute buffers) is made in
  * load, so that everything that opens files or probes the host happens
  * before the sandbox. llama.cpp's own log goes to the worker's log at
- * warning level and above; its last error is the reason a load fails.
+ * warning level and above; its first error line is the reason a load fails.
  *
  * Generations run together as llama.cpp's server runs its slots: one context
  * with `parallel` sequences, each with its own stream of KV cells (ctx of
@@ -39,7 +39,7 @@
 #define LLAMA_BATCH_DEFAULT 512
 #define LLAMA_PIECE_MAX 256
 #define LLAMA_REPEAT_LAST_N 64
-#define LLAMA_ERR_MAX 200
+#define LLAMA_ERR_MAX 200	/* of llama.cpp's first error line, carried in a failed load's message; the rest is cut */
 #define LLAMA_DECODE_ABORTED 2	/* llama_decode's answer when the abort callback said stop */
 /* Texts at least this long are tokenized on a thread while the worker's thread ticks, every LM_TICK_WAIT_US. */
 #define LM_TOKENIZE_INLINE_BYTES 16384
