@@ -87,7 +87,7 @@ $(BUILD)/gen/kernels_fatbin.o: $(BUILD)/gen/kernels_fatbin.c
 
 
 PROGS = $(BUILD)/modeld $(BUILD)/modeld-worker $(BUILD)/modelctl $(BUILD)/mkmodel \
-	$(BUILD)/test-engines/modeld-engine-old.so
+	$(BUILD)/test-engines/modeld-engine-old.so $(BUILD)/test-engines/modeld-engine-held.so
 
 all: $(PROGS) llama
 
@@ -199,6 +199,11 @@ $(BUILD)/modelctl: $(call obj,$(CLI_SRC) $(PROTO_SRC) proto/json.c)
 
 # An engine of an older interface, which the worker must refuse (tests).
 $(BUILD)/test-engines/modeld-engine-old.so: $(BUILD)/pic/tests/engine_old.o
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -shared -o $@ $^
+
+# An engine whose load holds until it is stopped (tests look at a loading worker).
+$(BUILD)/test-engines/modeld-engine-held.so: $(BUILD)/pic/tests/engine_held.o
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -shared -o $@ $^
 

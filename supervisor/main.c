@@ -183,17 +183,23 @@ static int parse_args(int argc, char **argv, struct options *o)
 }
 
 /*
- * Workers never keep root: as root without worker_user they run as
- * WORKER_DEFAULT_USER, which holds nothing and may do nothing.
+ * Workers never keep root's privileges: as root without worker_user they
+ * run as the first of WORKER_DEFAULT_USERS that exists, which holds
+ * nothing and may do nothing; where none exists they keep uid 0 and drop
+ * every capability (as every worker does).
  */
 static void default_worker_user(struct config *c)
 {
-	struct passwd *pw;
+	static const char *const users[] = WORKER_DEFAULT_USERS;
+	struct passwd *pw = NULL;
 
 	if (geteuid() != 0 || c->worker_uid != CONFIG_NO_USER)
 		return;
-	if (!(pw = getpwnam(WORKER_DEFAULT_USER))) {
-		log_warn("no user %s: workers keep root (set worker_user)", WORKER_DEFAULT_USER);
+	for (size_t i = 0; !pw && i < sizeof users / sizeof users[0]; i++)
+		pw = getpwnam(users[i]);
+	if (!pw) {
+		log_warn("no user %s or %s: workers run as root, with no capability (set worker_user)",
+			 users[0], users[1]);
 		return;
 	}
 	c->worker_uid = pw->pw_uid;

@@ -66,8 +66,9 @@
 #define HTTP_STREAM_SNDBUF (64u << 10)
 /* A token stream whose client leaves this much unread is cancelled, with an error event. */
 #define HTTP_STREAM_MAX_OWED (256u << 10)
-/* Whom workers run as when modeld is root and worker_user is not set. */
-#define WORKER_DEFAULT_USER "nobody"
+/* Whom workers run as when modeld is root and worker_user is not set: the first of these
+ * that exists (the package makes the user modeld). */
+#define WORKER_DEFAULT_USERS { "modeld", "nobody" }
 /* Descriptors kept from clients: stdio, the log, the listener, the event loop, a spawn's. */
 #define FD_RESERVE 32
 /* And per slot: its worker's channel. */

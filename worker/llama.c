@@ -3,10 +3,12 @@
  * through llama.cpp's C API, text in and text out.
  *
  * The model is opened as /proc/self/fd/N, the descriptor modeld passed, and
- * mapped by llama.cpp; its context (KV cache, compute buffers) is made in
- * load, so that everything that opens files or probes the host happens
- * before the sandbox. llama.cpp's own log goes to the worker's log at
- * warning level and above; its first error line is the reason a load fails.
+ * read by llama.cpp in the worker's loading sandbox (files open only to be
+ * read); its context (KV cache, compute buffers) is made in load too, so
+ * that everything that opens files or probes the host happens before the
+ * loaded sandbox, which opens nothing. llama.cpp's own log goes to the
+ * worker's log at warning level and above; its first error line is the
+ * reason a load fails.
  *
  * Generations run together as llama.cpp's server runs its slots: one context
  * with `parallel` sequences, each with its own stream of KV cells (ctx of

@@ -4,10 +4,11 @@
  * Started by modeld with the channel on fd 3. The first message is WM_LOAD,
  * which carries the weights fd: the worker opens no file itself (an engine
  * that is a shared object is opened before the sandbox). It drops to its
- * user, opens its engine, enters the sandbox (a loading one, which may
- * still open files to read: llama.cpp opens the model by its path), loads,
- * reports, enters the loaded sandbox, warms up and then serves requests until
- * WM_STOP or the end of the channel: up to `parallel` WM_INFER at once,
+ * user and every capability, opens its engine, enters the sandbox (a
+ * loading one, which may still open files to read: llama.cpp opens the
+ * model by its path; on a GPU, the driver its device files), loads,
+ * reports, enters the loaded sandbox, warms up and then serves requests
+ * until WM_STOP or the end of the channel: up to `parallel` WM_INFER at once,
  * stepped together (the engine batches them where it can, and a request
  * that comes joins between steps), or one WM_TOKENIZE, WM_DETOKENIZE or
  * WM_EMBED when no inference runs. Pings are answered between chunks of
@@ -684,7 +685,7 @@ static void load_model(struct worker *w)
 		goto failed;
 	}
 	/* nothing from outside (engine, weights) is touched with modeld's privileges */
-	if (w->uid != SANDBOX_KEEP_IDS && sandbox_drop_ids(w->uid, w->gid, err, sizeof err)) {
+	if (sandbox_drop_privileges(w->uid, w->gid, err, sizeof err)) {
 		engine_fail(&e, "load_failed", "%s", err);
 		goto failed;
 	}
@@ -702,8 +703,10 @@ static void load_model(struct worker *w)
 		abort();
 	if (w->engine->open(&w->ctx, &a.params, &e))
 		goto failed;
-	/* a crafted model file meets a worker that may no longer do much: it is read in the sandbox */
-	if (sandbox_enter(true, debug, err, sizeof err)) {
+	/* a crafted model file meets a worker that may no longer do much: it is read in the sandbox,
+	 * which opens files only to read them but where a GPU driver opens its device files */
+	if (sandbox_enter(strcmp(a.device, "cpu") ? SANDBOX_LOADING_DEVICE : SANDBOX_LOADING, debug,
+			  err, sizeof err)) {
 		engine_fail(&e, "load_failed", "sandbox: %s", err);
 		goto failed;
 	}
@@ -711,7 +714,7 @@ static void load_model(struct worker *w)
 		goto failed;
 	close(fd);
 	report_loaded(w);
-	if (sandbox_enter(false, debug, err, sizeof err)) {
+	if (sandbox_enter(SANDBOX_LOADED, debug, err, sizeof err)) {
 		engine_fail(&e, "load_failed", "sandbox: %s", err);
 		goto failed;
 	}

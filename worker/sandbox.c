@@ -1,5 +1,6 @@
 /*
- * sandbox.c: seccomp allow-list (libseccomp), no_new_privs and rlimits.
+ * sandbox.c: ids and capabilities dropped, seccomp allow-list (libseccomp),
+ * no_new_privs and rlimits.
  *
  * How to debug a refused call: run modeld with MODELD_SECCOMP_DEBUG=1 in its
  * environment (workers inherit it). A refused call is then trapped, named in
@@ -20,6 +21,8 @@
 #include <ucontext.h>
 #include <unistd.h>
 #include <grp.h>
+#include <sys/syscall.h>
+#include <linux/capability.h>
 
 #include <seccomp.h>
 
@@ -109,33 +112,47 @@ static bool opens(int nr)
 	return nr == SCMP_SYS(openat) || nr == SCMP_SYS(open);
 }
 
-/*
- * While loading, files may be opened but nothing made or cut short:
- * llama.cpp opens the model by its path (/proc/self/fd/N), and a device
- * driver may open its device files as it sets memory up. O_CREAT and
- * O_TRUNC are refused (EACCES).
- */
-static int allow_opening(scmp_filter_ctx ctx)
-{
-	const scmp_datum_t making = O_CREAT | O_TRUNC;
-	int rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(openat), 1, SCMP_A2(SCMP_CMP_MASKED_EQ, making, 0));
+/* Flags of open and openat that a loading worker may not use, each as mask and value;
+ * for_devices: allowed where the slot has a device, whose driver opens its files read-write. */
+static const struct { scmp_datum_t mask, value; bool for_devices; } open_refused[] = {
+	{ O_CREAT, O_CREAT, false },		/* nothing is made */
+	{ O_TRUNC, O_TRUNC, false },		/* nor cut short, even opened to be read */
+	{ O_ACCMODE, O_WRONLY, true },		/* nor opened to be written */
+	{ O_ACCMODE, O_RDWR, true },
+	{ O_ACCMODE, O_ACCMODE, true },
+};
 
-	if (rc == 0)
-		rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EACCES), SCMP_SYS(openat), 1,
-				      SCMP_A2(SCMP_CMP_MASKED_EQ, making, O_CREAT));
-	if (rc == 0)
-		rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EACCES), SCMP_SYS(openat), 1,
-				      SCMP_A2(SCMP_CMP_MASKED_EQ, O_TRUNC, O_TRUNC));
-	if (rc == 0)
-		rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(open), 1, SCMP_A1(SCMP_CMP_MASKED_EQ, making, 0));
-	if (rc == 0)
-		rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EACCES), SCMP_SYS(open), 1,
-				      SCMP_A1(SCMP_CMP_MASKED_EQ, making, O_CREAT));
-	if (rc == 0)
-		rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EACCES), SCMP_SYS(open), 1,
-				      SCMP_A1(SCMP_CMP_MASKED_EQ, O_TRUNC, O_TRUNC));
-	if (rc == 0)	/* llama.cpp advises the kernel on how it will read the file it maps */
-		rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(fadvise64), 0);
+/* The flags argument: open's second, openat's third. */
+static struct scmp_arg_cmp open_flags(int nr, scmp_datum_t mask, scmp_datum_t value)
+{
+	return SCMP_CMP(nr == SCMP_SYS(openat) ? 2 : 1, SCMP_CMP_MASKED_EQ, mask, value);
+}
+
+/*
+ * While loading, files may be opened to be read: llama.cpp opens the model
+ * by its path (/proc/self/fd/N), the llama engine /proc/self/statm for its
+ * memory, libc /etc/localtime, jansson /dev/urandom (what strace saw on
+ * loads of the cpu and llama engines: nothing opened to be written).
+ * devices: files that exist may be opened to be written too, for the GPU
+ * driver's device files (the driver may open them as it sets memory up).
+ * Any other open fails with EACCES.
+ */
+static int allow_opening(scmp_filter_ctx ctx, bool devices)
+{
+	const int calls[] = { SCMP_SYS(openat), SCMP_SYS(open) };
+	scmp_datum_t refused = 0;
+	int rc = 0;
+
+	for (size_t i = 0; i < sizeof open_refused / sizeof open_refused[0]; i++)
+		if (!devices || !open_refused[i].for_devices)
+			refused |= open_refused[i].mask;
+	for (size_t c = 0; rc == 0 && c < sizeof calls / sizeof calls[0]; c++) {
+		rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, calls[c], 1, open_flags(calls[c], refused, 0));
+		for (size_t i = 0; rc == 0 && i < sizeof open_refused / sizeof open_refused[0]; i++)
+			if (!devices || !open_refused[i].for_devices)
+				rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EACCES), calls[c], 1,
+						      open_flags(calls[c], open_refused[i].mask, open_refused[i].value));
+	}
 	if (rc == 0)	/* the loaded worker's filter, which can only take more away */
 		rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(seccomp), 0);
 	return rc;
@@ -144,15 +161,16 @@ static int allow_opening(scmp_filter_ctx ctx)
 /*
  * The filter: the architecture is checked by libseccomp (a call from another
  * ABI kills), then the denied and allowed calls above (while loading, files
- * may be opened for reading: allow_opening), then calls allowed with
+ * may be opened: allow_opening), then calls allowed with
  * arguments checked: clone only for a thread (a device driver may start
  * one), never a process. Anything else kills the worker (traps in debug).
  * TSYNC puts every thread of the worker, the driver's too, under it. The
  * loaded worker's filter stacks on the loading one: of the two answers to
  * a call, the kernel takes the stricter.
  */
-static int sandbox_filter(int debug, bool loading)
+static int sandbox_filter(int debug, enum sandbox_stage stage)
 {
+	bool loading = stage != SANDBOX_LOADED;
 	scmp_filter_ctx ctx = seccomp_init(debug ? SCMP_ACT_TRAP : SCMP_ACT_KILL_PROCESS);
 	int rc = ctx ? seccomp_attr_set(ctx, SCMP_FLTATR_CTL_TSYNC, 1) : -ENOMEM;
 
@@ -163,7 +181,7 @@ static int sandbox_filter(int debug, bool loading)
 		if (!loading || !opens(denied[i].nr))
 			rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(denied[i].err), denied[i].nr, 0);
 	if (rc == 0 && loading)
-		rc = allow_opening(ctx);
+		rc = allow_opening(ctx, stage == SANDBOX_LOADING_DEVICE);
 	for (size_t i = 0; rc == 0 && i < sizeof allowed / sizeof allowed[0]; i++)
 		rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, allowed[i], 0);
 	if (rc == 0)
@@ -188,31 +206,98 @@ static int sandbox_filter(int debug, bool loading)
 	return rc;
 }
 
-/*
- * No way back: all three ids, and no supplementary groups. A change of
- * credentials clears the parent-death signal, so it is set again: a worker
- * must never outlive modeld.
- */
-int sandbox_drop_ids(uid_t uid, gid_t gid, char *err, size_t errlen)
+/* Whether the effective set holds cap. */
+static bool holds(int cap)
 {
-	uid_t r, e, s;
-	pid_t parent = getppid();
+	struct __user_cap_header_struct h = { _LINUX_CAPABILITY_VERSION_3, 0 };
+	struct __user_cap_data_struct d[_LINUX_CAPABILITY_U32S_3] = { 0 };
 
-	if (setgroups(0, NULL) || setresgid(gid, gid, gid) || setresuid(uid, uid, uid))
-		goto fail;
-	if (getresuid(&r, &e, &s) || r != uid || e != uid || s != uid || setuid(0) == 0) {
-		errno = EPERM;
-		goto fail;
-	}
-	if (prctl(PR_SET_PDEATHSIG, SIGKILL) || getppid() != parent)
-		goto fail;
-	return 0;
-fail:
-	snprintf(err, errlen, "cannot drop to uid %d: %s", (int)uid, strerror(errno));
-	return -1;
+	return syscall(SYS_capget, &h, d) == 0 && (d[CAP_TO_INDEX(cap)].effective & CAP_TO_MASK(cap));
 }
 
-int sandbox_enter(bool loading, int debug, char *err, size_t errlen)
+/*
+ * The bounding set, while CAP_SETPCAP allows it (as root, before the ids
+ * change). Without it the set stays: only an exec reads it, and the filter
+ * refuses exec.
+ */
+static int drop_bounding(void)
+{
+	if (!holds(CAP_SETPCAP))
+		return 0;
+	for (int cap = 0; prctl(PR_CAPBSET_READ, cap, 0, 0, 0) >= 0; cap++)
+		if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0))
+			return -1;
+	return 0;
+}
+
+/*
+ * All three ids, and no supplementary groups; then a setuid(0) that works
+ * would mean there is a way back.
+ */
+static int drop_ids(uid_t uid, gid_t gid)
+{
+	uid_t r, e, s;
+
+	if (setgroups(0, NULL) || setresgid(gid, gid, gid) || setresuid(uid, uid, uid))
+		return -1;
+	if (getresuid(&r, &e, &s) || r != uid || e != uid || s != uid || setuid(0) == 0) {
+		errno = EPERM;
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * The ambient set (which a modeld started with capabilities for its own use
+ * passes on to its workers), then the permitted, effective and inheritable
+ * sets, checked to be empty. A kernel without ambient capabilities (before
+ * 4.3) answers EINVAL: it has none to clear.
+ */
+static int drop_caps(void)
+{
+	struct __user_cap_header_struct h = { _LINUX_CAPABILITY_VERSION_3, 0 };
+	struct __user_cap_data_struct d[_LINUX_CAPABILITY_U32S_3] = { 0 };
+
+	if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) && errno != EINVAL)
+		return -1;
+	if (syscall(SYS_capset, &h, d) || syscall(SYS_capget, &h, d))
+		return -1;
+	for (size_t i = 0; i < _LINUX_CAPABILITY_U32S_3; i++)
+		if (d[i].effective || d[i].permitted || d[i].inheritable) {
+			errno = EPERM;
+			return -1;
+		}
+	return 0;
+}
+
+/*
+ * No way back. A change of credentials clears the parent-death signal, so
+ * it is set again: a worker must never outlive modeld.
+ */
+int sandbox_drop_privileges(uid_t uid, gid_t gid, char *err, size_t errlen)
+{
+	pid_t parent = getppid();
+
+	if (drop_bounding()) {
+		snprintf(err, errlen, "cannot drop the capability bounding set: %s", strerror(errno));
+		return -1;
+	}
+	if (uid != SANDBOX_KEEP_IDS && drop_ids(uid, gid)) {
+		snprintf(err, errlen, "cannot drop to uid %d: %s", (int)uid, strerror(errno));
+		return -1;
+	}
+	if (drop_caps()) {
+		snprintf(err, errlen, "cannot drop capabilities: %s", strerror(errno));
+		return -1;
+	}
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) || getppid() != parent) {
+		snprintf(err, errlen, "modeld is gone: %s", strerror(errno ? errno : ESRCH));
+		return -1;
+	}
+	return 0;
+}
+
+int sandbox_enter(enum sandbox_stage stage, int debug, char *err, size_t errlen)
 {
 	static bool entered;	/* then no_new_privs, the rlimits and the debug trap are in place */
 	int rc;
@@ -230,7 +315,7 @@ int sandbox_enter(bool loading, int debug, char *err, size_t errlen)
 		return -1;
 	}
 	entered = true;
-	rc = sandbox_filter(debug, loading);
+	rc = sandbox_filter(debug, stage);
 	if (rc) {
 		snprintf(err, errlen, "seccomp filter: %s", strerror(-rc));
 		return -1;

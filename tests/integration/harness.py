@@ -188,7 +188,7 @@ class Daemon:
 
     def __init__(self, config=None, models=None, files=None, extra_args=(), fifos=(), **popen):
         self.dir = tempfile.mkdtemp(prefix="modeld-test-")
-        os.chmod(self.dir, 0o755)     # as root, workers run as nobody: engines in here must be theirs to read
+        os.chmod(self.dir, 0o755)     # as root, workers run as modeld or nobody: engines in here must be theirs to read
         self.models_dir = os.path.join(self.dir, "models")
         os.mkdir(self.models_dir)
         for name in fifos:

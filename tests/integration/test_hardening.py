@@ -13,7 +13,7 @@ import unittest
 
 import msgpack
 
-from harness import DEADLINE, MODELCTL, MODELD, Daemon, DaemonTest, fake_worker, perm_tokens, pid_alive, wait_until
+from harness import BUILD, DEADLINE, MODELCTL, MODELD, Daemon, DaemonTest, fake_worker, perm_tokens, pid_alive, wait_until
 
 A = ("--n", 16, "--a", 3, "--c", 1)
 
@@ -106,21 +106,52 @@ class Descriptors(unittest.TestCase):
         conn.close()
 
 
+def default_worker_uid():
+    """Whom the workers of a root modeld without worker_user run as: modeld where it exists, else nobody."""
+    import pwd
+    for name in ("modeld", "nobody"):
+        try:
+            return pwd.getpwnam(name).pw_uid
+        except KeyError:
+            pass
+    return 0
+
+
 class Sandbox(DaemonTest):
+    """A worker reads its model file under its seccomp filter, with no_new_privs and, under a root
+    modeld, as another user with no capability: a crafted file meets a worker that can do little."""
+    config = "[modeld]\nengine_dir = %s\n[model held]\npath = @DIR@/models/a.safetensors\nengine = held\n" % (
+        os.path.join(BUILD, "test-engines"))
+
     def status_of(self, pid):
         with open("/proc/%d/status" % pid) as f:
             return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
 
-    def test_the_model_file_is_read_in_the_sandbox_by_a_user_of_no_privilege(self):
+    def assert_unprivileged(self, st):
+        self.assertEqual((st["Seccomp"], st["NoNewPrivs"]), ("2", "1"))
+        for caps in ("CapInh", "CapPrm", "CapEff", "CapAmb"):
+            self.assertEqual(int(st[caps], 16), 0, caps)
+        if os.geteuid() == 0:       # modeld as root: its workers are not
+            self.assertEqual(st["Uid"].split(), [str(default_worker_uid())] * 4)
+            self.assertEqual(int(st["CapBnd"], 16), 0)
+
+    def test_a_worker_reading_its_model_file_is_sandboxed_and_unprivileged(self):
+        c = self.d.client()
+        c.ok("subscribe", events=["progress"])
+        rid = c.request("load", model="held")       # its engine reads the file, then holds until stopped
+        c.wait_event(lambda e: e["event"] == "progress" and e["model"] == "held", what="the held load to read")
+        st = self.status_of(c.ok("status", slot="cpu")["slots"][0]["pid"])
+        self.assertEqual(st["Seccomp_filters"], "1")    # the loading one: the load is under way
+        self.assert_unprivileged(st)
+        c.ok("unload", slot="cpu")
+        self.assertEqual(c.reply(rid)["error"]["code"], "cancelled")
+
+    def test_a_loaded_worker_has_both_filters(self):
         c = self.d.client()
         c.ok("load", model="a")
         st = self.status_of(c.ok("status")["slots"][0]["pid"])
-        self.assertEqual((st["Seccomp"], st["NoNewPrivs"]), ("2", "1"))
         self.assertEqual(st["Seccomp_filters"], "2")    # the one the file was read under, and the loaded one
-        if os.geteuid() == 0:       # modeld as root: its workers are not
-            self.assertNotIn("0", st["Uid"].split())
-            self.assertEqual(int(st["CapEff"], 16), 0)
-            self.assertEqual(int(st["CapPrm"], 16), 0)
+        self.assert_unprivileged(st)
 
 
 class Ids(DaemonTest):
@@ -239,14 +270,13 @@ class LeftBehind(DaemonTest):
 
 @unittest.skipUnless(os.geteuid() == 0, "needs root")
 class WorkersNeverKeepRoot(DaemonTest):
-    def test_without_worker_user_a_worker_runs_as_nobody_with_no_capabilities(self):
+    def test_without_worker_user_a_worker_runs_as_modeld_or_nobody_with_no_capabilities(self):
         c = self.d.client()
         c.ok("load", model="a")
         pid = c.ok("status", slot="cpu")["slots"][0]["pid"]
         with open("/proc/%d/status" % pid) as f:
             st = {l.split(":")[0]: l.split()[1:] for l in f}
-        nobody = str(__import__("pwd").getpwnam("nobody").pw_uid)
-        self.assertEqual(st["Uid"], [nobody] * 4)
+        self.assertEqual(st["Uid"], [str(default_worker_uid())] * 4)
         self.assertEqual(st["CapEff"], ["0000000000000000"])
         self.assertEqual(st["CapPrm"], ["0000000000000000"])
 

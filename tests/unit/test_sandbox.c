@@ -9,10 +9,12 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <linux/capability.h>
 
 #include <cmocka.h>
 
@@ -24,7 +26,7 @@ static int in_sandbox(int (*fn)(void))
 	pid_t pid = fork();
 	if (pid == 0) {
 		char err[128];
-		if (sandbox_enter(false, 0, err, sizeof err) < 0)
+		if (sandbox_enter(SANDBOX_LOADED, 0, err, sizeof err) < 0)
 			_exit(100);
 		_exit(fn());
 	}
@@ -166,8 +168,9 @@ static void test_terminal_ioctls_are_refused(void **state)
 }
 
 /*
- * While loading: a file opens to be read, none is made or truncated, and no
- * process or socket is had; once loaded (the second filter), nothing opens.
+ * While loading: a file opens to be read, none is made or truncated, none
+ * (a device's file neither) opens to be written, and no process or socket
+ * is had; once loaded (the second filter), nothing opens.
  */
 static int load_then_serve(void)
 {
@@ -183,31 +186,126 @@ static int load_then_serve(void)
 		return 22;
 	if (socket(AF_INET, SOCK_STREAM, 0) >= 0 || errno != EACCES)
 		return 23;
-	if (sandbox_enter(false, 0, err, sizeof err) < 0)
+	if (open("/dev/null", O_RDWR) >= 0 || errno != EACCES)
+		return 26;
+	if (open("/dev/null", O_WRONLY | O_APPEND) >= 0 || errno != EACCES)
+		return 27;
+	if (syscall(SYS_open, "/dev/null", O_RDWR) >= 0 || errno != EACCES)
+		return 28;
+	if (sandbox_enter(SANDBOX_LOADED, 0, err, sizeof err) < 0)
 		return 24;
 	return open_file() ? 25 : 0;
+}
+
+/* Where the slot has a device, its driver's files open read-write; still nothing is made or cut short. */
+static int load_on_a_device(void)
+{
+	int fd = open("/dev/null", O_RDWR);
+
+	if (fd < 0)
+		return 30;
+	close(fd);
+	if (open("/tmp/modeld-sandbox-made", O_RDWR | O_CREAT, 0600) >= 0 || errno != EACCES)
+		return 31;
+	if (open("/dev/null", O_WRONLY | O_TRUNC) >= 0 || errno != EACCES)
+		return 32;
+	return 0;
+}
+
+/* Runs fn in a child that entered stage; returns its wait status. */
+static int in_stage(enum sandbox_stage stage, int (*fn)(void))
+{
+	pid_t pid = fork();
+	if (pid == 0) {
+		char err[128];
+		_exit(sandbox_enter(stage, 0, err, sizeof err) < 0 ? 100 : fn());
+	}
+	int st = 0;
+	waitpid(pid, &st, 0);
+	return st;
 }
 
 static void test_loading_reads_files_and_the_loaded_worker_none(void **state)
 {
 	(void)state;
-	pid_t pid = fork();
-	if (pid == 0) {
-		char err[128];
-		_exit(sandbox_enter(true, 0, err, sizeof err) < 0 ? 100 : load_then_serve());
-	}
-	int st = 0;
-	waitpid(pid, &st, 0);
+	int st = in_stage(SANDBOX_LOADING, load_then_serve);
 	assert_true(WIFEXITED(st));
 	assert_int_equal(WEXITSTATUS(st), 0);
-	pid = fork();
-	if (pid == 0) {
-		char err[128];
-		_exit(sandbox_enter(true, 0, err, sizeof err) < 0 ? 100 : make_process());
-	}
-	waitpid(pid, &st, 0);
+	st = in_stage(SANDBOX_LOADING_DEVICE, load_on_a_device);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+	st = in_stage(SANDBOX_LOADING, make_process);
 	assert_true(WIFSIGNALED(st));
 	assert_int_equal(WTERMSIG(st), SIGSYS);
+}
+
+/* 0 when the calling process holds no capability in any set, else which set holds one. */
+static int holds_nothing(void)
+{
+	struct __user_cap_header_struct h = { _LINUX_CAPABILITY_VERSION_3, 0 };
+	struct __user_cap_data_struct d[_LINUX_CAPABILITY_U32S_3];
+
+	if (syscall(SYS_capget, &h, d))
+		return 40;
+	for (int i = 0; i < _LINUX_CAPABILITY_U32S_3; i++)
+		if (d[i].effective || d[i].permitted || d[i].inheritable)
+			return 41;
+	for (int cap = 0; prctl(PR_CAPBSET_READ, cap, 0, 0, 0) >= 0; cap++)
+		if (prctl(PR_CAPBSET_READ, cap, 0, 0, 0) == 1)
+			return 42;
+	for (int cap = 0; prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_IS_SET, cap, 0, 0) >= 0; cap++)
+		if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_IS_SET, cap, 0, 0) == 1)
+			return 43;
+	return 0;
+}
+
+/*
+ * As root, with a capability in the ambient set too (as a service given one
+ * passes it on): uid is kept or dropped to, and every capability is gone.
+ */
+static int drop_from_root(uid_t uid)
+{
+	struct __user_cap_header_struct h = { _LINUX_CAPABILITY_VERSION_3, 0 };
+	struct __user_cap_data_struct d[_LINUX_CAPABILITY_U32S_3];
+	char err[128];
+
+	if (syscall(SYS_capget, &h, d))
+		return 50;
+	d[CAP_TO_INDEX(CAP_NET_BIND_SERVICE)].inheritable |= CAP_TO_MASK(CAP_NET_BIND_SERVICE);
+	if (syscall(SYS_capset, &h, d) || prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, CAP_NET_BIND_SERVICE, 0, 0))
+		return 51;
+	if (sandbox_drop_privileges(uid, uid == SANDBOX_KEEP_IDS ? 0 : (gid_t)uid, err, sizeof err))
+		return 52;
+	if (getuid() != (uid == SANDBOX_KEEP_IDS ? 0 : uid))
+		return 53;
+	return holds_nothing();
+}
+
+static int keep_root(void)
+{
+	return drop_from_root(SANDBOX_KEEP_IDS);
+}
+
+static int drop_to_nobody(void)
+{
+	return drop_from_root(65534);
+}
+
+static void test_no_capability_is_kept(void **state)
+{
+	(void)state;
+	if (geteuid() != 0)
+		skip();		/* needs capabilities to drop */
+	int (*const cases[])(void) = { keep_root, drop_to_nobody };
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		pid_t pid = fork();
+		if (pid == 0)
+			_exit(cases[i]());
+		int st = 0;
+		waitpid(pid, &st, 0);
+		assert_true(WIFEXITED(st));
+		assert_int_equal(WEXITSTATUS(st), 0);
+	}
 }
 
 static void test_processes_and_exec_kill(void **state)
@@ -230,6 +328,7 @@ int main(void)
 		cmocka_unit_test(test_processes_and_exec_kill),
 		cmocka_unit_test(test_terminal_ioctls_are_refused),
 		cmocka_unit_test(test_loading_reads_files_and_the_loaded_worker_none),
+		cmocka_unit_test(test_no_capability_is_kept),
 	};
 	return cmocka_run_group_tests_name("sandbox", tests, NULL, NULL);
 }
