@@ -71,6 +71,9 @@ parallel = 3
 
     def wait_running(self, c, want):
         wait_until(lambda: running(c, "main") == want, what="%d at the worker, %d queued" % want)
+        # A status read in the same turn as the last request may be answered before that request is
+        # written to the worker (it goes once the turn's reads are done): one more round trip, and it is.
+        c.ok("status")
 
     def test_up_to_parallel_at_the_worker_each_with_its_own_tokens(self):
         c = self.loaded()
