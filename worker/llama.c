@@ -654,7 +654,7 @@ static int llama_embed(struct engine_ctx *c, const char *text, float **vec, size
 	return rc;
 }
 
-/* On the CPU, what the process holds (mapped weights it touched included); on a GPU, model and context. */
+/* On the CPU, what the process holds (the weights it read included); on a GPU, model and context. */
 static void llama_memory(struct engine_ctx *c, struct engine_mem *m)
 {
 	char buf[128];
