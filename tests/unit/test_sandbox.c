@@ -5,12 +5,15 @@
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -172,17 +175,21 @@ static void test_terminal_ioctls_are_refused(void **state)
  * (a device's file neither) opens to be written, and no process or socket
  * is had; once loaded (the second filter), nothing opens.
  */
+/* A directory of the test's own, with a file in it: a filter that failed would write only there. */
+static char scratch[] = "/tmp/modeld-sandbox-XXXXXX";
+static char made[sizeof scratch + 8], kept[sizeof scratch + 8];
+
 static int load_then_serve(void)
 {
 	char err[128];
-	int fd = open("/etc/hostname", O_RDONLY);
+	int fd = open(kept, O_RDONLY);
 
 	if (fd < 0)
 		return 20;
 	close(fd);
-	if (open("/tmp/modeld-sandbox-made", O_WRONLY | O_CREAT, 0600) >= 0 || errno != EACCES)
+	if (open(made, O_WRONLY | O_CREAT, 0600) >= 0 || errno != EACCES)
 		return 21;
-	if (open("/etc/hostname", O_RDONLY | O_TRUNC) >= 0 || errno != EACCES)
+	if (open(kept, O_RDONLY | O_TRUNC) >= 0 || errno != EACCES)
 		return 22;
 	if (socket(AF_INET, SOCK_STREAM, 0) >= 0 || errno != EACCES)
 		return 23;
@@ -205,7 +212,7 @@ static int load_on_a_device(void)
 	if (fd < 0)
 		return 30;
 	close(fd);
-	if (open("/tmp/modeld-sandbox-made", O_RDWR | O_CREAT, 0600) >= 0 || errno != EACCES)
+	if (open(made, O_RDWR | O_CREAT, 0600) >= 0 || errno != EACCES)
 		return 31;
 	if (open("/dev/null", O_WRONLY | O_TRUNC) >= 0 || errno != EACCES)
 		return 32;
@@ -228,7 +235,19 @@ static int in_stage(enum sandbox_stage stage, int (*fn)(void))
 static void test_loading_reads_files_and_the_loaded_worker_none(void **state)
 {
 	(void)state;
+	assert_non_null(mkdtemp(scratch));
+	snprintf(made, sizeof made, "%s/made", scratch);
+	snprintf(kept, sizeof kept, "%s/kept", scratch);
+	int fd = open(kept, O_WRONLY | O_CREAT, 0600);
+	assert_true(fd >= 0 && write(fd, "x", 1) == 1);
+	close(fd);
 	int st = in_stage(SANDBOX_LOADING, load_then_serve);
+	struct stat sb;
+	bool untouched = stat(kept, &sb) == 0 && sb.st_size == 1 && access(made, F_OK) != 0;
+	unlink(made);
+	unlink(kept);
+	rmdir(scratch);
+	assert_true(untouched);
 	assert_true(WIFEXITED(st));
 	assert_int_equal(WEXITSTATUS(st), 0);
 	st = in_stage(SANDBOX_LOADING_DEVICE, load_on_a_device);
