@@ -33,7 +33,7 @@ endif
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
-PROTO_SRC = proto/proto.c proto/msg.c proto/frame.c proto/log.c proto/gen.c
+PROTO_SRC = proto/proto.c proto/msg.c proto/frame.c proto/log.c proto/gen.c proto/args.c
 PEER_SRC  = proto/peer.c
 SUP_SRC   = $(wildcard supervisor/*.c)
 CUDA_SRC  = worker/cuda.c worker/cudaapi.c
@@ -217,15 +217,16 @@ UNIT_TESTS = msg frame slot slot_random safetensors config sandbox ggufmeta text
 UNIT_BINS  = $(patsubst %,$(BUILD)/test_%,$(UNIT_TESTS))
 
 $(BUILD)/test_msg: $(call obj,tests/unit/test_msg.c $(PROTO_SRC))
-	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_MSGPACK) $(LIB_CMOCKA)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_MSGPACK) $(LIB_JANSSON) $(LIB_CMOCKA)
 $(BUILD)/test_frame: $(call obj,tests/unit/test_frame.c $(PROTO_SRC))
-	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_MSGPACK) $(LIB_CMOCKA)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_MSGPACK) $(LIB_JANSSON) $(LIB_CMOCKA)
 $(BUILD)/test_safetensors: $(call obj,tests/unit/test_safetensors.c worker/safetensors.c worker/mlp.c)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_JANSSON) $(LIB_CMOCKA) -lm
-$(BUILD)/test_slot: $(call obj,tests/unit/test_slot.c supervisor/slot.c supervisor/req.c $(PROTO_SRC))
-	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_MSGPACK) $(LIB_CMOCKA)
-$(BUILD)/test_slot_random: $(call obj,tests/unit/test_slot_random.c supervisor/slot.c supervisor/req.c $(PROTO_SRC))
-	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_MSGPACK) $(LIB_CMOCKA)
+MACHINE_SRC = supervisor/slot.c supervisor/step.c supervisor/req.c supervisor/config.c
+$(BUILD)/test_slot: $(call obj,tests/unit/test_slot.c $(MACHINE_SRC) $(PROTO_SRC))
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_MSGPACK) $(LIB_JANSSON) $(LIB_INIH) $(LIB_CMOCKA) -lm
+$(BUILD)/test_slot_random: $(call obj,tests/unit/test_slot_random.c $(MACHINE_SRC) $(PROTO_SRC))
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_MSGPACK) $(LIB_JANSSON) $(LIB_INIH) $(LIB_CMOCKA) -lm
 $(BUILD)/test_sandbox: $(call obj,tests/unit/test_sandbox.c worker/sandbox.c)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_SECCOMP) $(LIB_CMOCKA) -pthread
 $(BUILD)/test_ggufmeta: $(call obj,tests/unit/test_ggufmeta.c supervisor/ggufmeta.c)
@@ -234,10 +235,10 @@ $(BUILD)/test_jw: $(call obj,tests/unit/test_jw.c proto/jw.c proto/msg.c)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_MSGPACK) $(LIB_JANSSON) $(LIB_CMOCKA)
 $(BUILD)/test_text: $(call obj,tests/unit/test_text.c worker/text.c)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_CMOCKA)
-$(BUILD)/test_httpreq: $(call obj,tests/unit/test_httpreq.c supervisor/httpreq.c supervisor/req.c $(PROTO_SRC))
-	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_MSGPACK) $(LIB_JANSSON) $(LIB_CMOCKA)
+$(BUILD)/test_httpreq: $(call obj,tests/unit/test_httpreq.c supervisor/httpreq.c supervisor/req.c supervisor/config.c $(PROTO_SRC))
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_MSGPACK) $(LIB_JANSSON) $(LIB_INIH) $(LIB_CMOCKA) -lm
 $(BUILD)/test_config: $(call obj,tests/unit/test_config.c supervisor/config.c $(PROTO_SRC))
-	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_MSGPACK) $(LIB_INIH) $(LIB_CMOCKA) -lm
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_MSGPACK) $(LIB_JANSSON) $(LIB_INIH) $(LIB_CMOCKA) -lm
 
 deps:
 	@sh packaging/install-deps.sh build
@@ -307,12 +308,13 @@ fuzz:
 	clang $(FUZZ_CFLAGS) -o build-fuzz/fuzz_gguf tests/fuzz/fuzz_gguf.c supervisor/ggufmeta.c
 	clang $(FUZZ_CFLAGS) -o build-fuzz/fuzz_config tests/fuzz/fuzz_config.c supervisor/config.c proto/log.c \
 		proto/proto.c $(LIB_INIH) -lm
-	clang $(FUZZ_CFLAGS) -o build-fuzz/fuzz_gen tests/fuzz/fuzz_gen.c proto/gen.c proto/frame.c proto/msg.c proto/proto.c \
-		proto/log.c $(LIB_MSGPACK)
+	clang $(FUZZ_CFLAGS) -o build-fuzz/fuzz_gen tests/fuzz/fuzz_gen.c proto/gen.c proto/args.c proto/frame.c proto/msg.c \
+		proto/proto.c proto/log.c $(LIB_MSGPACK) $(LIB_JANSSON)
 	clang $(FUZZ_CFLAGS) -o build-fuzz/fuzz_wmsg tests/fuzz/fuzz_wmsg.c supervisor/wmsg.c proto/frame.c proto/msg.c \
 		proto/proto.c $(LIB_MSGPACK)
 	clang $(FUZZ_CFLAGS) -o build-fuzz/fuzz_http tests/fuzz/fuzz_http.c supervisor/httpreq.c supervisor/req.c \
-		proto/gen.c proto/frame.c proto/msg.c proto/proto.c proto/log.c $(LIB_MSGPACK) $(LIB_JANSSON)
+		supervisor/config.c proto/gen.c proto/args.c proto/frame.c proto/msg.c proto/proto.c proto/log.c \
+		$(LIB_MSGPACK) $(LIB_JANSSON) $(LIB_INIH) -lm
 	@for f in frame safetensors gguf config gen wmsg http; do \
 		mkdir -p build-fuzz/corpus-$$f; \
 		build-fuzz/fuzz_$$f -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -artifact_prefix=build-fuzz/ \
@@ -366,7 +368,7 @@ bench-http: deps all
 $(BUILD)/rpc_floor: $(call obj,bench/rpc_floor.c worker/cpu.c worker/engine.c worker/safetensors.c worker/mlp.c $(PROTO_SRC))
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_MSGPACK) $(LIB_JANSSON) -lm -pthread
 $(BUILD)/rpc_load: $(call obj,bench/rpc_load.c $(PROTO_SRC))
-	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_MSGPACK) -pthread
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIB_MSGPACK) $(LIB_JANSSON) -pthread
 bench-rpc: deps all $(BUILD)/rpc_floor $(BUILD)/rpc_load
 	BUILD=$(BUILD) /usr/bin/python3 bench/rpc.py
 

@@ -154,7 +154,7 @@ static void backend_serve(struct engine_ctx *ctx, const msgpack_object *m, int f
 	size_t len;
 
 	msg_u64(m, "req", &req);
-	if (gen_read(m, &g, err))
+	if (gen_read(arg_msgpack(m), &g, err))
 		die(err);
 	rq.input = g.input;
 	rq.ninput = g.ninput;
@@ -322,7 +322,7 @@ static void forward_infer(struct conn *c, uint64_t id, const msgpack_object *m)
 	struct gen g;
 	struct msgw w;
 
-	if (gen_read(m, &g, err))
+	if (gen_read(arg_msgpack(m), &g, err))
 		die(err);
 	msgw_wmsg(&w, WM_INFER);
 	gen_write(&w, &g);

@@ -23,60 +23,58 @@ static int fail(char *err, const char *fmt, ...)
 }
 
 /* A string that must be valid as a C string: no NUL inside. */
-static int str_item(const msgpack_object *o, char **out)
+static int str_item(struct arg a, char **out)
 {
-	if (o->type != MSGPACK_OBJECT_STR || memchr(o->via.str.ptr, '\0', o->via.str.size))
+	const char *s;
+	size_t n;
+
+	if (!arg_bytes(a, &s, &n) || memchr(s, '\0', n))
 		return -1;
-	*out = strndup(o->via.str.ptr, o->via.str.size);
-	if (!*out)
+	if (!(*out = strndup(s, n)))
 		abort();
 	return 0;
 }
 
-static int read_messages(const msgpack_object *map, struct gen *g, char *err)
+static int read_messages(struct arg map, struct gen *g, char *err)
 {
-	const msgpack_object_array *a;
-	int rc = msg_array(map, "messages", &a);
+	struct arg a = arg_get(map, "messages");
+	size_t n = arg_len(a);
 
-	if (rc == MSG_MISSING)
+	if (arg_type(a) == ARG_NONE)
 		return 0;
-	if (rc != MSG_OK || a->size == 0 || a->size > GEN_MAX_MESSAGES) {
+	if (arg_type(a) != ARG_ARRAY || n == 0 || n > GEN_MAX_MESSAGES) {
 		return fail(err, "messages must be an array of 1 to %d {role, content} maps", GEN_MAX_MESSAGES);
 	}
-	g->messages = calloc(a->size, sizeof *g->messages);
+	g->messages = calloc(n, sizeof *g->messages);
 	if (!g->messages)
 		abort();
-	g->nmessages = a->size;		/* gen_free frees what was read */
-	for (uint32_t i = 0; i < a->size; i++) {
-		const msgpack_object *m = &a->ptr[i];
-		if (m->type != MSGPACK_OBJECT_MAP || msg_strdup(m, "role", &g->messages[i].role) ||
-		    msg_strdup(m, "content", &g->messages[i].content)) {
+	g->nmessages = (uint32_t)n;		/* gen_free frees what was read */
+	for (uint32_t i = 0; i < n; i++) {
+		struct arg m = arg_at(a, i);
+		if (arg_type(m) != ARG_MAP || arg_strdup(m, "role", &g->messages[i].role) ||
+		    arg_strdup(m, "content", &g->messages[i].content)) {
 			return fail(err, "messages[%u] must be a map with string role and content", i);
 		}
 	}
 	return 0;
 }
 
-static int read_stop(const msgpack_object *map, struct gen *g, char *err)
+static int read_stop(struct arg map, struct gen *g, char *err)
 {
-	const msgpack_object *o = msg_get(map, "stop");
-	const msgpack_object *items = o;
-	uint32_t n = 1;
+	struct arg o = arg_get(map, "stop");
+	bool list = arg_type(o) == ARG_ARRAY;
+	size_t n = list ? arg_len(o) : 1;
 
-	if (!o || o->type == MSGPACK_OBJECT_NIL)
+	if (arg_type(o) == ARG_NONE)
 		return 0;
-	if (o->type == MSGPACK_OBJECT_ARRAY) {
-		items = o->via.array.ptr;
-		n = o->via.array.size;
-	}
 	if (n > GEN_MAX_STOPS)
 		return fail(err, "stop may hold at most %d strings", GEN_MAX_STOPS);
 	g->stop = calloc(n ? n : 1, sizeof *g->stop);
 	if (!g->stop)
 		abort();
-	g->nstop = n;
+	g->nstop = (uint32_t)n;
 	for (uint32_t i = 0; i < n; i++)
-		if (str_item(&items[i], &g->stop[i]) || g->stop[i][0] == '\0' ||
+		if (str_item(list ? arg_at(o, i) : o, &g->stop[i]) || g->stop[i][0] == '\0' ||
 		    strlen(g->stop[i]) > GEN_MAX_STOP_LEN)
 			return fail(err, "stop must be a string or an array of strings, each of 1 to %d bytes",
 				    GEN_MAX_STOP_LEN);
@@ -84,11 +82,11 @@ static int read_stop(const msgpack_object *map, struct gen *g, char *err)
 }
 
 /* An optional number within [lo, hi]. */
-static int read_real(const msgpack_object *map, const char *key, double lo, double hi, double *out,
+static int read_real(struct arg map, const char *key, double lo, double hi, double *out,
 		     char *err)
 {
 	double v = *out;
-	int rc = msg_f64(map, key, &v);
+	int rc = arg_f64(map, key, &v);
 
 	if (rc == MSG_MISSING)
 		return 0;
@@ -99,9 +97,9 @@ static int read_real(const msgpack_object *map, const char *key, double lo, doub
 	return 0;
 }
 
-static int read_uint(const msgpack_object *map, const char *key, uint64_t hi, uint64_t *out, char *err)
+static int read_uint(struct arg map, const char *key, uint64_t hi, uint64_t *out, char *err)
 {
-	int rc = msg_u64(map, key, out);
+	int rc = arg_u64(map, key, out);
 
 	if (rc == MSG_BAD_TYPE || (rc == MSG_OK && *out > hi)) {
 		return fail(err, "%s must be an unsigned integer at most %llu", key, (unsigned long long)hi);
@@ -109,17 +107,17 @@ static int read_uint(const msgpack_object *map, const char *key, uint64_t hi, ui
 	return 0;
 }
 
-static int read_prompt(const msgpack_object *map, struct gen *g, char *err)
+static int read_prompt(struct arg map, struct gen *g, char *err)
 {
 	size_t n = 0;
-	int rc = msg_u32s(map, "input", &g->input, &n);
+	int rc = arg_u32s(map, "input", &g->input, &n);
 
 	if (rc == MSG_BAD_TYPE)
 		return fail(err, "input must be an array of token ids");
 	if (rc == MSG_OK && (n == 0 || n > INFER_MAX_INPUT))
 		return fail(err, "input must hold 1 to %u tokens", INFER_MAX_INPUT);
 	g->ninput = (uint32_t)n;
-	rc = msg_strdup(map, "prompt", &g->prompt);
+	rc = arg_strdup(map, "prompt", &g->prompt);
 	if (rc == MSG_BAD_TYPE)
 		return fail(err, "prompt must be a string without NUL bytes");
 	if (read_messages(map, g, err))
@@ -135,7 +133,7 @@ static int read_prompt(const msgpack_object *map, struct gen *g, char *err)
 	return 0;
 }
 
-int gen_read(const msgpack_object *map, struct gen *g, char err[GEN_ERR_LEN])
+int gen_read(struct arg map, struct gen *g, char err[GEN_ERR_LEN])
 {
 	uint64_t max_tokens = INFER_MAX_TOKENS, top_k = 0;
 
@@ -151,10 +149,10 @@ int gen_read(const msgpack_object *map, struct gen *g, char err[GEN_ERR_LEN])
 	    read_real(map, "repeat_penalty", 0, GEN_MAX_REPEAT_PENALTY, &g->repeat_penalty, err) ||
 	    read_stop(map, g, err))
 		return -1;
-	if (msg_bool(map, "stream", &g->stream) == MSG_BAD_TYPE)
+	if (arg_bool(map, "stream", &g->stream) == MSG_BAD_TYPE)
 		return fail(err, "stream must be a boolean");
 	g->max_tokens = (uint32_t)max_tokens;
-	g->max_tokens_default = msg_get(map, "max_tokens") == NULL;
+	g->max_tokens_default = arg_type(arg_get(map, "max_tokens")) == ARG_NONE;
 	g->top_k = (uint32_t)top_k;
 	return 0;
 }

@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "args.h"
 #include "msg.h"
 
 #define GEN_MAX_MESSAGES 1024
@@ -48,9 +49,9 @@ struct gen {
 	uint32_t nstop;
 };
 
-/* Reads g from map. 0, or -1 with err naming the field that is wrong. g is
- * then partly filled: gen_free it either way. */
-int gen_read(const msgpack_object *map, struct gen *g, char err[GEN_ERR_LEN]);
+/* Reads g from map (msgpack or JSON). 0, or -1 with err naming the field
+ * that is wrong. g is then partly filled: gen_free it either way. */
+int gen_read(struct arg map, struct gen *g, char err[GEN_ERR_LEN]);
 /* Writes g's keys into the open map w. */
 void gen_write(struct msgw *w, const struct gen *g);
 void gen_free(struct gen *g);

@@ -29,7 +29,9 @@
 #include "../proto/frame.h"
 #include "../proto/log.h"
 #include "../proto/peer.h"
-#include "modeld.h"
+#include "child.h"
+#include "core.h"
+#include "devices.h"
 #include "wmsg.h"
 
 struct child {
@@ -54,6 +56,22 @@ struct child {
 
 static LIST_HEAD(, child) children = LIST_HEAD_INITIALIZER(children);
 static unsigned nchildren;
+static struct event_base *base;
+static int devnull = -1;		/* workers' stdin and stdout */
+
+int child_init(struct event_base *b)
+{
+	base = b;
+	devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+	return devnull < 0 ? -1 : 0;
+}
+
+void child_end(void)
+{
+	if (devnull >= 0)
+		close(devnull);
+	devnull = -1;
+}
 
 static void feed(struct child *c, struct slot_ev *ev)
 {
@@ -102,9 +120,11 @@ static void child_bad(struct child *c, const char *why)
 
 /* --- messages from the worker --- */
 
+/* The worker has loaded: what it reports goes to its slot in the event, and its memory to the devices. */
 static void on_loaded(struct child *c, const struct wmsg_in *w)
 {
-	struct slot_ev ev = { .type = SEV_LOADED };
+	struct slot_ev ev = { .type = SEV_LOADED, .vocab = (uint32_t)w->vocab, .parallel = (unsigned)w->parallel,
+			      .mem_bytes = w->mem_bytes };
 
 	if (c->said_loaded) {
 		child_bad(c, "it said it had loaded a second time");
@@ -118,10 +138,8 @@ static void on_loaded(struct child *c, const struct wmsg_in *w)
 		child_bad(c, why);
 		return;
 	}
-	c->rt->s.vocab = (uint32_t)w->vocab;
-	c->rt->s.parallel = (unsigned)w->parallel;
 	c->loaded = c->rt->s.model->warmup == 0;	/* else once warmed: both are quiet stretches */
-	c->rt->s.mem_bytes = w->mem_bytes;
+	devices_report_memory(c->rt->index, w->mem_bytes);
 	c->rt->overhead = w->mem_bytes > c->file_bytes ? w->mem_bytes - c->file_bytes : 0;
 	feed(c, &ev);
 }
@@ -129,12 +147,12 @@ static void on_loaded(struct child *c, const struct wmsg_in *w)
 /* What a worker's message, read and checked (wmsg.c), means for its slot. */
 static void on_message(struct child *c, const struct wmsg_in *w)
 {
-	struct slot_ev ev = { .a = w->req, .out = &w->out, .code = w->code, .unavailable = w->unavailable,
+	struct slot_ev ev = { .seq = w->req, .out = &w->out, .code = w->code, .unavailable = w->unavailable,
 			      .message = w->message };
 
 	switch (w->type) {
 	case WM_PROGRESS:
-		feed(c, &(struct slot_ev){ .type = SEV_PROGRESS, .a = w->bytes, .b = w->total });
+		feed(c, &(struct slot_ev){ .type = SEV_PROGRESS, .bytes = w->bytes, .total = w->total });
 		return;
 	case WM_LOADED:
 		on_loaded(c, w);
@@ -147,12 +165,10 @@ static void on_message(struct child *c, const struct wmsg_in *w)
 		}
 		c->said_warmed = true;
 		c->loaded = true;
-		feed(c, &(struct slot_ev){ .type = SEV_WARMED, .a = w->warmup_ms });
+		feed(c, &(struct slot_ev){ .type = SEV_WARMED, .warmup_ms = w->warmup_ms });
 		return;
 	case WM_PONG:
-		c->rt->s.mem_bytes = w->mem_bytes;
-		c->rt->dev_free = w->dev_free;
-		c->rt->dev_total = w->dev_total;
+		devices_report(c->rt->index, w->mem_bytes, w->dev_free, w->dev_total);
 		return;
 	case WM_FAILED:
 		ev.type = SEV_FAILED;
@@ -332,8 +348,8 @@ static pid_t spawn_worker_process(int chan, int log, const char *path, pid_t par
 		return -1;
 	posix_spawnattr_init(&at);
 	/* dup2 onto itself clears close-on-exec, as the channel needs when it is fd 3 already */
-	int rc = posix_spawn_file_actions_adddup2(&fa, md.devnull, STDIN_FILENO) ||
-		 posix_spawn_file_actions_adddup2(&fa, md.devnull, STDOUT_FILENO) ||
+	int rc = posix_spawn_file_actions_adddup2(&fa, devnull, STDIN_FILENO) ||
+		 posix_spawn_file_actions_adddup2(&fa, devnull, STDOUT_FILENO) ||
 		 posix_spawn_file_actions_adddup2(&fa, log, STDERR_FILENO) ||
 		 posix_spawn_file_actions_adddup2(&fa, chan, WORKER_CHANNEL_FD) ||
 		 posix_spawn_file_actions_addclosefrom_np(&fa, WORKER_CHANNEL_FD + 1) ||
@@ -370,7 +386,7 @@ static int send_load(int chan, const struct slot_rt *rt, int weights)
 	msgw_ku64(&w, "proto", WPROTO_VERSION);
 	msgw_kstr(&w, "model", m->name);
 	msgw_kstr(&w, "engine", child_engine_for(m, conf->device, weights));
-	msgw_kstr(&w, "engine_dir", md.engine_dir);
+	msgw_kstr(&w, "engine_dir", config_running()->engine_path);
 	msgw_kstr(&w, "device", conf->device);
 	msgw_ku64(&w, "warmup", m->warmup);
 	msgw_ku64(&w, "loader_threads", conf->loader_threads);
@@ -385,9 +401,9 @@ static int send_load(int chan, const struct slot_rt *rt, int weights)
 	if (m->chat_template)
 		msgw_kstr(&w, "chat_template", m->chat_template);
 	msgw_kbool(&w, "embedding", m->embedding);
-	if (md.conf.worker_uid != CONFIG_NO_USER) {
-		msgw_ku64(&w, "uid", md.conf.worker_uid);
-		msgw_ku64(&w, "gid", md.conf.worker_gid);
+	if (config_running()->worker_uid != CONFIG_NO_USER) {
+		msgw_ku64(&w, "uid", config_running()->worker_uid);
+		msgw_ku64(&w, "gid", config_running()->worker_gid);
 	}
 	msgw_end(&w);
 	const void *frame = msgw_frame(&w, &len);
@@ -405,10 +421,10 @@ static struct child *child_new(struct slot_rt *rt, pid_t pid, int chan)
 	c->pid = pid;
 	c->last_life_ms = clock_mono_ms();
 	evutil_make_socket_nonblocking(chan);
-	c->peer = peer_new(md.base, chan, FRAME_MAX_DEFAULT, CLIENT_MAX_OUTPUT, child_dispatch, c);
-	c->ping = event_new(md.base, -1, EV_PERSIST, child_ping_cb, c);
-	c->escalate = evtimer_new(md.base, child_escalate_cb, c);
-	c->closed = evtimer_new(md.base, child_closed_cb, c);
+	c->peer = peer_new(base, chan, FRAME_MAX_DEFAULT, CHILD_MAX_OUTPUT, child_dispatch, c);
+	c->ping = event_new(base, -1, EV_PERSIST, child_ping_cb, c);
+	c->escalate = evtimer_new(base, child_escalate_cb, c);
+	c->closed = evtimer_new(base, child_closed_cb, c);
 	arm_ms(c->ping, rt->s.conf->heartbeat_interval_ms);
 	LIST_INSERT_HEAD(&children, c, link);
 	nchildren++;
@@ -455,11 +471,12 @@ struct child *child_spawn(struct slot_rt *rt, char *err, size_t errlen)
 		close(weights);
 		return NULL;
 	}
-	pid_t pid = spawn_worker_process(sv[1], logp[1], md.worker_path, getpid());
+	const char *worker = config_running()->worker_path;
+	pid_t pid = spawn_worker_process(sv[1], logp[1], worker, getpid());
 	close(sv[1]);
 	close(logp[1]);
 	if (pid < 0) {
-		snprintf(err, errlen, "cannot start %s: %s", md.worker_path, strerror(errno));
+		snprintf(err, errlen, "cannot start %s: %s", worker, strerror(errno));
 		close(sv[0]);
 		close(logp[0]);
 		close(weights);
@@ -472,7 +489,7 @@ struct child *child_spawn(struct slot_rt *rt, char *err, size_t errlen)
 	struct child *c = child_new(rt, pid, sv[0]);
 	c->file_bytes = bytes;
 	evutil_make_socket_nonblocking(logp[0]);
-	c->log = bufferevent_socket_new(md.base, logp[0], BEV_OPT_CLOSE_ON_FREE);
+	c->log = bufferevent_socket_new(base, logp[0], BEV_OPT_CLOSE_ON_FREE);
 	bufferevent_setcb(c->log, child_log_cb, NULL, NULL, c);
 	bufferevent_enable(c->log, EV_READ);
 	return c;

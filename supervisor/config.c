@@ -495,6 +495,13 @@ int config_read(struct config *c, const char *file, char err[CONFIG_ERR_LEN])
 	return 0;
 }
 
+static struct config running;
+
+struct config *config_running(void)
+{
+	return &running;
+}
+
 void config_init(struct config *c)
 {
 	memset(c, 0, sizeof *c);
@@ -694,6 +701,9 @@ void config_model_free(struct model *m)
 
 void config_free(struct config *c)
 {
+	free(c->socket_path);
+	free(c->worker_path);
+	free(c->engine_path);
 	for (size_t i = 0; i < c->nslots; i++) {
 		free(c->slots[i].name);
 		free(c->slots[i].device);

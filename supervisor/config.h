@@ -132,7 +132,19 @@ struct config {
 	size_t nmodels;
 	struct device_conf *devices;	/* only those with a [device] section */
 	size_t ndevices;
+	/* where modeld found what it runs with, at start (main.c): the running configuration's only */
+	char *socket_path;		/* the control socket */
+	char *worker_path;		/* the modeld-worker binary */
+	char *engine_path;		/* the directory of engines that are shared objects */
 };
+
+/* What a reload did to the models. */
+struct config_changes {
+	size_t added, removed, changed;
+};
+
+/* The configuration modeld runs with: read at start, changed in place by a reload. */
+struct config *config_running(void);
 
 /* The embedded defaults, before any file. */
 void config_init(struct config *c);

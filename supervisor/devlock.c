@@ -1,9 +1,10 @@
-/* devlock.c: see devlock.h. Waiting, started and completed go out as gpu events. */
+/* devlock.c: see devlock.h. Waiting, started and completed go to the watches (gpu). */
 #include <stdlib.h>
 #include <string.h>
 
+#include "config.h"
 #include "devlock.h"
-#include "modeld.h"
+#include "watch.h"
 
 struct devlock {
 	char *device;			/* a copy: a reload frees the config strings it came from */
@@ -19,12 +20,14 @@ static size_t nlocks;
 
 void devlock_init(void)
 {
-	locks = calloc(md.nslots ? md.nslots : 1, sizeof *locks);
+	const struct config *c = config_running();
+
+	locks = calloc(c->nslots ? c->nslots : 1, sizeof *locks);
 	if (!locks)
 		abort();
-	for (size_t i = 0; i < md.nslots; i++) {
-		const char *name = config_slot_lock(md.slots[i].s.conf);
-		if (!config_device_exclusive(&md.conf, name) || devlock_of(name))
+	for (size_t i = 0; i < c->nslots; i++) {
+		const char *name = config_slot_lock(&c->slots[i]);
+		if (!config_device_exclusive(c, name) || devlock_of(name))
 			continue;
 		if (!(locks[nlocks].device = strdup(name)))
 			abort();
@@ -53,7 +56,7 @@ static void grant(struct devlock *l, struct slot *s, const char *op)
 {
 	l->holder = s;
 	l->op = op;
-	events_gpu(l->device, s, op, "started");
+	watch_gpu(l->device, s, op, "started");
 }
 
 bool devlock_take(struct devlock *l, struct slot *s, const char *op)
@@ -66,7 +69,7 @@ bool devlock_take(struct devlock *l, struct slot *s, const char *op)
 		l->line[l->nline] = s;
 		l->line_op[l->nline++] = op;
 	}
-	events_gpu(l->device, s, op, "waiting");
+	watch_gpu(l->device, s, op, "waiting");
 	return false;
 }
 
@@ -82,7 +85,7 @@ void devlock_drop(struct devlock *l, struct slot *s)
 	}
 	if (l->holder != s)
 		return;
-	events_gpu(l->device, s, l->op, "completed");
+	watch_gpu(l->device, s, l->op, "completed");
 	l->holder = NULL;
 	if (l->nline == 0)
 		return;

@@ -12,7 +12,7 @@
 
 struct devlock;
 
-/* Makes the locks of the exclusive devices the slots use. */
+/* Makes the locks of the exclusive devices the running configuration's slots use. */
 void devlock_init(void);
 void devlock_free(void);
 /* The lock of the device, or NULL when that device is not exclusive. */

@@ -1,8 +1,8 @@
 /*
- * events.c: the events of the client protocol. Every event takes the next
- * seq, so a subscriber that sees a gap knows it missed some. The last
- * EVENTS_KEPT events are kept, so that an HTTP client that reconnects can
- * be given what it missed; the last JOBS_KEPT jobs are kept, with where
+ * events.c: the events of the client protocol (events.h). Every event takes
+ * the next seq, so a subscriber that sees a gap knows it missed some. The
+ * last EVENTS_KEPT events are kept, so that an HTTP client that reconnects
+ * can be given what it missed; the last JOBS_KEPT jobs are kept, with where
  * each stands, for the jobs view.
  */
 #include <stdio.h>
@@ -10,7 +10,9 @@
 #include <string.h>
 
 #include "../proto/clock.h"
-#include "modeld.h"
+#include "core.h"
+#include "events.h"
+#include "view.h"
 
 /* An event as sent, with what its fan-out filters on. */
 struct kept {
@@ -20,6 +22,30 @@ struct kept {
 
 static struct kept kept[EVENTS_KEPT];
 static struct job_rec jobs[JOBS_KEPT];
+static uint64_t last_seq;
+static uint64_t last_job;		/* the newest job recorded */
+static uint64_t *state_seq;		/* by slot: the seq of its last state event */
+static events_sink sinks[EVENTS_MAX_SINKS];
+static size_t nsinks;
+
+void events_init(void)
+{
+	free(state_seq);
+	if (!(state_seq = calloc(core_nslots() + 1, sizeof *state_seq)))
+		abort();
+}
+
+void events_add_sink(events_sink sink)
+{
+	if (nsinks == EVENTS_MAX_SINKS)
+		abort();	/* a programming error: more faces than EVENTS_MAX_SINKS */
+	sinks[nsinks++] = sink;
+}
+
+uint64_t events_last_seq(void)
+{
+	return last_seq;
+}
 
 static void keep(const struct event_ref *ref)
 {
@@ -34,16 +60,19 @@ static void keep(const struct event_ref *ref)
 
 const struct event_ref *events_kept(uint64_t seq)
 {
-	return seq >= events_first_kept() && seq <= md.event_seq && seq ? &kept[seq % EVENTS_KEPT].ref : NULL;
+	return seq >= events_first_kept() && seq <= last_seq && seq ? &kept[seq % EVENTS_KEPT].ref : NULL;
 }
 
 uint64_t events_first_kept(void)
 {
-	return md.event_seq > EVENTS_KEPT ? md.event_seq - EVENTS_KEPT + 1 : 1;
+	return last_seq > EVENTS_KEPT ? last_seq - EVENTS_KEPT + 1 : 1;
 }
 
 void events_free(void)
 {
+	free(state_seq);
+	state_seq = NULL;
+	nsinks = 0;
 	for (size_t i = 0; i < EVENTS_KEPT; i++) {
 		free(kept[i].frame);
 		kept[i].frame = NULL;
@@ -61,43 +90,43 @@ static void begin_seq(struct msgw *w, enum event_kind kind, uint64_t seq)
 
 static void begin(struct msgw *w, enum event_kind kind)
 {
-	begin_seq(w, kind, ++md.event_seq);
+	begin_seq(w, kind, ++last_seq);
 }
 
-/* To the socket's subscribers and the HTTP streams, and kept; job_over: the job event of a job's end. */
+/* Kept, and to every sink; job_over: the job event of a job's end. */
 static void publish(enum event_kind kind, const struct slot *s, uint64_t job, bool job_over, struct msgw *w)
 {
-	struct event_ref ref = { .seq = md.event_seq, .kind = kind, .slot = s, .job = job, .job_over = job_over };
+	struct event_ref ref = { .seq = last_seq, .kind = kind, .slot = s, .job = job, .job_over = job_over };
 
 	msgw_end(w);
 	ref.frame = msgw_frame(w, &ref.len);
 	keep(&ref);
-	server_broadcast(kind, s, w);
-	http_broadcast(&ref);
+	for (size_t i = 0; i < nsinks; i++)
+		sinks[i](&ref, w);
 	msgw_free(w);
 }
 
-void events_state(const struct slot *s)
+static void on_state(const struct slot *s)
 {
 	struct msgw w;
 
 	begin(&w, EVK_STATE);
-	((struct slot_rt *)s)->state_seq = md.event_seq;	/* a slot is the first member of its slot_rt */
+	state_seq[core_index(s)] = last_seq;
 	msgw_kstr(&w, "slot", s->conf->name);
-	slot_write_details(s, &w);
+	view_slot_details(s, &w);
 	publish(EVK_STATE, s, 0, false, &w);
 }
 
 void events_state_again(const struct slot *s, struct msgw *w)
 {
-	begin_seq(w, EVK_STATE, ((const struct slot_rt *)s)->state_seq);
+	begin_seq(w, EVK_STATE, state_seq[core_index(s)]);
 	msgw_kstr(w, "slot", s->conf->name);
-	slot_write_details(s, w);
+	view_slot_details(s, w);
 	msgw_kbool(w, "coalesced", true);
 	msgw_end(w);
 }
 
-void events_progress(struct slot *s)
+static void on_progress(const struct slot *s)
 {
 	struct msgw w;
 
@@ -118,6 +147,8 @@ static const struct job_rec *note_job(const struct slot *s, uint64_t job, const 
 
 	if (j->id != job) {
 		*j = (struct job_rec){ .id = job, .slot = s, .model = m, .started_ms = clock_wall_ms() };
+		if (job > last_job)
+			last_job = job;
 		snprintf(j->op, sizeof j->op, "%s", op);
 	}
 	snprintf(j->status, sizeof j->status, "%s", status);
@@ -156,7 +187,7 @@ void events_write_jobs(struct msgw *w)
 {
 	msgw_key(w, "jobs");
 	msgw_array(w);
-	for (uint64_t id = md.next_job; id > 0 && id + JOBS_KEPT > md.next_job; id--) {
+	for (uint64_t id = last_job; id > 0 && id + JOBS_KEPT > last_job; id--) {
 		const struct job_rec *j = events_find_job(id);
 		if (j)
 			events_write_job(w, j);
@@ -164,7 +195,7 @@ void events_write_jobs(struct msgw *w)
 	msgw_end(w);
 }
 
-void events_job(const struct slot *s, uint64_t job, const char *op, const struct model *m,
+static void on_job(const struct slot *s, uint64_t job, const char *op, const struct model *m,
 		const char *status, const char *message)
 {
 	struct msgw w;
@@ -180,7 +211,7 @@ void events_job(const struct slot *s, uint64_t job, const char *op, const struct
 	publish(EVK_JOB, s, job, j->over, &w);
 }
 
-void events_advisory(const struct slot *s, const char *message)
+static void on_advisory(const struct slot *s, const char *message)
 {
 	struct msgw w;
 
@@ -191,7 +222,7 @@ void events_advisory(const struct slot *s, const char *message)
 	publish(EVK_ADVISORY, s, 0, false, &w);
 }
 
-void events_gpu(const char *device, const struct slot *s, const char *op, const char *status)
+static void on_gpu(const char *device, const struct slot *s, const char *op, const char *status)
 {
 	struct msgw w;
 
@@ -202,3 +233,11 @@ void events_gpu(const char *device, const struct slot *s, const char *op, const 
 	msgw_kstr(&w, "status", status);
 	publish(EVK_GPU, s, 0, false, &w);
 }
+
+const struct watch events_watch = {
+	.state = on_state,
+	.progress = on_progress,
+	.job = on_job,
+	.advisory = on_advisory,
+	.gpu = on_gpu,
+};

@@ -4,52 +4,30 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "../proto/frame.h"
-#include "../proto/gen.h"
+#include "../proto/msg.h"
 #include "../proto/proto.h"
 #include "httpreq.h"
 
-/* JSON to msgpack, as a client of the socket would have written it. */
-static void json_to_msg(struct msgw *w, const json_t *j)
+/* How deep j nests (a scalar: 0), counting no further than limit + 1. */
+static int depth(const json_t *j, int limit)
 {
 	const char *key;
 	json_t *v;
 	size_t i;
+	int most = 0;
 
-	switch (json_typeof(j)) {
-	case JSON_OBJECT:
-		msgw_map(w);
-		json_object_foreach((json_t *)j, key, v) {
-			msgw_key(w, key);
-			json_to_msg(w, v);
-		}
-		msgw_end(w);
-		break;
-	case JSON_ARRAY:
-		msgw_array(w);
+	if (limit < 0 || (!json_is_object(j) && !json_is_array(j)))
+		return 0;
+	if (json_is_object(j)) {
+		json_object_foreach((json_t *)j, key, v)
+			if (depth(v, limit - 1) > most)
+				most = depth(v, limit - 1);
+	} else {
 		json_array_foreach(j, i, v)
-			json_to_msg(w, v);
-		msgw_end(w);
-		break;
-	case JSON_STRING:
-		msgw_strn(w, json_string_value(j), json_string_length(j));
-		break;
-	case JSON_INTEGER:
-		if (json_integer_value(j) >= 0)
-			msgw_u64(w, (uint64_t)json_integer_value(j));
-		else
-			msgw_i64(w, json_integer_value(j));
-		break;
-	case JSON_REAL:
-		msgw_f64(w, json_real_value(j));
-		break;
-	case JSON_TRUE:
-	case JSON_FALSE:
-		msgw_bool(w, json_is_true(j));
-		break;
-	default:
-		msgw_nil(w);
+			if (depth(v, limit - 1) > most)
+				most = depth(v, limit - 1);
 	}
+	return most + 1;
 }
 
 json_t *httpreq_parse(const char *text, size_t n, char *err, size_t errlen)
@@ -104,7 +82,7 @@ static int as_infer_body(json_t *body, char *err, size_t errlen)
 	static const char *const unserved[] = { "n", "best_of", "logprobs", "top_logprobs", "logit_bias",
 						"presence_penalty", "frequency_penalty", "response_format", "tools",
 						"tool_choice", "functions", "function_call", "echo", "suffix" };
-	static const char *const ignored[] = { "model", "stream_options", "user" };
+	static const char *const ignored[] = { "stream_options", "user" };
 	json_t *m = json_object_get(body, "prompt");
 
 	for (size_t i = 0; i < sizeof unserved / sizeof unserved[0]; i++) {
@@ -124,26 +102,6 @@ static int as_infer_body(json_t *body, char *err, size_t errlen)
 	json_object_del(body, "max_completion_tokens");
 	for (size_t i = 0; i < sizeof ignored / sizeof ignored[0]; i++)
 		json_object_del(body, ignored[i]);
-	return 0;
-}
-
-/*
- * How long r may wait in a queue (a load included): the body's wait_ms,
- * else default_ms. Takes wait_ms out of body. 0, or -1 with err.
- */
-static int read_wait(json_t *body, uint64_t default_ms, struct req *r, char *err, size_t errlen)
-{
-	const json_t *w = json_object_get(body, "wait_ms");
-
-	r->wait_ms = default_ms;
-	if (w && !json_is_null(w)) {
-		if (!json_is_integer(w) || json_integer_value(w) < 0 || json_integer_value(w) > INFER_MAX_WAIT_MS) {
-			snprintf(err, errlen, "wait_ms must be an integer from 0 to %u", INFER_MAX_WAIT_MS);
-			return -1;
-		}
-		r->wait_ms = (uint64_t)json_integer_value(w);
-	}
-	json_object_del(body, "wait_ms");
 	return 0;
 }
 
@@ -171,54 +129,23 @@ static int as_embed_body(const json_t *body, struct httpreq_embed *emb, char *er
 	return 0;
 }
 
-int httpreq_msg(const json_t *body, struct msgw *w, msgpack_unpacked *u, char *err, size_t errlen)
-{
-	size_t len, used;
-	const char *why = NULL;
-
-	msgw_init(w);
-	json_to_msg(w, body);
-	msgpack_unpacked_init(u);
-	if (msgw_too_deep(w)) {
-		snprintf(err, errlen, "the body is nested too deep (at most %d levels)", MSGW_MAX_DEPTH);
-		return -1;
-	}
-	const void *frame = msgw_frame(w, &len);
-	if (frame_decode(frame, len, HTTP_MAX_BODY, u, &used, &why) == FRAME_OK)
-		return 0;
-	snprintf(err, errlen, "%s", why);
-	return -1;
-}
-
-/*
- * The request's own arguments into r, read as the socket reads them:
- * embed's input, or infer's body through gen.c. 0, or -1 with err.
- */
-static int read_work(json_t *body, bool embeddings, struct req *r, char *err, size_t errlen)
-{
-	struct msgw w;
-	msgpack_unpacked u;
-	char why[GEN_ERR_LEN];	/* gen_read's own size; err may be shorter */
-	int rc = httpreq_msg(body, &w, &u, err, errlen);
-
-	if (rc == 0 && embeddings)
-		rc = req_read_texts(msg_get(&u.data, "input"), r, "input", err, errlen);
-	else if (rc == 0 && gen_read(&u.data, &r->gen, why) < 0) {
-		snprintf(err, errlen, "%s", why);
-		rc = -1;
-	}
-	msgpack_unpacked_destroy(&u);
-	msgw_free(&w);
-	return rc;
-}
-
 int httpreq_read(json_t *body, bool embeddings, uint64_t default_wait_ms, struct req *r,
 		 struct httpreq_embed *emb, char *err, size_t errlen)
 {
+	const struct req_read_opts opts = { default_wait_ms, "input" };
+	struct req_error why;
+
 	*emb = (struct httpreq_embed){ 0 };
-	if (read_wait(body, default_wait_ms, r, err, errlen) < 0)
+	r->op = embeddings ? OP_EMBED : OP_INFER;
+	if (depth(body, MSGW_MAX_DEPTH) > MSGW_MAX_DEPTH) {
+		snprintf(err, errlen, "the body is nested too deep (at most %d levels)", MSGW_MAX_DEPTH);
 		return -1;
+	}
 	if ((embeddings ? as_embed_body(body, emb, err, errlen) : as_infer_body(body, err, errlen)) < 0)
 		return -1;
-	return read_work(body, embeddings, r, err, errlen);
+	json_object_del(body, "model");		/* the endpoint has read it: its errors are OpenAI's */
+	if (req_read(r, arg_json(body), &opts, &why) == 0)
+		return 0;
+	snprintf(err, errlen, "%s", why.message);
+	return -1;
 }

@@ -1,7 +1,7 @@
 /*
  * httpreq.h: an HTTP request's JSON body as a request. OpenAI's names are
- * read as the socket's infer and embed arguments (through the same readers:
- * gen.c, req_read_texts), so the bounds and the error messages are the
+ * turned into the socket's, and the body is read by the socket's reader
+ * (req_read, from JSON), so the bounds and the error messages are the
  * socket's. Nothing here knows of libevent: a fuzzer calls it as it is.
  */
 #ifndef HTTPREQ_H
@@ -30,18 +30,13 @@ struct httpreq_embed {
 json_t *httpreq_parse(const char *text, size_t n, char *err, size_t errlen);
 
 /*
- * body as the msgpack a socket client would have sent, decoded into u: 0,
- * or -1 with err (too deep, or not a frame). Either way the caller frees
- * w (msgw_free) and u (msgpack_unpacked_destroy); u points into w's bytes.
- */
-int httpreq_msg(const json_t *body, struct msgw *w, msgpack_unpacked *u, char *err, size_t errlen);
-
-/*
- * An inference's or an embedding's body into r: how long it may wait
- * (wait_ms, else default_wait_ms), the fields OpenAI names otherwise, and
- * the arguments as the socket reads them; embeddings' encoding_format and
- * dimensions into *emb. Fields are taken out of body as they are read.
- * What r keeps is its own (copied). 0, or -1 with err naming the field.
+ * An inference's or an embedding's body into r (its op is set here): the
+ * fields OpenAI names otherwise, then every argument the socket's request
+ * takes (wait_ms, else default_wait_ms); embeddings' encoding_format and
+ * dimensions into *emb. A body nested deeper than MSGW_MAX_DEPTH is
+ * refused. The model is the caller's to read. Body is changed
+ * as it is read. What r keeps is its own (copied). 0, or -1 with err
+ * naming the field.
  */
 int httpreq_read(json_t *body, bool embeddings, uint64_t default_wait_ms, struct req *r,
 		 struct httpreq_embed *emb, char *err, size_t errlen);

@@ -8,7 +8,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
-#include <pwd.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -21,13 +20,30 @@
 #include "../proto/clock.h"
 #include "../proto/log.h"
 #include "../proto/peer.h"
-#include "modeld.h"
+#include "child.h"
+#include "core.h"
+#include "devices.h"
+#include "events.h"
+#include "http.h"
+#include "metrics.h"
+#include "ops.h"
 #include "paths.h"
+#include "reload.h"
+#include "server.h"
+#include "service.h"
+#include "sse.h"
+#include "state.h"
 #include "version.h"
-#include "probe.h"
+#include "watch.h"
 
-struct modeld md;
+/* Descriptors kept from clients: stdio, the log, the listener, the event loop, a spawn's. */
+#define FD_RESERVE 32
+/* And per slot: its worker's channel. */
+#define FD_PER_SLOT 1
+/* Shutdown waits for workers up to the longest stop_timeout plus this. */
+#define SHUTDOWN_SLACK_MS 1000
 
+static struct event_base *base;
 static struct event *shutdown_deadline;
 
 static void usage(FILE *f)
@@ -77,8 +93,8 @@ static char *dir_of(const char *path)
 
 static void maybe_exit(void)
 {
-	if (md.shutting_down && child_count() == 0)
-		event_base_loopexit(md.base, NULL);
+	if (core_shutting_down() && child_count() == 0)
+		event_base_loopexit(base, NULL);
 }
 
 static void on_sigchld(evutil_socket_t fd, short what, void *arg)
@@ -104,19 +120,18 @@ static void on_terminate(evutil_socket_t sig, short what, void *arg)
 	(void)what; (void)arg;
 	uint64_t longest = 0;
 
-	if (md.shutting_down)
+	if (core_shutting_down())
 		return;
 	log_info("signal %d: shutting down", (int)sig);
-	md.shutting_down = true;
 	service_stopping();
 	http_stop();
-	slots_shutdown();
-	for (size_t i = 0; i < md.nslots; i++)
-		if (md.slots[i].s.conf->stop_timeout_ms > longest)
-			longest = md.slots[i].s.conf->stop_timeout_ms;
+	core_shutdown();
+	for (size_t i = 0; i < core_nslots(); i++)
+		if (core_slot(i)->conf->stop_timeout_ms > longest)
+			longest = core_slot(i)->conf->stop_timeout_ms;
 	longest += SHUTDOWN_SLACK_MS;
 	struct timeval tv = clock_timeval(longest);
-	shutdown_deadline = evtimer_new(md.base, on_shutdown_deadline, NULL);
+	shutdown_deadline = evtimer_new(base, on_shutdown_deadline, NULL);
 	event_add(shutdown_deadline, &tv);
 	maybe_exit();
 }
@@ -125,10 +140,10 @@ static void on_terminate(evutil_socket_t sig, short what, void *arg)
 static void on_sighup(evutil_socket_t sig, short what, void *arg)
 {
 	(void)sig; (void)what; (void)arg;
-	struct reload_counts n;
+	struct config_changes n;
 	char err[CONFIG_ERR_LEN + 64];
 
-	if (!md.shutting_down)
+	if (!core_shutting_down())
 		reload_run(&n, err, sizeof err);
 }
 
@@ -182,79 +197,30 @@ static int parse_args(int argc, char **argv, struct options *o)
 	return 0;
 }
 
-/*
- * Workers never keep root's privileges: as root without worker_user they
- * run as the first of WORKER_DEFAULT_USERS that exists, which holds
- * nothing and may do nothing; where none exists they keep uid 0 and drop
- * every capability (as every worker does).
- */
-static void default_worker_user(struct config *c)
-{
-	static const char *const users[] = WORKER_DEFAULT_USERS;
-	struct passwd *pw = NULL;
+static struct options opts;
 
-	if (geteuid() != 0 || c->worker_uid != CONFIG_NO_USER)
-		return;
-	for (size_t i = 0; !pw && i < sizeof users / sizeof users[0]; i++)
-		pw = getpwnam(users[i]);
-	if (!pw) {
-		log_warn("no user %s or %s: workers run as root, with no capability (set worker_user)",
-			 users[0], users[1]);
-		return;
-	}
-	c->worker_uid = pw->pw_uid;
-	c->worker_gid = pw->pw_gid;
-}
-
-static struct options opts;	/* the command line, which a reload reads the configuration with again */
-
-int modeld_read_config(struct config *c, char err[CONFIG_ERR_LEN])
-{
-	const struct options *o = &opts;
-
-	config_init(c);
-	if (o->config && config_read(c, o->config, err) < 0)
-		return -1;
-	if (o->models) {
-		free(c->models_dir);
-		c->models_dir = strdup(o->models);
-	}
-	if (o->http) {
-		free(c->http);
-		c->http = strdup(o->http);
-	}
-	if (o->level) {
-		int level = log_level_parse(o->level);
-		if (level < 0) {
-			snprintf(err, CONFIG_ERR_LEN, "-l: \"%s\" is not error, warn, info or debug", o->level);
-			return -1;
-		}
-		c->log_level = level;
-	}
-	if (config_finish(c, err) < 0 || http_check(c, err, CONFIG_ERR_LEN) < 0)
-		return -1;
-	default_worker_user(c);
-	return 0;
-}
-
-/* Builds md.conf from the defaults, the file and the command line. */
+/* Builds the running configuration from the defaults, the file and the command line, and finds its paths. */
 static int configure(const struct options *o)
 {
+	struct config *c = config_running();
 	char err[CONFIG_ERR_LEN];
 
-	if (modeld_read_config(&md.conf, err) < 0)
+	const struct reload_overrides ov = { o->config, o->models, o->http, o->level };
+
+	reload_init(&ov);
+	if (reload_read_config(c, err) < 0)
 		goto fail;
 	if (o->test_config) {
 		printf("modeld: %s: the configuration is good\n", o->config ? o->config : "(default)");
 		exit(0);
 	}
-	md.socket_path = o->socket ? strdup(o->socket) : md.conf.socket ? strdup(md.conf.socket) : proto_default_socket();
-	md.worker_path = o->worker ? strdup(o->worker) : md.conf.worker ? strdup(md.conf.worker) : default_worker();
-	if (access(md.worker_path, X_OK) < 0) {
-		snprintf(err, sizeof err, "worker %s: %s", md.worker_path, strerror(errno));
+	c->socket_path = o->socket ? strdup(o->socket) : c->socket ? strdup(c->socket) : proto_default_socket();
+	c->worker_path = o->worker ? strdup(o->worker) : c->worker ? strdup(c->worker) : default_worker();
+	if (access(c->worker_path, X_OK) < 0) {
+		snprintf(err, sizeof err, "worker %s: %s", c->worker_path, strerror(errno));
 		goto fail;
 	}
-	md.engine_dir = md.conf.engine_dir ? strdup(md.conf.engine_dir) : dir_of(md.worker_path);
+	c->engine_path = c->engine_dir ? strdup(c->engine_dir) : dir_of(c->worker_path);
 	return 0;
 fail:
 	fprintf(stderr, "modeld: %s\n", err);
@@ -265,13 +231,14 @@ fail:
  * Every descriptor the hard limit allows, and no more clients than they
  * leave room for once the reserve and the slots' workers are counted.
  */
-static void fit_fd_limit(void)
+/* The HTTP listener's ceiling on descriptors. */
+static int fit_fd_limit(void)
 {
+	struct config *c = config_running();
 	struct rlimit rl;
 
-	md.http_fd_ceiling = INT_MAX;
 	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
-		return;
+		return INT_MAX;
 	if (rl.rlim_cur < rl.rlim_max) {
 		rlim_t want = rl.rlim_max;
 		rl.rlim_cur = want;
@@ -280,27 +247,39 @@ static void fit_fd_limit(void)
 				 strerror(errno));
 		getrlimit(RLIMIT_NOFILE, &rl);
 	}
-	uint64_t reserve = FD_RESERVE + (uint64_t)md.conf.nslots * FD_PER_SLOT;
+	uint64_t reserve = FD_RESERVE + (uint64_t)c->nslots * FD_PER_SLOT;
 	uint64_t room = rl.rlim_cur > reserve ? rl.rlim_cur - reserve : 1;
-	if (md.conf.max_clients > room) {
-		log_warn("max_clients %u is more than %llu descriptors allow; using %llu", md.conf.max_clients,
+	if (c->max_clients > room) {
+		log_warn("max_clients %u is more than %llu descriptors allow; using %llu", c->max_clients,
 			 (unsigned long long)rl.rlim_cur, (unsigned long long)room);
-		md.conf.max_clients = (unsigned)room;
+		c->max_clients = (unsigned)room;
 	}
 	/* HTTP has what the socket's clients leave, and at least half the room */
-	uint64_t sockets = md.conf.max_clients < room / 2 ? md.conf.max_clients : room / 2;
-	md.http_fd_ceiling = room - sockets < INT_MAX ? (int)(room - sockets) : INT_MAX;
+	uint64_t sockets = c->max_clients < room / 2 ? c->max_clients : room / 2;
+	return room - sockets < INT_MAX ? (int)(room - sockets) : INT_MAX;
 }
 
 static void add_signal(int sig, event_callback_fn cb, struct event **slot)
 {
-	*slot = evsignal_new(md.base, sig, cb, NULL);
+	*slot = evsignal_new(base, sig, cb, NULL);
 	event_add(*slot, NULL);
+}
+
+/* The watches in the order they hear of a change, and the sinks of events. */
+static void wire(void)
+{
+	watch_add(&metrics_watch);
+	watch_add(&events_watch);
+	watch_add(&service_watch);
+	watch_add(&state_watch);
+	events_add_sink(server_event);
+	events_add_sink(sse_event);
 }
 
 int main(int argc, char **argv)
 {
 	struct options *o = &opts;
+	struct config *c = config_running();
 	struct event *sigs[4];
 	char err[512];
 
@@ -308,73 +287,74 @@ int main(int argc, char **argv)
 		return 2;
 	if (configure(o) < 0)
 		return 1;
-	log_init("modeld", (enum log_level)md.conf.log_level, o->use_syslog);
+	log_init("modeld", (enum log_level)c->log_level, o->use_syslog);
 	if (o->daemon && service_detach(err, sizeof err) < 0) {
 		log_error("%s", err);
 		return 1;
 	}
 	/* after detaching, so that a daemon's probe says what it found in the log, not on the terminal */
-	probe_gpus(md.worker_path, md.engine_dir, &md.gpus, &md.ngpus, &md.llama);
-	config_default_slots(&md.conf, md.ngpus);	/* read before the GPUs were known */
+	devices_probe();
+	config_default_slots(c, devices_gpu_count());	/* read before the GPUs were known */
 	signal(SIGPIPE, SIG_IGN);
-	fit_fd_limit();
+	int http_fd_ceiling = fit_fd_limit();
 	/* what workers leave behind comes back to modeld, to be killed (child.c) */
 	if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0)
 		log_warn("cannot become the workers' subreaper: %s", strerror(errno));
-	md.devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
-	if (md.devnull < 0) {
-		log_error("/dev/null: %s", strerror(errno));
-		return 1;
-	}
-	md.uid = getuid();
 	struct event_config *cfg = event_config_new();
 	if (cfg)
 		event_config_set_flag(cfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
-	md.base = cfg ? event_base_new_with_config(cfg) : NULL;
+	base = cfg ? event_base_new_with_config(cfg) : NULL;
 	if (cfg)
 		event_config_free(cfg);
-	if (!md.base || event_base_priority_init(md.base, PEER_PRIORITIES) < 0) {
+	if (!base || event_base_priority_init(base, PEER_PRIORITIES) < 0) {
 		log_error("cannot create the event loop");
+		return 1;
+	}
+	if (child_init(base) < 0) {
+		log_error("/dev/null: %s", strerror(errno));
 		return 1;
 	}
 	add_signal(SIGCHLD, on_sigchld, &sigs[0]);
 	add_signal(SIGTERM, on_terminate, &sigs[1]);
 	add_signal(SIGINT, on_terminate, &sigs[2]);
 	add_signal(SIGHUP, on_sighup, &sigs[3]);
-	if (server_listen(md.socket_path, md.conf.socket_mode, err, sizeof err) < 0 ||
-	    http_listen(err, sizeof err) < 0) {
+	ops_init(reload_run);
+	if (server_listen(base, c->socket_path, c->socket_mode, ops_dispatch, err, sizeof err) < 0 ||
+	    http_listen(base, http_fd_ceiling, err, sizeof err) < 0) {
 		log_error("%s", err);
 		return 1;
 	}
-	log_info("listening on %s; %zu slot(s), %zu model(s); worker %s", md.socket_path, md.conf.nslots,
-		 md.conf.nmodels, md.worker_path);
-	ops_check();
-	slots_init();
+	log_info("listening on %s; %zu slot(s), %zu model(s); worker %s", c->socket_path, c->nslots, c->nmodels,
+		 c->worker_path);
+	core_init(base);
+	events_init();
+	metrics_init();
+	wire();
 	state_load();
 	if (service_ready(o->pidfile) < 0)
 		return 1;
-	slots_start();
-	event_base_dispatch(md.base);
+	core_start(state_initial);
+	event_base_dispatch(base);
 
 	log_info("stopped");
 	service_end();
 	server_close();
 	/* one more turn, without waiting: what was written to clients as it stopped goes to those that read */
-	event_base_loop(md.base, EVLOOP_NONBLOCK);
+	event_base_loop(base, EVLOOP_NONBLOCK);
 	http_close();
-	slots_free();
+	core_free();
+	metrics_free();
 	state_free();
 	reload_free();
 	events_free();
+	watch_clear();
+	devices_free();
+	child_end();
 	for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
 		event_free(sigs[i]);
 	if (shutdown_deadline)
 		event_free(shutdown_deadline);
-	event_base_free(md.base);
-	free(md.socket_path);
-	free(md.worker_path);
-	free(md.engine_dir);
-	config_free(&md.conf);
-	free(md.gpus);
+	event_base_free(base);
+	config_free(c);
 	return 0;
 }

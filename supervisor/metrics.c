@@ -15,7 +15,10 @@
 #include <event2/buffer.h>
 
 #include "../proto/clock.h"
-#include "modeld.h"
+#include "core.h"
+#include "devices.h"
+#include "metrics.h"
+#include "server.h"
 
 /* Seconds: loads and warmups take seconds to minutes; requests, ms to minutes. */
 static const double load_bounds[] = { 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600 };
@@ -80,28 +83,29 @@ static void model_metrics_init(struct model_metrics *m)
 
 void metrics_init(void)
 {
-	slots = calloc(md.nslots + 1, sizeof *slots);
-	models = calloc(md.conf.nmodels + 1, sizeof *models);
+	slots = calloc(core_nslots() + 1, sizeof *slots);
+	models = calloc(config_running()->nmodels + 1, sizeof *models);
 	if (!slots || !models)
 		abort();
-	for (size_t i = 0; i < md.nslots; i++) {
+	for (size_t i = 0; i < core_nslots(); i++) {
 		histogram_init(&slots[i].load, load_bounds, sizeof load_bounds / sizeof load_bounds[0]);
 		histogram_init(&slots[i].warmup, load_bounds, sizeof load_bounds / sizeof load_bounds[0]);
 	}
-	for (size_t i = 0; i < md.conf.nmodels; i++)
+	for (size_t i = 0; i < config_running()->nmodels; i++)
 		model_metrics_init(&models[i]);
 }
 
 void metrics_models_changed(struct model *const *old, size_t nold)
 {
-	struct model_metrics *now = calloc(md.conf.nmodels + 1, sizeof *now);
+	const struct config *c = config_running();
+	struct model_metrics *now = calloc(c->nmodels + 1, sizeof *now);
 	size_t kept = 0;
 
 	if (!now)
 		abort();
-	for (size_t i = 0; i < md.conf.nmodels; i++) {
+	for (size_t i = 0; i < c->nmodels; i++) {
 		size_t j = 0;
-		while (j < nold && old[j] != md.conf.models[i])
+		while (j < nold && old[j] != c->models[i])
 			j++;
 		if (j < nold)
 			now[i] = models[j];	/* the same model: its numbers go on */
@@ -127,14 +131,10 @@ void metrics_free(void)
 	noutcomes = outcomes_cap = 0;
 }
 
-static size_t slot_index(const struct slot *s)
+/* A slot's state was published: a load that reached ready is timed. */
+static void on_state(const struct slot *s)
 {
-	return (size_t)((const struct slot_rt *)s - md.slots);	/* a slot is the first member of its slot_rt */
-}
-
-void metrics_state(const struct slot *s)
-{
-	struct slot_metrics *m = &slots[slot_index(s)];
+	struct slot_metrics *m = &slots[core_index(s)];
 
 	if (s->state == SS_READY && (m->last == SS_LOADING || m->last == SS_WARMING)) {
 		observe(&m->load, (double)s->load_ms / 1000);
@@ -160,7 +160,8 @@ static void count_outcome(enum op op, const struct model *model, enum err code)
 	outcomes[noutcomes++] = (struct outcome){ op, model, code, 1 };
 }
 
-void metrics_request(const struct req *r, enum err code)
+/* r ends with code. */
+static void on_request_done(const struct req *r, enum err code)
 {
 	const struct model *mod = r->model && !r->model->retired ? r->model : NULL;
 
@@ -239,46 +240,46 @@ static void histogram_write(struct evbuffer *out, const char *name, const char *
 static void write_slots(struct evbuffer *out)
 {
 	family(out, "modeld_slot_state", "gauge", "1 for the state each slot is in, 0 for the others.");
-	for (size_t i = 0; i < md.nslots; i++)
+	for (size_t i = 0; i < core_nslots(); i++)
 		for (int st = 0; st < SS__COUNT; st++)
-			sample(out, "modeld_slot_state", "slot", md.slots[i].s.conf->name, "state",
-			       slot_state_name((enum slot_state)st), md.slots[i].s.state == (enum slot_state)st);
+			sample(out, "modeld_slot_state", "slot", core_slot(i)->conf->name, "state",
+			       slot_state_name((enum slot_state)st), core_slot(i)->state == (enum slot_state)st);
 	family(out, "modeld_model_loaded", "gauge", "1 when the model is ready in the slot.");
-	for (size_t i = 0; i < md.nslots; i++) {
-		const struct slot *s = &md.slots[i].s;
+	for (size_t i = 0; i < core_nslots(); i++) {
+		const struct slot *s = core_slot(i);
 		if (s->model)
 			sample(out, "modeld_model_loaded", "slot", s->conf->name, "model", s->model->name,
 			       s->state == SS_READY);
 	}
 	family(out, "modeld_queue_depth", "gauge", "Inference requests waiting for the slot's worker.");
-	for (size_t i = 0; i < md.nslots; i++)
-		sample(out, "modeld_queue_depth", "slot", md.slots[i].s.conf->name, NULL, NULL,
-		       slot_queue_length(&md.slots[i].s));
+	for (size_t i = 0; i < core_nslots(); i++)
+		sample(out, "modeld_queue_depth", "slot", core_slot(i)->conf->name, NULL, NULL,
+		       slot_queue_length(core_slot(i)));
 	family(out, "modeld_requests_running", "gauge", "Requests the slot's worker runs, up to its model's parallel.");
-	for (size_t i = 0; i < md.nslots; i++)
-		sample(out, "modeld_requests_running", "slot", md.slots[i].s.conf->name, NULL, NULL,
-		       md.slots[i].s.nrunning);
+	for (size_t i = 0; i < core_nslots(); i++)
+		sample(out, "modeld_requests_running", "slot", core_slot(i)->conf->name, NULL, NULL,
+		       core_slot(i)->nrunning);
 	family(out, "modeld_load_duration_seconds", "histogram", "From a worker's start to weights loaded.");
-	for (size_t i = 0; i < md.nslots; i++)
-		histogram_write(out, "modeld_load_duration_seconds", "slot", md.slots[i].s.conf->name,
+	for (size_t i = 0; i < core_nslots(); i++)
+		histogram_write(out, "modeld_load_duration_seconds", "slot", core_slot(i)->conf->name,
 				&slots[i].load);
 	family(out, "modeld_warmup_duration_seconds", "histogram", "A loaded model's warmup.");
-	for (size_t i = 0; i < md.nslots; i++)
-		histogram_write(out, "modeld_warmup_duration_seconds", "slot", md.slots[i].s.conf->name,
+	for (size_t i = 0; i < core_nslots(); i++)
+		histogram_write(out, "modeld_warmup_duration_seconds", "slot", core_slot(i)->conf->name,
 				&slots[i].warmup);
 }
 
 static void write_workers(struct evbuffer *out)
 {
 	family(out, "modeld_worker_deaths_total", "counter", "Workers that ended unasked, by cause.");
-	for (size_t i = 0; i < md.nslots; i++)
+	for (size_t i = 0; i < core_nslots(); i++)
 		for (int d = 0; d < WD__COUNT; d++)
-			sample(out, "modeld_worker_deaths_total", "slot", md.slots[i].s.conf->name, "cause",
-			       slot_death_name((enum worker_death)d), (double)md.slots[i].s.deaths_by[d]);
+			sample(out, "modeld_worker_deaths_total", "slot", core_slot(i)->conf->name, "cause",
+			       slot_death_name((enum worker_death)d), (double)core_slot(i)->deaths_by[d]);
 	family(out, "modeld_worker_restarts_total", "counter", "Workers started again after a death.");
-	for (size_t i = 0; i < md.nslots; i++)
-		sample(out, "modeld_worker_restarts_total", "slot", md.slots[i].s.conf->name, NULL, NULL,
-		       (double)md.slots[i].s.restarts);
+	for (size_t i = 0; i < core_nslots(); i++)
+		sample(out, "modeld_worker_restarts_total", "slot", core_slot(i)->conf->name, NULL, NULL,
+		       (double)core_slot(i)->restarts);
 }
 
 static const char *model_label(const struct model *m)
@@ -298,15 +299,15 @@ static void write_requests(struct evbuffer *out)
 		evbuffer_add_printf(out, "} %llu\n", (unsigned long long)o->count);
 	}
 	family(out, "modeld_generated_tokens_total", "counter", "Tokens generated, by model.");
-	for (size_t i = 0; i < md.conf.nmodels; i++)
-		sample(out, "modeld_generated_tokens_total", "model", model_label(md.conf.models[i]), NULL, NULL,
+	for (size_t i = 0; i < config_running()->nmodels; i++)
+		sample(out, "modeld_generated_tokens_total", "model", model_label(config_running()->models[i]), NULL, NULL,
 		       (double)models[i].tokens);
 	family(out, "modeld_time_to_first_token_seconds", "histogram", "From an inference's arrival to its first token.");
-	for (size_t i = 0; i < md.conf.nmodels; i++)
-		histogram_write(out, "modeld_time_to_first_token_seconds", "model", model_label(md.conf.models[i]), &models[i].ttft);
+	for (size_t i = 0; i < config_running()->nmodels; i++)
+		histogram_write(out, "modeld_time_to_first_token_seconds", "model", model_label(config_running()->models[i]), &models[i].ttft);
 	family(out, "modeld_request_duration_seconds", "histogram", "From an inference's arrival to its last reply.");
-	for (size_t i = 0; i < md.conf.nmodels; i++)
-		histogram_write(out, "modeld_request_duration_seconds", "model", model_label(md.conf.models[i]), &models[i].latency);
+	for (size_t i = 0; i < config_running()->nmodels; i++)
+		histogram_write(out, "modeld_request_duration_seconds", "model", model_label(config_running()->models[i]), &models[i].latency);
 }
 
 /* The device memory families, one at a time as the format wants. */
@@ -337,7 +338,7 @@ static void write_host(struct evbuffer *out)
 	for (size_t k = 0; k < sizeof memory_families / sizeof memory_families[0]; k++) {
 		struct memory_writer mw = { out, k };
 		family(out, memory_families[k].name, "gauge", memory_families[k].help);
-		ops_each_device(device_memory, &mw);
+		devices_each(device_memory, &mw);
 	}
 	family(out, "modeld_clients", "gauge", "Clients connected to the control socket.");
 	evbuffer_add_printf(out, "modeld_clients %u\n", server_client_count());
@@ -353,3 +354,5 @@ void metrics_write(struct evbuffer *out)
 	write_requests(out);
 	write_host(out);
 }
+
+const struct watch metrics_watch = { .state = on_state, .request_done = on_request_done };

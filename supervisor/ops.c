@@ -1,78 +1,105 @@
 /*
- * ops.c: the client ops of docs/protocol.md.
+ * ops.c: the socket protocol of docs/protocol.md (ops.h).
  *
  * ops_dispatch() checks the envelope (id, op, who may call it) and switches
- * to one function per op. Each op reads its arguments with the typed
- * readers; a missing or wrong-typed argument gets bad_request naming it.
- * Ops that wait (load, unload, restart, infer) become a struct req handed to
- * a slot, whose machine gives the final reply.
+ * to one function per op. Ops that wait for a slot (load, unload, restart,
+ * and the work for a model) are read by req_read into a request, the same
+ * shape HTTP reads its bodies into, and handed to the core; the final reply
+ * comes through the socket's sink here, which writes each op's results.
  */
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <sys/sysinfo.h>
 
 #include "../proto/clock.h"
 #include "../proto/log.h"
-#include "modeld.h"
-#include "probe.h"
+#include "core.h"
+#include "events.h"
+#include "ops.h"
+#include "server.h"
 #include "version.h"
+#include "view.h"
+
+static ops_reload_fn reload;
 
 
 /*
- * Checks a reader's result for key. False when a reply was sent: the
- * argument is of the wrong type, or required and missing.
+ * Checks a keyed reader's result for key. False when a reply was sent: the
+ * argument is of the wrong type.
  */
-static bool arg_ok(struct client *c, uint64_t id, int rc, const char *key, bool required,
-		   const char *what)
+static bool arg_ok(struct client *c, uint64_t id, int rc, const char *key, const char *what)
 {
-	if (rc == MSG_BAD_TYPE) {
-		server_reply_error(c, id, E_BAD_REQUEST, "%s must be %s", key, what);
-		return false;
+	if (rc != MSG_BAD_TYPE)
+		return true;
+	server_reply_error(c, id, E_BAD_REQUEST, "%s must be %s", key, what);
+	return false;
+}
+
+/* --- the socket client as the sink of its requests (req.h) --- */
+
+static void client_finish(struct req *r, const struct slot *s, enum err code, const char *message)
+{
+	struct msgw w;
+
+	if (code != E_NONE) {
+		server_reply_error(r->asker, r->id, code, "%s", message ? message : proto_err_name(code));
+		return;
 	}
-	if (rc == MSG_MISSING && required) {
-		server_reply_error(c, id, E_BAD_REQUEST, "%s is required (%s)", key, what);
-		return false;
+	server_reply_begin(&w, r->id);
+	ops_write_result(&w, s, r);
+	server_reply_send(r->asker, &w);
+}
+
+static void client_chunk(struct req *r, const struct work_out *o)
+{
+	struct msgw w;
+
+	msgw_init(&w);
+	msgw_map(&w);
+	msgw_ku64(&w, "id", r->id);
+	msgw_key(&w, "chunk");
+	msgw_map(&w);
+	msgw_key(&w, "tokens");
+	msgw_u32s(&w, o->tokens, o->ntokens);
+	if (o->text) {
+		msgw_key(&w, "text");
+		msgw_strn(&w, o->text, o->ntext);
 	}
-	return true;
+	msgw_end(&w);
+	msgw_end(&w);
+	server_send(r->asker, &w);
+	msgw_free(&w);
 }
 
-static bool arg_u64(struct client *c, uint64_t id, const msgpack_object *m, const char *key,
-		    bool required, uint64_t *out)
+static void client_forget(struct req *r)
 {
-	return arg_ok(c, id, msg_u64(m, key, out), key, required, "an unsigned integer");
+	server_untrack(r->asker, r);
+	r->asker = NULL;
 }
 
-static bool arg_bool(struct client *c, uint64_t id, const msgpack_object *m, const char *key,
-		     bool *out)
+static const struct req_sink client_sink = { client_finish, client_chunk, client_forget };
+
+/* A request of c's under id, tracked until its reply. */
+static struct req *new_req(struct client *c, uint64_t id, enum op op)
 {
-	return arg_ok(c, id, msg_bool(m, key, out), key, false, "a boolean");
+	struct req *r = req_new(&client_sink, c, id, op, clock_mono_ms());
+
+	r->admin = server_is_admin(c);
+	server_track(c, r);
+	return r;
 }
 
-/* An optional string argument; *out stays NULL when it is absent. */
-static bool arg_str(struct client *c, uint64_t id, const msgpack_object *m, const char *key,
-		    bool required, char **out)
+/* load, unload, restart, and work for a model: read as every face reads it, handed to the core. */
+static void op_submit(struct client *c, uint64_t id, enum op op, const msgpack_object *m)
 {
-	*out = NULL;
-	return arg_ok(c, id, msg_strdup(m, key, out), key, required, "a string without NUL bytes");
-}
+	static const struct req_read_opts socket_opts = { INFER_DEFAULT_WAIT_MS, "texts" };
+	struct req_error err;
+	struct req *r = new_req(c, id, op);
 
-static struct slot_rt *find_slot(struct client *c, uint64_t id, const char *name)
-{
-	struct slot_rt *rt = slots_find(name);
-	if (!rt)
-		server_reply_error(c, id, E_UNKNOWN_SLOT, "no slot called %s", name);
-	return rt;
-}
-
-/* Hands r to the slot's machine as an event of type t. */
-static void submit(struct slot_rt *rt, struct req *r, enum slot_event t)
-{
-	struct slot_ev ev = { .type = t, .req = r, .model = r->model };
-	r->slot = &rt->s;
-	slot_event(&rt->s, &ev);
+	if (req_read(r, arg_msgpack(m), &socket_opts, &err) < 0 || core_submit(r, &err) < 0) {
+		server_reply_error(c, id, err.code, "%s", err.message);
+		req_discard(r);
+	}
 }
 
 /* What this server does beyond protocol 1 as first written; hello lists them. */
@@ -104,14 +131,16 @@ static bool speaks_ours(const msgpack_object *proto)
 	return false;
 }
 
-static void op_hello(struct client *c, uint64_t id, const msgpack_object *m)
+static void op_hello(struct client *c, uint64_t id, enum op op, const msgpack_object *m)
 {
+	(void)op;
 	const msgpack_object *proto = msg_get(m, "proto");
 	uint64_t max = 0;
 	char *client = NULL;
 	struct msgw w;
 
-	if (!arg_u64(c, id, m, "max_frame", false, &max) || !arg_str(c, id, m, "client", false, &client))
+	if (!arg_ok(c, id, msg_u64(m, "max_frame", &max), "max_frame", "an unsigned integer") ||
+	    !arg_ok(c, id, msg_strdup(m, "client", &client), "client", "a string without NUL bytes"))
 		return;
 	free(client);		/* checked, not kept */
 	if (!is_proto(proto)) {
@@ -138,7 +167,7 @@ static void op_hello(struct client *c, uint64_t id, const msgpack_object *m)
 	msgw_ku64(&w, "proto", PROTO_VERSION);
 	msgw_kstr(&w, "server", PROTO_SERVER_NAME);
 	msgw_kstr(&w, "version", MODELD_VERSION);
-	msgw_ku64(&w, "max_frame", md.conf.max_frame);	/* the largest frame this server accepts */
+	msgw_ku64(&w, "max_frame", config_running()->max_frame);	/* the largest frame this server accepts */
 	msgw_key(&w, "capabilities");
 	msgw_array(&w);
 	for (size_t i = 0; i < sizeof capabilities / sizeof capabilities[0]; i++)
@@ -147,93 +176,24 @@ static void op_hello(struct client *c, uint64_t id, const msgpack_object *m)
 	server_reply_send(c, &w);
 }
 
-void ops_write_slot(struct msgw *w, const struct slot_rt *rt)
+static void op_status(struct client *c, uint64_t id, enum op op, const msgpack_object *m)
 {
-	const struct slot *s = &rt->s;
-
-	msgw_map(w);
-	msgw_kstr(w, "name", s->conf->name);
-	msgw_kstr(w, "device", s->conf->device);
-	slot_write_details(s, w);
-	msgw_key(w, "pid");
-	if (s->pid)
-		msgw_u64(w, (uint64_t)s->pid);
-	else
-		msgw_nil(w);
-	msgw_ku64(w, "since_ms", clock_wall_ms() - (clock_mono_ms() - s->since_ms));
-	msgw_ku64(w, "queue", slot_queue_length(s));
-	msgw_ku64(w, "active", s->nrunning);
-	msgw_ku64(w, "mem_bytes", s->has_worker ? s->mem_bytes : 0);
-	msgw_end(w);
-}
-
-/* status's result: the slots (only that one, unless NULL). */
-static void write_slots(struct msgw *w, const struct slot_rt *only)
-{
-	msgw_key(w, "slots");
-	msgw_array(w);
-	for (size_t i = 0; i < md.nslots; i++)
-		if (!only || only == &md.slots[i])
-			ops_write_slot(w, &md.slots[i]);
-	msgw_end(w);
-}
-
-static void op_status(struct client *c, uint64_t id, const msgpack_object *m)
-{
-	struct slot_rt *only = NULL;
-	char *name;
+	const struct slot *only = NULL;
+	char *name = NULL;
 	struct msgw w;
 
-	if (!arg_str(c, id, m, "slot", false, &name))
+	(void)op;
+	if (!arg_ok(c, id, msg_strdup(m, "slot", &name), "slot", "a string without NUL bytes"))
 		return;
-	if (name && !(only = find_slot(c, id, name))) {
+	if (name && !(only = core_find(name))) {
+		server_reply_error(c, id, E_UNKNOWN_SLOT, "no slot called %s", name);
 		free(name);
 		return;
 	}
 	free(name);
 	server_reply_begin(&w, id);
-	write_slots(&w, only);
+	view_write_status(&w, only);
 	server_reply_send(c, &w);
-}
-
-static void write_model(struct msgw *w, const struct model *mod)
-{
-	struct stat st;
-
-	msgw_map(w);
-	msgw_kstr(w, "name", mod->name);
-	msgw_kstr(w, "path", mod->path);
-	msgw_key(w, "bytes");
-	if (stat(mod->path, &st) == 0)
-		msgw_u64(w, (uint64_t)st.st_size);
-	else
-		msgw_nil(w);
-	msgw_kstr(w, "engine", mod->engine ? mod->engine : "auto");
-	msgw_kstr(w, "slot", mod->slot);
-	msgw_key(w, "loaded_in");
-	msgw_array(w);
-	for (size_t i = 0; i < md.nslots; i++) {
-		const struct slot *s = &md.slots[i].s;
-		if (s->model != mod || !s->has_worker)
-			continue;
-		msgw_map(w);
-		msgw_kstr(w, "slot", s->conf->name);
-		msgw_ku64(w, "pid", (uint64_t)s->pid);
-		msgw_kstr(w, "device", s->conf->device);
-		msgw_kstr(w, "state", slot_state_name(s->state));
-		msgw_end(w);
-	}
-	msgw_end(w);
-	msgw_end(w);
-}
-
-static void write_models(struct msgw *w)
-{
-	msgw_key(w, "models");
-	msgw_array(w);
-	for (size_t i = 0; i < md.conf.nmodels; i++)
-		write_model(w, md.conf.models[i]);
-	msgw_end(w);
 }
 
 /* A reply whose results write() adds. */
@@ -246,342 +206,53 @@ static void reply_with(struct client *c, uint64_t id, void (*write)(struct msgw 
 	server_reply_send(c, &w);
 }
 
-static void op_models(struct client *c, uint64_t id, const msgpack_object *m)
+static void op_models(struct client *c, uint64_t id, enum op op, const msgpack_object *m)
 {
-	(void)m;
-	reply_with(c, id, write_models);
+	(void)op; (void)m;
+	reply_with(c, id, view_write_models);
 }
 
-static void write_device(void *arg, const char *name, const char *label, uint64_t total, uint64_t free_bytes)
+static void op_devices(struct client *c, uint64_t id, enum op op, const msgpack_object *m)
 {
-	struct msgw *w = arg;
-
-	msgw_map(w);
-	msgw_kstr(w, "name", name);
-	msgw_kstr(w, "kind", strncmp(name, "cuda", 4) == 0 ? "cuda" : "cpu");
-	msgw_kstr(w, "label", label);
-	msgw_ku64(w, "total_bytes", total);
-	msgw_ku64(w, "free_bytes", free_bytes);
-	msgw_end(w);
+	(void)op; (void)m;
+	reply_with(c, id, view_write_devices);
 }
 
-/* A GPU's memory as the workers on it last reported, else as the probe found it. */
-static void gpu_memory(const char *dev, uint64_t *total, uint64_t *free_bytes)
+static void op_jobs(struct client *c, uint64_t id, enum op op, const msgpack_object *m)
 {
-	for (size_t i = 0; i < md.nslots; i++)
-		if (strcmp(md.slots[i].s.conf->device, dev) == 0 && md.slots[i].dev_total) {
-			*total = md.slots[i].dev_total;
-			*free_bytes = md.slots[i].dev_free;
-			return;
-		}
-}
-
-static bool is_probed(const char *dev)
-{
-	for (size_t i = 0; i < md.ngpus; i++)
-		if (strcmp(md.gpus[i].name, dev) == 0)
-			return true;
-	return false;
-}
-
-void ops_each_device(void (*fn)(void *arg, const char *name, const char *label, uint64_t total,
-				uint64_t free_bytes), void *arg)
-{
-	struct sysinfo si;
-
-	sysinfo(&si);
-	fn(arg, "cpu", "host memory", (uint64_t)si.totalram * si.mem_unit,
-	   (uint64_t)(si.freeram + si.bufferram) * si.mem_unit);
-	for (size_t i = 0; i < md.ngpus; i++) {
-		uint64_t total = md.gpus[i].total, free_bytes = md.gpus[i].free;
-		gpu_memory(md.gpus[i].name, &total, &free_bytes);
-		fn(arg, md.gpus[i].name, md.gpus[i].label, total, free_bytes);
-	}
-	for (size_t i = 0; i < md.nslots; i++) {
-		const char *dev = md.slots[i].s.conf->device;
-		bool seen = strcmp(dev, "cpu") == 0 || is_probed(dev);
-		for (size_t j = 0; j < i && !seen; j++)
-			seen = strcmp(md.slots[j].s.conf->device, dev) == 0;
-		if (!seen)	/* configured, but not found at start */
-			fn(arg, dev, NULL, md.slots[i].dev_total, md.slots[i].dev_free);
-	}
-}
-
-static void write_devices(struct msgw *w)
-{
-	msgw_key(w, "devices");
-	msgw_array(w);
-	ops_each_device(write_device, w);
-	msgw_end(w);
-}
-
-static void op_devices(struct client *c, uint64_t id, const msgpack_object *m)
-{
-	(void)m;
-	reply_with(c, id, write_devices);
-}
-
-static void op_jobs(struct client *c, uint64_t id, const msgpack_object *m)
-{
-	(void)m;
+	(void)op; (void)m;
 	reply_with(c, id, events_write_jobs);
 }
 
-int ops_write_view(struct msgw *w, const char *name)
-{
-	msgw_init(w);
-	msgw_map(w);
-	if (strcmp(name, "status") == 0)
-		write_slots(w, NULL);
-	else if (strcmp(name, "models") == 0)
-		write_models(w);
-	else if (strcmp(name, "devices") == 0)
-		write_devices(w);
-	else if (strcmp(name, "jobs") == 0)
-		events_write_jobs(w);
-	else
-		return -1;
-	msgw_end(w);
-	return 0;
-}
-
-/*
- * The slot a request is for: its `slot` argument, else the slot that has
- * its `model` (see slots_for_model). *mod is the model named, or NULL.
- * NULL with the error's code and message in err.
- */
-static struct slot_rt *find_target(const msgpack_object *m, bool model_required, const struct model **mod,
-				   struct op_error *err)
-{
-	char *model = NULL, *slot = NULL;
-	struct slot_rt *rt = NULL;
-	int rc;
-
-	*mod = NULL;
-	if ((rc = msg_strdup(m, "model", &model)) == MSG_BAD_TYPE || (rc == MSG_MISSING && model_required))
-		ops_error(err, E_BAD_REQUEST, rc == MSG_BAD_TYPE ? "model must be a string without NUL bytes" :
-			  "model is required (a string)");
-	else if (msg_strdup(m, "slot", &slot) == MSG_BAD_TYPE)
-		ops_error(err, E_BAD_REQUEST, "slot must be a string without NUL bytes");
-	else if (model && !(*mod = config_model(&md.conf, model)))
-		ops_error(err, E_UNKNOWN_MODEL, "no model called %s", model);
-	else if (slot && !(rt = slots_find(slot)))
-		ops_error(err, E_UNKNOWN_SLOT, "no slot called %s", slot);
-	else if (!slot && *mod)
-		rt = slots_for_model(*mod);
-	else if (!slot)
-		ops_error(err, E_BAD_REQUEST, "slot or model is required");
-	free(model);
-	free(slot);
-	return rt;
-}
-
-/* find_target for a socket client: NULL when the error was sent. */
-static struct slot_rt *target(struct client *c, uint64_t id, const msgpack_object *m,
-			      bool model_required, const struct model **mod)
-{
-	struct op_error err;
-	struct slot_rt *rt = find_target(m, model_required, mod, &err);
-
-	if (!rt)
-		server_reply_error(c, id, err.code, "%s", err.message);
-	return rt;
-}
-
-void ops_error(struct op_error *err, enum err code, const char *fmt, ...)
-{
-	va_list ap;
-
-	err->code = code;
-	va_start(ap, fmt);
-	vsnprintf(err->message, sizeof err->message, fmt, ap);
-	va_end(ap);
-}
-
-static bool read_flag(const msgpack_object *m, const char *key, bool *out, struct op_error *err)
-{
-	if (msg_bool(m, key, out) != MSG_BAD_TYPE)
-		return true;
-	ops_error(err, E_BAD_REQUEST, "%s must be a boolean", key);
-	return false;
-}
-
-int ops_submit_admin(struct req *r, const msgpack_object *m, struct op_error *err)
-{
-	const struct model *mod;
-	struct slot_rt *rt;
-
-	r->wait = true;
-	if (!read_flag(m, "wait", &r->wait, err) || !read_flag(m, "force", &r->force, err) ||
-	    !(rt = find_target(m, r->op == OP_LOAD, &mod, err)))
-		return -1;
-	if (r->op == OP_UNLOAD && mod && !slot_holds(&rt->s, mod)) {
-		ops_error(err, E_NOT_LOADED, "model %s is not loaded in slot %s", mod->name, rt->s.conf->name);
-		return -1;
-	}
-	r->model = r->op == OP_LOAD ? mod : NULL;
-	submit(rt, r, r->op == OP_LOAD ? SEV_LOAD : SEV_UNLOAD);
-	return 0;
-}
-
-/* load and unload: ops_submit_admin's, from the socket. */
-static void op_admin(struct client *c, uint64_t id, const msgpack_object *m, enum op op)
-{
-	struct op_error err;
-	struct req *r = server_new_req(c, id, op);
-
-	if (ops_submit_admin(r, m, &err) < 0) {
-		server_reply_error(c, id, err.code, "%s", err.message);
-		req_discard(r);
-	}
-}
-
-static void op_load(struct client *c, uint64_t id, const msgpack_object *m)
-{
-	op_admin(c, id, m, OP_LOAD);
-}
-
-static void op_unload(struct client *c, uint64_t id, const msgpack_object *m)
-{
-	op_admin(c, id, m, OP_UNLOAD);
-}
-
-static void op_restart(struct client *c, uint64_t id, const msgpack_object *m)
-{
-	char *slot = NULL;
-	struct slot_rt *rt;
-
-	if (arg_str(c, id, m, "slot", true, &slot) && (rt = find_slot(c, id, slot)) != NULL)
-		submit(rt, server_new_req(c, id, OP_RESTART), SEV_RESTART);
-	free(slot);
-}
-
-/* gpu: "wait" (the default) or "try". */
-static bool infer_gpu(struct client *c, uint64_t id, const msgpack_object *m, struct req *r)
-{
-	const char *v;
-	size_t n;
-	int rc = msg_str(m, "gpu", &v, &n);
-
-	if (rc == MSG_MISSING)
-		return true;
-	if (rc == MSG_OK && n == 3 && memcmp(v, "try", 3) == 0)
-		r->gpu_try = true;
-	else if (rc != MSG_OK || n != 4 || memcmp(v, "wait", 4) != 0) {
-		server_reply_error(c, id, E_BAD_REQUEST, "gpu must be \"wait\" or \"try\"");
-		return false;
-	}
-	return true;
-}
-
-/* How long a request may wait for its model, and keep it loaded after: within the protocol's limits. */
-static bool wait_args(struct client *c, uint64_t id, const msgpack_object *m, struct req *r)
-{
-	r->wait_ms = INFER_DEFAULT_WAIT_MS;
-	if (!arg_u64(c, id, m, "wait_ms", false, &r->wait_ms) ||
-	    !arg_u64(c, id, m, "keep_alive_ms", false, &r->keep_alive_ms) || !infer_gpu(c, id, m, r))
-		return false;
-	if (r->wait_ms > INFER_MAX_WAIT_MS || r->keep_alive_ms > INFER_MAX_WAIT_MS) {
-		server_reply_error(c, id, E_BAD_REQUEST, "wait_ms and keep_alive_ms must be at most %u",
-				   INFER_MAX_WAIT_MS);
-		return false;
-	}
-	return true;
-}
-
-/*
- * infer, tokenize, detokenize and embed: work for a loaded model, queued in
- * its slot like an inference. read_args reads the op's own arguments into r
- * (false once it has replied).
- */
-static void submit_work(struct client *c, uint64_t id, const msgpack_object *m, enum op op,
-			bool (*read_args)(struct client *, uint64_t, const msgpack_object *, struct req *))
-{
-	const struct model *mod;
-	struct slot_rt *rt;
-	struct req *r = server_new_req(c, id, op);
-
-	if (!read_args(c, id, m, r) || !wait_args(c, id, m, r) || !(rt = target(c, id, m, false, &mod))) {
-		req_discard(r);		/* its error reply is sent */
-		return;
-	}
-	r->model = mod;
-	submit(rt, r, SEV_INFER);
-}
-
-static bool infer_args(struct client *c, uint64_t id, const msgpack_object *m, struct req *r)
-{
-	char err[GEN_ERR_LEN];
-
-	if (gen_read(m, &r->gen, err) == 0)
-		return true;
-	server_reply_error(c, id, E_BAD_REQUEST, "%s", err);
-	return false;
-}
-
-static bool tokenize_args(struct client *c, uint64_t id, const msgpack_object *m, struct req *r)
-{
-	r->parse_special = true;
-	if (!arg_str(c, id, m, "text", true, &r->gen.prompt) || !arg_bool(c, id, m, "add_special", &r->add_special) ||
-	    !arg_bool(c, id, m, "parse_special", &r->parse_special))
-		return false;
-	if (strlen(r->gen.prompt) > INFER_MAX_TEXT_BYTES) {
-		server_reply_error(c, id, E_BAD_REQUEST, "text is %zu bytes; at most %u", strlen(r->gen.prompt),
-				   INFER_MAX_TEXT_BYTES);
-		return false;
-	}
-	return true;
-}
-
-static bool detokenize_args(struct client *c, uint64_t id, const msgpack_object *m, struct req *r)
-{
-	size_t n = 0;
-
-	if (!arg_ok(c, id, msg_u32s(m, "tokens", &r->gen.input, &n), "tokens", true, "an array of token ids"))
-		return false;
-	if (n > INFER_MAX_INPUT) {
-		server_reply_error(c, id, E_BAD_REQUEST, "tokens must hold at most %u ids", INFER_MAX_INPUT);
-		return false;
-	}
-	r->gen.ninput = (uint32_t)n;
-	return true;
-}
-
-static bool embed_args(struct client *c, uint64_t id, const msgpack_object *m, struct req *r)
-{
-	char err[96];
-
-	if (req_read_texts(msg_get(m, "texts"), r, "texts", err, sizeof err) == 0)
-		return true;
-	server_reply_error(c, id, E_BAD_REQUEST, "%s", err);
-	return false;
-}
-
-static void op_cancel(struct client *c, uint64_t id, const msgpack_object *m)
+static void op_cancel(struct client *c, uint64_t id, enum op op, const msgpack_object *m)
 {
 	uint64_t target = 0;
+	int rc = msg_u64(m, "target", &target);
 	struct msgw w;
 
-	if (!arg_u64(c, id, m, "target", true, &target))
+	(void)op;
+	if (rc != MSG_OK) {
+		server_reply_error(c, id, E_BAD_REQUEST, rc == MSG_MISSING ? "target is required (an unsigned integer)" :
+				   "target must be an unsigned integer");
 		return;
+	}
 	struct req *r = server_find_req(c, target);
 	bool found = r && r->slot;
-	if (found) {
-		struct slot_ev ev = { .type = SEV_CANCEL, .req = r };
-		slot_event(r->slot, &ev);
-	}
+	if (found)
+		core_cancel(r, false);
 	server_reply_begin(&w, id);
 	msgw_kbool(&w, "cancelled", found);
 	server_reply_send(c, &w);
 }
 
-static void op_subscribe(struct client *c, uint64_t id, const msgpack_object *m)
+static void op_subscribe(struct client *c, uint64_t id, enum op op, const msgpack_object *m)
 {
+	(void)op;
 	const msgpack_object_array *a = NULL;
 	unsigned mask = (1u << EVK__COUNT) - 1;
 	struct msgw w;
 
-	if (!arg_ok(c, id, msg_array(m, "events", &a), "events", false, "an array of event names"))
+	if (!arg_ok(c, id, msg_array(m, "events", &a), "events", "an array of event names"))
 		return;
 	if (a) {
 		mask = 0;
@@ -601,8 +272,9 @@ static void op_subscribe(struct client *c, uint64_t id, const msgpack_object *m)
 	server_reply_send(c, &w);
 }
 
-static void op_unsubscribe(struct client *c, uint64_t id, const msgpack_object *m)
+static void op_unsubscribe(struct client *c, uint64_t id, enum op op, const msgpack_object *m)
 {
+	(void)op;
 	(void)m;
 	struct msgw w;
 
@@ -682,39 +354,19 @@ static void write_embeddings(struct msgw *w, const struct slot *s, const struct 
 	msgw_end(w);
 }
 
-static void op_infer(struct client *c, uint64_t id, const msgpack_object *m)
+static void op_reload(struct client *c, uint64_t id, enum op op, const msgpack_object *m)
 {
-	submit_work(c, id, m, OP_INFER, infer_args);
-}
-
-static void op_tokenize(struct client *c, uint64_t id, const msgpack_object *m)
-{
-	submit_work(c, id, m, OP_TOKENIZE, tokenize_args);
-}
-
-static void op_detokenize(struct client *c, uint64_t id, const msgpack_object *m)
-{
-	submit_work(c, id, m, OP_DETOKENIZE, detokenize_args);
-}
-
-static void op_embed(struct client *c, uint64_t id, const msgpack_object *m)
-{
-	submit_work(c, id, m, OP_EMBED, embed_args);
-}
-
-static void op_reload(struct client *c, uint64_t id, const msgpack_object *m)
-{
-	(void)m;
-	struct reload_counts n;
+	(void)op; (void)m;
+	struct config_changes n;
 	char err[CONFIG_ERR_LEN + 64];
 	struct msgw w;
 
-	if (reload_run(&n, err, sizeof err) < 0) {
+	if (reload(&n, err, sizeof err) < 0) {
 		server_reply_error(c, id, E_BAD_CONFIG, "%s", err);
 		return;
 	}
 	server_reply_begin(&w, id);
-	msgw_ku64(&w, "models", md.conf.nmodels);
+	msgw_ku64(&w, "models", config_running()->nmodels);
 	msgw_ku64(&w, "added", n.added);
 	msgw_ku64(&w, "removed", n.removed);
 	msgw_ku64(&w, "changed", n.changed);
@@ -729,7 +381,7 @@ static void op_reload(struct client *c, uint64_t id, const msgpack_object *m)
  * op lacks a handler.
  */
 static const struct op_entry {
-	void (*run)(struct client *c, uint64_t id, const msgpack_object *m);
+	void (*run)(struct client *c, uint64_t id, enum op op, const msgpack_object *m);
 	bool admin;
 	bool work;
 	void (*write)(struct msgw *w, const struct slot *s, const struct req *r);
@@ -738,13 +390,13 @@ static const struct op_entry {
 	[OP_STATUS] = { op_status, false, false, NULL },
 	[OP_MODELS] = { op_models, false, false, NULL },
 	[OP_DEVICES] = { op_devices, false, false, NULL },
-	[OP_LOAD] = { op_load, true, false, write_load },
-	[OP_UNLOAD] = { op_unload, true, false, write_state },
-	[OP_RESTART] = { op_restart, true, false, write_state },
-	[OP_INFER] = { op_infer, false, true, write_infer },
-	[OP_TOKENIZE] = { op_tokenize, false, true, write_tokens },
-	[OP_DETOKENIZE] = { op_detokenize, false, true, write_text },
-	[OP_EMBED] = { op_embed, false, true, write_embeddings },
+	[OP_LOAD] = { op_submit, true, false, write_load },
+	[OP_UNLOAD] = { op_submit, true, false, write_state },
+	[OP_RESTART] = { op_submit, true, false, write_state },
+	[OP_INFER] = { op_submit, false, true, write_infer },
+	[OP_TOKENIZE] = { op_submit, false, true, write_tokens },
+	[OP_DETOKENIZE] = { op_submit, false, true, write_text },
+	[OP_EMBED] = { op_submit, false, true, write_embeddings },
 	[OP_CANCEL] = { op_cancel, false, false, NULL },
 	[OP_SUBSCRIBE] = { op_subscribe, false, false, NULL },
 	[OP_UNSUBSCRIBE] = { op_unsubscribe, false, false, NULL },
@@ -758,13 +410,9 @@ void ops_write_result(struct msgw *w, const struct slot *s, const struct req *r)
 	op_table[r->op].write(w, s, r);
 }
 
-bool ops_is_admin(enum op op)
+void ops_init(ops_reload_fn fn)
 {
-	return op >= 0 && op < OP__COUNT && op_table[op].admin;
-}
-
-void ops_check(void)
-{
+	reload = fn;
 	for (int op = 0; op < OP__COUNT; op++)
 		if (!op_table[op].run) {
 			log_error("op %s has no handler", proto_op_name((enum op)op));
@@ -802,9 +450,9 @@ void ops_dispatch(struct client *c, const msgpack_object *m)
 		server_reply_error(c, id, E_UNAUTHORIZED, "%s is for administrators", proto_op_name(op));
 		return;
 	}
-	if (md.shutting_down && (e->admin || e->work)) {
+	if (core_shutting_down() && (e->admin || e->work)) {
 		server_reply_error(c, id, E_SHUTTING_DOWN, "modeld is shutting down");
 		return;
 	}
-	e->run(c, id, m);
+	e->run(c, id, op, m);
 }

@@ -20,14 +20,27 @@
  *   what was set up at start (sockets, worker, users) is kept, with a
  *   warning that it takes a restart.
  */
+#include <pwd.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../proto/log.h"
-#include "modeld.h"
+#include "core.h"
+#include "devices.h"
+#include "http.h"
+#include "metrics.h"
+#include "reload.h"
+#include "service.h"
+#include "watch.h"
 
+/* Whom workers run as when modeld is root and worker_user is not set: the first of these
+ * that exists (the package makes the user modeld). */
+#define WORKER_DEFAULT_USERS { "modeld", "nobody" }
+
+static struct reload_overrides overrides;	/* the command line's, which every reading applies */
 static struct model **retired;
 static size_t nretired;
 
@@ -51,14 +64,16 @@ static bool same_model(const struct model *a, const struct model *b)
 /* Why next's slots and devices cannot take the running ones' places; 0 when they can. */
 static int slots_differ(const struct config *next, char *why, size_t len)
 {
+	struct config *live = config_running();
+
 	const char *restart = "adding, removing or moving slots needs a restart";
 
-	if (next->nslots != md.conf.nslots) {
-		snprintf(why, len, "%zu slots instead of %zu: %s", next->nslots, md.conf.nslots, restart);
+	if (next->nslots != live->nslots) {
+		snprintf(why, len, "%zu slots instead of %zu: %s", next->nslots, live->nslots, restart);
 		return -1;
 	}
-	for (size_t i = 0; i < md.conf.nslots; i++) {
-		const struct slot_conf *run = &md.conf.slots[i], *s = config_slot(next, run->name);
+	for (size_t i = 0; i < live->nslots; i++) {
+		const struct slot_conf *run = &live->slots[i], *s = config_slot(next, run->name);
 		if (!s) {
 			snprintf(why, len, "slot %s is gone: %s", run->name, restart);
 			return -1;
@@ -68,10 +83,10 @@ static int slots_differ(const struct config *next, char *why, size_t len)
 			return -1;
 		}
 	}
-	bool same = next->ndevices == md.conf.ndevices;
-	for (size_t i = 0; same && i < md.conf.ndevices; i++)
-		same = strcmp(next->devices[i].name, md.conf.devices[i].name) == 0 &&
-		       next->devices[i].exclusive == md.conf.devices[i].exclusive;
+	bool same = next->ndevices == live->ndevices;
+	for (size_t i = 0; same && i < live->ndevices; i++)
+		same = strcmp(next->devices[i].name, live->devices[i].name) == 0 &&
+		       next->devices[i].exclusive == live->devices[i].exclusive;
 	if (!same) {
 		snprintf(why, len, "the [device] sections changed: that needs a restart");
 		return -1;
@@ -116,26 +131,30 @@ static void swap_str(char **a, char **b)
 /* The [modeld] settings the running loop reads, from next; the rest stays, said so. */
 static void take_globals(struct config *next)
 {
+	struct config *live = config_running();
+
 	for (size_t i = 0; i < sizeof at_start / sizeof at_start[0]; i++)
-		if (!at_start_same(i, &md.conf, next))
+		if (!at_start_same(i, live, next))
 			log_warn("reload: %s changed; it takes effect at the next start", at_start[i].key);
-	md.conf.log_level = next->log_level;
+	live->log_level = next->log_level;
 	log_set_level((enum log_level)next->log_level);
-	md.conf.admin_group = next->admin_group;
-	md.conf.max_clients_per_uid = next->max_clients_per_uid;
-	md.conf.admin_reserve = next->admin_reserve;
-	md.conf.client_idle_timeout_ms = next->client_idle_timeout_ms;
-	md.conf.http_wait_timeout_ms = next->http_wait_timeout_ms;
-	swap_str(&md.conf.models_dir, &next->models_dir);
-	swap_str(&md.conf.state_dir, &next->state_dir);
-	swap_str(&md.conf.file, &next->file);
+	live->admin_group = next->admin_group;
+	live->max_clients_per_uid = next->max_clients_per_uid;
+	live->admin_reserve = next->admin_reserve;
+	live->client_idle_timeout_ms = next->client_idle_timeout_ms;
+	live->http_wait_timeout_ms = next->http_wait_timeout_ms;
+	swap_str(&live->models_dir, &next->models_dir);
+	swap_str(&live->state_dir, &next->state_dir);
+	swap_str(&live->file, &next->file);
 }
 
 /* Each slot's settings from next, in place (its slot machine keeps pointing at them); next gets the old. */
 static void take_slots(struct config *next)
 {
-	for (size_t i = 0; i < md.conf.nslots; i++) {
-		struct slot_conf *run = &md.conf.slots[i], *s = (struct slot_conf *)config_slot(next, run->name);
+	struct config *live = config_running();
+
+	for (size_t i = 0; i < live->nslots; i++) {
+		struct slot_conf *run = &live->slots[i], *s = (struct slot_conf *)config_slot(next, run->name);
 		struct slot_conf old = *run;
 		*run = *s;
 		*s = old;
@@ -155,16 +174,18 @@ static void keep_retired(struct model *m)
  * the running object, the new copy freed; the running models left out are
  * marked retired and returned (ngone of them).
  */
-static struct model **take_models(struct config *next, struct reload_counts *n, size_t *ngone)
+static struct model **take_models(struct config *next, struct config_changes *n, size_t *ngone)
 {
-	struct model **old = md.conf.models, **gone = calloc(md.conf.nmodels + 1, sizeof *gone);
-	size_t nold = md.conf.nmodels;
+	struct config *live = config_running();
+
+	struct model **old = live->models, **gone = calloc(live->nmodels + 1, sizeof *gone);
+	size_t nold = live->nmodels;
 	bool *stays = calloc(nold + 1, sizeof *stays);
 
 	if (!gone || !stays)
 		abort();
 	for (size_t i = 0; i < next->nmodels; i++) {
-		struct model *run = (struct model *)config_model(&md.conf, next->models[i]->name);
+		struct model *run = (struct model *)config_model(live, next->models[i]->name);
 		if (run && same_model(run, next->models[i])) {
 			run->max_tokens = next->models[i]->max_tokens;	/* read per request: no reload */
 			config_model_free(next->models[i]);
@@ -180,12 +201,12 @@ static struct model **take_models(struct config *next, struct reload_counts *n, 
 			old[i]->retired = true;	/* before anything counts a request for it */
 			gone[(*ngone)++] = old[i];
 		}
-	md.conf.models = next->models;
-	md.conf.nmodels = next->nmodels;
+	live->models = next->models;
+	live->nmodels = next->nmodels;
 	next->models = NULL;
 	next->nmodels = 0;
 	metrics_models_changed(old, nold);
-	config_index_models(&md.conf);
+	config_index_models(live);
 	free(old);
 	free(stays);
 	return gone;
@@ -195,61 +216,55 @@ static struct model **take_models(struct config *next, struct reload_counts *n, 
  * A retired model leaves every slot; one that was loaded and is still
  * configured (its definition changed) is loaded again where it was.
  */
-static void retire(struct model *m, struct reload_counts *n)
+static void retire(struct model *m, struct config_changes *n)
 {
-	const struct model *again = config_model(&md.conf, m->name);
+	struct config *live = config_running();
+
+	const struct model *again = config_model(live, m->name);
 
 	if (again)
 		n->changed++;
 	else
 		n->removed++;
-	for (size_t i = 0; i < md.nslots; i++) {
-		struct slot *s = &md.slots[i].s;
-		bool held = slot_holds(s, m);
-		slot_event(s, &(struct slot_ev){ .type = SEV_RETIRE, .model = m });
-		if (held && again)
-			slot_event(s, &(struct slot_ev){ .type = SEV_LOAD, .model = again });
-	}
+	core_retire(m, again);
 	keep_retired(m);
 }
 
-int reload_run(struct reload_counts *counts, char *err, size_t errlen)
+int reload_run(struct config_changes *counts, char *err, size_t errlen)
 {
+	struct config *live = config_running();
 	struct config next;
 	char why[CONFIG_ERR_LEN];
-	struct reload_counts n = { 0 };
+	struct config_changes n = { 0 };
 	size_t ngone;
 
 	service_reloading(true);
-	log_info("reload: reading %s", md.conf.file ? md.conf.file : "(default)");
-	int rc = modeld_read_config(&next, why);
+	log_info("reload: reading %s", live->file ? live->file : "(default)");
+	int rc = reload_read_config(&next, why);
 	if (rc == 0) {
-		config_default_slots(&next, md.ngpus);
+		config_default_slots(&next, devices_gpu_count());
 		rc = slots_differ(&next, why, sizeof why);
 	}
 	if (rc < 0) {
 		config_free(&next);
 		snprintf(err, errlen, "%s; the running configuration stays", why);
 		log_error("reload: %s", err);
-		events_advisory(NULL, err);
+		watch_advisory(NULL, err);
 		service_reloading(false);
 		return -1;
 	}
 	take_globals(&next);
 	take_slots(&next);
 	struct model **gone = take_models(&next, &n, &ngone);
-	for (size_t i = 0; i < md.nslots; i++) {
-		const struct slot_conf *c = md.slots[i].s.conf;
-		md.slots[i].s.fallback = c->fallback_model ? config_model(&md.conf, c->fallback_model) : NULL;
-	}
+	core_reconfigure();
 	for (size_t i = 0; i < ngone; i++)
 		retire(gone[i], &n);
 	free(gone);
 	config_free(&next);
-	snprintf(why, sizeof why, "reloaded: %zu models; %zu added, %zu removed, %zu changed", md.conf.nmodels,
+	snprintf(why, sizeof why, "reloaded: %zu models; %zu added, %zu removed, %zu changed", live->nmodels,
 		 n.added, n.removed, n.changed);
 	log_info("%s", why);
-	events_advisory(NULL, why);
+	watch_advisory(NULL, why);
 	service_reloading(false);
 	service_status();
 	*counts = n;
@@ -263,4 +278,62 @@ void reload_free(void)
 	free(retired);
 	retired = NULL;
 	nretired = 0;
+}
+
+/*
+ * Workers never keep root's privileges: as root without worker_user they
+ * run as the first of WORKER_DEFAULT_USERS that exists, which holds
+ * nothing and may do nothing; where none exists they keep uid 0 and drop
+ * every capability (as every worker does).
+ */
+static void default_worker_user(struct config *c)
+{
+	static const char *const users[] = WORKER_DEFAULT_USERS;
+	struct passwd *pw = NULL;
+
+	if (geteuid() != 0 || c->worker_uid != CONFIG_NO_USER)
+		return;
+	for (size_t i = 0; !pw && i < sizeof users / sizeof users[0]; i++)
+		pw = getpwnam(users[i]);
+	if (!pw) {
+		log_warn("no user %s or %s: workers run as root, with no capability (set worker_user)",
+			 users[0], users[1]);
+		return;
+	}
+	c->worker_uid = pw->pw_uid;
+	c->worker_gid = pw->pw_gid;
+}
+
+void reload_init(const struct reload_overrides *o)
+{
+	overrides = *o;
+}
+
+int reload_read_config(struct config *c, char err[CONFIG_ERR_LEN])
+{
+	const struct reload_overrides *o = &overrides;
+
+	config_init(c);
+	if (o->config && config_read(c, o->config, err) < 0)
+		return -1;
+	if (o->models) {
+		free(c->models_dir);
+		c->models_dir = strdup(o->models);
+	}
+	if (o->http) {
+		free(c->http);
+		c->http = strdup(o->http);
+	}
+	if (o->level) {
+		int level = log_level_parse(o->level);
+		if (level < 0) {
+			snprintf(err, CONFIG_ERR_LEN, "-l: \"%s\" is not error, warn, info or debug", o->level);
+			return -1;
+		}
+		c->log_level = level;
+	}
+	if (config_finish(c, err) < 0 || http_check(c, err, CONFIG_ERR_LEN) < 0)
+		return -1;
+	default_worker_user(c);
+	return 0;
 }

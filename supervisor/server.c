@@ -1,10 +1,11 @@
 /*
  * server.c: the control socket and its clients.
  *
- * Each client is a peer (proto/peer.c); its frames go to ops_dispatch().
- * A client keeps the list of its requests that still wait for a reply, so
- * that a client that goes away has its requests cancelled (or, for loads,
- * left to finish unheard) and never leaves a dangling pointer behind.
+ * Each client is a peer (proto/peer.c); its frames go to the dispatch
+ * function server_listen was given. A client keeps the list of its
+ * requests that still wait for a reply, so that a client that goes away
+ * has its requests cancelled (or, for loads, left to finish unheard) and
+ * never leaves a dangling pointer behind.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -24,7 +25,9 @@
 #include "../proto/clock.h"
 #include "../proto/log.h"
 #include "../proto/peer.h"
-#include "modeld.h"
+#include "config.h"
+#include "core.h"
+#include "server.h"
 
 struct client {
 	LIST_ENTRY(client) link;
@@ -37,7 +40,7 @@ struct client {
 	size_t max_frame;		/* the largest frame body it accepts (hello); SIZE_MAX: it did not say */
 	uint64_t active_ms;		/* when it last sent a request */
 	uint64_t stale;			/* slots (by index) whose state events were held back */
-	struct client *next_dropped;	/* server_broadcast's list of subscribers to let go */
+	struct client *next_dropped;	/* server_event's list of subscribers to let go */
 	/*
 	 * Told it fell too far behind: kept, and counted among the clients, until
 	 * it has read that, hangs up or idles out; what it sends is not read.
@@ -55,6 +58,10 @@ static struct guarded {
 	struct event *resume;
 } guarded[2];
 static struct event *idle_sweep;	/* closes clients idle for client_idle_timeout */
+static struct event_base *base;
+static server_dispatch_fn dispatch;
+static char *socket_path;
+static uid_t own_uid;			/* modeld's: its clients administer */
 
 static void write_error(struct msgw *w, uint64_t id, enum err code, const char *message);
 
@@ -147,66 +154,20 @@ void server_reply_error(struct client *c, uint64_t id, enum err code, const char
 struct req *server_find_req(struct client *c, uint64_t id)
 {
 	struct req *r;
-	TAILQ_FOREACH(r, &c->reqs, client_link)
+	TAILQ_FOREACH(r, &c->reqs, asker_link)
 		if (r->id == id)
 			return r;
 	return NULL;
 }
 
-/* --- the socket client as the sink of its requests (req.h) --- */
-
-static void client_finish(struct req *r, const struct slot *s, enum err code, const char *message)
+void server_track(struct client *c, struct req *r)
 {
-	struct msgw w;
-
-	if (code == E_NONE) {
-		server_reply_begin(&w, r->id);
-		ops_write_result(&w, s, r);
-		msgw_end(&w);
-	} else {
-		write_error(&w, r->id, code, message ? message : proto_err_name(code));
-	}
-	server_send(r->client, &w);
-	msgw_free(&w);
+	TAILQ_INSERT_TAIL(&c->reqs, r, asker_link);
 }
 
-static void client_chunk(struct req *r, const struct work_out *o)
+void server_untrack(struct client *c, struct req *r)
 {
-	struct msgw w;
-
-	msgw_init(&w);
-	msgw_map(&w);
-	msgw_ku64(&w, "id", r->id);
-	msgw_key(&w, "chunk");
-	msgw_map(&w);
-	msgw_key(&w, "tokens");
-	msgw_u32s(&w, o->tokens, o->ntokens);
-	if (o->text) {
-		msgw_key(&w, "text");
-		msgw_strn(&w, o->text, o->ntext);
-	}
-	msgw_end(&w);
-	msgw_end(&w);
-	server_send(r->client, &w);
-	msgw_free(&w);
-}
-
-static void client_forget(struct req *r)
-{
-	TAILQ_REMOVE(&r->client->reqs, r, client_link);
-	r->client = NULL;
-}
-
-static const struct req_sink client_sink = { client_finish, client_chunk, client_forget };
-
-struct req *server_new_req(struct client *c, uint64_t id, enum op op)
-{
-	struct req *r = req_new(&client_sink, id, op, ++md.next_seq, clock_mono_ms());
-
-	r->client = c;
-	r->admin = c->admin;
-	TAILQ_INSERT_TAIL(&c->reqs, r, client_link);
-	return r;
+	TAILQ_REMOVE(&c->reqs, r, asker_link);
 }
 
 /* The subscriber read its backlog: the latest state of each slot held back, once. */
@@ -216,10 +177,10 @@ static void caught_up(struct peer *p, void *arg)
 	struct client *c = arg;
 	struct msgw w;
 
-	for (size_t i = 0; i < md.nslots; i++) {
+	for (size_t i = 0; i < core_nslots(); i++) {
 		if (!(c->stale & (1ull << i)))
 			continue;
-		events_state_again(&md.slots[i].s, &w);
+		events_state_again(core_slot(i), &w);
 		peer_send(c->peer, &w);
 		msgw_free(&w);
 	}
@@ -248,7 +209,7 @@ static bool deliver_event(struct client *c, int kind, const struct slot *s, stru
 	} else if (kind == EVK_STATE && s) {
 		if (!c->stale)
 			peer_when_drained(c->peer, SUBSCRIBER_BEHIND / 2, caught_up, c);
-		c->stale |= 1ull << ((const struct slot_rt *)s - md.slots);
+		c->stale |= 1ull << core_index(s);
 	} else if (kind == EVK_PROGRESS || kind == EVK_JOB) {
 		/* superseded by the coalesced state */
 	} else if (owed + len <= SUBSCRIBER_MAX_OWED) {
@@ -293,15 +254,14 @@ static void drop_lagging(struct client *c)
 }
 
 
-void server_broadcast(int kind, const struct slot *s, struct msgw *w)
+void server_event(const struct event_ref *e, struct msgw *w)
 {
 	struct client *c, *next, *dropped = NULL;
-	size_t len;
+	size_t len = e->len;
 
-	msgw_frame(w, &len);
 	LIST_FOREACH(c, &clients, link)
-		if ((c->subs & (1u << kind)) && len - FRAME_HEADER_LEN <= c->max_frame &&
-		    !deliver_event(c, kind, s, w, len)) {
+		if ((c->subs & (1u << e->kind)) && len - FRAME_HEADER_LEN <= c->max_frame &&
+		    !deliver_event(c, e->kind, e->slot, w, len)) {
 			c->next_dropped = dropped;
 			dropped = c;
 		}
@@ -344,16 +304,18 @@ static bool peer_is_admin(const struct ucred *cred)
 	int n = (int)(sizeof groups / sizeof groups[0]);
 	struct passwd *pw;
 
-	if (cred->uid == 0 || cred->uid == md.uid)
+	gid_t admin_group = config_running()->admin_group;
+
+	if (cred->uid == 0 || cred->uid == own_uid)
 		return true;
-	if (md.conf.admin_group == CONFIG_NO_GROUP)
+	if (admin_group == CONFIG_NO_GROUP)
 		return false;
-	if (cred->gid == md.conf.admin_group)
+	if (cred->gid == admin_group)
 		return true;
 	if ((pw = getpwuid(cred->uid)) == NULL || getgrouplist(pw->pw_name, pw->pw_gid, groups, &n) < 0)
 		return false;
 	for (int i = 0; i < n; i++)
-		if (groups[i] == md.conf.admin_group)
+		if (groups[i] == admin_group)
 			return true;
 	return false;
 }
@@ -366,13 +328,8 @@ static void client_let_go(struct client *c)
 {
 	struct req *r;
 
-	while ((r = TAILQ_FIRST(&c->reqs)) != NULL) {
-		req_orphan(r);
-		if (r->slot && !ops_is_admin(r->op)) {
-			struct slot_ev ev = { .type = SEV_CANCEL, .req = r };
-			slot_event(r->slot, &ev);
-		}
-	}
+	while ((r = TAILQ_FIRST(&c->reqs)) != NULL)
+		core_cancel(r, true);	/* orphaned, its sink untracks it */
 }
 
 /* The client is gone; its peer is freed already, or to be. */
@@ -392,7 +349,7 @@ static void client_dispatch(struct peer *p, const msgpack_object *msg, void *arg
 		if (c->dropped)
 			return;
 		c->active_ms = clock_mono_ms();
-		ops_dispatch(c, msg);
+		dispatch(c, msg);
 		return;
 	}
 	if (peer_protocol_error(p)) {
@@ -477,7 +434,7 @@ void server_guard_accept(struct evconnlistener *l)
 	for (size_t i = 0; i < sizeof guarded / sizeof guarded[0]; i++)
 		if (!guarded[i].listener) {
 			guarded[i].listener = l;
-			guarded[i].resume = evtimer_new(md.base, accept_resume_cb, l);
+			guarded[i].resume = evtimer_new(base, accept_resume_cb, l);
 			evconnlistener_set_error_cb(l, accept_error_cb);
 			return;
 		}
@@ -500,18 +457,18 @@ void server_unguard_accept(struct evconnlistener *l)
  */
 static const char *no_place_for(uid_t uid, bool admin)
 {
-	unsigned reserve = md.conf.admin_reserve < md.conf.max_clients / 4 ? md.conf.admin_reserve :
-		md.conf.max_clients / 4;
+	const struct config *conf = config_running();
+	unsigned reserve = conf->admin_reserve < conf->max_clients / 4 ? conf->admin_reserve : conf->max_clients / 4;
 	unsigned same_uid = 0;
 	struct client *c;
 
-	if (nclients >= md.conf.max_clients)
+	if (nclients >= conf->max_clients)
 		return "max_clients reached";
-	if (!admin && nclients + reserve >= md.conf.max_clients)
+	if (!admin && nclients + reserve >= conf->max_clients)
 		return "the places left are kept for administrators (admin_reserve)";
 	LIST_FOREACH(c, &clients, link)
 		same_uid += c->uid == uid;
-	if (same_uid >= md.conf.max_clients_per_uid)
+	if (same_uid >= conf->max_clients_per_uid)
 		return "max_clients_per_uid reached for this user";
 	return NULL;
 }
@@ -520,19 +477,19 @@ static const char *no_place_for(uid_t uid, bool admin)
 static void idle_sweep_cb(evutil_socket_t fd, short what, void *arg)
 {
 	(void)fd; (void)what; (void)arg;
-	uint64_t t = clock_mono_ms();
+	uint64_t t = clock_mono_ms(), idle = config_running()->client_idle_timeout_ms;
 	struct client *c, *next;
 
 	for (c = LIST_FIRST(&clients); c; c = next) {
 		next = LIST_NEXT(c, link);
-		if (!TAILQ_EMPTY(&c->reqs) || c->subs || t - c->active_ms < md.conf.client_idle_timeout_ms)
+		if (!TAILQ_EMPTY(&c->reqs) || c->subs || t - c->active_ms < idle)
 			continue;
 		log_info("client pid %d: idle; closing it", (int)c->pid);
 		if (c->dropped) {	/* it was told why already */
 			peer_free(c->peer);
 		} else {
 			server_reply_error(c, 0, E_TIMEOUT, "closed after %.1f s without a request",
-					   (double)md.conf.client_idle_timeout_ms / 1000);
+					   (double)idle / 1000);
 			peer_free_after_flush(c->peer);
 		}
 		client_gone(c);
@@ -546,7 +503,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
 	struct ucred cred = { 0 };
 	socklen_t clen = sizeof cred;
 
-	if (md.shutting_down) {
+	if (core_shutting_down()) {
 		refuse(fd, E_SHUTTING_DOWN, "modeld is shutting down");
 		return;
 	}
@@ -569,7 +526,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
 	c->active_ms = clock_mono_ms();
 	c->max_frame = SIZE_MAX;
 	TAILQ_INIT(&c->reqs);
-	c->peer = peer_new(md.base, fd, md.conf.max_frame, CLIENT_MAX_OUTPUT, client_dispatch, c);
+	c->peer = peer_new(base, fd, config_running()->max_frame, CLIENT_MAX_OUTPUT, client_dispatch, c);
 	LIST_INSERT_HEAD(&clients, c, link);
 	nclients++;
 }
@@ -597,9 +554,15 @@ static void make_parent(const char *path)
 		log_info("made %s", dir);
 }
 
-int server_listen(const char *path, mode_t mode, char *err, size_t errlen)
+int server_listen(struct event_base *b, const char *path, mode_t mode, server_dispatch_fn fn, char *err,
+		  size_t errlen)
 {
 	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	const struct config *conf = config_running();
+
+	base = b;
+	dispatch = fn;
+	own_uid = getuid();
 
 	if (strlen(path) >= sizeof sun.sun_path) {
 		snprintf(err, errlen, "socket path %s is too long", path);
@@ -614,14 +577,14 @@ int server_listen(const char *path, mode_t mode, char *err, size_t errlen)
 	make_parent(path);
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0 || bind(fd, (struct sockaddr *)&sun, sizeof sun) < 0 || chmod(path, mode) < 0 ||
-	    (md.conf.socket_group != CONFIG_NO_GROUP && chown(path, (uid_t)-1, md.conf.socket_group) < 0) ||
+	    (conf->socket_group != CONFIG_NO_GROUP && chown(path, (uid_t)-1, conf->socket_group) < 0) ||
 	    listen(fd, 128) < 0) {
 		snprintf(err, errlen, "%s: %s", path, strerror(errno));
 		if (fd >= 0)
 			close(fd);
 		return -1;
 	}
-	listener = evconnlistener_new(md.base, accept_cb, NULL,
+	listener = evconnlistener_new(base, accept_cb, NULL,
 				      LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
 	if (!listener) {
 		snprintf(err, errlen, "%s: cannot listen", path);
@@ -629,10 +592,12 @@ int server_listen(const char *path, mode_t mode, char *err, size_t errlen)
 		return -1;
 	}
 	server_guard_accept(listener);
-	if (md.conf.client_idle_timeout_ms) {
+	if (!(socket_path = strdup(path)))
+		abort();
+	if (conf->client_idle_timeout_ms) {
 		/* a client is closed between one and one and a quarter timeouts after its last request */
-		struct timeval every = clock_timeval(md.conf.client_idle_timeout_ms / 4 + 1);
-		idle_sweep = event_new(md.base, -1, EV_PERSIST, idle_sweep_cb, NULL);
+		struct timeval every = clock_timeval(conf->client_idle_timeout_ms / 4 + 1);
+		idle_sweep = event_new(base, -1, EV_PERSIST, idle_sweep_cb, NULL);
 		event_add(idle_sweep, &every);
 	}
 	return 0;
@@ -657,6 +622,8 @@ void server_close(void)
 		if (idle_sweep)
 			event_free(idle_sweep);
 		idle_sweep = NULL;
-		unlink(md.socket_path);
+		unlink(socket_path);
 	}
+	free(socket_path);
+	socket_path = NULL;
 }

@@ -15,7 +15,8 @@
 
 #include "../proto/clock.h"
 #include "../proto/log.h"
-#include "modeld.h"
+#include "core.h"
+#include "service.h"
 
 /* The longest STATUS= line: systemctl shows one line, so a long one is cut. */
 #define SERVICE_STATUS_LEN 256
@@ -114,8 +115,8 @@ void service_status(void)
 	if (!getenv("NOTIFY_SOCKET"))
 		return;
 	n += (size_t)snprintf(line, sizeof line, "STATUS=");
-	for (size_t i = 0; i < md.nslots && n < sizeof line; i++) {
-		const struct slot *s = &md.slots[i].s;
+	for (size_t i = 0; i < core_nslots() && n < sizeof line; i++) {
+		const struct slot *s = core_slot(i);
 		const struct model *m = slot_shown_model(s);
 		n += (size_t)snprintf(line + n, sizeof line - n, "%s%s %s%s%s%s", i ? "; " : "", s->conf->name,
 				      slot_state_name(s->state), m ? " (" : "", m ? m->name : "", m ? ")" : "");
@@ -144,3 +145,11 @@ void service_end(void)
 		pidfile = NULL;
 	}
 }
+
+static void on_state(const struct slot *s)
+{
+	(void)s;
+	service_status();
+}
+
+const struct watch service_watch = { .state = on_state };

@@ -2,10 +2,13 @@
  * slot.h: the state machine of one slot (docs/architecture.md).
  *
  * Everything that happens to a slot is an event fed to slot_event(); a table
- * of state x event picks a small action, and only actions change the slot.
- * The machine does no I/O: spawning and stopping workers, timers, replies
- * and event publishing go through struct slot_env, which modeld fills with
- * the real thing and the unit tests with recorders.
+ * of state x event (slot.c) picks a small action, made of the steps of
+ * step.c. Only the machine changes a slot, with two exceptions its env
+ * states: spawn sets the pid, and slot_set_fallback is how a reload names
+ * another fallback model. What a worker reports comes in its event. The
+ * machine does no I/O: spawning and stopping workers, timers, replies and
+ * publishing go through struct slot_env, which the core (core.c) fills
+ * with the real thing and the unit tests with recorders.
  */
 #ifndef SLOT_H
 #define SLOT_H
@@ -14,7 +17,7 @@
 #include <stdint.h>
 #include <stddef.h>
 
-#include "../proto/msg.h"
+#include "../proto/proto.h"
 #include "config.h"
 #include "req.h"
 
@@ -42,13 +45,13 @@ enum slot_event {
 	SEV_CANCEL,		/* req: its client cancelled it or went away */
 	SEV_SHUTDOWN,		/* modeld is stopping */
 	SEV_PROGRESS,		/* worker: bytes of total loaded */
-	SEV_LOADED,		/* worker: weights loaded */
-	SEV_WARMED,		/* worker: warmup done; a = warmup_ms */
-	SEV_FAILED,		/* worker: load or warmup failed; code, message */
-	SEV_TOKENS,		/* worker: a = request seq, out (tokens, text) */
-	SEV_INFER_DONE,		/* worker: a = request seq, out (the rest of the answer) */
-	SEV_INFER_FAILED,	/* worker: a = request seq, code, message */
-	SEV_EXITED,		/* worker reaped; message says how it ended */
+	SEV_LOADED,		/* worker: weights loaded; vocab, parallel, mem_bytes */
+	SEV_WARMED,		/* worker: warmup done; warmup_ms */
+	SEV_FAILED,		/* worker: load or warmup failed; code, message, unavailable */
+	SEV_TOKENS,		/* worker: seq (the request's), out (tokens, text) */
+	SEV_INFER_DONE,		/* worker: seq, out (the rest of the answer) */
+	SEV_INFER_FAILED,	/* worker: seq, code, message */
+	SEV_EXITED,		/* worker reaped; death, and message says how it ended */
 	SEV_DEADLINE,		/* the slot's one timer fired */
 	SEV_WAITED,		/* req: its wait_ms ran out */
 	SEV_LOCKED,		/* the device lock the slot waited for is its own now */
@@ -60,14 +63,20 @@ enum slot_event {
  * (heartbeat, stall, timeout), or killed for breaking the worker protocol. */
 enum worker_death { WD_EXIT, WD_SIGNAL, WD_KILLED, WD_PROTOCOL, WD__COUNT };
 
+/* An event, with the fields its type says it carries (slot_event above); the rest are 0. */
 struct slot_ev {
 	enum slot_event type;
 	struct req *req;
 	const struct model *model;
-	uint64_t a, b;
+	uint64_t seq;			/* the request a worker's message is about */
+	uint64_t bytes, total;		/* progress */
+	uint32_t vocab;			/* loaded: the model's token ids are below this */
+	unsigned parallel;		/* loaded: the inferences the worker takes at once */
+	uint64_t mem_bytes;		/* loaded: the memory the worker holds */
+	uint64_t warmup_ms;		/* warmed */
 	enum err code;
-	bool unavailable;	/* SEV_FAILED: the device, not the model, is at fault */
-	enum worker_death death;	/* SEV_EXITED: how */
+	bool unavailable;		/* failed: the device, not the model, is at fault */
+	enum worker_death death;	/* exited: how */
 	const char *message;
 	const struct work_out *out;
 };
@@ -123,7 +132,8 @@ struct slot_env {
 	void (*finish)(struct slot *s, struct req *r, enum err code, const char *message);
 	/* Streams part of r's answer (a chunk). */
 	void (*chunk)(struct slot *s, struct req *r, const struct work_out *o);
-	void (*state_changed)(const struct slot *s);
+	/* Publishes s's state: after a transition, or new details of the same state. */
+	void (*publish)(const struct slot *s);
 	void (*progress)(struct slot *s);
 	/* A job moved on: status "queued", "running", "done" or "failed". */
 	void (*job)(const struct slot *s, uint64_t job, const char *op, const struct model *m,
@@ -157,7 +167,7 @@ struct slot {
 	uint64_t load_job, unload_job;
 	uint64_t bytes, total;
 	uint64_t load_started_ms, load_ms, warmup_ms;
-	uint64_t mem_bytes;
+	uint64_t mem_bytes;		/* what the loaded worker said it holds */
 	uint32_t vocab;			/* the loaded model's token ids are below this */
 	/* crash recovery */
 	uint64_t deaths[SLOT_MAX_DEATHS];
@@ -189,12 +199,11 @@ void slot_init(struct slot *s, const struct slot_conf *conf, const struct model 
 	       const struct slot_env *env);
 /* Feeds one event to the machine. */
 void slot_event(struct slot *s, const struct slot_ev *ev);
-/* Ends every request of s with code; used when the slot goes away. */
+/* The model a load that fails falls back to (NULL: none), as a reload names it. */
+void slot_set_fallback(struct slot *s, const struct model *m);
 const char *slot_state_name(enum slot_state st);
 /* The model a slot's state names: none when empty or in error, the old one while switching. */
 const struct model *slot_shown_model(const struct slot *s);
-/* Writes the keys of a slot's status and state events: state, model and the state's details. */
-void slot_write_details(const struct slot *s, struct msgw *w);
 unsigned slot_queue_length(const struct slot *s);
 const char *slot_death_name(enum worker_death d);
 /* A model is "in" the slot when it is loaded, loading or the next target. */

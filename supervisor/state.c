@@ -28,12 +28,13 @@
 #include <unistd.h>
 
 #include "../proto/log.h"
-#include "modeld.h"
+#include "core.h"
+#include "state.h"
 
 #define STATE_FILE "modeld.state"
 #define STATE_VERSION 1
 
-/* What the file said at start, per slot (by md.slots index), and what it says now. */
+/* What the file said at start, per slot (by index), and what it says now. */
 struct desired {
 	bool from_file;			/* the file had an entry for this slot */
 	const struct model *at_start;
@@ -45,14 +46,14 @@ static struct desired *desired;
 static char path[PATH_MAX];
 
 /* Whether the file kept rt's default_model as other than it is now (a file without defaults kept none). */
-static bool default_changed(const json_t *root, const struct slot_rt *rt)
+static bool default_changed(const json_t *root, const struct slot *s)
 {
 	const json_t *defaults = json_object_get(root, "defaults");
-	const char *now = rt->s.conf->default_model;
+	const char *now = s->conf->default_model;
 
 	if (!json_is_object(defaults))
 		return false;
-	const json_t *then = json_object_get(defaults, rt->s.conf->name);
+	const json_t *then = json_object_get(defaults, s->conf->name);
 	if (json_is_string(then))
 		return !now || strcmp(now, json_string_value(then)) != 0;
 	return now != NULL;
@@ -70,18 +71,18 @@ static int read_entries(const json_t *root, const char **why)
 		return -1;
 	}
 	json_object_foreach((json_t *)slots, name, v) {
-		struct slot_rt *rt = slots_find(name);
-		if (!rt) {
+		const struct slot *s = core_find(name);
+		if (!s) {
 			log_warn("state %s: slot %s is no longer configured; its entry is dropped", path, name);
 			continue;
 		}
-		if (default_changed(root, rt)) {
+		if (default_changed(root, s)) {
 			log_info("state %s: slot %s's default_model has changed since; the slot starts with it", path,
 				 name);
 			continue;
 		}
-		struct desired *d = &desired[rt - md.slots];
-		const struct model *m = json_is_string(v) ? config_model(&md.conf, json_string_value(v)) : NULL;
+		struct desired *d = &desired[core_index(s)];
+		const struct model *m = json_is_string(v) ? config_model(config_running(), json_string_value(v)) : NULL;
 		if (json_is_string(v) && !m) {
 			log_warn("state %s: slot %s's model %s is no longer configured; the slot starts as configured",
 				 path, name, json_string_value(v));
@@ -100,11 +101,11 @@ void state_load(void)
 	const char *why = NULL;
 
 	free(desired);
-	if (!(desired = calloc(md.nslots ? md.nslots : 1, sizeof *desired)))
+	if (!(desired = calloc(core_nslots() + 1, sizeof *desired)))
 		abort();
-	if (!md.conf.state_dir)
+	if (!config_running()->state_dir)
 		return;
-	snprintf(path, sizeof path, "%s/%s", md.conf.state_dir, STATE_FILE);
+	snprintf(path, sizeof path, "%s/%s", config_running()->state_dir, STATE_FILE);
 	if (!(root = json_load_file(path, JSON_REJECT_DUPLICATES, &je))) {
 		if (access(path, F_OK) == 0)
 			log_warn("state %s:%d: %s; ignored, the slots start as configured", path, je.line, je.text);
@@ -115,20 +116,22 @@ void state_load(void)
 	json_decref(root);
 }
 
-const struct model *state_initial(const struct slot_rt *rt, const struct model *configured)
+const struct model *state_initial(const struct slot *s)
 {
-	struct desired *d = &desired[rt - md.slots];
+	const char *name = s->conf->default_model;
+	const struct model *configured = name ? config_model(config_running(), name) : NULL;
+	struct desired *d = &desired[core_index(s)];
 
 	d->wanted = d->from_file ? d->at_start : configured;
 	if (d->from_file && d->at_start != configured)
-		log_info("slot %s: %s, as before the restart", rt->s.conf->name,
+		log_info("slot %s: %s, as before the restart", s->conf->name,
 			 d->at_start ? d->at_start->name : "left empty");
 	return d->wanted;
 }
 
-const struct model *state_wanted(const struct slot_rt *rt)
+const struct model *state_wanted(const struct slot *s)
 {
-	return desired[rt - md.slots].wanted;
+	return desired[core_index(s)].wanted;
 }
 
 /* Writes every slot's entry to a temporary file, then renames it over the state file. */
@@ -138,8 +141,8 @@ static int write_file(void)
 	json_t *slots = json_object(), *defaults = json_object();
 	int fd = -1, rc = -1;
 
-	for (size_t i = 0; i < md.nslots; i++) {
-		const struct slot_conf *c = md.slots[i].s.conf;
+	for (size_t i = 0; i < core_nslots(); i++) {
+		const struct slot_conf *c = core_slot(i)->conf;
 		json_object_set_new(slots, c->name, desired[i].now ? json_string(desired[i].now->name) : json_null());
 		json_object_set_new(defaults, c->name, c->default_model ? json_string(c->default_model) : json_null());
 	}
@@ -154,7 +157,7 @@ static int write_file(void)
 	}
 	if (fd >= 0)
 		close(fd);
-	int dir = rc == 0 ? open(md.conf.state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+	int dir = rc == 0 ? open(config_running()->state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
 	if (dir >= 0) {
 		fsync(dir);	/* the rename itself outlives a power loss */
 		close(dir);
@@ -163,12 +166,13 @@ static int write_file(void)
 	return rc;
 }
 
-void state_changed(const struct slot *s)
+/* After any state change of s: a slot that became ready or empty is written down. */
+static void on_state(const struct slot *s)
 {
-	struct desired *d = &desired[(const struct slot_rt *)s - md.slots];
+	struct desired *d = &desired[core_index(s)];
 	const struct model *now = d->now;
 
-	if (md.shutting_down)
+	if (core_shutting_down())
 		return;
 	if (s->state == SS_READY)
 		now = s->model;
@@ -176,7 +180,7 @@ void state_changed(const struct slot *s)
 		now = NULL;
 	if (s->state == SS_READY || s->state == SS_EMPTY)
 		d->wanted = now;
-	if (!md.conf.state_dir || now == d->now)
+	if (!config_running()->state_dir || now == d->now)
 		return;
 	d->now = now;
 	if (write_file() < 0)
@@ -189,3 +193,5 @@ void state_free(void)
 	free(desired);
 	desired = NULL;
 }
+
+const struct watch state_watch = { .state = on_state };

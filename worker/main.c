@@ -242,7 +242,7 @@ static void take_infer(struct worker *w, const msgpack_object *msg)
 	if (msg_u64(msg, "req", &req) || req == 0 || job_of(w, req) || w->op.req)
 		malformed(WM_INFER);
 	job_begin(w, j, req);
-	if (gen_read(msg, &j->gen, err))
+	if (gen_read(arg_msgpack(msg), &j->gen, err))
 		malformed(WM_INFER);
 	j->stream = j->gen.stream;
 	text_init(&j->text, j->gen.stop, j->gen.nstop);

@@ -32,7 +32,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memcpy(frame + FRAME_HEADER_LEN, data, size);
 	msgpack_unpacked_init(&u);
 	if (frame_decode(frame, size + FRAME_HEADER_LEN, FRAME_MAX_DEFAULT, &u, &used, &why) == FRAME_OK) {
-		gen_read(&u.data, &g, err);
+		gen_read(arg_msgpack(&u.data), &g, err);
 		gen_free(&g);		/* read or not: its contract */
 	}
 	msgpack_unpacked_destroy(&u);

@@ -32,16 +32,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	char err[256];
 	json_t *body = size <= HTTP_MAX_BODY ? httpreq_parse((const char *)data, size, err, sizeof err) : NULL;
-	struct msgw w;
-	msgpack_unpacked u;
 
 	if (!body)
 		return 0;
 	read_as(body, false);
 	read_as(body, true);
-	httpreq_msg(body, &w, &u, err, sizeof err);
-	msgpack_unpacked_destroy(&u);
-	msgw_free(&w);
 	json_decref(body);
 	return 0;
 }

@@ -95,7 +95,7 @@ static const struct slot_env env = {
 	.lock = r_lock, .unlock = r_unlock, .device_busy = r_device_busy, .forward = r_forward,
 	.now_ms = r_now, .spawn = r_spawn, .stop = r_stop, .kill = r_kill, .send_infer = r_send_infer,
 	.cancel_infer = r_cancel, .arm = r_arm, .arm_req = r_arm_req, .check_memory = r_check_memory, .finish = r_finish, .chunk = r_chunk,
-	.state_changed = r_state, .progress = r_progress, .job = r_job, .new_job = r_new_job,
+	.publish = r_state, .progress = r_progress, .job = r_job, .new_job = r_new_job,
 };
 
 static struct slot_conf conf = {
@@ -121,9 +121,17 @@ static int setup(void **state)
 	return 0;
 }
 
-static void feed(enum slot_event t, uint64_t a, uint64_t b)
+/* An event of type t; a warmed one took warmup_ms. */
+static void feed(enum slot_event t, uint64_t warmup_ms)
 {
-	struct slot_ev ev = { .type = t, .a = a, .b = b, .message = "exited with status 1" };
+	struct slot_ev ev = { .type = t, .warmup_ms = warmup_ms, .message = "exited with status 1" };
+	slot_event(&s, &ev);
+}
+
+/* The worker says it has loaded, and takes parallel inferences at once. */
+static void loaded(unsigned parallel)
+{
+	struct slot_ev ev = { .type = SEV_LOADED, .parallel = parallel };
 	slot_event(&s, &ev);
 }
 
@@ -152,9 +160,9 @@ static struct req *request(enum slot_event t, enum op op, const struct model *m)
 static void load_ready(const struct model *m)
 {
 	request(SEV_LOAD, OP_LOAD, m);
-	feed(SEV_LOADED, 10, 16);
+	loaded(1);
 	if (m->warmup)
-		feed(SEV_WARMED, 3, 0);
+		feed(SEV_WARMED, 3);
 	assert_int_equal(s.state, SS_READY);
 }
 
@@ -173,9 +181,9 @@ static void test_load_goes_through_states_in_order(void **state)
 	assert_int_equal(rec.spawns, 1);
 	assert_int_equal(rec.armed, ma.load_timeout_ms);
 	assert_int_equal(rec.finished, 0);
-	feed(SEV_LOADED, 10, 16);
+	loaded(1);
 	assert_int_equal(s.state, SS_WARMING);
-	feed(SEV_WARMED, 3, 0);
+	feed(SEV_WARMED, 3);
 	enum slot_state want[] = { SS_SWITCHING, SS_LOADING, SS_WARMING, SS_READY };
 	assert_int_equal(rec.nstates, 4);
 	assert_memory_equal(rec.states, want, sizeof want);
@@ -192,11 +200,11 @@ static void test_switch_waits_for_the_old_worker(void **state)
 	assert_int_equal(s.state, SS_UNLOADING);
 	assert_int_equal(rec.stops, 1);
 	assert_int_equal(rec.spawns, 1);	/* no new worker before the old one is reaped */
-	feed(SEV_EXITED, 0, 0);
+	feed(SEV_EXITED, 0);
 	assert_int_equal(rec.spawns, 2);
 	assert_int_equal(s.state, SS_LOADING);
 	assert_ptr_equal(s.model, &mb);
-	feed(SEV_LOADED, 5, 16);
+	loaded(1);
 	assert_int_equal(s.state, SS_READY);	/* b has no warmup */
 }
 
@@ -206,8 +214,8 @@ static void test_same_model_load_joins(void **state)
 	request(SEV_LOAD, OP_LOAD, &ma);
 	request(SEV_LOAD, OP_LOAD, &ma);
 	assert_int_equal(rec.spawns, 1);
-	feed(SEV_LOADED, 10, 16);
-	feed(SEV_WARMED, 1, 0);
+	loaded(1);
+	feed(SEV_WARMED, 1);
 	assert_int_equal(rec.finished, 2);
 	assert_int_equal(rec.last_code, E_NONE);
 }
@@ -221,7 +229,7 @@ static void test_load_of_another_model_supersedes(void **state)
 	assert_int_equal(rec.last_code, E_SUPERSEDED);
 	assert_int_equal(rec.kills, 1);
 	assert_int_equal(s.state, SS_UNLOADING);
-	feed(SEV_EXITED, 0, 0);
+	feed(SEV_EXITED, 0);
 	assert_ptr_equal(s.model, &mb);
 	assert_int_equal(s.state, SS_LOADING);
 }
@@ -233,7 +241,7 @@ static void test_unload_during_load_cancels(void **state)
 	request(SEV_UNLOAD, OP_UNLOAD, NULL);
 	assert_int_equal(rec.last_code, E_CANCELLED);
 	assert_int_equal(rec.kills, 1);
-	feed(SEV_EXITED, 0, 0);
+	feed(SEV_EXITED, 0);
 	assert_int_equal(s.state, SS_EMPTY);
 	assert_int_equal(rec.finished, 2);
 	assert_int_equal(rec.last_code, E_NONE);
@@ -248,7 +256,7 @@ static void test_load_failure_is_error(void **state)
 	assert_int_equal(s.state, SS_ERROR);
 	assert_int_equal(rec.last_code, E_LOAD_FAILED);
 	assert_non_null(strstr(s.message, "bad magic"));
-	feed(SEV_EXITED, 0, 0);
+	feed(SEV_EXITED, 0);
 	assert_int_equal(s.state, SS_ERROR);
 	load_ready(&mb);
 }
@@ -260,16 +268,16 @@ static void test_load_timeouts_count_toward_the_restart_limit(void **state)
 	for (unsigned i = 0; i < conf.restart_limit; i++) {
 		assert_int_equal(s.state, SS_LOADING);
 		int finished = rec.finished;
-		feed(SEV_DEADLINE, 0, 0);
+		feed(SEV_DEADLINE, 0);
 		assert_int_equal(rec.kills, (int)i + 1);
 		/* the requester hears of the first timeout, and only of it */
 		assert_int_equal(rec.finished, finished + (i == 0));
 		if (i == 0)
 			assert_int_equal(rec.last_code, E_TIMEOUT);
 		rec.now += conf.restart_window_ms;	/* slow deaths: the window alone never trips */
-		feed(SEV_EXITED, 0, 0);
+		feed(SEV_EXITED, 0);
 		if (s.state == SS_RECONNECTING)
-			feed(SEV_DEADLINE, 0, 0);
+			feed(SEV_DEADLINE, 0);
 	}
 	assert_int_equal(s.state, SS_ERROR);
 	assert_non_null(strstr(s.message, "3 loads in a row failed"));
@@ -280,11 +288,11 @@ static void test_crash_reconnects_with_backoff(void **state)
 	(void)state;
 	load_ready(&ma);
 	rec.now = 1000;
-	feed(SEV_EXITED, 0, 0);
+	feed(SEV_EXITED, 0);
 	assert_int_equal(s.state, SS_RECONNECTING);
 	assert_int_equal(rec.armed, 100);
 	assert_int_equal(s.attempt, 1);
-	feed(SEV_DEADLINE, 0, 0);
+	feed(SEV_DEADLINE, 0);
 	assert_int_equal(s.state, SS_LOADING);
 	assert_int_equal(rec.spawns, 2);
 	slot_event(&s, &(struct slot_ev){ .type = SEV_EXITED, .death = WD_KILLED });	/* dies while loading */
@@ -303,9 +311,9 @@ static void test_too_many_deaths_is_error(void **state)
 	load_ready(&ma);
 	for (unsigned i = 0; i < conf.restart_limit; i++) {
 		rec.now += 10;
-		feed(SEV_EXITED, 0, 0);
+		feed(SEV_EXITED, 0);
 		if (s.state == SS_RECONNECTING)
-			feed(SEV_DEADLINE, 0, 0);
+			feed(SEV_DEADLINE, 0);
 	}
 	assert_int_equal(s.state, SS_ERROR);
 	assert_non_null(strstr(s.message, "3 times"));
@@ -319,8 +327,8 @@ static void test_infer_runs_only_when_ready(void **state)
 	request(SEV_LOAD, OP_LOAD, &ma);
 	request(SEV_INFER, OP_INFER, NULL);
 	assert_int_equal(rec.last_code, E_NOT_READY);
-	feed(SEV_LOADED, 1, 16);
-	feed(SEV_WARMED, 1, 0);
+	loaded(1);
+	feed(SEV_WARMED, 1);
 	unsigned timers = rec.req_timers;
 	struct req *r = request(SEV_INFER, OP_INFER, &ma);
 	assert_int_equal(rec.req_timers, timers);	/* it went to the worker: no wait, no timer */
@@ -332,7 +340,7 @@ static void test_infer_runs_only_when_ready(void **state)
 	assert_int_equal(rec.req_timers, timers + 1);	/* the one that waits has its wait_ms running */
 	uint32_t tokens[] = { 3, 4 };
 	struct work_out out = { .tokens = tokens, .ntokens = 2, .finish = "length" };
-	struct slot_ev done = { .type = SEV_INFER_DONE, .a = r->seq, .out = &out };
+	struct slot_ev done = { .type = SEV_INFER_DONE, .seq = r->seq, .out = &out };
 	int before = rec.finished;
 	slot_event(&s, &done);
 	assert_int_equal(rec.finished, before + 1);
@@ -345,9 +353,8 @@ static void test_parallel_inferences_at_the_worker(void **state)
 {
 	(void)state;
 	request(SEV_LOAD, OP_LOAD, &ma);
-	s.parallel = 2;		/* as the worker's loaded says */
-	feed(SEV_LOADED, 1, 16);
-	feed(SEV_WARMED, 1, 0);
+	loaded(2);
+	feed(SEV_WARMED, 1);
 	struct req *a = request(SEV_INFER, OP_INFER, &ma);
 	struct req *b = request(SEV_INFER, OP_INFER, &ma);
 	struct req *c = request(SEV_INFER, OP_INFER, &ma);
@@ -357,25 +364,25 @@ static void test_parallel_inferences_at_the_worker(void **state)
 	/* a tokenize waits until nothing else runs, then goes alone */
 	struct req *t = request(SEV_INFER, OP_TOKENIZE, &ma);
 	struct work_out none = { .finish = "length" };
-	struct slot_ev done = { .type = SEV_INFER_DONE, .a = b->seq, .out = &none };
+	struct slot_ev done = { .type = SEV_INFER_DONE, .seq = b->seq, .out = &none };
 	slot_event(&s, &done);
 	assert_int_equal(rec.infers, 3);	/* c joined a */
 	assert_int_equal(s.nrunning, 2);
-	done.a = a->seq;
+	done.seq = a->seq;
 	slot_event(&s, &done);
 	assert_int_equal(rec.infers, 3);	/* the tokenize still waits for c */
-	done.a = c->seq;
+	done.seq = c->seq;
 	slot_event(&s, &done);
 	assert_int_equal(rec.infers, 4);
 	assert_int_equal(s.nrunning, 1);
 	assert_true(s.running[0].alone && s.running[0].req == t);
 	/* a crash ends everything the worker ran */
-	done.a = t->seq;
+	done.seq = t->seq;
 	slot_event(&s, &done);
 	request(SEV_INFER, OP_INFER, &ma);
 	request(SEV_INFER, OP_INFER, &ma);
 	int before = rec.finished;
-	feed(SEV_EXITED, 0, 0);
+	feed(SEV_EXITED, 0);
 	assert_int_equal(rec.finished, before + 2);
 	assert_int_equal(rec.last_code, E_WORKER_CRASHED);
 	assert_int_equal(s.nrunning, 0);
@@ -386,7 +393,7 @@ static void test_crash_fails_the_running_request(void **state)
 	(void)state;
 	load_ready(&ma);
 	request(SEV_INFER, OP_INFER, &ma);
-	feed(SEV_EXITED, 0, 0);
+	feed(SEV_EXITED, 0);
 	assert_int_equal(rec.last_code, E_WORKER_CRASHED);
 	assert_int_equal(s.state, SS_RECONNECTING);
 }
@@ -412,7 +419,7 @@ static void test_cancel_stops_the_worker_request(void **state)
 	assert_int_equal(rec.finished, before + 1);
 	uint32_t tokens[] = { 3 };
 	struct work_out out = { .tokens = tokens, .ntokens = 1, .finish = "cancelled" };
-	struct slot_ev done = { .type = SEV_INFER_DONE, .a = r->seq, .out = &out };
+	struct slot_ev done = { .type = SEV_INFER_DONE, .seq = r->seq, .out = &out };
 	slot_event(&s, &done);
 	assert_int_equal(rec.finished, before + 2);
 	assert_int_equal(rec.last_code, E_NONE);
@@ -430,14 +437,14 @@ static void test_a_request_with_no_token_for_stall_timeout_kills_the_worker(void
 	uint32_t tokens[] = { 3 };
 	struct work_out out = { .tokens = tokens, .ntokens = 1 };
 	rec.now += 600;
-	struct slot_ev tok = { .type = SEV_TOKENS, .a = r->seq, .out = &out };
+	struct slot_ev tok = { .type = SEV_TOKENS, .seq = r->seq, .out = &out };
 	slot_event(&s, &tok);
 	rec.now += 600;
-	feed(SEV_DEADLINE, 0, 0);		/* 600 ms since the last token: not stalled */
+	feed(SEV_DEADLINE, 0);		/* 600 ms since the last token: not stalled */
 	assert_int_equal(rec.kills, 0);
 	assert_int_equal(rec.armed, 400);
 	rec.now += 400;
-	feed(SEV_DEADLINE, 0, 0);
+	feed(SEV_DEADLINE, 0);
 	assert_int_equal(rec.kills, 1);
 	conf.stall_timeout_ms = 0;
 }
@@ -449,11 +456,11 @@ static void test_a_worker_that_answers_what_it_was_not_asked_is_killed(void **st
 	struct req *r = request(SEV_INFER, OP_INFER, &ma);
 	uint32_t tokens[17] = { 0 };
 	struct work_out out = { .tokens = tokens, .ntokens = 1 };
-	struct slot_ev stranger = { .type = SEV_TOKENS, .a = r->seq + 1, .out = &out };
+	struct slot_ev stranger = { .type = SEV_TOKENS, .seq = r->seq + 1, .out = &out };
 	slot_event(&s, &stranger);
 	assert_int_equal(rec.kills, 1);
 	out.ntokens = 17;		/* it asked for 16 */
-	struct slot_ev excess = { .type = SEV_INFER_DONE, .a = r->seq, .out = &out };
+	struct slot_ev excess = { .type = SEV_INFER_DONE, .seq = r->seq, .out = &out };
 	slot_event(&s, &excess);
 	assert_int_equal(rec.kills, 2);
 }
@@ -484,7 +491,7 @@ static void test_a_stream_gets_the_text_its_end_released(void **state)
 	struct slot_ev ev = { .type = SEV_INFER, .req = r, .model = &ma };
 	slot_event(&s, &ev);
 	struct work_out end = { .text = "\xef\xbf\xbd", .ntext = 3, .finish = "length" };
-	struct slot_ev done = { .type = SEV_INFER_DONE, .a = r->seq, .out = &end };
+	struct slot_ev done = { .type = SEV_INFER_DONE, .seq = r->seq, .out = &end };
 	slot_event(&s, &done);
 	assert_int_equal(rec.chunks, 1);
 	assert_int_equal(rec.last_code, E_NONE);
@@ -498,7 +505,7 @@ static void test_restart_goes_through_service_restarting(void **state)
 	request(SEV_RESTART, OP_RESTART, NULL);
 	assert_int_equal(s.state, SS_RESTARTING);
 	assert_int_equal(rec.stops, 1);
-	feed(SEV_EXITED, 0, 0);
+	feed(SEV_EXITED, 0);
 	assert_int_equal(s.state, SS_LOADING);
 	assert_ptr_equal(s.model, &ma);
 }
@@ -510,10 +517,10 @@ static void test_unavailable_device_retries(void **state)
 	struct slot_ev ev = { .type = SEV_FAILED, .unavailable = true, .message = "no driver" };
 	slot_event(&s, &ev);
 	assert_int_equal(s.state, SS_UNAVAILABLE);
-	feed(SEV_DEADLINE, 0, 0);
+	feed(SEV_DEADLINE, 0);
 	assert_int_equal(rec.spawns, 1);	/* the failed worker is not reaped yet */
-	feed(SEV_EXITED, 0, 0);
-	feed(SEV_DEADLINE, 0, 0);
+	feed(SEV_EXITED, 0);
+	feed(SEV_DEADLINE, 0);
 	assert_int_equal(rec.spawns, 2);
 	assert_int_equal(s.state, SS_LOADING);
 }
@@ -525,10 +532,10 @@ static void test_shutdown_ends_every_request(void **state)
 	request(SEV_INFER, OP_INFER, &ma);
 	request(SEV_INFER, OP_INFER, &ma);
 	int before = rec.finished;
-	feed(SEV_SHUTDOWN, 0, 0);
+	feed(SEV_SHUTDOWN, 0);
 	assert_int_equal(rec.finished, before + 2);
 	assert_int_equal(rec.last_code, E_SHUTTING_DOWN);
-	feed(SEV_EXITED, 0, 0);
+	feed(SEV_EXITED, 0);
 	assert_int_equal(s.state, SS_EMPTY);
 	request(SEV_LOAD, OP_LOAD, &ma);
 	assert_int_equal(rec.last_code, E_SHUTTING_DOWN);
@@ -562,8 +569,8 @@ static void test_requests_wait_for_ready_then_run_in_order(void **state)
 	assert_int_equal(slot_queue_length(&s), 2);
 	assert_int_equal(rec.req_armed, 1000);
 	assert_int_equal(rec.infers, 0);
-	feed(SEV_LOADED, 1, 16);
-	feed(SEV_WARMED, 1, 0);
+	loaded(1);
+	feed(SEV_WARMED, 1);
 	assert_int_equal(rec.infers, 1);
 	assert_int_equal(slot_queue_length(&s), 1);
 }
@@ -600,12 +607,12 @@ static void test_a_switch_drains_running_streams(void **state)
 	assert_int_equal(rec.armed, conf.drain_timeout_ms);
 	struct req *later = infer_waiting(NULL, 1000);	/* queues behind the switch */
 	(void)later;
-	struct slot_ev done = { .type = SEV_INFER_DONE, .a = r->seq };
+	struct slot_ev done = { .type = SEV_INFER_DONE, .seq = r->seq };
 	slot_event(&s, &done);
 	assert_int_equal(rec.last_code, E_NONE);
 	assert_int_equal(s.state, SS_UNLOADING);
-	feed(SEV_EXITED, 0, 0);
-	feed(SEV_LOADED, 1, 16);
+	feed(SEV_EXITED, 0);
+	loaded(1);
 	assert_int_equal(s.state, SS_READY);
 	assert_int_equal(rec.infers, 2);	/* the queued one ran on b */
 }
@@ -617,7 +624,7 @@ static void test_requests_that_would_not_wait_end_when_ready_ends(void **state)
 	infer_waiting(&ma, 1000);		/* at the worker */
 	infer_waiting(&ma, 0);			/* behind it, with no timer */
 	int before = rec.finished;
-	feed(SEV_EXITED, 0, 0);
+	feed(SEV_EXITED, 0);
 	assert_int_equal(rec.finished, before + 2);	/* worker_crashed, then not_ready */
 	assert_int_equal(rec.last_code, E_NOT_READY);
 	assert_int_equal(slot_queue_length(&s), 0);
@@ -632,7 +639,7 @@ static void test_an_unload_overtaken_by_a_load_ends_when_the_worker_is_gone(void
 	assert_int_equal(s.state, SS_SWITCHING);
 	request(SEV_LOAD, OP_LOAD, &mb);		/* latest wins */
 	int before = rec.finished;
-	feed(SEV_EXITED, 0, 0);				/* the worker dies while draining */
+	feed(SEV_EXITED, 0);				/* the worker dies while draining */
 	assert_int_equal(s.state, SS_LOADING);
 	assert_int_equal(rec.finished, before + 2);	/* the stream, and the unload */
 	assert_int_equal(rec.last_code, E_NONE);
@@ -644,7 +651,7 @@ static void test_drain_timeout_cancels_streams(void **state)
 	load_ready(&ma);
 	infer_waiting(&ma, 1000);
 	request(SEV_LOAD, OP_LOAD, &mb);
-	feed(SEV_DEADLINE, 0, 0);
+	feed(SEV_DEADLINE, 0);
 	assert_int_equal(rec.last_code, E_CANCELLED);
 	assert_int_equal(rec.cancels, 1);
 	assert_int_equal(s.state, SS_UNLOADING);
@@ -674,9 +681,9 @@ static void test_debounce_coalesces_a_burst(void **state)
 	request(SEV_LOAD, OP_LOAD, &ma);
 	assert_int_equal(s.state, SS_SWITCHING);
 	assert_int_equal(rec.stops, 0);
-	feed(SEV_DEADLINE, 0, 0);		/* the window closes: one switch */
+	feed(SEV_DEADLINE, 0);		/* the window closes: one switch */
 	assert_int_equal(s.state, SS_UNLOADING);
-	feed(SEV_EXITED, 0, 0);
+	feed(SEV_EXITED, 0);
 	assert_ptr_equal(s.model, &ma);
 	assert_int_equal(rec.spawns, 2);
 }
@@ -690,19 +697,19 @@ static void test_idle_eviction_and_keep_alive(void **state)
 	struct req *r = infer_waiting(&mb, 1000);
 	r->keep_alive_ms = 5000;
 	assert_int_equal(rec.armed, 0);		/* busy: no idle clock */
-	struct slot_ev done = { .type = SEV_INFER_DONE, .a = r->seq };
+	struct slot_ev done = { .type = SEV_INFER_DONE, .seq = r->seq };
 	slot_event(&s, &done);
 	assert_int_equal(rec.armed, 5000);	/* the keep-alive is longer */
 	rec.now += 5000;
-	feed(SEV_DEADLINE, 0, 0);
+	feed(SEV_DEADLINE, 0);
 	assert_int_equal(s.state, SS_UNLOADING);
 	/* a request racing the eviction waits for a fresh load, never fails */
 	int before = rec.finished;
 	infer_waiting(&mb, 1000);
-	feed(SEV_EXITED, 0, 0);
+	feed(SEV_EXITED, 0);
 	assert_int_equal(rec.finished, before);
 	assert_int_equal(s.state, SS_LOADING);
-	feed(SEV_LOADED, 1, 16);
+	loaded(1);
 	assert_int_equal(rec.infers, 2);
 }
 
@@ -712,7 +719,7 @@ static void test_autoload_loads_what_infer_names(void **state)
 	conf.autoload = AUTOLOAD_YES;
 	infer_waiting(&mb, 1000);
 	assert_int_equal(s.state, SS_LOADING);
-	feed(SEV_LOADED, 1, 16);
+	loaded(1);
 	assert_int_equal(rec.infers, 1);
 }
 
@@ -745,7 +752,7 @@ static void test_fallback_loads_after_a_failure(void **state)
 	slot_event(&s, &ev);
 	assert_int_equal(rec.last_code, E_LOAD_FAILED);
 	assert_int_equal(s.state, SS_ERROR);
-	feed(SEV_EXITED, 0, 0);
+	feed(SEV_EXITED, 0);
 	assert_int_equal(s.state, SS_LOADING);
 	assert_ptr_equal(s.model, &mb);
 	enum slot_state want[] = { SS_SWITCHING, SS_LOADING, SS_ERROR, SS_LOADING };
@@ -772,9 +779,9 @@ static void test_a_load_waits_for_the_device(void **state)
 	assert_int_equal(s.state, SS_LOADING);
 	assert_int_equal(rec.spawns, 0);	/* no worker until the device is ours */
 	rec.device_taken = false;
-	feed(SEV_LOCKED, 0, 0);
+	feed(SEV_LOCKED, 0);
 	assert_int_equal(rec.spawns, 1);
-	feed(SEV_LOADED, 1, 16);
+	loaded(1);
 	assert_int_equal(s.state, SS_READY);
 	assert_false(s.locked);			/* given back once loaded */
 }
@@ -798,7 +805,7 @@ static void test_inference_waits_its_turn_or_tries(void **state)
 	struct req *r = infer_waiting(&mb, 1000);
 	assert_int_equal(rec.infers, 0);	/* waits at the head of the queue */
 	rec.device_taken = false;
-	feed(SEV_LOCKED, 0, 0);
+	feed(SEV_LOCKED, 0);
 	assert_int_equal(rec.infers, 1);
 	assert_int_equal(s.nrunning, 1);
 	assert_int_equal(s.running[0].seq, r->seq);
@@ -818,8 +825,8 @@ static void test_a_load_during_restart_joins_it(void **state)
 	int before = rec.finished;
 	request(SEV_LOAD, OP_LOAD, &mb);
 	assert_int_equal(s.state, SS_RESTARTING);
-	feed(SEV_EXITED, 0, 0);
-	feed(SEV_LOADED, 1, 16);
+	feed(SEV_EXITED, 0);
+	loaded(1);
 	assert_int_equal(rec.finished, before + 1);
 	assert_int_equal(rec.last_code, E_NONE);
 }

@@ -136,7 +136,7 @@ static const struct slot_env env = {
 	.now_ms = e_now, .spawn = e_spawn, .stop = e_stop, .kill = e_kill, .send_infer = e_send_infer,
 	.cancel_infer = e_cancel, .arm = e_arm, .arm_req = e_arm_req, .check_memory = e_memory,
 	.lock = e_lock, .unlock = e_unlock, .device_busy = e_busy, .forward = e_forward, .finish = e_finish,
-	.chunk = e_chunk, .state_changed = e_state, .progress = e_progress, .job = e_job, .new_job = e_new_job,
+	.chunk = e_chunk, .publish = e_state, .progress = e_progress, .job = e_job, .new_job = e_new_job,
 };
 
 static struct slot_conf conf = {
@@ -225,7 +225,7 @@ static bool worker_step(bool cooperate)
 		ev.type = SEV_EXITED;
 	} else if (!w.loaded) {
 		w.loaded = true;
-		s.parallel = w.parallel;	/* as modeld reads it from the worker's loaded */
+		ev.parallel = w.parallel;
 		ev.type = !cooperate && rnd(8) == 0 ? SEV_FAILED : SEV_LOADED;
 		ev.code = E_LOAD_FAILED;
 	} else if (!w.warmed && s.state == SS_WARMING) {
@@ -233,7 +233,7 @@ static bool worker_step(bool cooperate)
 		ev.type = SEV_WARMED;
 	} else if (w.nat) {
 		unsigned i = (unsigned)rnd(w.nat);
-		ev.a = w.at_worker[i];
+		ev.seq = w.at_worker[i];
 		ev.type = w.cancel_sent[i] || rnd(3) == 0 ? SEV_INFER_DONE : SEV_TOKENS;
 		if (w.cancel_sent[i])
 			out.finish = "cancelled";

@@ -1,7 +1,8 @@
 /*
- * slots.c: the slots of this modeld, and the slot_env that gives their
- * machines hands: workers (child.c), a timer each, replies (server.c) and
- * events (events.c).
+ * core.c: the slots of this modeld (core.h), and the slot_env that gives
+ * their machines hands: workers (child.c), a timer each, the device lock
+ * (devlock.c), replies through each request's sink, and what happens told
+ * to the registered watches (watch.h).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,9 +12,20 @@
 
 #include "../proto/clock.h"
 #include "../proto/log.h"
+#include "child.h"
+#include "core.h"
+#include "devices.h"
 #include "devlock.h"
 #include "ggufmeta.h"
-#include "modeld.h"
+#include "watch.h"
+
+static struct event_base *base;
+static struct slot_rt *slots;
+static size_t nslots;
+static uint64_t last_job;
+static bool shutting_down;
+
+static struct slot_rt *find(const char *name);
 
 static struct slot_rt *rt_of(struct slot *s)
 {
@@ -122,26 +134,13 @@ static void env_arm_req(struct slot *s, struct req *r, uint64_t ms)
 	if (!r->timer) {
 		if (ms == 0)
 			return;
-		r->timer = evtimer_new(md.base, req_waited_cb, r);
+		r->timer = evtimer_new(base, req_waited_cb, r);
 	}
 	event_del(r->timer);
 	if (ms) {
 		struct timeval tv = clock_timeval(ms);
 		event_add(r->timer, &tv);
 	}
-}
-
-/* Free memory of the slot's device: the host's for cpu, else its workers' last report (0: unknown). */
-static uint64_t device_free(const struct slot *s)
-{
-	if (strcmp(s->conf->device, "cpu") == 0) {
-		struct sysinfo si;
-		return sysinfo(&si) == 0 ? (uint64_t)(si.freeram + si.bufferram) * si.mem_unit : 0;
-	}
-	for (size_t i = 0; i < md.nslots; i++)
-		if (strcmp(md.slots[i].s.conf->device, s->conf->device) == 0 && md.slots[i].dev_total)
-			return md.slots[i].dev_free;
-	return 0;
 }
 
 /* a + b, or UINT64_MAX where that overflows: a crafted file's estimate must not wrap to little */
@@ -201,7 +200,7 @@ static int env_check_memory(struct slot *s, const struct model *m, uint64_t free
 	uint64_t extra = gguf_extra(m, fd, size);
 	close(fd);
 	uint64_t need = plus(size, extra > rt->overhead ? extra : rt->overhead);
-	uint64_t avail = device_free(s);
+	uint64_t avail = devices_free_bytes(s->conf->device);
 	if (avail == 0 || need <= avail + freed)
 		return 0;
 	need_text(need_s, sizeof need_s, need);
@@ -211,7 +210,7 @@ static int env_check_memory(struct slot *s, const struct model *m, uint64_t free
 	if (s->conf->memory_check == MEMCHECK_REFUSE)
 		return -1;
 	log_warn("slot %s: %s (memory_check = warn: loading anyway)", s->conf->name, msg);
-	events_advisory(s, msg);
+	watch_advisory(s, msg);
 	return 1;
 }
 
@@ -225,7 +224,7 @@ static int env_can_run(struct slot *s, const struct model *m, char *msg, size_t 
 	uint64_t size;
 	int fd;
 
-	if (strncmp(s->conf->device, "cuda", 4) != 0 || md.llama != PROBE_LLAMA_CPU ||
+	if (strncmp(s->conf->device, "cuda", 4) != 0 || devices_llama() != PROBE_LLAMA_CPU ||
 	    (fd = child_open_model(m, &size, msg, len)) < 0)
 		return 0;	/* a file that cannot be read fails at spawn, with its own message */
 	bool llama = strcmp(child_engine_for(m, s->conf->device, fd), "llama") == 0;
@@ -259,7 +258,7 @@ static bool env_device_busy(struct slot *s)
 /* Only a fallback slot that holds the very model the request is for may serve it. */
 static bool env_forward(struct slot *s, struct req *r)
 {
-	struct slot_rt *to = s->conf->cpu_fallback ? slots_find(s->conf->cpu_fallback) : NULL;
+	struct slot_rt *to = s->conf->cpu_fallback ? find(s->conf->cpu_fallback) : NULL;
 	const struct model *m = r->model ? r->model : s->model;
 
 	if (!to || !m || to->s.model != m || to->s.state != SS_READY)
@@ -290,7 +289,7 @@ static void env_finish(struct slot *s, struct req *r, enum err code, const char 
 	if (r->timer)
 		event_free(r->timer);
 	r->timer = NULL;
-	metrics_request(r, code);
+	watch_request_done(r, code);
 	req_reply(r, s, code, message);
 }
 
@@ -313,21 +312,13 @@ static void env_progress(struct slot *s)
 		return;
 	rt->progress_sent_ms = t;
 	rt->progress_done_sent = s->bytes >= s->total;
-	events_progress(s);
-}
-
-static void env_state_changed(const struct slot *s)
-{
-	metrics_state(s);
-	events_state(s);
-	service_status();
-	state_changed(s);
+	watch_progress(s);
 }
 
 static uint64_t env_new_job(void *arg)
 {
 	(void)arg;
-	return ++md.next_job;
+	return ++last_job;
 }
 
 static const struct slot_env env = {
@@ -347,9 +338,9 @@ static const struct slot_env env = {
 	.forward = env_forward,
 	.finish = env_finish,
 	.chunk = env_chunk,
-	.state_changed = env_state_changed,
+	.publish = watch_state,
 	.progress = env_progress,
-	.job = events_job,
+	.job = watch_job,
 	.new_job = env_new_job,
 };
 
@@ -360,71 +351,165 @@ static void deadline_cb(evutil_socket_t fd, short what, void *arg)
 	slot_event(arg, &ev);
 }
 
-void slots_init(void)
+/* The slot called name, or NULL. */
+static struct slot_rt *find(const char *name)
 {
-	md.nslots = md.conf.nslots;
-	md.slots = calloc(md.nslots, sizeof *md.slots);
-	if (!md.slots)
+	for (size_t i = 0; i < nslots; i++)
+		if (strcmp(slots[i].s.conf->name, name) == 0)
+			return &slots[i];
+	return NULL;
+}
+
+static const struct model *fallback_of(const struct slot_conf *c)
+{
+	return c->fallback_model ? config_model(config_running(), c->fallback_model) : NULL;
+}
+
+void core_init(struct event_base *b)
+{
+	const struct config *conf = config_running();
+
+	base = b;
+	nslots = conf->nslots;
+	if (!(slots = calloc(nslots, sizeof *slots)))
 		abort();
-	for (size_t i = 0; i < md.nslots; i++) {
-		struct slot_rt *rt = &md.slots[i];
-		const struct slot_conf *c = &md.conf.slots[i];
-		slot_init(&rt->s, c, c->fallback_model ? config_model(&md.conf, c->fallback_model) : NULL, &env);
-		rt->deadline = evtimer_new(md.base, deadline_cb, &rt->s);
+	for (size_t i = 0; i < nslots; i++) {
+		struct slot_rt *rt = &slots[i];
+		slot_init(&rt->s, &conf->slots[i], fallback_of(&conf->slots[i]), &env);
+		rt->index = i;
+		rt->deadline = evtimer_new(base, deadline_cb, &rt->s);
 	}
 	devlock_init();
-	for (size_t i = 0; i < md.nslots; i++)
-		md.slots[i].lock = devlock_of(config_slot_lock(md.slots[i].s.conf));
-	metrics_init();
+	for (size_t i = 0; i < nslots; i++)
+		slots[i].lock = devlock_of(config_slot_lock(slots[i].s.conf));
+	devices_init();
 }
 
-/* Each slot leaves initializing: for its default model, or empty. */
-void slots_start(void)
+void core_start(const struct model *(*initial)(const struct slot *s))
 {
-	for (size_t i = 0; i < md.nslots; i++) {
-		const struct slot_conf *c = md.slots[i].s.conf;
-		const struct model *configured = c->default_model ? config_model(&md.conf, c->default_model) : NULL;
-		struct slot_ev ev = { .type = SEV_START, .model = state_initial(&md.slots[i], configured) };
-		slot_event(&md.slots[i].s, &ev);
+	for (size_t i = 0; i < nslots; i++) {
+		struct slot_ev ev = { .type = SEV_START, .model = initial(&slots[i].s) };
+		slot_event(&slots[i].s, &ev);
 	}
 }
 
-void slots_shutdown(void)
+void core_shutdown(void)
 {
 	struct slot_ev ev = { .type = SEV_SHUTDOWN };
-	for (size_t i = 0; i < md.nslots; i++)
-		slot_event(&md.slots[i].s, &ev);
+
+	shutting_down = true;
+	for (size_t i = 0; i < nslots; i++)
+		slot_event(&slots[i].s, &ev);
 }
 
-void slots_free(void)
+bool core_shutting_down(void)
+{
+	return shutting_down;
+}
+
+void core_free(void)
 {
 	devlock_free();
-	for (size_t i = 0; i < md.nslots; i++)
-		event_free(md.slots[i].deadline);
-	metrics_free();
-	free(md.slots);
-	md.slots = NULL;
-	md.nslots = 0;
+	for (size_t i = 0; i < nslots; i++)
+		event_free(slots[i].deadline);
+	free(slots);
+	slots = NULL;
+	nslots = 0;
 }
 
-struct slot_rt *slots_find(const char *name)
+size_t core_nslots(void)
 {
-	for (size_t i = 0; i < md.nslots; i++)
-		if (strcmp(md.slots[i].s.conf->name, name) == 0)
-			return &md.slots[i];
-	return NULL;
+	return nslots;
+}
+
+const struct slot *core_slot(size_t i)
+{
+	return &slots[i].s;
+}
+
+size_t core_index(const struct slot *s)
+{
+	return ((const struct slot_rt *)s)->index;	/* a slot is the first member of its slot_rt */
+}
+
+const struct slot *core_find(const char *name)
+{
+	struct slot_rt *rt = find(name);
+	return rt ? &rt->s : NULL;
 }
 
 /*
  * Where a request naming model m goes: the slot that has it (loaded,
  * loading or next), else the model's configured slot, else the first.
  */
-struct slot_rt *slots_for_model(const struct model *m)
+static struct slot_rt *slot_for_model(const struct model *m)
 {
-	for (size_t i = 0; i < md.nslots; i++)
-		if (slot_holds(&md.slots[i].s, m))
-			return &md.slots[i];
+	for (size_t i = 0; i < nslots; i++)
+		if (slot_holds(&slots[i].s, m))
+			return &slots[i];
 	if (m->slot)
-		return slots_find(m->slot);
-	return &md.slots[0];
+		return find(m->slot);
+	return &slots[0];
+}
+
+/* The slot r is for: the one it names, else its model's; NULL with err. */
+static struct slot_rt *target(const struct req *r, struct req_error *err)
+{
+	struct slot_rt *rt = NULL;
+
+	if (r->slot_name && !(rt = find(r->slot_name)))
+		req_fail(err, E_UNKNOWN_SLOT, "no slot called %s", r->slot_name);
+	else if (!r->slot_name && r->model)
+		rt = slot_for_model(r->model);
+	else if (!r->slot_name)
+		req_fail(err, E_BAD_REQUEST, "slot or model is required");
+	return rt;
+}
+
+int core_submit(struct req *r, struct req_error *err)
+{
+	static const enum slot_event type_of[OP__COUNT] = {
+		[OP_LOAD] = SEV_LOAD, [OP_UNLOAD] = SEV_UNLOAD, [OP_RESTART] = SEV_RESTART,
+		[OP_INFER] = SEV_INFER, [OP_TOKENIZE] = SEV_INFER, [OP_DETOKENIZE] = SEV_INFER, [OP_EMBED] = SEV_INFER,
+	};
+	struct slot_rt *rt = target(r, err);
+
+	if (!rt)
+		return -1;
+	if (r->op == OP_UNLOAD && r->model && !slot_holds(&rt->s, r->model)) {
+		req_fail(err, E_NOT_LOADED, "model %s is not loaded in slot %s", r->model->name, rt->s.conf->name);
+		return -1;
+	}
+	if (r->op == OP_UNLOAD || r->op == OP_RESTART)
+		r->model = NULL;	/* the slot says what it held */
+	r->slot = &rt->s;
+	slot_event(&rt->s, &(struct slot_ev){ .type = type_of[r->op], .req = r, .model = r->model });
+	return 0;
+}
+
+void core_cancel(struct req *r, bool asker_gone)
+{
+	bool admin = r->op == OP_LOAD || r->op == OP_UNLOAD || r->op == OP_RESTART;
+
+	if (asker_gone)
+		req_orphan(r);
+	if (r->slot && !(asker_gone && admin))
+		slot_event(r->slot, &(struct slot_ev){ .type = SEV_CANCEL, .req = r });
+}
+
+void core_retire(const struct model *m, const struct model *again)
+{
+	for (size_t i = 0; i < nslots; i++) {
+		struct slot *s = &slots[i].s;
+		bool held = slot_holds(s, m);
+		slot_event(s, &(struct slot_ev){ .type = SEV_RETIRE, .model = m });
+		if (held && again)
+			slot_event(s, &(struct slot_ev){ .type = SEV_LOAD, .model = again });
+	}
+}
+
+void core_reconfigure(void)
+{
+	for (size_t i = 0; i < nslots; i++)
+		slot_set_fallback(&slots[i].s, fallback_of(slots[i].s.conf));
 }
