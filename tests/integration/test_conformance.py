@@ -61,7 +61,7 @@ class Conformance(DaemonTest):
 
     def test_states_and_job_statuses(self):
         states = spec_table("States")
-        self.assertEqual(sorted(states), sorted(source_names("supervisor/slot.c", "state_names")))
+        self.assertEqual(sorted(states), sorted(source_names("supervisor/step.c", "state_names")))
         c = self.d.client()
         c.ok("subscribe", events=["state", "job"])
         c.ok("load", model="a")
