@@ -188,6 +188,20 @@ class Completions(DaemonTest):
             self.assertIn("nested too deep", r["error"]["message"])
         self.assertEqual(post(port, "/v1/completions", {"model": "a", "prompt": [1], "max_tokens": 1})[0], 200)
 
+    def test_a_body_takes_the_sockets_arguments_with_the_sockets_errors(self):
+        port = wait_until(lambda: port_of(self.d), what="the HTTP port in the log")
+        base = {"model": "a", "prompt": [1], "max_tokens": 1}
+        for field, value, says in (("gpu", "maybe", "gpu must be"), ("keep_alive_ms", -1, "keep_alive_ms must be"),
+                                   ("wait_ms", "soon", "wait_ms must be")):
+            status, r = post(port, "/v1/completions", dict(base, **{field: value}))
+            self.assertEqual((status, r["error"]["code"]), (400, "bad_request"), field)
+            self.assertTrue(r["error"]["message"].startswith(says), r)
+        status, r = post(port, "/v1/completions", dict(base, slot="nowhere"))
+        self.assertEqual((status, r["error"]["code"]), (404, "unknown_slot"), r)
+        status, r = post(port, "/v1/completions", dict(base, gpu="try", keep_alive_ms=1000, wait_ms=5000))
+        self.assertEqual(status, 200, r)
+        self.assertEqual(r["usage"]["completion_tokens"], 1)
+
     def test_a_client_that_sends_half_a_request_holds_up_nobody(self):
         port = wait_until(lambda: port_of(self.d), what="the HTTP port in the log")
         slow = socket.create_connection(("127.0.0.1", port))
